@@ -1,0 +1,137 @@
+"""CardBus errors: one root, a stable ``code`` and a ``retriable`` flag on each.
+
+The tree::
+
+    CardBusError
+    ├── ConfigError                 bad or missing configuration (a missing key file, a bad flag)
+    │   └── MissingKeyError         a required key is not there; never a silent default
+    ├── ServiceError                a local service is not running or did not start
+    │   ├── BrokerError             the Kafka broker (deploy/ broker, or the configured cluster)
+    │   └── PcscError               pcscd / the PC/SC layer
+    ├── DecodeError                 bytes from the bus that do not fit the schema (-> dead letter)
+    ├── CryptoError                 anything the crypto core refuses
+    │   ├── KeyUsageError           a key used for something its usage does not allow
+    │   ├── KeyBlockError           a TR-31 key block that is malformed or does not match
+    │   ├── UnwrapError             a wrapped key that does not open (wrong terminal, tampering)
+    │   ├── SignatureInvalid        an event signature that does not verify
+    │   ├── MacInvalid              a MAC (terminal MAC, load MAC) that does not verify
+    │   ├── CryptogramInvalid       an ARQC / ARPC / TC that does not verify
+    │   ├── CardAuthenticationError a card that cannot prove it holds its key
+    │   └── PinBlockError           a PIN block that is malformed or does not decrypt
+    └── CardError                   the card dialogue failed (removed card, bad status word)
+
+Infrastructure errors (aiokafka, pyscard, OSError) are converted at the edge, where they
+happen, into one of these, so callers handle one family.
+"""
+
+from __future__ import annotations
+
+
+class CardBusError(Exception):
+    """Root of every error CardBus raises on purpose."""
+
+    code = "cardbus_error"
+    retriable = False
+
+
+class ConfigError(CardBusError):
+    """Configuration is missing or wrong."""
+
+    code = "config"
+
+
+class MissingKeyError(ConfigError):
+    """A key that must be provided is missing."""
+
+    code = "missing_key"
+
+
+class ServiceError(CardBusError):
+    """A local service is not running or failed to start."""
+
+    code = "service"
+    retriable = True
+
+
+class BrokerError(ServiceError):
+    """The Kafka broker is not reachable, not running, or failed to start."""
+
+    code = "broker"
+
+
+class PcscError(ServiceError):
+    """pcscd or the PC/SC layer is not available."""
+
+    code = "pcsc"
+
+
+class DecodeError(CardBusError):
+    """Bytes from the bus do not decode into an event of the topic's schema."""
+
+    code = "decode"
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+class CryptoError(CardBusError):
+    """The crypto core refused an operation."""
+
+    code = "crypto"
+
+
+class KeyUsageError(CryptoError):
+    """A key was asked to do something its usage does not allow."""
+
+    code = "key_usage"
+
+
+class KeyBlockError(CryptoError):
+    """A TR-31 key block is malformed or its header does not match what is provisioned."""
+
+    code = "key_block"
+
+
+class UnwrapError(CryptoError):
+    """A wrapped key does not open (wrong recipient, wrong binding, tampering)."""
+
+    code = "unwrap"
+
+
+class SignatureInvalid(CryptoError):
+    """A signature does not verify."""
+
+    code = "signature_invalid"
+
+
+class MacInvalid(CryptoError):
+    """A MAC does not verify."""
+
+    code = "mac_invalid"
+
+
+class CryptogramInvalid(CryptoError):
+    """An application cryptogram (ARQC, ARPC, TC) does not verify."""
+
+    code = "cryptogram_invalid"
+
+
+class CardAuthenticationError(CryptoError):
+    """A card failed to prove that it holds its private key, or its certificate is bad."""
+
+    code = "card_authentication"
+
+
+class PinBlockError(CryptoError):
+    """A PIN block is malformed or does not decrypt to a valid PIN."""
+
+    code = "pin_block"
+
+
+class CardError(CardBusError):
+    """The card dialogue failed: card removed, unsupported card, or an error status word."""
+
+    code = "card"
+    retriable = True
