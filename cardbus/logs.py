@@ -1,0 +1,141 @@
+"""Logging, configured in one place.
+
+- JSON lines when stderr is not a terminal, a readable console otherwise;
+- the correlation id (the payment) bound per flow with ``bind_correlation`` (contextvars), so
+  every line logged while handling that payment carries it;
+- a redaction processor that runs before rendering: a PAN anywhere in a value is cut to BIN +
+  last four, and PIN blocks, PINs and key material are dropped whatever key they sit under.
+
+Call ``configure()`` once per process (the CLI does). Tests assert on log output with
+``structlog.testing.capture_logs(processors=[redact])``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+
+from schemas.base import luhn_ok
+
+REDACTED = "[redacted]"
+
+# Keys whose values are never logged, whatever their shape. Matched as whole words inside the
+# key name, so ``pin_block``, ``terminalPinKey``, ``kbpk``, ``private_key_pem`` all match.
+_SECRET_KEY_WORDS = re.compile(
+    r"(pin|pinblock|pvv|secret|password|passphrase|private|priv|seed|kek|kbpk|imk|mk|"
+    r"key|keys|keyblock|key_block|cvv|cvc|cvv2|track|track1|track2|plaintext|cleartext|clear)",
+    re.IGNORECASE,
+)
+# Key names that contain "key" but only name or identify a key: safe to log.
+_SAFE_KEYS = frozenset(
+    {"key_id", "keyid", "key_ids", "kcv", "key_usage", "usage", "key_version", "kid",
+     "partition_key", "message_key", "topic_key", "public_key_id", "key_count", "keys_issued"}
+)
+_PAN_RUN = re.compile(r"(?<!\d)(\d{13,19})(?!\d)")
+# Long hex runs (>= 32 hex digits = 128 bits) look like key material or PIN blocks.
+_HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])")
+
+
+def _split_words(key: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key)
+    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+
+
+def is_secret_key(key: str) -> bool:
+    """True if a field called ``key`` may hold a PIN, PIN block, key or card secret."""
+    lowered = key.lower()
+    if lowered in _SAFE_KEYS or lowered.endswith(("_id", "_ids", "_kcv", "_count")):
+        return False
+    words = _split_words(key)
+    joined = "".join(words)
+    if joined in {"pinblock", "keyblock"}:
+        return True
+    return any(_SECRET_KEY_WORDS.fullmatch(w) for w in words)
+
+
+def mask_pans(text: str) -> str:
+    """Cut every Luhn-valid 13-19 digit run in ``text`` to BIN + last four."""
+
+    def _mask(m: re.Match[str]) -> str:
+        digits = m.group(1)
+        if not luhn_ok(digits):
+            return digits
+        return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
+
+    return _PAN_RUN.sub(_mask, text)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _HEX_RUN.sub(REDACTED, mask_pans(value))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, Mapping):
+        return {k: (REDACTED if is_secret_key(str(k)) else _clean(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and 10**12 <= abs(value) < 10**19:
+        return mask_pans(str(value))
+    return value
+
+
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask PANs, drop PIN blocks, PINs and key material."""
+    for key in list(event_dict):
+        if key in ("event", "level", "timestamp", "logger", "correlation_id"):
+            if isinstance(event_dict[key], str):
+                event_dict[key] = _clean(event_dict[key])
+            continue
+        if is_secret_key(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _clean(event_dict[key])
+    return event_dict
+
+
+def configure(level: str = "INFO", *, json: bool | None = None) -> None:
+    """Configure structlog and the stdlib root logger for this process."""
+    if json is None:
+        json = not sys.stderr.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact,
+    ]
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries (aiokafka, faust, mode) log through the stdlib: keep them quiet but visible.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger; ``name`` is bound as ``logger``."""
+    log = structlog.get_logger()
+    return log.bind(logger=name) if name else log
+
+
+@contextmanager
+def bind_correlation(correlation_id: str, **extra: Any) -> Iterator[None]:
+    """Bind ``correlation_id`` (and ``extra``) to every log line inside the block."""
+    with structlog.contextvars.bound_contextvars(correlation_id=correlation_id, **extra):
+        yield
