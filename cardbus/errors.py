@@ -9,6 +9,7 @@ The tree::
     │   ├── BrokerError             the Kafka broker (deploy/ broker, or the configured cluster)
     │   └── PcscError               pcscd / the PC/SC layer
     ├── DecodeError                 bytes from the bus that do not fit the schema (-> dead letter)
+    ├── EncodeError                 an event that may not go on the bus (wrong topic, too large)
     ├── CryptoError                 anything the crypto core refuses
     │   ├── KeyUsageError           a key used for something its usage does not allow
     │   ├── KeyBlockError           a TR-31 key block that is malformed or does not match
@@ -69,6 +70,17 @@ class DecodeError(CardBusError):
     """Bytes from the bus do not decode into an event of the topic's schema."""
 
     code = "decode"
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+class EncodeError(CardBusError):
+    """An event cannot be encoded for the bus: wrong topic for its type, or too large."""
+
+    code = "encode"
 
     def __init__(self, reason: str, *, field: str | None = None) -> None:
         super().__init__(reason)
