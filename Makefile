@@ -1,0 +1,39 @@
+# CardBus task runner: the README and CI call these targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup system venv jars test demo up lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+setup: system venv jars  ## install everything: apt packages, the venv, the Kafka jars
+
+system:  ## install missing Debian packages (Java, Maven, pcscd, vpcd, pcsc-tools, swig, kcat)
+	@deploy/install-system.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+jars: venv  ## fetch Apache Kafka from Maven Central
+	@$(BIN)/cardbus broker fetch
+
+test: setup  ## run the test suite (starts a real Kafka broker and pcscd for the session)
+	@scripts/test.sh
+
+demo: setup  ## run the main job end to end against a real broker, then stop everything
+	@$(BIN)/cardbus demo
+
+lint:  ## ruff, if installed
+	@$(BIN)/python -m ruff check . || true
+
+clean:  ## remove the venv and local state (broker data, cards, keys)
+	-@$(BIN)/cardbus broker stop 2>/dev/null
+	rm -rf $(VENV) .cardbus
