@@ -13,10 +13,12 @@ The tree::
     ├── CryptoError                 anything the crypto core refuses
     │   ├── KeyUsageError           a key used for something its usage does not allow
     │   ├── KeyBlockError           a TR-31 key block that is malformed or does not match
+    │   │   └── KeyBlockHeaderMismatch  a sound block whose usage/mode/exportability is not ours
     │   ├── UnwrapError             a wrapped key that does not open (wrong terminal, tampering)
     │   ├── SignatureInvalid        an event signature that does not verify
     │   ├── MacInvalid              a MAC (terminal MAC, load MAC) that does not verify
     │   ├── CryptogramInvalid       an ARQC / ARPC / TC that does not verify
+    │   │   └── AtcReplayed         an ATC not above the last one seen for the card
     │   ├── CardAuthenticationError a card that cannot prove it holds its key
     │   └── PinBlockError           a PIN block that is malformed or does not decrypt
     └── CardError                   the card dialogue failed (removed card, bad status word)
@@ -106,6 +108,12 @@ class KeyBlockError(CryptoError):
     code = "key_block"
 
 
+class KeyBlockHeaderMismatch(KeyBlockError):
+    """A TR-31 block that opens but whose header usage/mode/exportability is not provisioned."""
+
+    code = "key_block_header_mismatch"
+
+
 class UnwrapError(CryptoError):
     """A wrapped key does not open (wrong recipient, wrong binding, tampering)."""
 
@@ -128,6 +136,12 @@ class CryptogramInvalid(CryptoError):
     """An application cryptogram (ARQC, ARPC, TC) does not verify."""
 
     code = "cryptogram_invalid"
+
+
+class AtcReplayed(CryptogramInvalid):
+    """A cryptogram whose ATC is not above the last ATC seen for that card (a replay)."""
+
+    code = "atc_replayed"
 
 
 class CardAuthenticationError(CryptoError):

@@ -1,0 +1,157 @@
+"""Identities and seals: Ed25519 signatures and HMAC-SHA256 MACs over events' canonical bytes.
+
+A ``Signer`` / ``MacSealer`` is built once per key and reused (no key parsing per event).
+``seal_event`` puts a ``schemas.base.Seal`` on an event; ``verify_event`` checks it against the
+verifier that ``verifier_lookup(key_id)`` returns, raising ``SignatureInvalid`` (Ed25519) or
+``MacInvalid`` (HMAC) on any failure: missing seal, unknown key, wrong algorithm, bad value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from typing import TypeVar
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from cardbus.crypto.keystore import b64d, b64e
+from cardbus.errors import MacInvalid, SignatureInvalid
+from schemas.base import Event, Seal
+
+E = TypeVar("E", bound=Event)
+
+
+class Signer:
+    """An Ed25519 signing identity (``identity`` like ``platform``, ``key_id`` names the key)."""
+
+    alg = "Ed25519"
+
+    def __init__(self, key_id: str, private_key: Ed25519PrivateKey | bytes) -> None:
+        if isinstance(private_key, bytes):
+            private_key = Ed25519PrivateKey.from_private_bytes(private_key)
+        self.key_id = key_id
+        self._key = private_key
+        self.verifier = Verifier(key_id, private_key.public_key())
+
+    @classmethod
+    def generate(cls, key_id: str) -> Signer:
+        """A signer with a fresh key (tests, benchmarks, enrollment)."""
+        return cls(key_id, Ed25519PrivateKey.generate())
+
+    def sign(self, data: bytes) -> bytes:
+        """64-byte Ed25519 signature over ``data``."""
+        return self._key.sign(data)
+
+    def seal(self, data: bytes) -> Seal:
+        """A ``Seal`` over ``data``."""
+        return Seal(alg="Ed25519", key_id=self.key_id, value=b64e(self.sign(data)))
+
+    def public_bytes(self) -> bytes:
+        """The raw 32-byte public key."""
+        return self.verifier.public_bytes()
+
+
+class Verifier:
+    """An Ed25519 public key under a key id."""
+
+    alg = "Ed25519"
+
+    def __init__(self, key_id: str, public_key: Ed25519PublicKey | bytes) -> None:
+        if isinstance(public_key, bytes):
+            try:
+                public_key = Ed25519PublicKey.from_public_bytes(public_key)
+            except ValueError as exc:
+                raise SignatureInvalid(f"public key {key_id} is not an Ed25519 key") from exc
+        self.key_id = key_id
+        self._key = public_key
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        """Raise ``SignatureInvalid`` unless ``signature`` is this key's over ``data``."""
+        try:
+            self._key.verify(signature, data)
+        except InvalidSignature:
+            raise SignatureInvalid(f"signature by {self.key_id} does not verify") from None
+
+    def verify_seal(self, seal: Seal, data: bytes) -> None:
+        """Check a ``Seal`` (algorithm and key id must match this verifier)."""
+        if seal.alg != "Ed25519" or seal.key_id != self.key_id:
+            raise SignatureInvalid(f"seal is {seal.alg}/{seal.key_id}, expected Ed25519/"
+                                   f"{self.key_id}")
+        try:
+            value = b64d(seal.value)
+        except ValueError:
+            raise SignatureInvalid("seal value is not base64") from None
+        self.verify(value, data)
+
+    def public_bytes(self) -> bytes:
+        """The raw 32-byte public key."""
+        return self._key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+class MacSealer:
+    """HMAC-SHA256 seals (the terminal MAC): one shared key under a key id, sign and verify."""
+
+    alg = "HMAC-SHA256"
+
+    def __init__(self, key_id: str, key: bytes) -> None:
+        if len(key) < 16:
+            raise MacInvalid("MAC key too short")
+        self.key_id = key_id
+        self._base = hmac.new(key, digestmod=hashlib.sha256)
+
+    def mac(self, data: bytes) -> bytes:
+        """32-byte HMAC-SHA256 of ``data``."""
+        h = self._base.copy()
+        h.update(data)
+        return h.digest()
+
+    def seal(self, data: bytes) -> Seal:
+        """A ``Seal`` over ``data``."""
+        return Seal(alg="HMAC-SHA256", key_id=self.key_id, value=b64e(self.mac(data)))
+
+    def verify(self, mac: bytes, data: bytes) -> None:
+        """Raise ``MacInvalid`` unless ``mac`` is right (constant-time compare)."""
+        if not hmac.compare_digest(self.mac(data), mac):
+            raise MacInvalid(f"MAC under {self.key_id} does not verify")
+
+    def verify_seal(self, seal: Seal, data: bytes) -> None:
+        """Check a ``Seal`` (algorithm and key id must match)."""
+        if seal.alg != "HMAC-SHA256" or seal.key_id != self.key_id:
+            raise MacInvalid(f"seal is {seal.alg}/{seal.key_id}, expected HMAC-SHA256/"
+                             f"{self.key_id}")
+        try:
+            value = b64d(seal.value)
+        except ValueError:
+            raise MacInvalid("seal value is not base64") from None
+        self.verify(value, data)
+
+
+SealKey = Signer | MacSealer
+VerifyKey = Verifier | MacSealer
+
+
+def seal_event(event: E, signer: SealKey) -> E:
+    """A copy of ``event`` sealed over its canonical bytes (any old seal is replaced)."""
+    seal = signer.seal(event.canonical_bytes())
+    return event.model_copy(update={"seal": seal})
+
+
+def verify_event(event: Event, verifier_lookup: Callable[[str], VerifyKey | None]) -> None:
+    """Check ``event.seal``; ``verifier_lookup(key_id)`` gives the key (None if unknown).
+
+    Raises ``SignatureInvalid`` for Ed25519 seals (and missing seals), ``MacInvalid`` for
+    HMAC seals.
+    """
+    seal = event.seal
+    if seal is None:
+        raise SignatureInvalid(f"{event.type} {event.event_id} carries no seal")
+    error = MacInvalid if seal.alg == "HMAC-SHA256" else SignatureInvalid
+    verifier = verifier_lookup(seal.key_id)
+    if verifier is None:
+        raise error(f"unknown sealing key {seal.key_id}")
+    if verifier.alg != ("HMAC-SHA256" if seal.alg == "HMAC-SHA256" else "Ed25519"):
+        raise error(f"key {seal.key_id} is {verifier.alg}, seal says {seal.alg}")
+    verifier.verify_seal(seal, event.canonical_bytes())
