@@ -1,0 +1,78 @@
+"""Terminal events: enrollment, status, and the keys the platform issues to a terminal.
+
+Topics: ``cardbus.terminals`` (enrollment), ``cardbus.terminal-status`` and
+``cardbus.terminal-keys``, all compacted and keyed by terminal id.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.base import B64, EncryptedBlob, Event, ProviderId, TerminalId
+from schemas.values import Kcv, KeyId, Merchant, Text
+
+
+class TerminalEnrolled(Event):
+    """A terminal made its key pairs and registered its public keys."""
+
+    SEALED_BY: ClassVar[str] = "terminal identity key (proof of possession)"
+
+    type: Literal["TerminalEnrolled"] = "TerminalEnrolled"
+    schema_version: Literal[1] = 1
+
+    terminal_id: TerminalId
+    merchant: Merchant
+    identity_key_id: KeyId
+    identity_public_key: B64 = Field(description="Ed25519 public key, raw, base64url")
+    wrap_key_id: KeyId
+    wrap_public_key: B64 = Field(description="X25519 public key, raw, base64url (key wraps)")
+    reader_model: Text | None = None
+
+
+class TerminalStatusChanged(Event):
+    """The platform (or an operator) activated or suspended a terminal."""
+
+    SEALED_BY: ClassVar[str] = ""
+
+    type: Literal["TerminalStatusChanged"] = "TerminalStatusChanged"
+    schema_version: Literal[1] = 1
+
+    terminal_id: TerminalId
+    status: Literal["active", "suspended"]
+    reason: Text
+
+
+class IssuedKey(BaseModel):
+    """One terminal key, wrapped to the terminal's X25519 key (ECDH + HKDF + AES-GCM)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key_id: KeyId
+    usage: Literal["mac", "pin"]
+    kcv: Kcv
+    wrapped: EncryptedBlob
+
+
+class ProviderCardAuthKey(BaseModel):
+    """A provider's public key the terminal checks card certificates against."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider_id: ProviderId
+    key_id: KeyId
+    public_key: B64
+
+
+class TerminalKeysIssued(Event):
+    """The platform's current key set for one terminal (the whole set: compaction keeps one)."""
+
+    SEALED_BY: ClassVar[str] = "platform identity key"
+
+    type: Literal["TerminalKeysIssued"] = "TerminalKeysIssued"
+    schema_version: Literal[1] = 1
+
+    terminal_id: TerminalId
+    keys: tuple[IssuedKey, ...] = Field(min_length=1)
+    card_auth_keys: tuple[ProviderCardAuthKey, ...] = ()

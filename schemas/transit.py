@@ -1,0 +1,90 @@
+"""Transit top-up events: load requested, authorized by the operator, applied on the card,
+confirmed by the operator.
+
+Flow: the terminal's ``TransitLoadRequested`` (card's MAC1 over the load) -> platform, which
+forwards it (re-sealed) to ``cardbus.provider.<operator>.requests`` once the funding payment is
+approved -> operator answers ``TransitLoadAuthorized`` with MAC2 -> the terminal writes the load
+to the card and reports the card's TAC in ``TransitLoadApplied`` -> operator checks the TAC and
+answers ``TransitLoadConfirmed``. The correlation id is the funding payment's id.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from schemas.base import Event, Money, ProviderId, TerminalId
+from schemas.values import Aid, Amount, Counter, Mac4, Text, hex_bytes
+
+CardSerial = Annotated[str, hex_bytes(4, 10)]
+"""The transit card's serial (e-purse application serial number): not a payment PAN."""
+
+
+class TransitLoadRequested(Event):
+    """A top-up of a transit card, paid by the payment ``funding_payment_id``."""
+
+    SEALED_BY: ClassVar[str] = "terminal MAC key, then platform identity key when forwarded"
+
+    type: Literal["TransitLoadRequested"] = "TransitLoadRequested"
+    schema_version: Literal[1] = 1
+
+    terminal_id: TerminalId
+    operator_id: ProviderId
+    funding_payment_id: str
+    aid: Aid
+    card_serial: CardSerial
+    amount: Money
+    balance_before: Amount
+    load_counter: Counter
+    mac1: Mac4 = Field(description="the card's MAC over the load (INITIALIZE FOR LOAD)")
+
+
+class TransitLoadAuthorized(Event):
+    """The operator accepts MAC1 and answers with MAC2 for the card's LOAD command."""
+
+    SEALED_BY: ClassVar[str] = "operator identity key"
+
+    type: Literal["TransitLoadAuthorized"] = "TransitLoadAuthorized"
+    schema_version: Literal[1] = 1
+
+    operator_id: ProviderId
+    request_event_id: str
+    card_serial: CardSerial
+    amount: Money
+    new_balance: Amount
+    mac2: Mac4
+
+
+class TransitLoadApplied(Event):
+    """The card took the load: its TAC proves it."""
+
+    SEALED_BY: ClassVar[str] = "terminal MAC key"
+
+    type: Literal["TransitLoadApplied"] = "TransitLoadApplied"
+    schema_version: Literal[1] = 1
+
+    terminal_id: TerminalId
+    operator_id: ProviderId
+    request_event_id: str
+    card_serial: CardSerial
+    amount: Money
+    new_balance: Amount
+    load_counter: Counter
+    tac: Mac4
+
+
+class TransitLoadConfirmed(Event):
+    """The operator checked the card's TAC: the load is final (or not, and is reversed)."""
+
+    SEALED_BY: ClassVar[str] = "operator identity key"
+
+    type: Literal["TransitLoadConfirmed"] = "TransitLoadConfirmed"
+    schema_version: Literal[1] = 1
+
+    operator_id: ProviderId
+    request_event_id: str
+    card_serial: CardSerial
+    confirmed: bool
+    balance: Amount
+    reason: Text | None = None
