@@ -42,7 +42,9 @@ class ProviderRegistered(Event):
         return self
 
 
-KeyUsage = Literal["pin", "mac", "emv-ac", "emv-smi", "emv-smc", "kek", "data"]
+# the same strings as cardbus.crypto.keys.KeyUsage (schemas do not import the crypto core)
+KeyUsage = Literal["pin_enc", "pin_verify", "mac", "pan_enc", "pan_token", "emv_imk_ac",
+                   "transit_load", "transit_tac"]
 
 
 class ProvisionedKey(BaseModel):
@@ -52,7 +54,7 @@ class ProvisionedKey(BaseModel):
 
     key_id: KeyId
     usage: KeyUsage
-    algorithm: Literal["TDES", "AES"]
+    algorithm: Literal["TDES", "AES", "HMAC"]
     kcv: Kcv
     key_block: Tr31KeyBlock = Field(description="TR-31 key block, key encrypted under kbpk_id")
 

@@ -45,7 +45,7 @@ ResponseCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Z]{2}$")]
 AuthCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Z]{6}$")]
 """An authorization (approval) code, six characters."""
 
-KeyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")]
+KeyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/\-]{0,63}$")]
 """The name of a key (never the key): ``bank-a/pin/2025-01``."""
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]

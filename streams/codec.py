@@ -1,0 +1,173 @@
+"""The one encoder/decoder of CardBus events: compact JSON on the wire, pydantic on each side.
+
+Plain aiokafka::
+
+    producer.send(topic, encode(event, topic=topic))
+    event = decode(msg.topic, msg.value)            # or decode(adapter, data)
+
+Faust::
+
+    app.topic(name, value_serializer=faust_codec(name))   # returns the registered codec name
+
+Both go through ``encode``/``decode`` below. Every way a payload can be wrong ends in one error,
+``cardbus.errors.DecodeError`` with ``.reason`` (a sentence that names the field) and ``.field``
+(dotted path, or None); agents turn it into an ``EventDeadLettered``. Under Faust the decode
+error arrives wrapped in ``faust.exceptions.ValueDecodeError``: its ``__cause__`` is ours.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from faust.serializers import codecs as faust_codecs
+from pydantic import TypeAdapter, ValidationError
+
+from cardbus.errors import DecodeError, EncodeError
+from schemas.base import Event
+from schemas.registry import ANY_EVENT, CURRENT_VERSIONS
+from schemas.upcast import upcast
+from streams.topics import topic_spec
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+"""The largest value CardBus writes or accepts (a tap or a key set is a few KiB)."""
+
+_MAX_ERRORS_IN_REASON = 5
+
+
+def encode(event: Event, *, topic: str | None = None, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """Compact JSON bytes of ``event``; with ``topic``, refuse a type the topic does not carry."""
+    if not isinstance(event, Event):
+        raise EncodeError(f"not a CardBus event: {type(event).__name__}")
+    if topic is not None and event.type not in topic_spec(topic).value_types:
+        raise EncodeError(f"type: {event.type} does not belong on topic {topic}", field="type")
+    data = event.model_dump_json().encode()
+    if len(data) > max_bytes:
+        raise EncodeError(f"{event.type} is {len(data)} bytes, over the {max_bytes}-byte limit")
+    return data
+
+
+def decode(source: str | TypeAdapter[Any] | None, data: bytes | bytearray | memoryview | None,
+           *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Event:
+    """Decode ``data`` with the union of topic ``source`` (a name), a TypeAdapter, or any event
+    when None. Raises ``DecodeError`` for anything that is not exactly a valid event."""
+    event, _raw = decode_raw(source, data, max_bytes=max_bytes)
+    return event
+
+
+def decode_raw(source: str | TypeAdapter[Any] | None,
+               data: bytes | bytearray | memoryview | None,
+               *, max_bytes: int = MAX_PAYLOAD_BYTES) -> tuple[Event, dict[str, Any]]:
+    """Like ``decode``, also returning the original JSON object (before any upcast), which is
+    what a seal made on an old schema version covers."""
+    adapter = _adapter(source)
+    raw = parse(data, max_bytes=max_bytes)
+    current = CURRENT_VERSIONS.get(raw["type"])
+    if current is None:
+        raise DecodeError(f"type: unknown event type {raw['type']!r}", field="type")
+    upcasted = upcast(dict(raw), current)
+    try:
+        event = adapter.validate_python(upcasted)
+    except ValidationError as exc:
+        raise _decode_error(exc, raw["type"]) from None
+    if not isinstance(event, Event):  # pragma: no cover - adapters here only hold events
+        raise DecodeError("not an event")
+    return event, raw
+
+
+def parse(data: bytes | bytearray | memoryview | None, *,
+          max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+    """The JSON object in ``data``, checked for size, syntax, duplicate keys, ``type`` and
+    ``schema_version``; nothing about the event's own fields yet."""
+    if data is None:
+        raise DecodeError("payload: empty message (tombstone or null value)")
+    if len(data) > max_bytes:
+        raise DecodeError(f"payload: {len(data)} bytes is over the {max_bytes}-byte limit")
+    try:
+        raw = json.loads(bytes(data), object_pairs_hook=_no_duplicates,
+                         parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"payload: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"payload: malformed JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(raw, dict):
+        raise DecodeError(f"payload: expected a JSON object, got {type(raw).__name__}")
+    tag = raw.get("type")
+    if not isinstance(tag, str):
+        raise DecodeError("type: missing or not a string", field="type")
+    version = raw.get("schema_version")
+    if type(version) is not int:
+        raise DecodeError("schema_version: missing or not an integer", field="schema_version")
+    return raw
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DecodeError(f"{key}: duplicate key in JSON object", field=key)
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise DecodeError(f"payload: {name} is not valid JSON")
+
+
+def _adapter(source: str | TypeAdapter[Any] | None) -> TypeAdapter[Any]:
+    if source is None:
+        return ANY_EVENT
+    if isinstance(source, str):
+        return topic_spec(source).adapter
+    return source
+
+
+def _decode_error(exc: ValidationError, tag: str) -> DecodeError:
+    errors = exc.errors(include_url=False, include_input=False)
+    parts = []
+    first_field: str | None = None
+    for err in errors[:_MAX_ERRORS_IN_REASON]:
+        loc = list(err["loc"])
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            path = "type"
+            msg = f"{tag!r} does not belong on this topic ({err['msg']})"
+        else:
+            if loc and loc[0] == tag:  # the discriminated union's branch name
+                loc = loc[1:]
+            path = ".".join(str(p) for p in loc) or "event"
+            msg = err["msg"]
+        first_field = first_field or path
+        parts.append(f"{path}: {msg}")
+    more = len(errors) - _MAX_ERRORS_IN_REASON
+    if more > 0:
+        parts.append(f"and {more} more")
+    return DecodeError(f"{tag}: " + "; ".join(parts), field=first_field)
+
+
+class EventCodec(faust_codecs.Codec):
+    """A Faust codec over ``encode``/``decode`` for one topic (or any event, topic=None)."""
+
+    def __init__(self, children: tuple[Any, ...] | None = None, *, topic: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(children, topic=topic, **kwargs)
+        self.topic = topic
+
+    def _dumps(self, obj: Any) -> bytes:
+        return encode(obj, topic=self.topic)
+
+    def _loads(self, s: bytes) -> Any:
+        return decode(self.topic, s)
+
+
+ANY_CODEC = "cardbus.event"
+
+
+def faust_codec(topic: str | None = None) -> str:
+    """Register (once) the Faust codec for ``topic`` and return its name (= the topic name,
+    or ``cardbus.event`` for any event); pass it as ``value_serializer``."""
+    name = ANY_CODEC if topic is None else topic
+    if topic is not None:
+        topic_spec(topic)  # an unknown topic fails here, at wiring time
+    if name not in faust_codecs.codecs:
+        faust_codecs.register(name, EventCodec(topic=topic))
+    return name

@@ -1,0 +1,214 @@
+"""The topic catalogue: every CardBus topic, its key, value schema, partitions and config.
+
+Compacted topics hold current state (registrations, keys): the last event per key is what a
+restarted consumer rebuilds from, so each carries the *whole* state for its key. Retained topics
+hold the payment trail; audit needs at least 12 months, so retention defaults to 400 days and is
+configurable (``CARDBUS_RETENTION_DAYS`` or ``TopicSettings(retention_days=...)``).
+
+Per-provider request topics are ``cardbus.provider.<provider_id>.requests``: a new provider is a
+new consumer of its own topic, and ACLs can give each provider exactly one topic to read.
+Keys are chosen for ordering: everything about one card (``pan_token``) lands in one partition
+of the provider topics, which replay detection (ATC) and balances need.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import TypeAdapter
+
+from cardbus.errors import ConfigError
+from schemas.base import Event
+from schemas.cards import CardTapped
+from schemas.deadletters import EventDeadLettered
+from schemas.payments import (
+    AuthorizationDecided,
+    AuthorizationRequested,
+    PaymentCompleted,
+    PaymentRequested,
+    ReversalCompleted,
+    ReversalRequested,
+)
+from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
+from schemas.registry import type_name, union_adapter
+from schemas.settlement import SettlementBatchClosed
+from schemas.terminals import TerminalEnrolled, TerminalKeysIssued, TerminalStatusChanged
+from schemas.transit import (
+    TransitLoadApplied,
+    TransitLoadAuthorized,
+    TransitLoadConfirmed,
+    TransitLoadRequested,
+)
+
+DAY_MS = 24 * 3600 * 1000
+DEFAULT_RETENTION_DAYS = 400
+MIN_AUDIT_RETENTION_DAYS = 366
+_PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,31}$")
+_PROVIDER_TOPIC = re.compile(r"^cardbus\.provider\.([a-z0-9][a-z0-9\-]{0,31})\.requests$")
+
+Cleanup = Literal["compact", "delete"]
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """Cluster-dependent settings: 1/1 on one local broker, 3/2 on a cluster."""
+
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
+    retention_days: int = DEFAULT_RETENTION_DAYS
+
+    def __post_init__(self) -> None:
+        if self.replication_factor < 1 or not 1 <= self.min_insync_replicas <= self.replication_factor:
+            raise ConfigError("topics: need replication >= 1 and 1 <= min.insync.replicas <= replication")
+        if self.retention_days < MIN_AUDIT_RETENTION_DAYS:
+            raise ConfigError(
+                f"topics: retention {self.retention_days} days is shorter than the audit minimum "
+                f"({MIN_AUDIT_RETENTION_DAYS} days)"
+            )
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **override: Any) -> TopicSettings:
+        """Settings from ``CARDBUS_TOPIC_REPLICATION``, ``CARDBUS_TOPIC_MIN_ISR`` and
+        ``CARDBUS_RETENTION_DAYS``; keyword arguments that are not None win."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, int] = {}
+        for attr, var in (("replication_factor", "CARDBUS_TOPIC_REPLICATION"),
+                          ("min_insync_replicas", "CARDBUS_TOPIC_MIN_ISR"),
+                          ("retention_days", "CARDBUS_RETENTION_DAYS")):
+            raw = env.get(var)
+            if raw:
+                try:
+                    values[attr] = int(raw)
+                except ValueError:
+                    raise ConfigError(f"{var}={raw!r} is not an integer") from None
+        values.update({k: v for k, v in override.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: what it carries, how it is keyed, who writes and who reads it."""
+
+    name: str
+    key: str
+    values: tuple[type[Event], ...]
+    partitions: int
+    cleanup: Cleanup
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    description: str = ""
+    extra_config: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def value_types(self) -> tuple[str, ...]:
+        """The ``type`` tags this topic carries."""
+        return tuple(type_name(m) for m in self.values)
+
+    @property
+    def adapter(self) -> TypeAdapter[Any]:
+        """The TypeAdapter (discriminated union) that decodes this topic's values."""
+        return union_adapter(self.values)
+
+    def config(self, settings: TopicSettings | None = None) -> dict[str, str]:
+        """The broker topic config this spec asks for."""
+        settings = settings or TopicSettings()
+        conf = {
+            "cleanup.policy": self.cleanup,
+            "min.insync.replicas": str(settings.min_insync_replicas),
+        }
+        if self.cleanup == "delete":
+            conf["retention.ms"] = str(settings.retention_days * DAY_MS)
+        conf.update(dict(self.extra_config))
+        return conf
+
+
+PLATFORM, READER, AUDIT = "trusted-platform", "reader-agent", "audit-replay"
+PROVIDERS = "provider adapters"
+
+PROVIDER_REGISTRATIONS = TopicSpec(
+    "cardbus.providers", "provider_id", (ProviderRegistered,), 3, "compact",
+    (PROVIDERS,), (PLATFORM, AUDIT), "provider registrations: routing by BIN / transit AID")
+PROVIDER_KEYS = TopicSpec(
+    "cardbus.provider-keys", "provider_id", (ProviderKeysProvisioned,), 3, "compact",
+    (PROVIDERS,), (PLATFORM, AUDIT), "TR-31 key blocks, the provider's whole current key set")
+TERMINALS = TopicSpec(
+    "cardbus.terminals", "terminal_id", (TerminalEnrolled,), 3, "compact",
+    (READER,), (PLATFORM, AUDIT), "terminal enrollments (public keys)")
+TERMINAL_STATUS = TopicSpec(
+    "cardbus.terminal-status", "terminal_id", (TerminalStatusChanged,), 3, "compact",
+    (PLATFORM, "cli"), (PLATFORM, AUDIT),
+    "active/suspended; its own topic so compaction never drops an enrollment")
+TERMINAL_KEYS = TopicSpec(
+    "cardbus.terminal-keys", "terminal_id", (TerminalKeysIssued,), 3, "compact",
+    (PLATFORM,), (READER, AUDIT), "terminal keys wrapped to each terminal, card-auth keys")
+TAPS = TopicSpec(
+    "cardbus.taps", "terminal_id", (CardTapped,), 6, "delete",
+    (READER,), (PLATFORM, AUDIT), "card taps (masked/tokenized/encrypted card data)")
+PAYMENT_REQUESTS = TopicSpec(
+    "cardbus.payment-requests", "card.pan_token", (PaymentRequested,), 6, "delete",
+    (READER,), (PLATFORM, AUDIT), "payment requests from terminals (terminal MAC)")
+PROVIDER_RESULTS = TopicSpec(
+    "cardbus.provider-results", "pan_token or card_serial",
+    (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized, TransitLoadConfirmed),
+    6, "delete", (PROVIDERS,), (PLATFORM, AUDIT), "signed provider answers")
+TERMINAL_RESULTS = TopicSpec(
+    "cardbus.terminal-results", "terminal_id",
+    (PaymentCompleted, TransitLoadAuthorized, TransitLoadConfirmed), 6, "delete",
+    (PLATFORM,), (READER, AUDIT), "results back to each terminal")
+TRANSIT_LOADS = TopicSpec(
+    "cardbus.transit-loads", "card_serial", (TransitLoadRequested, TransitLoadApplied),
+    6, "delete", (READER,), (PLATFORM, AUDIT), "transit top-up requests and card proofs of load")
+SETTLEMENTS = TopicSpec(
+    "cardbus.settlements", "provider_id", (SettlementBatchClosed,), 3, "delete",
+    (PROVIDERS,), (PLATFORM, AUDIT), "closed settlement batches")
+DEAD_LETTERS = TopicSpec(
+    "cardbus.dead-letters", "original topic", (EventDeadLettered,), 3, "delete",
+    (PLATFORM, PROVIDERS, READER), (AUDIT, "operators"), "messages set aside, with reason")
+
+STATIC_TOPICS: tuple[TopicSpec, ...] = (
+    PROVIDER_REGISTRATIONS, PROVIDER_KEYS, TERMINALS, TERMINAL_STATUS, TERMINAL_KEYS, TAPS,
+    PAYMENT_REQUESTS, PROVIDER_RESULTS, TERMINAL_RESULTS, TRANSIT_LOADS, SETTLEMENTS,
+    DEAD_LETTERS,
+)
+_BY_NAME = {spec.name: spec for spec in STATIC_TOPICS}
+
+PROVIDER_REQUEST_VALUES: tuple[type[Event], ...] = (
+    AuthorizationRequested, ReversalRequested, TransitLoadRequested, TransitLoadApplied,
+)
+
+
+def provider_requests_topic(provider_id: str) -> str:
+    """The request topic of one provider: ``cardbus.provider.<provider_id>.requests``."""
+    if not _PROVIDER_ID.match(provider_id):
+        raise ConfigError(f"not a provider id: {provider_id!r} (lower-case letters, digits, -)")
+    return f"cardbus.provider.{provider_id}.requests"
+
+
+def provider_requests_spec(provider_id: str) -> TopicSpec:
+    """The catalogue entry of one provider's request topic."""
+    return TopicSpec(
+        provider_requests_topic(provider_id), "pan_token or card_serial", PROVIDER_REQUEST_VALUES,
+        6, "delete", (PLATFORM,), (f"provider:{provider_id}", AUDIT),
+        f"requests for {provider_id}, signed by the platform",
+    )
+
+
+def topic_spec(name: str) -> TopicSpec:
+    """The spec of topic ``name`` (static, or a provider request topic)."""
+    spec = _BY_NAME.get(name)
+    if spec is not None:
+        return spec
+    match = _PROVIDER_TOPIC.match(name)
+    if match:
+        return provider_requests_spec(match.group(1))
+    raise ConfigError(f"unknown topic {name!r}: not in the catalogue (streams/topics.py)")
+
+
+def catalogue(providers: Iterable[str] = ()) -> tuple[TopicSpec, ...]:
+    """Every static topic plus the request topic of each provider in ``providers``."""
+    seen = dict.fromkeys(providers)
+    return STATIC_TOPICS + tuple(provider_requests_spec(p) for p in seen)
