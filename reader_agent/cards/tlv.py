@@ -1,0 +1,116 @@
+"""Minimal BER-TLV (EMV) encoding and decoding, enough for the card dialogue."""
+
+from __future__ import annotations
+
+from cardbus.errors import CardError
+
+
+def _len(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    if n < 0x100:
+        return bytes([0x81, n])
+    return bytes([0x82, n >> 8, n & 0xFF])
+
+
+def tlv(tag: str, value: bytes) -> bytes:
+    """One TLV: ``tag`` in hex (``"9F26"``), ``value`` raw."""
+    return bytes.fromhex(tag) + _len(len(value)) + value
+
+
+def parse(data: bytes) -> list[tuple[str, bytes]]:
+    """Decode a flat run of TLVs into (TAG, value) pairs; raises CardError when malformed."""
+    out: list[tuple[str, bytes]] = []
+    i = 0
+    try:
+        while i < len(data):
+            if data[i] in (0x00, 0xFF):  # padding between TLVs
+                i += 1
+                continue
+            start = i
+            i += 1
+            if data[start] & 0x1F == 0x1F:
+                while data[i] & 0x80:
+                    i += 1
+                i += 1
+            tag = data[start:i].hex().upper()
+            length = data[i]
+            i += 1
+            if length & 0x80:
+                n = length & 0x7F
+                if n == 0 or n > 2:
+                    raise CardError("bad TLV length")
+                length = int.from_bytes(data[i:i + n], "big")
+                i += n
+            if i + length > len(data):
+                raise CardError("TLV runs past the end of the data")
+            out.append((tag, data[i:i + length]))
+            i += length
+    except IndexError:
+        raise CardError("truncated TLV") from None
+    return out
+
+
+CONSTRUCTED = {"6F", "A5", "BF0C", "61", "70", "77", "E1"}
+
+
+def find(data: bytes) -> dict[str, bytes]:
+    """Decode nested TLVs into a flat {TAG: value} map (first occurrence wins)."""
+    found: dict[str, bytes] = {}
+
+    def walk(chunk: bytes) -> None:
+        for tag, value in parse(chunk):
+            found.setdefault(tag, value)
+            if tag in CONSTRUCTED:
+                walk(value)
+
+    walk(data)
+    return found
+
+
+def find_all(data: bytes, tag: str) -> list[bytes]:
+    """Every value with ``tag`` anywhere in nested TLVs (PPSE lists several 61 entries)."""
+    hits: list[bytes] = []
+
+    def walk(chunk: bytes) -> None:
+        for t, value in parse(chunk):
+            if t == tag:
+                hits.append(value)
+            if t in CONSTRUCTED:
+                walk(value)
+
+    walk(data)
+    return hits
+
+
+def dol(data: bytes) -> list[tuple[str, int]]:
+    """Decode a Data Object List (tags and lengths, no values), e.g. a PDOL or CDOL."""
+    out: list[tuple[str, int]] = []
+    i = 0
+    try:
+        while i < len(data):
+            start = i
+            i += 1
+            if data[start] & 0x1F == 0x1F:
+                while data[i] & 0x80:
+                    i += 1
+                i += 1
+            out.append((data[start:i].hex().upper(), data[i]))
+            i += 1
+    except IndexError:
+        raise CardError("truncated DOL") from None
+    return out
+
+
+def dol_encode(items: list[tuple[str, int]]) -> bytes:
+    """Encode (tag, length) pairs as a DOL."""
+    return b"".join(bytes.fromhex(t) + bytes([n]) for t, n in items)
+
+
+def fill_dol(items: list[tuple[str, int]], values: dict[str, bytes]) -> bytes:
+    """Concatenate values for a DOL: missing tags are zeros, too long cut, too short padded."""
+    out = bytearray()
+    for tag, n in items:
+        v = values.get(tag, b"")
+        out += v[:n] if len(v) >= n else bytes(n - len(v)) + v
+    return bytes(out)

@@ -1,0 +1,276 @@
+"""The terminal side of the card dialogue: EMV payment and transit e-purse.
+
+Works over anything with ``transmit(apdu) -> (data, sw)``: a PC/SC ``CardLink`` (real pcscd,
+virtual or real cards) or an ``AppletLink`` (an applet in process, for load generators).
+Every step checks its status word; a bad one, a malformed answer or a vanished card raises
+``CardError`` naming the step. Nothing here talks to Kafka.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from cardbus.errors import CardError
+from reader_agent.cards import cardcrypto
+from reader_agent.cards.applet import PPSE_NAME, BaseApplet
+from reader_agent.cards.emv_applet import CID_ARQC, arqc_data, cvr_from_iad
+from reader_agent.cards.tlv import dol, fill_dol, find, find_all
+
+
+class Link(Protocol):
+    def transmit(self, apdu: bytes) -> tuple[bytes, int]: ...
+
+
+class AppletLink:
+    """An applet driven directly, without PC/SC."""
+
+    def __init__(self, applet: BaseApplet) -> None:
+        self.applet = applet
+        applet.power_on()
+
+    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
+        resp = self.applet.process(apdu)
+        return resp[:-2], (resp[-2] << 8) | resp[-1]
+
+
+def apdu(cla: int, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None = 0) -> bytes:
+    out = bytes([cla, ins, p1, p2])
+    if data:
+        out += bytes([len(data)]) + data
+    if le is not None:
+        out += bytes([le])
+    return out
+
+
+def _call(link: Link, step: str, command: bytes) -> bytes:
+    data, sw = link.transmit(command)
+    if sw != 0x9000:
+        raise CardError(f"{step}: card answered status {sw:04X}")
+    return data
+
+
+def _tags(step: str, data: bytes, *required: str) -> dict[str, bytes]:
+    try:
+        tags = find(data)
+    except CardError as exc:
+        raise CardError(f"{step}: malformed answer ({exc})") from None
+    missing = [t for t in required if t not in tags]
+    if missing:
+        raise CardError(f"{step}: answer lacks {', '.join(missing)}")
+    return tags
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """What the terminal asks for: amount (minor units), ISO 4217 numeric currency, country."""
+
+    amount: int = 0
+    currency_numeric: int = 156
+    country_numeric: int = 156
+    transaction_type: int = 0x00
+    when: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class EmvTap:
+    """What the dialogue learned from a payment card (the PAN stays in memory only)."""
+
+    aid: str
+    provider: str
+    pan: str
+    psn: str
+    expiry: str
+    aip: bytes
+    atc: int
+    cid: int
+    arqc: bytes
+    iad: bytes
+    cdol1_data: bytes
+    unpredictable_number: bytes
+    card_signature: bytes
+    certificate: cardcrypto.CardCertificate
+    cdol2: list[tuple[str, int]]
+
+    @property
+    def pan_token(self) -> str:
+        return self.certificate.pan_token
+
+    @property
+    def masked_pan(self) -> str:
+        return self.pan[:6] + "*" * (len(self.pan) - 10) + self.pan[-4:]
+
+    @property
+    def arqc_data(self) -> bytes:
+        """The bytes the ARQC covers, for the provider to recompute."""
+        return arqc_data(self.cdol1_data, self.aip, self.atc)
+
+
+def _bcd(n: int, size: int) -> bytes:
+    return bytes.fromhex(f"{n:0{size * 2}d}")
+
+
+def select_application(link: Link, aids: Mapping[str, str]) -> tuple[str, str, bytes]:
+    """SELECT PPSE, pick the first supported AID (by priority), SELECT it -> (aid, provider, FCI)."""
+    ppse = _call(link, "select PPSE", apdu(0x00, 0xA4, 0x04, 0x00, PPSE_NAME))
+    try:
+        entries = find_all(ppse, "61")
+        candidates = []
+        for entry in entries:
+            tags = find(entry)
+            if "4F" in tags:
+                prio = tags.get("87", b"\x0f")[0] & 0x0F
+                candidates.append((prio, tags["4F"].hex().upper()))
+    except CardError as exc:
+        raise CardError(f"select PPSE: malformed answer ({exc})") from None
+    supported = [(p, a) for p, a in sorted(candidates) if a in aids]
+    if not supported:
+        listed = ", ".join(a for _, a in candidates) or "none"
+        raise CardError(f"no supported application on the card (card lists: {listed})")
+    aid = supported[0][1]
+    fci = _call(link, "select AID", apdu(0x00, 0xA4, 0x04, 0x00, bytes.fromhex(aid)))
+    return aid, aids[aid], fci
+
+
+def run_payment(link: Link, aids: Mapping[str, str], checkout: Checkout,
+                card_auth_key: Callable[[str], bytes],
+                un: bytes | None = None) -> EmvTap:
+    """The first half of an EMV transaction, ending with the card's ARQC.
+
+    ``card_auth_key(provider)`` returns the provider's card-authentication public key (from
+    the terminal key store); the card's certificate and its signature over ``un`` must verify.
+    """
+    aid, provider, fci = select_application(link, aids)
+    pdol = dol(_tags("select AID", fci, "9F38")["9F38"])
+    un = un or secrets.token_bytes(4)
+    values = {
+        "9F66": bytes.fromhex("36004000"),
+        "9F02": _bcd(checkout.amount, 6),
+        "9F03": bytes(6),
+        "5F2A": _bcd(checkout.currency_numeric, 2),
+        "9F1A": _bcd(checkout.country_numeric, 2),
+        "95": bytes(5),
+        "9A": bytes.fromhex(checkout.when.strftime("%y%m%d")),
+        "9C": bytes([checkout.transaction_type]),
+        "9F37": un,
+    }
+    pdol_data = fill_dol(pdol, values)
+    gpo = _call(link, "get processing options",
+                apdu(0x80, 0xA8, 0x00, 0x00, bytes([0x83, len(pdol_data)]) + pdol_data))
+    gpo_tags = _tags("get processing options", gpo, "82", "94")
+    aip, afl = gpo_tags["82"], gpo_tags["94"]
+    records: dict[str, bytes] = {}
+    if len(afl) % 4:
+        raise CardError("get processing options: malformed AFL")
+    for i in range(0, len(afl), 4):
+        sfi, first, last = afl[i] >> 3, afl[i + 1], afl[i + 2]
+        for rec in range(first, last + 1):
+            data = _call(link, f"read record {sfi}/{rec}",
+                         apdu(0x00, 0xB2, rec, (sfi << 3) | 0x04))
+            for tag, value in _tags(f"read record {sfi}/{rec}", data).items():
+                records.setdefault(tag, value)
+    for tag in ("5A", "5F24", "8C", "8D", "9F46", "DF01", "DF02", "DF03"):
+        if tag not in records:
+            raise CardError(f"read record: card data lacks {tag}")
+    pan = records["5A"].hex().upper().rstrip("F")
+    expiry = records["5F24"].hex()
+    psn = records.get("5F34", b"\x00").hex()
+    try:
+        cert = cardcrypto.certificate_from_card(
+            provider, records["DF03"].decode("ascii"), records["DF01"],
+            records["DF02"].decode("ascii"), pan, expiry[:4], records["9F46"])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CardError(f"read record: malformed card certificate ({exc})") from None
+    auth = _tags("internal authenticate", _call(link, "internal authenticate",
+                                                apdu(0x00, 0x88, 0x00, 0x00, un)),
+                 "9F4B", "9F36")
+    auth_atc = int.from_bytes(auth["9F36"], "big")
+    cardcrypto.verify_card(cert, card_auth_key(provider), un, auth_atc, auth["9F4B"], pan,
+                           checkout.when.date())
+    cdol1_data = fill_dol(dol(records["8C"]), values)
+    ac = _tags("generate AC", _call(link, "generate AC",
+                                    apdu(0x80, 0xAE, CID_ARQC, 0x00, cdol1_data)),
+               "9F27", "9F36", "9F26", "9F10")
+    atc = int.from_bytes(ac["9F36"], "big")
+    if atc != auth_atc:
+        raise CardError(f"generate AC: ATC {atc} is not the authenticated ATC {auth_atc}")
+    return EmvTap(aid=aid, provider=provider, pan=pan, psn=psn, expiry=expiry, aip=aip,
+                  atc=atc, cid=ac["9F27"][0], arqc=ac["9F26"], iad=ac["9F10"],
+                  cdol1_data=cdol1_data, unpredictable_number=un,
+                  card_signature=auth["9F4B"], certificate=cert,
+                  cdol2=dol(records["8D"]))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The card's answer to the issuer's response: TC (accepted) or AAC (declined)."""
+
+    cid: int
+    cryptogram: bytes
+    issuer_authenticated: bool
+
+
+def complete_payment(link: Link, tap: EmvTap, arc: bytes, arpc: bytes) -> Completion:
+    """Second GENERATE AC with the issuer's ARC and ARPC."""
+    values = {"8A": arc, "91": arpc + arc, "95": bytes(5), "9F37": tap.unpredictable_number}
+    data = fill_dol(tap.cdol2, values)
+    p1 = 0x40 if arc == b"00" else 0x00
+    tags = _tags("second generate AC", _call(link, "second generate AC",
+                                             apdu(0x80, 0xAE, p1, 0x00, data)),
+                 "9F27", "9F26", "9F10")
+    cvr = cvr_from_iad(tags["9F10"])
+    return Completion(cid=tags["9F27"][0], cryptogram=tags["9F26"],
+                      issuer_authenticated=not cvr[1] & 0x04)
+
+
+# -- transit ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PurseTap:
+    aid: str
+    card_number: str
+    balance: int
+
+
+@dataclass(frozen=True)
+class LoadInit:
+    balance: int
+    online_seq: int
+    random: bytes
+    mac1: bytes
+    amount: int
+    terminal_id: str
+
+
+def read_purse(link: Link, aid: str) -> PurseTap:
+    fci = _call(link, "select purse", apdu(0x00, 0xA4, 0x04, 0x00, bytes.fromhex(aid)))
+    number = find(fci).get("9F0C", b"").decode(errors="replace")
+    bal = _call(link, "get balance", apdu(0x80, 0x5C, 0x00, 0x02, le=4))
+    if len(bal) != 4:
+        raise CardError("get balance: answer is not 4 bytes")
+    return PurseTap(aid=aid, card_number=number, balance=int.from_bytes(bal, "big"))
+
+
+def init_load(link: Link, amount: int, terminal_id: str) -> LoadInit:
+    """INITIALIZE FOR LOAD: the card's MAC1 over balance, amount, terminal."""
+    data = _call(link, "initialize for load",
+                 apdu(0x80, 0x50, 0x00, 0x02,
+                      b"\x01" + amount.to_bytes(4, "big") + terminal_id.encode("ascii"),
+                      le=0x10))
+    if len(data) != 16:
+        raise CardError("initialize for load: answer is not 16 bytes")
+    return LoadInit(balance=int.from_bytes(data[0:4], "big"),
+                    online_seq=int.from_bytes(data[4:6], "big"), random=data[8:12],
+                    mac1=data[12:16], amount=amount, terminal_id=terminal_id)
+
+
+def credit_load(link: Link, date_time: str, mac2: bytes) -> bytes:
+    """CREDIT FOR LOAD (``date_time`` YYYYMMDDhhmmss, the operator's MAC2) -> the TAC."""
+    data = _call(link, "credit for load",
+                 apdu(0x80, 0x52, 0x00, 0x00, bytes.fromhex(date_time) + mac2, le=4))
+    if len(data) != 4:
+        raise CardError("credit for load: answer is not 4 bytes")
+    return data
