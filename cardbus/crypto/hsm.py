@@ -1,0 +1,370 @@
+"""Role facades: the platform's, a provider's and a terminal's "HSM".
+
+Each holds its keys in a ``KeyStore`` (encrypted at rest) by key id and usage and exposes
+operations only: no method returns a clear key, PIN or (except to the terminal's own caller)
+PAN. Key ids that travel carry their version (``tpk:T-1.v2``), so material made under an older
+key version still opens after a rotation while new work uses the newest version.
+
+Key ids: ``kbpk:<p>`` ``pin:<p>`` ``pan:<p>`` (provider keys the platform holds), ``tpk:<t>``
+``tmk:<t>`` ``tpan:<t>`` (terminal PIN, MAC, PAN keys), ``sign:<who>``, ``token:<who>``,
+``imk:<p>`` ``pvk:<p>`` ``cardca:<p>`` ``load:<p>`` ``tac:<p>`` (provider-only keys),
+``kex:<t>`` (terminal key agreement).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from cardbus.crypto import card_auth, emv, pin, transit
+from cardbus.crypto.keys import KeyAlg, KeyUsage, kcv
+from cardbus.crypto.keystore import KeyStore, StoredKey
+from cardbus.crypto.pan import PanCipher, PanTokenizer
+from cardbus.crypto.signing import MacSealer, Signer, Verifier, seal_event, verify_event
+from cardbus.crypto.tr31 import unwrap_key_block, wrap_key_block
+from cardbus.crypto.wrap import unwrap_for_terminal, wrap_for_terminal
+from cardbus.errors import CardAuthenticationError, KeyUsageError, MissingKeyError, UnwrapError
+from schemas.base import EncryptedBlob, Event
+
+E = TypeVar("E", bound=Event)
+T = TypeVar("T")
+
+
+def versioned(key_id: str, version: int) -> str:
+    """``key_id`` with its version, as it travels: ``tpk:T-1.v2``."""
+    return f"{key_id}.v{version}"
+
+
+def split_versioned(vid: str) -> tuple[str, int]:
+    """Inverse of ``versioned``; ``MissingKeyError`` if it names no version."""
+    key_id, sep, ver = vid.rpartition(".v")
+    if not sep or not ver.isdigit():
+        raise MissingKeyError(f"key id {vid} carries no version")
+    return key_id, int(ver)
+
+
+class _Role:
+    """Shared plumbing: a key store, per-key object caches, a signer."""
+
+    def __init__(self, identity: str, keystore: KeyStore) -> None:
+        self.identity = identity
+        self.keys = keystore
+        self._objects: dict[tuple[str, str], Any] = {}
+        sign_id = f"sign:{identity}"
+        self._ensure(sign_id, KeyUsage.SIGNING, KeyAlg.ED25519)
+        v = self.keys.latest_version(sign_id)
+        self.signer = Signer(versioned(sign_id, v),
+                             self.keys.key(sign_id, KeyUsage.SIGNING, version=v))
+
+    def _ensure(self, key_id: str, usage: KeyUsage, alg: KeyAlg) -> None:
+        if key_id not in self.keys:
+            self.keys.generate(key_id, usage, self.identity, alg)
+
+    def _cached(self, kind: str, vid: str, make: Callable[[], T]) -> T:
+        obj = self._objects.get((kind, vid))
+        if obj is None:
+            obj = self._objects[(kind, vid)] = make()
+        return obj  # type: ignore[no-any-return]
+
+    def _key(self, vid: str, usage: KeyUsage, owner: str | None = None) -> bytes:
+        key_id, version = split_versioned(vid)
+        return self.keys.key(key_id, usage, owner=owner, version=version)
+
+    def _latest(self, key_id: str) -> str:
+        return versioned(key_id, self.keys.latest_version(key_id))
+
+    def _pan_cipher(self, vid: str, owner: str | None = None) -> PanCipher:
+        return self._cached("pan", vid, lambda: PanCipher(vid, self._key(vid, KeyUsage.PAN_ENC,
+                                                                          owner)))
+
+    def sign_event(self, event: E) -> E:
+        """The event sealed with this role's identity key."""
+        return seal_event(event, self.signer)
+
+    @property
+    def verifier(self) -> Verifier:
+        """This role's public identity (key id + Ed25519 public key)."""
+        return self.signer.verifier
+
+
+class PlatformHsm(_Role):
+    """The trusted platform's key module."""
+
+    def __init__(self, keystore: KeyStore) -> None:
+        super().__init__("platform", keystore)
+        self._ensure("token:platform", KeyUsage.PAN_TOKEN, KeyAlg.HMAC)
+        self._tokenizer = PanTokenizer(self.keys.key("token:platform", KeyUsage.PAN_TOKEN))
+
+    # -- provider keys -------------------------------------------------------------------
+
+    def import_provider_kbpk(self, provider_id: str, kbpk: bytes) -> StoredKey:
+        """Store the provider<->platform KBPK (agreed in a key ceremony, out of band)."""
+        return self.keys.put(f"kbpk:{provider_id}", KeyUsage.KBPK, f"provider:{provider_id}",
+                             KeyAlg.AES, kbpk)
+
+    def accept_key_block(self, provider_id: str, usage: KeyUsage, key_block: str) -> StoredKey:
+        """Open a provider's TR-31 block (header checked) and store the key encrypted."""
+        owner = f"provider:{provider_id}"
+        kbpk = self.keys.key(f"kbpk:{provider_id}", KeyUsage.KBPK, owner=owner)
+        key, _ = unwrap_key_block(kbpk, key_block, usage)
+        prefix = {KeyUsage.PIN_ENC: "pin", KeyUsage.PAN_ENC: "pan"}[usage]
+        key_id = f"{prefix}:{provider_id}"
+        if key_id in self.keys and self.keys.record(key_id).kcv == kcv(key, KeyAlg.AES):
+            return self.keys.record(key_id)  # the same block again: idempotent
+        return self.keys.put(key_id, usage, owner, KeyAlg.AES, key)
+
+    # -- terminals -----------------------------------------------------------------------
+
+    def enroll_terminal(self, terminal_id: str, terminal_public: bytes) -> list[EncryptedBlob]:
+        """New versions of the terminal's PIN, MAC and PAN keys, wrapped to its public key.
+
+        Also the way to rotate them: old versions stay to open older material."""
+        owner = f"terminal:{terminal_id}"
+        blobs = []
+        for prefix, usage, alg in (("tpk", KeyUsage.PIN_ENC, KeyAlg.AES),
+                                   ("tmk", KeyUsage.MAC, KeyAlg.HMAC),
+                                   ("tpan", KeyUsage.PAN_ENC, KeyAlg.AES)):
+            rec = self.keys.generate(f"{prefix}:{terminal_id}", usage, owner, alg)
+            key = self.keys.key(rec.key_id, usage, version=rec.version)
+            blobs.append(wrap_for_terminal(terminal_public, terminal_id,
+                                           versioned(rec.key_id, rec.version), usage, key))
+        return blobs
+
+    def verify_terminal_mac(self, terminal_id: str, event: Event) -> None:
+        """Check the terminal MAC seal on ``event`` (``MacInvalid`` on any failure)."""
+        owner = f"terminal:{terminal_id}"
+
+        def lookup(vid: str) -> MacSealer | None:
+            if not vid.startswith(f"tmk:{terminal_id}.v"):
+                return None
+            try:
+                return self._cached("mac", vid, lambda: MacSealer(
+                    vid, self._key(vid, KeyUsage.MAC, owner)))
+            except (MissingKeyError, KeyUsageError):
+                return None
+
+        verify_event(event, lookup)
+
+    # -- PIN and PAN, translated inside ----------------------------------------------------
+
+    def _terminal_pan(self, terminal_id: str, pan_blob: EncryptedBlob, context: str) -> str:
+        if not pan_blob.key_id.startswith(f"tpan:{terminal_id}.v"):
+            raise UnwrapError(f"PAN blob is under {pan_blob.key_id}, not terminal {terminal_id}")
+        return self._pan_cipher(pan_blob.key_id, f"terminal:{terminal_id}").decrypt(pan_blob,
+                                                                                     context)
+
+    def translate_pin(self, terminal_id: str, provider_id: str, pin_key_id: str,
+                      pin_block: bytes, pan_blob: EncryptedBlob, context: str) -> tuple[str, bytes]:
+        """PIN block under the terminal's PIN key -> under the provider's PIN key.
+
+        Returns ``(provider pin key id, new block)``; the PIN and PAN stay inside."""
+        if not pin_key_id.startswith(f"tpk:{terminal_id}.v"):
+            raise KeyUsageError(f"{pin_key_id} is not a PIN key of terminal {terminal_id}")
+        src = self._key(pin_key_id, KeyUsage.PIN_ENC, f"terminal:{terminal_id}")
+        dst_id = self._latest(f"pin:{provider_id}")
+        dst = self._key(dst_id, KeyUsage.PIN_ENC, f"provider:{provider_id}")
+        pan = self._terminal_pan(terminal_id, pan_blob, context)
+        return dst_id, pin.translate_pin_block(src, dst, pin_block, pan)
+
+    def reencrypt_pan(self, terminal_id: str, provider_id: str, pan_blob: EncryptedBlob,
+                      context: str) -> EncryptedBlob:
+        """The terminal's encrypted PAN re-encrypted to the provider's PAN key."""
+        pan = self._terminal_pan(terminal_id, pan_blob, context)
+        dst = self._pan_cipher(self._latest(f"pan:{provider_id}"), f"provider:{provider_id}")
+        return dst.encrypt(pan, context)
+
+    def pan_token(self, terminal_id: str, pan_blob: EncryptedBlob, context: str) -> str:
+        """The platform's token for the PAN in a terminal's blob."""
+        return self._tokenizer.token(self._terminal_pan(terminal_id, pan_blob, context))
+
+    def bin_of(self, terminal_id: str, pan_blob: EncryptedBlob, context: str) -> str:
+        """The first six digits of the PAN (for routing by BIN)."""
+        return self._terminal_pan(terminal_id, pan_blob, context)[:6]
+
+
+@dataclass(frozen=True)
+class CardProfile:
+    """Personalisation data for one card (goes to the card, never on the bus)."""
+
+    pan: str = field(repr=False)
+    psn: str
+    expiry: str
+    icc_master_key: bytes = field(repr=False)
+    card_private_key: bytes = field(repr=False)
+    certificate: card_auth.CardCertificate
+    pan_token: str
+    pvv: str = field(repr=False)
+    pvki: str = "1"
+
+
+class ProviderHsm(_Role):
+    """A provider's (bank's or transit operator's) security module."""
+
+    def __init__(self, provider_id: str, keystore: KeyStore) -> None:
+        self.provider_id = provider_id
+        super().__init__(f"provider:{provider_id}", keystore)
+        p = provider_id
+        for key_id, usage, alg in ((f"imk:{p}", KeyUsage.EMV_IMK_AC, KeyAlg.TDES),
+                                   (f"pin:{p}", KeyUsage.PIN_ENC, KeyAlg.AES),
+                                   (f"pvk:{p}", KeyUsage.PIN_VERIFY, KeyAlg.TDES),
+                                   (f"pan:{p}", KeyUsage.PAN_ENC, KeyAlg.AES),
+                                   (f"token:{p}", KeyUsage.PAN_TOKEN, KeyAlg.HMAC),
+                                   (f"cardca:{p}", KeyUsage.CARD_AUTH_CA, KeyAlg.ED25519),
+                                   (f"load:{p}", KeyUsage.TRANSIT_LOAD, KeyAlg.TDES),
+                                   (f"tac:{p}", KeyUsage.TRANSIT_TAC, KeyAlg.TDES)):
+            self._ensure(key_id, usage, alg)
+        self._tokenizer = PanTokenizer(self.keys.key(f"token:{p}", KeyUsage.PAN_TOKEN))
+        ca_id = self._latest(f"cardca:{p}")
+        self.card_ca = Signer(ca_id, self._key(ca_id, KeyUsage.CARD_AUTH_CA))
+
+    def _k(self, prefix: str, usage: KeyUsage, version: int | None = None) -> bytes:
+        return self.keys.key(f"{prefix}:{self.provider_id}", usage, version=version)
+
+    # -- provisioning --------------------------------------------------------------------
+
+    def import_kbpk(self, kbpk: bytes) -> StoredKey:
+        """Store the provider<->platform KBPK (same key ceremony as the platform's)."""
+        return self.keys.put(f"kbpk:{self.provider_id}", KeyUsage.KBPK, self.identity,
+                             KeyAlg.AES, kbpk)
+
+    def export_key_block(self, usage: KeyUsage) -> str:
+        """The newest PIN or PAN key in a TR-31 block under the KBPK, for the platform."""
+        prefix = {KeyUsage.PIN_ENC: "pin", KeyUsage.PAN_ENC: "pan"}.get(usage)
+        if prefix is None:
+            raise KeyUsageError(f"{usage.value} keys are not exported to the platform")
+        return wrap_key_block(self._k("kbpk", KeyUsage.KBPK), usage, self._k(prefix, usage))
+
+    @property
+    def card_ca_verifier(self) -> Verifier:
+        """The card-authentication public key terminals need."""
+        return self.card_ca.verifier
+
+    # -- cards ---------------------------------------------------------------------------
+
+    def issue_card(self, pan: str, pin_value: str, expiry: str, psn: str = "00") -> CardProfile:
+        """Personalise a card: ICC master key, card key pair + certificate, PVV."""
+        icc_mk = emv.derive_icc_master_key(self._k("imk", KeyUsage.EMV_IMK_AC), pan, psn)
+        priv, pub = card_auth.new_card_key()
+        token = self._tokenizer.token(pan)
+        cert = card_auth.issue_card_certificate(self.card_ca, self.provider_id, pub, pan, token,
+                                                expiry)
+        pvv = pin.visa_pvv(self._k("pvk", KeyUsage.PIN_VERIFY), "1", pin_value, pan)
+        return CardProfile(pan=pan, psn=psn, expiry=expiry, icc_master_key=icc_mk,
+                           card_private_key=priv, certificate=cert, pan_token=token, pvv=pvv)
+
+    def _pan(self, pan_blob: EncryptedBlob, context: str) -> str:
+        if not pan_blob.key_id.startswith(f"pan:{self.provider_id}.v"):
+            raise UnwrapError(f"PAN blob is under {pan_blob.key_id}, not ours")
+        return self._pan_cipher(pan_blob.key_id, self.identity).decrypt(pan_blob, context)
+
+    def pan_token(self, pan_blob: EncryptedBlob, context: str) -> str:
+        """This provider's token for the card (its card records' key)."""
+        return self._tokenizer.token(self._pan(pan_blob, context))
+
+    def authorize_cryptogram(self, pan_blob: EncryptedBlob, context: str, psn: str, atc: int,
+                             data: bytes, arqc: bytes, arc: bytes, *,
+                             last_atc: int | None) -> bytes:
+        """Check ATC freshness and the ARQC, then answer ARPC method 1 for ``arc``."""
+        emv.check_atc(atc, last_atc)
+        sk = emv.verify_card_arqc(self._k("imk", KeyUsage.EMV_IMK_AC), self._pan(pan_blob,
+                                  context), psn, atc, data, arqc)
+        return emv.generate_arpc_method1(sk, arqc, arc)
+
+    def arpc_method2(self, pan_blob: EncryptedBlob, context: str, psn: str, atc: int,
+                     arqc: bytes, csu: bytes) -> bytes:
+        """ARPC method 2 for a card (after its ARQC was verified)."""
+        icc = emv.derive_icc_master_key(self._k("imk", KeyUsage.EMV_IMK_AC),
+                                        self._pan(pan_blob, context), psn)
+        return emv.generate_arpc_method2(emv.derive_session_key(icc, atc), arqc, csu)
+
+    def verify_pin(self, pin_key_id: str, pin_block: bytes, pan_blob: EncryptedBlob,
+                   context: str, pvv: str, pvki: str = "1") -> bool:
+        """True if the PIN block (under our PIN key) matches the card's stored PVV."""
+        key = self._key(pin_key_id, KeyUsage.PIN_ENC, self.identity)
+        return pin.verify_pin_pvv(key, pin_block, self._pan(pan_blob, context),
+                                  self._k("pvk", KeyUsage.PIN_VERIFY), pvki, pvv)
+
+    # -- transit (this provider as an operator) ------------------------------------------
+
+    def transit_card_keys(self, card_no: str) -> tuple[bytes, bytes]:
+        """Personalisation: the card's (DLK load key, DTK TAC key)."""
+        return (transit.derive_card_key(self._k("load", KeyUsage.TRANSIT_LOAD), card_no),
+                transit.derive_card_key(self._k("tac", KeyUsage.TRANSIT_TAC), card_no))
+
+    def authorize_load(self, card_no: str, card_random: bytes, online_seq: int, balance: int,
+                       amount: int, terminal_id: str, date_time: str, mac1: bytes) -> bytes:
+        """Verify the card's MAC1 and answer MAC2 authorising the load."""
+        dlk = transit.derive_card_key(self._k("load", KeyUsage.TRANSIT_LOAD), card_no)
+        transit.verify_card_mac1(dlk, card_random, online_seq, balance, amount, terminal_id,
+                                 mac1)
+        return transit.operator_mac2(dlk, card_random, online_seq, amount, terminal_id,
+                                     date_time)
+
+    def verify_load_tac(self, card_no: str, new_balance: int, online_seq: int, amount: int,
+                        terminal_id: str, date_time: str, tac: bytes) -> None:
+        """Verify the card's proof of load."""
+        dtk = transit.derive_card_key(self._k("tac", KeyUsage.TRANSIT_TAC), card_no)
+        transit.verify_card_tac(dtk, new_balance, online_seq, amount, terminal_id, date_time,
+                                tac)
+
+
+class TerminalHsm(_Role):
+    """The reader agent's sealed terminal key store and its operations."""
+
+    _WRAPPED = {"tpk": KeyUsage.PIN_ENC, "tmk": KeyUsage.MAC, "tpan": KeyUsage.PAN_ENC}
+
+    def __init__(self, terminal_id: str, keystore: KeyStore) -> None:
+        self.terminal_id = terminal_id
+        super().__init__(f"terminal:{terminal_id}", keystore)
+        self._ensure(f"kex:{terminal_id}", KeyUsage.TERMINAL_KEX, KeyAlg.X25519)
+        self._kex = X25519PrivateKey.from_private_bytes(
+            self.keys.key(f"kex:{terminal_id}", KeyUsage.TERMINAL_KEX))
+        self._card_cas: dict[str, Verifier] = {}
+
+    def public_kex(self) -> bytes:
+        """The X25519 public key the platform wraps terminal keys to."""
+        return self._kex.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def install(self, blob: EncryptedBlob) -> StoredKey:
+        """Unwrap a delivered key (only this terminal can) into the sealed key store."""
+        key_id, version = split_versioned(blob.key_id)
+        prefix, _, tid = key_id.partition(":")
+        usage = self._WRAPPED.get(prefix)
+        if usage is None or tid != self.terminal_id:
+            raise UnwrapError(f"{blob.key_id} is not a key for terminal {self.terminal_id}")
+        key = unwrap_for_terminal(self._kex, self.terminal_id, usage, blob)
+        alg = KeyAlg.HMAC if usage is KeyUsage.MAC else KeyAlg.AES
+        return self.keys.put(key_id, usage, self.identity, alg, key, version=version)
+
+    def trust_card_ca(self, verifier: Verifier) -> None:
+        """Add a provider's card-authentication public key."""
+        self._card_cas[verifier.key_id] = verifier
+
+    def pin_block(self, pin_value: str, pan: str) -> tuple[str, bytes]:
+        """(PIN key id, format 4 PIN block) under the newest terminal PIN key."""
+        vid = self._latest(f"tpk:{self.terminal_id}")
+        return vid, pin.make_pin_block(self._key(vid, KeyUsage.PIN_ENC), pin_value, pan)
+
+    def encrypt_pan(self, pan: str, context: str) -> EncryptedBlob:
+        """The PAN encrypted for the platform under the newest terminal PAN key."""
+        return self._pan_cipher(self._latest(f"tpan:{self.terminal_id}")).encrypt(pan, context)
+
+    def mac_event(self, event: E) -> E:
+        """The event sealed with the newest terminal MAC key."""
+        vid = self._latest(f"tmk:{self.terminal_id}")
+        sealer = self._cached("mac", vid, lambda: MacSealer(vid, self._key(vid, KeyUsage.MAC)))
+        return seal_event(event, sealer)
+
+    def verify_card(self, cert: card_auth.CardCertificate, unpredictable_number: bytes,
+                    atc: int, signature: bytes, *, today: date, pan: str | None = None) -> None:
+        """Card authentication against the trusted provider key named in the certificate."""
+        ca = self._card_cas.get(cert.ca_key_id)
+        if ca is None:
+            raise CardAuthenticationError(f"no trusted card-auth key {cert.ca_key_id}")
+        card_auth.verify_card_authentication(cert, ca, unpredictable_number, atc, signature,
+                                             today=today, pan=pan)
