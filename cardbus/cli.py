@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cardbus.commands.crypto",
     "cardbus.commands.pcscd",
     "cardbus.commands.cards",
+    "cardbus.commands.schemas",
+    "cardbus.commands.topics",
 )
 
 

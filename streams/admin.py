@@ -1,0 +1,171 @@
+"""Create or verify the catalogue's topics on a broker: idempotent, and loud about drift.
+
+A topic that exists with other partitions, replication or config than the catalogue asks for
+is *reported* (``drift``), never silently accepted and never changed behind the operator's
+back: partitions cannot shrink, and a retention change on an audit topic is a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
+
+from cardbus.errors import BrokerError
+from streams.topics import TopicSettings, TopicSpec
+
+_UNKNOWN_TOPIC = 3
+_TOPIC_EXISTS = 36
+
+Status = Literal["created", "ok", "drift"]
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """What ``ensure_topics`` found or did for one topic."""
+
+    name: str
+    status: Status
+    problems: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        detail = "; ".join(self.problems)
+        return f"{self.status:<8} {self.name}" + (f"  ({detail})" if detail else "")
+
+
+@dataclass(frozen=True)
+class EnsureReport:
+    """The outcome for every topic asked for."""
+
+    topics: tuple[TopicState, ...]
+
+    @property
+    def drift(self) -> tuple[TopicState, ...]:
+        return tuple(t for t in self.topics if t.status == "drift")
+
+    @property
+    def created(self) -> tuple[TopicState, ...]:
+        return tuple(t for t in self.topics if t.status == "created")
+
+    @property
+    def ok(self) -> bool:
+        """True when no topic drifted from the catalogue."""
+        return not self.drift
+
+
+def with_prefix(specs: Iterable[TopicSpec], prefix: str | None) -> list[TopicSpec]:
+    """``specs`` renamed ``<prefix>.<name>`` (isolated test runs, several tenants on one
+    cluster); unchanged when ``prefix`` is empty."""
+    if not prefix:
+        return list(specs)
+    return [replace(s, name=f"{prefix}.{s.name}") for s in specs]
+
+
+async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec],
+                        settings: TopicSettings | None = None, *,
+                        timeout_ms: int = 30_000) -> EnsureReport:
+    """Create the missing topics of ``specs`` and compare the existing ones with the catalogue."""
+    settings = settings or TopicSettings()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
+                                client_id="cardbus-topics")
+    try:
+        await admin.start()
+    except (KafkaError, OSError) as exc:
+        await _close_quietly(admin)
+        raise BrokerError(
+            f"cannot reach Kafka at {bootstrap} ({exc}); start one with `cardbus broker start` "
+            "or pass --bootstrap HOST:PORT"
+        ) from None
+    try:
+        return await _ensure(admin, specs, settings, timeout_ms)
+    except KafkaError as exc:
+        raise BrokerError(f"Kafka at {bootstrap} refused a topic request: {exc}") from None
+    finally:
+        await _close_quietly(admin)
+
+
+def ensure_topics_sync(bootstrap: str, specs: Sequence[TopicSpec],
+                       settings: TopicSettings | None = None) -> EnsureReport:
+    """``ensure_topics`` for callers without an event loop (the CLI)."""
+    return asyncio.run(ensure_topics(bootstrap, specs, settings))
+
+
+async def _ensure(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec],
+                  settings: TopicSettings, timeout_ms: int) -> EnsureReport:
+    by_name = {s.name: s for s in specs}
+    # list first: a metadata request naming a missing topic would auto-create it on brokers
+    # with auto.create.topics.enable (the default), with the wrong partitions and config
+    present = set(await admin.list_topics())
+    missing = [n for n in by_name if n not in present]
+    existing = [n for n in by_name if n in present]
+    described: dict[str, dict[str, Any]] = {}
+    if existing:
+        described = {t["topic"]: t for t in await admin.describe_topics(existing)}
+    for name in existing:
+        code = described.get(name, {}).get("error_code", _UNKNOWN_TOPIC)
+        if code:
+            raise BrokerError(f"describing topic {name} failed with Kafka error code {code}")
+
+    states: dict[str, TopicState] = {}
+    if missing:
+        new = [NewTopic(n, by_name[n].partitions, settings.replication_factor,
+                        topic_configs=by_name[n].config(settings)) for n in missing]
+        response = (await admin.create_topics(new, timeout_ms=timeout_ms)).to_object()
+        for err in response["topic_errors"]:
+            if err["error_code"] == 0:
+                states[err["topic"]] = TopicState(err["topic"], "created")
+            elif err["error_code"] == _TOPIC_EXISTS:  # made by someone else meanwhile
+                existing.append(err["topic"])
+                described.update({t["topic"]: t for t in await admin.describe_topics([err["topic"]])})
+            else:
+                raise BrokerError(f"creating topic {err['topic']} failed: "
+                                  f"{err.get('error_message') or err['error_code']}")
+    if existing:
+        configs = await _configs(admin, existing)
+        for name in existing:
+            problems = _compare(by_name[name], settings, described[name], configs.get(name, {}))
+            states[name] = TopicState(name, "drift" if problems else "ok", tuple(problems))
+    return EnsureReport(tuple(states[n] for n in by_name))
+
+
+async def _configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    resources = [ConfigResource(ConfigResourceType.TOPIC, n, None) for n in names]
+    out: dict[str, dict[str, str]] = {}
+    for response in await admin.describe_configs(resources):
+        for res in response.to_object()["resources"]:
+            if res["error_code"]:
+                raise BrokerError(f"describing config of {res['resource_name']} failed: "
+                                  f"{res['error_message'] or res['error_code']}")
+            out[res["resource_name"]] = {e["config_names"]: e["config_value"]
+                                         for e in res["config_entries"]}
+    return out
+
+
+def _compare(spec: TopicSpec, settings: TopicSettings, described: dict[str, Any],
+             config: dict[str, str]) -> list[str]:
+    problems = []
+    partitions = described.get("partitions", [])
+    if len(partitions) != spec.partitions:
+        problems.append(f"partitions: broker has {len(partitions)}, catalogue wants "
+                        f"{spec.partitions}")
+    replication = {len(p["replicas"]) for p in partitions}
+    if partitions and replication != {settings.replication_factor}:
+        problems.append(f"replication: broker has {sorted(replication)}, catalogue wants "
+                        f"{settings.replication_factor}")
+    for key, wanted in spec.config(settings).items():
+        have = config.get(key)
+        if have != wanted:
+            problems.append(f"{key}: broker has {have}, catalogue wants {wanted}")
+    return problems
+
+
+async def _close_quietly(admin: AIOKafkaAdminClient) -> None:
+    try:
+        await admin.close()
+    except Exception:  # noqa: BLE001, S110 - closing a client that never started
+        pass
