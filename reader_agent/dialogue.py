@@ -47,7 +47,10 @@ def apdu(cla: int, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None
 
 
 def _call(link: Link, step: str, command: bytes) -> bytes:
-    data, sw = link.transmit(command)
+    try:
+        data, sw = link.transmit(command)
+    except CardError as exc:
+        raise CardError(f"{step}: {exc}") from None
     if sw != 0x9000:
         raise CardError(f"{step}: card answered status {sw:04X}")
     return data

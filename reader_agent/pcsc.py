@@ -86,7 +86,7 @@ class CardLink:
         hresult, resp = scard.SCardTransmit(self.hcard, self.protocol, list(apdu))
         check(hresult, "transmit")
         if len(resp) < 2:
-            raise CardError("card answered fewer than two bytes")
+            raise CardError("card removed or answered fewer than two bytes")
         data, sw = bytes(resp[:-2]), (resp[-2] << 8) | resp[-1]
         if sw >> 8 == 0x6C and len(apdu) >= 5:  # wrong Le: resend with the right one
             return self.transmit(apdu[:-1] + bytes([sw & 0xFF]))
@@ -101,3 +101,19 @@ class CardLink:
     def disconnect(self, eject: bool = False) -> None:
         scard.SCardDisconnect(self.hcard, scard.SCARD_UNPOWER_CARD if eject
                               else scard.SCARD_LEAVE_CARD)
+
+
+def wait_present(ctx: Context, reader: str, timeout: float = 5.0, present: bool = True) -> None:
+    """Block until ``reader`` holds a card (or, with ``present=False``, is empty)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    state = scard.SCARD_STATE_UNAWARE
+    while time.monotonic() < deadline:
+        changes = ctx.wait([(reader, state)], 200)
+        for _name, event, _atr in changes:
+            state = event & ~scard.SCARD_STATE_CHANGED
+            if bool(event & scard.SCARD_STATE_PRESENT) == present and \
+                    not event & scard.SCARD_STATE_MUTE:
+                return
+    raise CardError(f"{reader}: no card {'arrived' if present else 'removal'} in {timeout}s")
