@@ -36,7 +36,7 @@ class EventDeadLettered(Event):
     original_topic: TopicName
     original_partition: Count
     original_offset: Count
-    original_key_b64: B64 | None = None
+    original_record_key_b64: B64 | None = None
     original_b64: B64 = Field(max_length=(MAX_ORIGINAL_BYTES * 4) // 3 + 4)
     original_size: Count
     original_sha256: Sha256Hex
@@ -48,7 +48,7 @@ def original_fields(data: bytes, key: bytes | None = None) -> dict[str, object]:
     kept = data[:MAX_ORIGINAL_BYTES]
     return {
         "original_b64": base64.urlsafe_b64encode(kept).decode(),
-        "original_key_b64": base64.urlsafe_b64encode(key).decode() if key is not None else None,
+        "original_record_key_b64": base64.urlsafe_b64encode(key).decode() if key is not None else None,
         "original_size": len(data),
         "original_sha256": hashlib.sha256(data).hexdigest().upper(),
         "original_truncated": len(kept) < len(data),
