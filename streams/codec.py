@@ -60,11 +60,14 @@ def decode_raw(source: str | TypeAdapter[Any] | None,
                *, max_bytes: int = MAX_PAYLOAD_BYTES) -> tuple[Event, dict[str, Any]]:
     """Like ``decode``, also returning the original JSON object (before any upcast), which is
     what a seal made on an old schema version covers."""
-    adapter = _adapter(source)
+    adapter, allowed = _adapter(source)
     raw = parse(data, max_bytes=max_bytes)
     current = CURRENT_VERSIONS.get(raw["type"])
     if current is None:
         raise DecodeError(f"type: unknown event type {raw['type']!r}", field="type")
+    if allowed is not None and raw["type"] not in allowed:
+        raise DecodeError(f"type: {raw['type']!r} does not belong on this topic "
+                          f"(expected one of {', '.join(allowed)})", field="type")
     upcasted = upcast(dict(raw), current)
     try:
         event = adapter.validate_python(upcasted)
@@ -84,8 +87,8 @@ def parse(data: bytes | bytearray | memoryview | None, *,
     if len(data) > max_bytes:
         raise DecodeError(f"payload: {len(data)} bytes is over the {max_bytes}-byte limit")
     try:
-        raw = json.loads(bytes(data), object_pairs_hook=_no_duplicates,
-                         parse_constant=_no_constant)
+        text = bytes(data).decode("utf-8")  # strictly UTF-8 (json.loads would guess UTF-16/32)
+        raw = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except UnicodeDecodeError as exc:
         raise DecodeError(f"payload: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -114,12 +117,14 @@ def _no_constant(name: str) -> Any:
     raise DecodeError(f"payload: {name} is not valid JSON")
 
 
-def _adapter(source: str | TypeAdapter[Any] | None) -> TypeAdapter[Any]:
+def _adapter(source: str | TypeAdapter[Any] | None
+             ) -> tuple[TypeAdapter[Any], tuple[str, ...] | None]:
     if source is None:
-        return ANY_EVENT
+        return ANY_EVENT, None
     if isinstance(source, str):
-        return topic_spec(source).adapter
-    return source
+        spec = topic_spec(source)
+        return spec.adapter, spec.value_types
+    return source, None
 
 
 def _decode_error(exc: ValidationError, tag: str) -> DecodeError:

@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import TypeAdapter
@@ -197,6 +198,7 @@ def provider_requests_spec(provider_id: str) -> TopicSpec:
     )
 
 
+@lru_cache(maxsize=512)
 def topic_spec(name: str) -> TopicSpec:
     """The spec of topic ``name`` (static, or a provider request topic)."""
     spec = _BY_NAME.get(name)
