@@ -20,7 +20,10 @@ from cardbus.errors import BrokerError
 from streams.topics import TopicSettings, TopicSpec
 
 _UNKNOWN_TOPIC = 3
+_LEADER_NOT_AVAILABLE = 5
 _TOPIC_EXISTS = 36
+_NOT_YET = (_UNKNOWN_TOPIC, _LEADER_NOT_AVAILABLE)  # a topic just made: metadata still spreading
+_SETTLE_TRIES, _SETTLE_DELAY_S = 50, 0.1
 
 Status = Literal["created", "ok", "drift"]
 
@@ -103,13 +106,7 @@ async def _ensure(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec],
     present = set(await admin.list_topics())
     missing = [n for n in by_name if n not in present]
     existing = [n for n in by_name if n in present]
-    described: dict[str, dict[str, Any]] = {}
-    if existing:
-        described = {t["topic"]: t for t in await admin.describe_topics(existing)}
-    for name in existing:
-        code = described.get(name, {}).get("error_code", _UNKNOWN_TOPIC)
-        if code:
-            raise BrokerError(f"describing topic {name} failed with Kafka error code {code}")
+    described = await _describe(admin, existing)
 
     states: dict[str, TopicState] = {}
     if missing:
@@ -121,7 +118,7 @@ async def _ensure(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec],
                 states[err["topic"]] = TopicState(err["topic"], "created")
             elif err["error_code"] == _TOPIC_EXISTS:  # made by someone else meanwhile
                 existing.append(err["topic"])
-                described.update({t["topic"]: t for t in await admin.describe_topics([err["topic"]])})
+                described.update(await _describe(admin, [err["topic"]]))
             else:
                 raise BrokerError(f"creating topic {err['topic']} failed: "
                                   f"{err.get('error_message') or err['error_code']}")
@@ -133,16 +130,49 @@ async def _ensure(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec],
     return EnsureReport(tuple(states[n] for n in by_name))
 
 
+async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Partition metadata of ``names`` (listed as existing), waiting while a freshly created
+    topic's metadata is still spreading to the broker we ask."""
+    out: dict[str, dict[str, Any]] = {}
+    pending = list(names)
+    for _ in range(_SETTLE_TRIES):
+        if not pending:
+            break
+        for t in await admin.describe_topics(pending):
+            if t["error_code"] == 0 and t["partitions"]:
+                out[t["topic"]] = t
+            elif t["error_code"] not in (0, *_NOT_YET):
+                raise BrokerError(f"describing topic {t['topic']} failed with Kafka error "
+                                  f"code {t['error_code']}")
+        pending = [n for n in pending if n not in out]
+        if pending:
+            await asyncio.sleep(_SETTLE_DELAY_S)
+    if pending:
+        raise BrokerError(f"topics listed but not describable: {', '.join(pending)}")
+    return out
+
+
 async def _configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
-    resources = [ConfigResource(ConfigResourceType.TOPIC, n, None) for n in names]
     out: dict[str, dict[str, str]] = {}
-    for response in await admin.describe_configs(resources):
-        for res in response.to_object()["resources"]:
-            if res["error_code"]:
-                raise BrokerError(f"describing config of {res['resource_name']} failed: "
-                                  f"{res['error_message'] or res['error_code']}")
-            out[res["resource_name"]] = {e["config_names"]: e["config_value"]
-                                         for e in res["config_entries"]}
+    pending = list(names)
+    for _ in range(_SETTLE_TRIES):
+        if not pending:
+            break
+        resources = [ConfigResource(ConfigResourceType.TOPIC, n, None) for n in pending]
+        for response in await admin.describe_configs(resources):
+            for res in response.to_object()["resources"]:
+                code = res["error_code"]
+                if code == 0:
+                    out[res["resource_name"]] = {e["config_names"]: e["config_value"]
+                                                 for e in res["config_entries"]}
+                elif code not in _NOT_YET:
+                    raise BrokerError(f"describing config of {res['resource_name']} failed: "
+                                      f"{res['error_message'] or code}")
+        pending = [n for n in pending if n not in out]
+        if pending:
+            await asyncio.sleep(_SETTLE_DELAY_S)
+    if pending:
+        raise BrokerError(f"config of topics not describable: {', '.join(pending)}")
     return out
 
 
