@@ -117,7 +117,7 @@ def run(seconds: float = 0.5) -> dict[str, Any]:
     prov_sig = prov.signer.sign(data)
     # the terminal's wrapped PIN key, to time unwrapping
     tpk_blob = blobs[0]
-    kex_priv = term._kex  # noqa: SLF001 - benchmark reaches inside on purpose
+    kex_priv = term._kex
 
     def platform_payment() -> None:
         plat.verify_terminal_mac("T-BENCH", request)
@@ -143,7 +143,7 @@ def run(seconds: float = 0.5) -> dict[str, Any]:
             raise AssertionError("benchmark PIN did not verify")
         prov.signer.sign(data)
 
-    imk = prov._k("imk", KeyUsage.EMV_IMK_AC)  # noqa: SLF001
+    imk = prov._k("imk", KeyUsage.EMV_IMK_AC)
     out: dict[str, Any] = {
         "arqc_verify_per_s": _rate(
             lambda: emv.verify_card_arqc(imk, pan, "00", atc, cdol1, arqc), seconds),

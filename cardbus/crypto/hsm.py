@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -69,7 +69,7 @@ class _Role:
         obj = self._objects.get((kind, vid))
         if obj is None:
             obj = self._objects[(kind, vid)] = make()
-        return obj  # type: ignore[no-any-return]
+        return obj
 
     def _key(self, vid: str, usage: KeyUsage, owner: str | None = None) -> bytes:
         key_id, version = split_versioned(vid)
@@ -316,7 +316,8 @@ class ProviderHsm(_Role):
 class TerminalHsm(_Role):
     """The reader agent's sealed terminal key store and its operations."""
 
-    _WRAPPED = {"tpk": KeyUsage.PIN_ENC, "tmk": KeyUsage.MAC, "tpan": KeyUsage.PAN_ENC}
+    _WRAPPED: ClassVar[dict[str, KeyUsage]] = {
+        "tpk": KeyUsage.PIN_ENC, "tmk": KeyUsage.MAC, "tpan": KeyUsage.PAN_ENC}
 
     def __init__(self, terminal_id: str, keystore: KeyStore) -> None:
         self.terminal_id = terminal_id

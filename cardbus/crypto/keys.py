@@ -8,8 +8,8 @@ import os
 from enum import StrEnum
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.cmac import CMAC
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.cmac import CMAC
 
 
 class KeyUsage(StrEnum):
@@ -21,7 +21,7 @@ class KeyUsage(StrEnum):
     PIN_VERIFY = "pin_verify"  # PVK: Visa PVV / IBM 3624 (TDES)
     MAC = "mac"  # HMAC-SHA256 terminal MAC key
     PAN_ENC = "pan_enc"  # AES-256-GCM PAN encryption key
-    PAN_TOKEN = "pan_token"  # HMAC-SHA256 PAN tokenisation key
+    PAN_TOKEN = "pan_token"  # noqa: S105 - a usage name, not a secret; HMAC-SHA256 PAN tokenisation key
     EMV_IMK_AC = "emv_imk_ac"  # issuer master key for application cryptograms (TDES)
     CARD_AUTH_CA = "card_auth_ca"  # provider's card-authentication signing key (Ed25519)
     SIGNING = "signing"  # identity signing key (Ed25519)

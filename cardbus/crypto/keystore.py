@@ -110,8 +110,9 @@ class StorageKeyring:
         return cls(versions)
 
     @classmethod
-    def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> StorageKeyring:
-        """The storage keyring from ``path`` if given, else from the environment; never a default."""
+    def load(cls, path: Path | None = None,
+             env: Mapping[str, str] | None = None) -> StorageKeyring:
+        """The keyring from ``path`` if given, else from the environment; never a default."""
         if path is not None:
             return cls.from_file(path)
         value = (os.environ if env is None else env).get(ENV_VAR)
@@ -192,6 +193,12 @@ class KeyStore:
         self._records: dict[tuple[str, int], StoredKey] = {}
         self._cache: dict[tuple[str, int], bytes] = {}
         self.load_records(records)
+
+    @classmethod
+    def open(cls, path: Path | None = None, records: Iterable[StoredKey] = ()) -> KeyStore:
+        """A key store under the storage key from ``path`` or ``CARDBUS_STORAGE_KEY``
+        (``MissingKeyError`` if neither is there)."""
+        return cls(StorageKeyring.load(path), records)
 
     def load_records(self, records: Iterable[StoredKey]) -> None:
         """Add records (e.g. read back from a table)."""

@@ -9,6 +9,7 @@ in that terminal's key store, for that key id and usage. The result is a
 from __future__ import annotations
 
 import os
+from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -22,7 +23,7 @@ from cardbus.crypto.keystore import b64d, b64e
 from cardbus.errors import UnwrapError
 from schemas.base import EncryptedBlob
 
-ALG = "ECDH-X25519-HKDF-SHA256-AES-256-GCM"
+ALG: Final = "ECDH-X25519-HKDF-SHA256-AES-256-GCM"
 _SALT = b"cardbus-terminal-key-wrap-v1"
 
 

@@ -133,3 +133,36 @@ def test_cli_keys_init_and_rotate(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = capsys.readouterr()
     key_b64 = json.loads(path.read_text())["keys"]["1"]
     assert key_b64 not in out.out + out.err
+
+
+def test_keystore_open_needs_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    with pytest.raises(MissingKeyError):
+        KeyStore.open()
+    monkeypatch.setenv(ENV_VAR, b64e(new_key(KeyAlg.AES)))
+    assert KeyStore.open().records() == []
+
+
+def test_terminal_key_rotation_keeps_old_material_open(world, pan: str) -> None:  # type: ignore[no-untyped-def]
+    plat, _, term = world
+    old_kid, old_block = term.pin_block("1357", pan)
+    old_pan = term.encrypt_pan(pan, "c-old")
+    old_mac = term.mac_event(_event())
+    for blob in plat.enroll_terminal("T-1", term.public_kex()):  # rotation: version 2
+        term.install(blob)
+    new_kid, _ = term.pin_block("1357", pan)
+    assert (old_kid, new_kid) == ("tpk:T-1.v1", "tpk:T-1.v2")  # new work uses the newest
+    assert term.encrypt_pan(pan, "c").key_id == "tpan:T-1.v2"
+    # material made under version 1 still opens on the platform
+    plat.translate_pin("T-1", "bank-a", old_kid, old_block, old_pan, "c-old")
+    plat.verify_terminal_mac("T-1", old_mac)
+    plat.verify_terminal_mac("T-1", term.mac_event(_event()))
+
+
+def _event():  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from schemas.base import Event
+
+    return Event(type="Pinged", schema_version=1, event_id="e" * 16, correlation_id="c",
+                 occurred_at=datetime.now(UTC), producer="terminal:T-1")

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from cardbus.crypto import card_auth, emv, pin, transit, tr31, wrap
+from cardbus.crypto import card_auth, emv, pin, tr31, transit, wrap
 from cardbus.crypto.hsm import PlatformHsm, ProviderHsm, TerminalHsm
 from cardbus.crypto.keys import KeyAlg, KeyUsage, new_key
 from cardbus.crypto.keystore import b64d, b64e
@@ -64,7 +64,8 @@ def test_signature_failures() -> None:
     with pytest.raises(SignatureInvalid):  # wrong key under the same id
         verify_event(sealed, {signer.key_id: other.verifier}.get)
     with pytest.raises(SignatureInvalid):  # a changed field
-        verify_event(sealed.model_copy(update={"note": "hellp"}), {signer.key_id: signer.verifier}.get)
+        verify_event(sealed.model_copy(update={"note": "hellp"}),
+                     {signer.key_id: signer.verifier}.get)
     bad = sealed.seal.model_copy(update={"value": flip_b64(sealed.seal.value, 9)})
     with pytest.raises(SignatureInvalid):  # a flipped bit in the signature
         verify_event(sealed.model_copy(update={"seal": bad}), {signer.key_id: signer.verifier}.get)

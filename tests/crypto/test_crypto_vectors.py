@@ -123,7 +123,7 @@ def test_tr31_2018_a74_unwraps_and_header_is_checked() -> None:
     # PIN_ENC because CardBus is provisioned for non-exportable ("N") PIN keys only.
     from psec import tr31 as ptr31
 
-    header, key = ptr31.unwrap(A74_KBPK, A74_BLOCK)
+    _, key = ptr31.unwrap(A74_KBPK, A74_BLOCK)
     assert key.hex().upper() == "3F419E1CB7079442AA37474C2EFBF8B8"
     assert kcv(key, KeyAlg.AES) == "08793E"  # published KCV of A.7.4
     with pytest.raises(KeyBlockHeaderMismatch):
