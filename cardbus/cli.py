@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cardbus.commands.crypto",
     "cardbus.commands.pcscd",
     "cardbus.commands.cards",
+    "cardbus.commands.reader",
     "cardbus.commands.schemas",
     "cardbus.commands.topics",
 )
