@@ -50,7 +50,7 @@ class IssuedKey(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     key_id: KeyId
-    usage: Literal["mac", "pin_enc"]
+    usage: Literal["mac", "pin_enc", "pan_enc"]
     kcv: Kcv
     wrapped: EncryptedBlob
 

@@ -1,0 +1,139 @@
+"""The provider adapter interface, and how adapters are found.
+
+A provider (a bank, a transit operator) is a ``ProviderAdapter``: who it is, which cards it
+issues (BIN ranges or transit AIDs), and four operations, each a pure function over its ledger
+state: ``authorize``, ``reverse``, ``close_batch`` and ``issue_card``. The Faust app that runs
+it (``agents.providers.app``) is the same for every provider.
+
+Adapters are found through the ``cardbus.providers`` entry-point group, so a separately
+installed package adds a bank by declaring, in its own pyproject::
+
+    [project.entry-points."cardbus.providers"]
+    bank-c = "my_bank.adapter:adapter"
+
+where ``adapter`` is a ``ProviderAdapter`` instance (or a zero-argument callable returning one).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Literal
+
+from agents.providers import decide
+from agents.providers.state import Account, CardRecord, ChainHead, OpenBatch, PinCheck
+from cardbus.crypto.hsm import ProviderHsm
+from cardbus.errors import ConfigError
+from reader_agent.cards.profile import CardProfile, make_pan
+from schemas.base import Event, mask_pan
+from schemas.payments import AuthorizationDecided, AuthorizationRequested, ReversalRequested
+from schemas.values import BinRange
+
+ENTRY_POINT_GROUP = "cardbus.providers"
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    """A new card: the profile that personalises it, and the provider's ledger records."""
+
+    profile: CardProfile
+    card: CardRecord
+    account: Account
+
+
+@dataclass(frozen=True)
+class ProviderAdapter:
+    """One provider: identity, card ranges, currency, limits, and the decision functions."""
+
+    provider_id: str
+    name: str
+    kind: Literal["bank", "transit"]
+    aid: str
+    label: str
+    bin_ranges: tuple[BinRange, ...] = ()
+    transit_aids: tuple[str, ...] = ()
+    currency: str = "CNY"
+    per_txn_limit: int = 500_000
+    card_bin: str = ""
+
+    # -- the four operations (pure; override to change a provider's rules) -------------------
+
+    def authorize(self, req: AuthorizationRequested, *, card: CardRecord | None,
+                  account: Account | None, chain: ChainHead, batch: OpenBatch,
+                  processed: AuthorizationDecided | None,
+                  crypto: decide.IssuerCrypto) -> decide.Authorized:
+        """Decide on an authorization request."""
+        return decide.authorize(req, card=card, account=account, chain=chain, batch=batch,
+                                processed=processed, crypto=crypto)
+
+    def reverse(self, rev: ReversalRequested, *, account: Account | None, batch: OpenBatch,
+                decision: AuthorizationDecided | None,
+                crypto: decide.IssuerCrypto) -> decide.Reversed:
+        """Apply a reversal."""
+        return decide.reverse(rev, account=account, batch=batch, decision=decision,
+                              crypto=crypto)
+
+    def close_batch(self, *, batch_id: str, closed_at_event: Event, batch: OpenBatch,
+                    accounts: dict[str, Account], crypto: decide.IssuerCrypto) -> decide.Settled:
+        """Close the open settlement batch."""
+        return decide.close_batch(batch_id=batch_id, closed_at_event=closed_at_event,
+                                  batch=batch, accounts=accounts, crypto=crypto)
+
+    def issue_card(self, hsm: ProviderHsm, *, pin: str, opening_balance: int,
+                   expiry: str = "301231", pan: str | None = None,
+                   card_id: str | None = None) -> IssuedCard:
+        """Personalise a card with this provider's keys and open its account."""
+        if self.kind != "bank":
+            raise ConfigError(f"{self.provider_id} issues transit cards, not payment cards")
+        pan = pan or make_pan(self.card_bin)
+        issued = hsm.issue_card(pan, pin, expiry[:4])
+        cert = issued.certificate
+        profile = CardProfile(
+            card_id=card_id or f"{self.provider_id}-{pan[-4:]}-{secrets.token_hex(2)}",
+            provider=self.provider_id, kind="emv", aid=self.aid, label=self.label, pan=pan,
+            psn=issued.psn, expiry=expiry, icc_master_key=issued.icc_master_key.hex().upper(),
+            card_private_key=issued.card_private_key.hex().upper(),
+            card_public_key=_b64_to_hex(cert.card_public_key),
+            card_certificate=_b64_to_hex(cert.signature), ca_key_id=cert.ca_key_id,
+            pan_token=issued.pan_token, initial_balance=opening_balance)
+        account_id = f"acct-{issued.pan_token[4:20]}"
+        record = CardRecord(pan_token=issued.pan_token, masked_pan=mask_pan(pan),
+                            account_id=account_id, psn=issued.psn, expiry=expiry[:4],
+                            pin=PinCheck(pvki=issued.pvki, value=issued.pvv),
+                            per_txn_limit=self.per_txn_limit)
+        account = Account(account_id=account_id, currency=self.currency,
+                          opening_balance=opening_balance, balance=opening_balance)
+        return IssuedCard(profile, record, account)
+
+
+def _b64_to_hex(text: str) -> str:
+    from cardbus.crypto.keystore import b64d
+
+    return b64d(text).hex().upper()
+
+
+def discover() -> dict[str, ProviderAdapter]:
+    """Every installed provider adapter, by provider id (entry-point group
+    ``cardbus.providers``)."""
+    found: dict[str, ProviderAdapter] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        adapter = obj() if callable(obj) and not isinstance(obj, ProviderAdapter) else obj
+        if not isinstance(adapter, ProviderAdapter):
+            raise ConfigError(f"entry point {ep.name} ({ep.value}) is not a ProviderAdapter")
+        if adapter.provider_id != ep.name:
+            raise ConfigError(f"entry point {ep.name} names adapter {adapter.provider_id}")
+        found[adapter.provider_id] = adapter
+    return found
+
+
+def adapter_for(provider_id: str) -> ProviderAdapter:
+    """The installed adapter for ``provider_id`` (a clear error listing the known ones)."""
+    adapters = discover()
+    try:
+        return adapters[provider_id]
+    except KeyError:
+        known = ", ".join(sorted(adapters)) or "none"
+        raise ConfigError(f"no provider adapter {provider_id!r} is installed (known: {known})"
+                          ) from None

@@ -1,0 +1,360 @@
+"""A provider's decisions as pure functions: ``(state, event) -> (new state, events out)``.
+
+No Kafka, no clock, no randomness: every id and time in an output comes from the input event,
+and the crypto (``IssuerCrypto``) is deterministic for given keys. So a replay of the recorded
+inputs reproduces every decision byte for byte (audit), and unit tests need no broker.
+
+The authorization steps, in order (each a small named check, jPOS-participant style):
+duplicate? -> platform signature -> card known -> card blocked -> expiry -> cryptogram (ARQC)
+-> ATC replay/window -> PIN (tries counter, block at the limit) -> per-transaction limit ->
+available funds -> approve (place a hold).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agents.providers.state import (
+    MAX_PIN_TRIES,
+    Account,
+    BatchLine,
+    CardRecord,
+    ChainHead,
+    Hold,
+    OpenBatch,
+    PinCheck,
+)
+from cardbus.errors import CryptoError, PinBlockError
+from cardbus.response_codes import (
+    APPROVED,
+    BAD_CRYPTOGRAM,
+    DO_NOT_HONOUR,
+    EXCEEDS_LIMIT,
+    EXPIRED_CARD,
+    INCORRECT_PIN,
+    INSUFFICIENT_FUNDS,
+    INVALID_CARD,
+    NO_ORIGINAL,
+    PIN_TRIES_EXCEEDED,
+    REPLAYED_ATC,
+    WRONG_CURRENCY,
+)
+from schemas.base import Event, Money
+from schemas.cards import CardRead
+from schemas.payments import (
+    AuthorizationDecided,
+    AuthorizationRequested,
+    ReversalCompleted,
+    ReversalRequested,
+)
+from schemas.settlement import CurrencyTotal, SettlementBatchClosed
+
+ATC_WINDOW = 100  # an ATC jump larger than this is refused as out of window
+
+
+class IssuerCrypto(Protocol):
+    """The provider's HSM operations the decisions need (deterministic for given keys)."""
+
+    provider_id: str
+
+    def verify_platform(self, event: Event) -> None:
+        """Raise a CryptoError unless ``event`` carries a valid platform signature."""
+
+    def card_token(self, card: CardRead, context: str) -> str:
+        """This provider's token of the PAN inside ``card.pan_encrypted``."""
+
+    def verify_arqc(self, card: CardRead, context: str) -> None:
+        """Raise CryptogramInvalid unless the card's ARQC verifies (PAN decrypted inside)."""
+
+    def make_arpc(self, card: CardRead, context: str, response_code: str) -> str:
+        """The ARPC (method 1, ARC = response code) as hex."""
+
+    def pin_matches(self, card: CardRead, context: str, pin_block: str, pin_key_id: str,
+                    pin: PinCheck) -> bool:
+        """Whether the PIN block holds the card's PIN (raises PinBlockError if malformed)."""
+
+    def seal(self, event: Event) -> Event:
+        """``event`` signed with the provider's identity key."""
+
+
+def derived_id(kind: str, source_event_id: str) -> str:
+    """A deterministic event id for the ``kind`` answer to ``source_event_id``."""
+    return hashlib.sha256(f"{kind}:{source_event_id}".encode()).hexdigest()[:32]
+
+
+def decision_hash(decision: AuthorizationDecided) -> str:
+    """The hash the next decision of the partition chains to (canonical bytes, no seal)."""
+    return hashlib.sha256(decision.canonical_bytes()).hexdigest().upper()
+
+
+@dataclass(frozen=True)
+class Authorized:
+    """The outcome of one authorization request: new state and the decision to publish."""
+
+    decision: AuthorizationDecided
+    card: CardRecord | None
+    account: Account | None
+    chain: ChainHead
+    batch: OpenBatch
+    duplicate: bool = False
+
+
+@dataclass
+class _Draft:
+    code: str
+    card: CardRecord | None
+    account: Account | None
+    arpc_needed: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def _check(req: AuthorizationRequested, card: CardRecord | None, account: Account | None,
+           crypto: IssuerCrypto) -> _Draft:
+    """Run the checks in order; return the response code and the updated card/account."""
+    try:
+        crypto.verify_platform(req)
+    except CryptoError:
+        return _Draft(DO_NOT_HONOUR, card, account, arpc_needed=False)
+    if card is None or account is None or card.pan_token != req.card.pan_token:
+        return _Draft(INVALID_CARD, card, account, arpc_needed=False)
+    try:
+        if crypto.card_token(req.card, req.correlation_id) != card.pan_token:
+            return _Draft(INVALID_CARD, card, account, arpc_needed=False)
+    except CryptoError:
+        return _Draft(INVALID_CARD, card, account, arpc_needed=False)
+    if card.status == "blocked":
+        return _Draft(PIN_TRIES_EXCEEDED, card, account)
+    if _expired(card.expiry, req):
+        return _Draft(EXPIRED_CARD, card, account)
+    if req.amount.currency != account.currency:
+        return _Draft(WRONG_CURRENCY, card, account)
+    try:
+        crypto.verify_arqc(req.card, req.correlation_id)
+    except CryptoError:
+        return _Draft(BAD_CRYPTOGRAM, card, account, arpc_needed=False)
+    atc = req.card.atc
+    if card.last_atc is not None and not card.last_atc < atc <= card.last_atc + ATC_WINDOW:
+        return _Draft(REPLAYED_ATC, card, account, arpc_needed=False)
+    card = card.model_copy(update={"last_atc": atc})
+    if req.pin_block is not None and req.pin_key_id is not None:
+        try:
+            ok = crypto.pin_matches(req.card, req.correlation_id, req.pin_block, req.pin_key_id, card.pin)
+        except PinBlockError:
+            ok = False
+        if not ok:
+            tries = card.pin_tries + 1
+            if tries >= MAX_PIN_TRIES:
+                card = card.model_copy(update={"pin_tries": tries, "status": "blocked"})
+                return _Draft(PIN_TRIES_EXCEEDED, card, account)
+            return _Draft(INCORRECT_PIN, card.model_copy(update={"pin_tries": tries}), account)
+        card = card.model_copy(update={"pin_tries": 0})
+    if req.amount.amount > card.per_txn_limit:
+        return _Draft(EXCEEDS_LIMIT, card, account)
+    if req.amount.amount > account.available:
+        return _Draft(INSUFFICIENT_FUNDS, card, account)
+    holds = {**account.holds, req.event_id: Hold(amount=req.amount.amount,
+                                                 currency=req.amount.currency)}
+    return _Draft(APPROVED, card, account.model_copy(update={"holds": holds}))
+
+
+def _expired(expiry_yymm: str, req: AuthorizationRequested) -> bool:
+    when = req.occurred_at
+    return (when.year % 100, when.month) > (int(expiry_yymm[:2]), int(expiry_yymm[2:]))
+
+
+def authorize(
+    req: AuthorizationRequested,
+    *,
+    card: CardRecord | None,
+    account: Account | None,
+    chain: ChainHead,
+    batch: OpenBatch,
+    processed: AuthorizationDecided | None,
+    crypto: IssuerCrypto,
+) -> Authorized:
+    """Decide on one authorization request. A duplicate gets the original decision, unchanged."""
+    if processed is not None:
+        return Authorized(processed, card, account, chain, batch, duplicate=True)
+    draft = _check(req, card, account, crypto)
+    approved = draft.code == APPROVED
+    sequence = chain.sequence + 1
+    decision = AuthorizationDecided(
+        event_id=derived_id("decision", req.event_id),
+        correlation_id=req.correlation_id,
+        occurred_at=req.occurred_at,
+        producer=f"provider:{crypto.provider_id}",
+        provider_id=crypto.provider_id,
+        request_event_id=req.event_id,
+        pan_token=req.card.pan_token,
+        amount=req.amount,
+        approved=approved,
+        response_code=draft.code,
+        auth_code=derived_id("auth", req.event_id)[:6].upper() if approved else None,
+        arpc=crypto.make_arpc(req.card, req.correlation_id, draft.code) if draft.arpc_needed else None,
+        sequence=sequence,
+        prev_hash=chain.last_hash,
+    )
+    sealed = crypto.seal(decision)
+    assert isinstance(sealed, AuthorizationDecided)
+    new_chain = ChainHead(sequence=sequence, last_hash=decision_hash(sealed))
+    return Authorized(sealed, draft.card, draft.account, new_chain,
+                      _add_to_batch(batch, req, sealed), duplicate=False)
+
+
+def _add_to_batch(batch: OpenBatch, req: AuthorizationRequested,
+                  decision: AuthorizationDecided) -> OpenBatch:
+    update: dict[str, object] = {
+        "opened_at": batch.opened_at or req.occurred_at.isoformat(),
+        "first_sequence": decision.sequence if batch.first_sequence is None
+        else batch.first_sequence,
+        "last_sequence": decision.sequence,
+    }
+    if decision.approved:
+        line = BatchLine(pan_token=req.card.pan_token, amount=req.amount.amount,
+                         currency=req.amount.currency, sequence=decision.sequence)
+        update["lines"] = {**batch.lines, req.event_id: line}
+    else:
+        update["declined"] = batch.declined + 1
+    return batch.model_copy(update=update)
+
+
+@dataclass(frozen=True)
+class Reversed:
+    """The outcome of a reversal request."""
+
+    answer: ReversalCompleted
+    account: Account | None
+    batch: OpenBatch
+
+
+def reverse(
+    rev: ReversalRequested,
+    *,
+    account: Account | None,
+    batch: OpenBatch,
+    decision: AuthorizationDecided | None,
+    crypto: IssuerCrypto,
+) -> Reversed:
+    """Undo an approval: release its hold (or credit back if already cleared). Idempotent:
+    a second reversal of the same payment finds nothing left to undo and says so, unchanged."""
+    reversed_now = False
+    code = NO_ORIGINAL
+    if decision is not None and decision.approved and account is not None:
+        code = APPROVED
+        hold = account.holds.get(rev.original_event_id)
+        line = batch.lines.get(rev.original_event_id)
+        if hold is not None:
+            holds = {k: v for k, v in account.holds.items() if k != rev.original_event_id}
+            account = account.model_copy(update={"holds": holds})
+            reversed_now = True
+        elif line is None or not line.reversed:
+            # cleared already (or from an earlier batch): credit it back once
+            if not _already_credited(batch, rev):
+                account = account.model_copy(
+                    update={"balance": account.balance + decision.amount.amount})
+                reversed_now = True
+        if reversed_now:
+            batch = _mark_reversed(batch, rev, decision)
+    elif decision is not None and not decision.approved:
+        code = APPROVED  # nothing was authorized: a reversal of a decline is a no-op
+    answer = ReversalCompleted(
+        event_id=derived_id("reversal", rev.event_id),
+        correlation_id=rev.correlation_id,
+        occurred_at=rev.occurred_at,
+        producer=f"provider:{crypto.provider_id}",
+        provider_id=crypto.provider_id,
+        original_event_id=rev.original_event_id,
+        pan_token=rev.pan_token,
+        amount=rev.amount,
+        reversed=reversed_now or code == APPROVED,
+        response_code=code,
+    )
+    sealed = crypto.seal(answer)
+    assert isinstance(sealed, ReversalCompleted)
+    return Reversed(sealed, account, batch)
+
+
+def _already_credited(batch: OpenBatch, rev: ReversalRequested) -> bool:
+    key = f"reversal:{rev.original_event_id}"
+    return key in batch.lines
+
+
+def _mark_reversed(batch: OpenBatch, rev: ReversalRequested,
+                   decision: AuthorizationDecided) -> OpenBatch:
+    line = batch.lines.get(rev.original_event_id)
+    lines = dict(batch.lines)
+    if line is not None:
+        lines[rev.original_event_id] = line.model_copy(update={"reversed": True})
+    else:  # reversal of a payment cleared in an earlier batch: a negative line in this one
+        lines[f"reversal:{rev.original_event_id}"] = BatchLine(
+            pan_token=rev.pan_token, amount=decision.amount.amount,
+            currency=decision.amount.currency, sequence=decision.sequence, reversed=True)
+    return batch.model_copy(update={"lines": lines})
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A closed batch and the accounts whose holds were cleared by it."""
+
+    closed: SettlementBatchClosed | None
+    accounts: dict[str, Account]
+    batch: OpenBatch
+
+
+def close_batch(
+    *,
+    batch_id: str,
+    closed_at_event: Event,
+    batch: OpenBatch,
+    accounts: dict[str, Account],
+    crypto: IssuerCrypto,
+) -> Settled:
+    """Cut-over: clear every open hold of the batch into its account, total the batch, open the
+    next. ``accounts`` maps PAN token -> account for every token in the batch."""
+    if batch.first_sequence is None or batch.last_sequence is None:
+        return Settled(None, accounts, batch)
+    totals: dict[str, dict[str, int]] = {}
+    cleared = dict(accounts)
+    for request_id, line in sorted(batch.lines.items()):
+        t = totals.setdefault(line.currency, {"ac": 0, "aa": 0, "rc": 0, "ra": 0})
+        if not request_id.startswith("reversal:"):
+            t["ac"] += 1
+            t["aa"] += line.amount
+        if line.reversed:
+            t["rc"] += 1
+            t["ra"] += line.amount
+        account = cleared.get(line.pan_token)
+        if account is not None and request_id in account.holds:
+            hold = account.holds[request_id]
+            holds = {k: v for k, v in account.holds.items() if k != request_id}
+            cleared[line.pan_token] = account.model_copy(
+                update={"balance": account.balance - hold.amount, "holds": holds})
+    event = SettlementBatchClosed(
+        event_id=derived_id("batch", closed_at_event.event_id),
+        correlation_id=batch_id,
+        occurred_at=closed_at_event.occurred_at,
+        producer=f"provider:{crypto.provider_id}",
+        provider_id=crypto.provider_id,
+        batch_id=batch_id,
+        opened_at=batch.opened_at or closed_at_event.occurred_at,
+        closed_at=closed_at_event.occurred_at,
+        first_sequence=batch.first_sequence,
+        last_sequence=batch.last_sequence,
+        declined_count=batch.declined,
+        totals=tuple(
+            CurrencyTotal(currency=cur, approved_count=t["ac"], approved_amount=t["aa"],
+                          reversed_count=t["rc"], reversed_amount=t["ra"],
+                          net_amount=t["aa"] - t["ra"])
+            for cur, t in sorted(totals.items())
+        ),
+    )
+    sealed = crypto.seal(event)
+    assert isinstance(sealed, SettlementBatchClosed)
+    return Settled(sealed, cleared, OpenBatch(number=batch.number + 1))
+
+
+def money(amount: int, currency: str) -> Money:
+    """Shorthand used by tests and adapters."""
+    return Money(amount=amount, currency=currency)

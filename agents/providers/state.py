@@ -1,0 +1,111 @@
+"""A provider's ledger state, as the pure decision functions see it.
+
+Everything about one card lives under its PAN token, and the provider's request topic is keyed
+by the PAN token, so one card's records, account, holds and ATC are all in one partition (replay
+detection and balances need that ordering). One account per card; an account with several cards
+is left to a later version.
+
+- ``CardRecord``: status, expiry, limits, last ATC, PIN verification data (a PVV, never the PIN),
+  PIN-try counter.
+- ``Account``: ledger balance and holds (authorized, not yet cleared); available = balance - holds.
+- ``ChainHead``: the per-partition hash chain of decisions (audit).
+- ``OpenBatch``: the per-partition settlement batch being filled since the last cut-over.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.base import Currency, MaskedPan, PanToken
+
+_STATE = ConfigDict(frozen=True, extra="forbid")
+GENESIS_HASH = "0" * 64
+MAX_PIN_TRIES = 3
+
+
+class PinCheck(BaseModel):
+    """How the provider verifies a PIN for this card (Visa PVV with its key index)."""
+
+    model_config = _STATE
+
+    method: Literal["pvv"] = "pvv"
+    pvki: str = "1"
+    value: str = Field(pattern=r"^\d{4}$", description="the PVV: verification data, not a PIN")
+
+
+class CardRecord(BaseModel):
+    """What the provider knows about one card."""
+
+    model_config = _STATE
+
+    pan_token: PanToken
+    masked_pan: MaskedPan
+    account_id: str
+    psn: str = "00"
+    expiry: str = Field(pattern=r"^\d{4}$", description="YYMM")
+    status: Literal["active", "blocked"] = "active"
+    pin: PinCheck
+    pin_tries: int = 0
+    last_atc: int | None = None
+    per_txn_limit: int = 500_000
+
+
+class Hold(BaseModel):
+    """An authorized amount not yet cleared."""
+
+    model_config = _STATE
+
+    amount: int
+    currency: Currency
+
+
+class Account(BaseModel):
+    """A ledger account: balance (cleared) and holds (authorized, not yet cleared)."""
+
+    model_config = _STATE
+
+    account_id: str
+    currency: Currency
+    opening_balance: int
+    balance: int
+    holds: dict[str, Hold] = Field(default_factory=dict)
+
+    @property
+    def available(self) -> int:
+        return self.balance - sum(h.amount for h in self.holds.values())
+
+
+class ChainHead(BaseModel):
+    """The last decision of one partition: its sequence number and hash."""
+
+    model_config = _STATE
+
+    sequence: int = -1
+    last_hash: str = GENESIS_HASH
+
+
+class BatchLine(BaseModel):
+    """One approved (or reversed) payment in an open batch."""
+
+    model_config = _STATE
+
+    pan_token: PanToken
+    amount: int
+    currency: Currency
+    sequence: int
+    reversed: bool = False
+
+
+class OpenBatch(BaseModel):
+    """The settlement batch of one partition since the last cut-over."""
+
+    model_config = _STATE
+
+    number: int = 1
+    opened_at: str | None = None  # ISO time of the first decision in it
+    lines: dict[str, BatchLine] = Field(default_factory=dict)  # request event id -> line
+    declined: int = 0
+    first_sequence: int | None = None
+    last_sequence: int | None = None
