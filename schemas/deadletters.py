@@ -48,7 +48,8 @@ def original_fields(data: bytes, key: bytes | None = None) -> dict[str, object]:
     kept = data[:MAX_ORIGINAL_BYTES]
     return {
         "original_b64": base64.urlsafe_b64encode(kept).decode(),
-        "original_record_key_b64": base64.urlsafe_b64encode(key).decode() if key is not None else None,
+        "original_record_key_b64": (base64.urlsafe_b64encode(key).decode()
+                                    if key is not None else None),
         "original_size": len(data),
         "original_sha256": hashlib.sha256(data).hexdigest().upper(),
         "original_truncated": len(kept) < len(data),

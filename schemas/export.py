@@ -22,8 +22,9 @@ def event_schema(model: type[Event]) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of ``model`` as it is accepted from the wire."""
     schema = model.model_json_schema(mode="validation")
     # the models default these two, but the wire (streams.codec.parse) requires them
-    schema["required"] = ["type", "schema_version",
-                          *[f for f in schema.get("required", []) if f not in ("type", "schema_version")]]
+    envelope = ("type", "schema_version")
+    schema["required"] = [*envelope,
+                          *[f for f in schema.get("required", []) if f not in envelope]]
     name = type_name(model)
     version = model.model_fields["schema_version"].default
     return {

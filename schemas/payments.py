@@ -35,7 +35,8 @@ class _PinBlockUnderKey:
     """Mixin check: a PIN block travels only with the id of the key it is encrypted under."""
 
     def _check_pin_pair(self) -> None:
-        if (getattr(self, "pin_block", None) is None) != (getattr(self, "pin_key_id", None) is None):
+        block, key_id = getattr(self, "pin_block", None), getattr(self, "pin_key_id", None)
+        if (block is None) != (key_id is None):
             raise ValueError("pin_key_id: a pin_block needs the id of its PIN key, and only then")
 
 

@@ -83,7 +83,7 @@ def model_for(name: str) -> type[Event]:
 def _adapter(models: tuple[type[Event], ...]) -> TypeAdapter[Any]:
     if len(models) == 1:
         return TypeAdapter(models[0])
-    union = Union[models]  # noqa: UP007 - a runtime tuple of types needs typing.Union
+    union = Union[models]  # type: ignore[valid-type]  # noqa: UP007 - built at runtime
     return TypeAdapter(Annotated[union, Field(discriminator="type")])
 
 

@@ -19,8 +19,8 @@ _AT = "2025-01-15T10:30:00Z"
 
 _BLOB = {"key_id": "platform/pan/1", "alg": "AES-256-GCM", "nonce": "AAAAAAAAAAAAAAAA",
          "ct": _B64}
-_WRAP = {**_BLOB, "key_id": "T-0001/wrap", "alg": "ECDH-X25519-HKDF-SHA256-AES-256-GCM",
-         "epk": _B64}
+_WRAP = {**_BLOB, "key_id": "T-0001/wrap", "epk": _B64,
+         "alg": "ECDH-X25519-HKDF-SHA256-AES-256-GCM"}
 _MERCHANT = {"merchant_id": "M-0001", "name": "Corner Shop", "mcc": "5411"}
 _MONEY = {"amount": 1250, "currency": "CNY"}
 _CARD = {
@@ -40,8 +40,8 @@ _BODIES: dict[str, dict[str, Any]] = {
     },
     "ProviderKeysProvisioned": {
         "provider_id": "bank-a", "kbpk_id": "bank-a/kbpk/1",
-        "keys": [{"key_id": "bank-a/pin/1", "usage": "pin_enc", "algorithm": "TDES", "kcv": "0A1B2C",
-                  "key_block": "B0096P0TE00N0000" + "0123456789ABCDEF" * 5}],
+        "keys": [{"key_id": "bank-a/pin/1", "usage": "pin_enc", "algorithm": "TDES",
+                  "kcv": "0A1B2C", "key_block": "B0096P0TE00N0000" + "0123456789ABCDEF" * 5}],
     },
     "TerminalEnrolled": {
         "terminal_id": "T-0001", "merchant": _MERCHANT, "identity_key_id": "T-0001/id",

@@ -8,6 +8,7 @@ back: partitions cannot shrink, and a retention change on an audit topic is a de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -195,7 +196,5 @@ def _compare(spec: TopicSpec, settings: TopicSettings, described: dict[str, Any]
 
 
 async def _close_quietly(admin: AIOKafkaAdminClient) -> None:
-    try:
+    with contextlib.suppress(Exception):  # closing a client that never fully started
         await admin.close()
-    except Exception:  # noqa: BLE001, S110 - closing a client that never started
-        pass

@@ -63,8 +63,9 @@ class TopicSettings:
     retention_days: int = DEFAULT_RETENTION_DAYS
 
     def __post_init__(self) -> None:
-        if self.replication_factor < 1 or not 1 <= self.min_insync_replicas <= self.replication_factor:
-            raise ConfigError("topics: need replication >= 1 and 1 <= min.insync.replicas <= replication")
+        if not 1 <= self.min_insync_replicas <= self.replication_factor:
+            raise ConfigError(
+                "topics: need replication >= 1 and 1 <= min.insync.replicas <= replication")
         if self.retention_days < MIN_AUDIT_RETENTION_DAYS:
             raise ConfigError(
                 f"topics: retention {self.retention_days} days is shorter than the audit minimum "

@@ -1,4 +1,5 @@
-"""``cardbus topics create|list``: the topic catalogue (streams/topics.py), on a broker or printed."""
+"""``cardbus topics create|list``: the topic catalogue (streams/topics.py), on a broker
+or printed."""
 
 from __future__ import annotations
 

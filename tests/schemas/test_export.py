@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from cardbus.cli import main
-from schemas.export import SCHEMA_DIR, check, export, expected_files
+from schemas.export import SCHEMA_DIR, check, expected_files, export
 from schemas.registry import ALL_EVENTS
 
 

@@ -135,7 +135,7 @@ def test_union_adapter_dispatches_on_type_and_refuses_foreign_types() -> None:
     adapter = union_adapter([EVENT_TYPES["AuthorizationDecided"], EVENT_TYPES["ReversalCompleted"]])
     event = adapter.validate_python(sample_raw("ReversalCompleted"))
     assert type(event).__name__ == "ReversalCompleted"
-    with pytest.raises(ValidationError, match="union_tag_invalid|does not match any"):
+    with pytest.raises(ValidationError, match=r"union_tag_invalid|does not match any"):
         adapter.validate_python(sample_raw("CardTapped"))
     assert union_adapter(reversed(ALL_EVENTS[:3])) is union_adapter(ALL_EVENTS[:3])
 

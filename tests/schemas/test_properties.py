@@ -19,7 +19,8 @@ from streams.codec import decode, encode
 NAMES = [type_name(m) for m in ALL_EVENTS]
 _MONEY_AMOUNT = st.integers(min_value=0, max_value=10**12)
 
-_ZONES = st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))])
+_ZONES = st.sampled_from(
+    [UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))])
 
 
 @st.composite

@@ -53,7 +53,7 @@ def test_settings_from_env_and_overrides() -> None:
         == 500
     with pytest.raises(ConfigError, match="audit minimum"):
         TopicSettings.from_env({"CARDBUS_RETENTION_DAYS": "30"})
-    with pytest.raises(ConfigError, match="min.insync"):
+    with pytest.raises(ConfigError, match=r"min\.insync"):
         TopicSettings(replication_factor=1, min_insync_replicas=2)
     with pytest.raises(ConfigError, match="not an integer"):
         TopicSettings.from_env({"CARDBUS_TOPIC_REPLICATION": "three"})
