@@ -1,0 +1,18 @@
+"""A small CardBus wired in process: platform, bank-a, bank-b, one terminal, real crypto."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from agents.providers.bank_a import adapter as bank_a
+from agents.providers.bank_b import adapter as bank_b
+from agents.sim import World
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def world() -> World:
+    return World.build([bank_a, bank_b], ["T-0001"], NOW)
