@@ -15,7 +15,9 @@ from pydantic import Field, TypeAdapter
 
 from schemas.base import Event
 from schemas.cards import CardTapped
+from schemas.clock import ClockTicked
 from schemas.deadletters import EventDeadLettered
+from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
@@ -53,6 +55,9 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     TransitLoadConfirmed,
     SettlementBatchClosed,
     EventDeadLettered,
+    CardIssued,
+    SettlementCutoverRequested,
+    ClockTicked,
 )
 
 

@@ -106,6 +106,13 @@ _BODIES: dict[str, dict[str, Any]] = {
         "totals": [{"currency": "CNY", "approved_count": 40, "approved_amount": 50000,
                     "reversed_count": 1, "reversed_amount": 1250, "net_amount": 48750}],
     },
+    "CardIssued": {
+        "provider_id": "bank-a", "pan_token": "tok_" + "b" * 24, "masked_pan": "622202******1234",
+        "account_id": "acct-1", "expiry": "3012", "currency": "CNY", "opening_balance": 100000,
+        "per_txn_limit": 500000, "pin_verification_encrypted": _BLOB,
+    },
+    "SettlementCutoverRequested": {"provider_id": "bank-a", "batch_id": "bank-a-2025-01-15"},
+    "ClockTicked": {"partition": 3},
     "EventDeadLettered": {
         "reason": "payload: malformed JSON", "error_code": "decode", "field": None,
         "original_topic": "cardbus.taps", "original_partition": 0, "original_offset": 42,
@@ -117,7 +124,8 @@ _PRODUCERS = {"Provider": "provider:bank-a", "Terminal": "platform", "Card": "te
               "PaymentReq": "terminal:T-0001", "TransitLoadReq": "terminal:T-0001",
               "TransitLoadApp": "terminal:T-0001", "TransitLoadAu": "provider:transit",
               "TransitLoadC": "provider:transit", "AuthorizationD": "provider:bank-a",
-              "ReversalC": "provider:bank-a", "Settlement": "provider:bank-a"}
+              "ReversalC": "provider:bank-a", "Settlement": "provider:bank-a",
+              "CardIssued": "provider:bank-a"}
 
 
 def _producer(name: str) -> str:

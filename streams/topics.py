@@ -25,7 +25,9 @@ from pydantic import TypeAdapter
 from cardbus.errors import ConfigError
 from schemas.base import Event
 from schemas.cards import CardTapped
+from schemas.clock import ClockTicked
 from schemas.deadletters import EventDeadLettered
+from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
@@ -151,8 +153,9 @@ TAPS = TopicSpec(
     "cardbus.taps", "terminal_id", (CardTapped,), 6, "delete",
     (READER,), (PLATFORM, AUDIT), "card taps (masked/tokenized/encrypted card data)")
 PAYMENT_REQUESTS = TopicSpec(
-    "cardbus.payment-requests", "card.pan_token", (PaymentRequested,), 6, "delete",
-    (READER,), (PLATFORM, AUDIT), "payment requests from terminals (terminal MAC)")
+    "cardbus.payment-requests", "card.pan_token", (PaymentRequested, ClockTicked), 6, "delete",
+    (READER, PLATFORM), (PLATFORM, AUDIT),
+    "payment requests from terminals (terminal MAC); the platform's clock ticks per partition")
 PROVIDER_RESULTS = TopicSpec(
     "cardbus.provider-results", "pan_token or card_serial",
     (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized, TransitLoadConfirmed),
@@ -180,6 +183,7 @@ _BY_NAME = {spec.name: spec for spec in STATIC_TOPICS}
 
 PROVIDER_REQUEST_VALUES: tuple[type[Event], ...] = (
     AuthorizationRequested, ReversalRequested, TransitLoadRequested, TransitLoadApplied,
+    CardIssued, SettlementCutoverRequested,
 )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Literal
 
@@ -27,6 +28,7 @@ from cardbus.crypto.hsm import ProviderHsm
 from cardbus.errors import ConfigError
 from reader_agent.cards.profile import CardProfile, make_pan
 from schemas.base import Event, mask_pan
+from schemas.ledger import CardIssued
 from schemas.payments import AuthorizationDecided, AuthorizationRequested, ReversalRequested
 from schemas.values import BinRange
 
@@ -100,11 +102,25 @@ class ProviderAdapter:
         account_id = f"acct-{issued.pan_token[4:20]}"
         record = CardRecord(pan_token=issued.pan_token, masked_pan=mask_pan(pan),
                             account_id=account_id, psn=issued.psn, expiry=expiry[:4],
-                            pin=PinCheck(pvki=issued.pvki, value=issued.pvv),
+                            pin=PinCheck(pvki=issued.pvki, sealed_value=hsm.seal_card_secret(
+                                issued.pvv, issued.pan_token)),
                             per_txn_limit=self.per_txn_limit)
         account = Account(account_id=account_id, currency=self.currency,
                           opening_balance=opening_balance, balance=opening_balance)
         return IssuedCard(profile, record, account)
+
+
+def card_issued_event(issued: IssuedCard, hsm: ProviderHsm, now: datetime) -> CardIssued:
+    """The sealed event that opens ``issued``'s record and account in the provider's ledger."""
+    card, account = issued.card, issued.account
+    ev = CardIssued(
+        event_id=secrets.token_hex(16), correlation_id=card.pan_token[:64], occurred_at=now,
+        producer=f"provider:{hsm.provider_id}", provider_id=hsm.provider_id,
+        pan_token=card.pan_token, masked_pan=card.masked_pan, account_id=card.account_id,
+        psn=card.psn, expiry=card.expiry, currency=account.currency,
+        opening_balance=account.opening_balance, per_txn_limit=card.per_txn_limit,
+        pvki=card.pin.pvki, pin_verification_encrypted=card.pin.sealed_value)
+    return hsm.sign_event(ev)
 
 
 def _b64_to_hex(text: str) -> str:

@@ -49,6 +49,7 @@ from schemas.payments import (
     ReversalCompleted,
     ReversalRequested,
 )
+from schemas.ledger import CardIssued
 from schemas.settlement import CurrencyTotal, SettlementBatchClosed
 
 ATC_WINDOW = 100  # an ATC jump larger than this is refused as out of window
@@ -353,6 +354,19 @@ def close_batch(
     sealed = crypto.seal(event)
     assert isinstance(sealed, SettlementBatchClosed)
     return Settled(sealed, cleared, OpenBatch(number=batch.number + 1))
+
+
+def open_card(ev: CardIssued, current: CardRecord | None) -> tuple[CardRecord, Account] | None:
+    """A card issued: its record and account, or None if it is already open (idempotent)."""
+    if current is not None:
+        return None
+    record = CardRecord(pan_token=ev.pan_token, masked_pan=ev.masked_pan,
+                        account_id=ev.account_id, psn=ev.psn, expiry=ev.expiry,
+                        pin=PinCheck(pvki=ev.pvki, sealed_value=ev.pin_verification_encrypted),
+                        per_txn_limit=ev.per_txn_limit)
+    account = Account(account_id=ev.account_id, currency=ev.currency,
+                      opening_balance=ev.opening_balance, balance=ev.opening_balance)
+    return record, account
 
 
 def money(amount: int, currency: str) -> Money:

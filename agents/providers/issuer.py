@@ -43,8 +43,9 @@ class HsmIssuer:
 
     def pin_matches(self, card: CardRead, context: str, pin_block: str, pin_key_id: str,
                     pin: PinCheck) -> bool:
-        return self.hsm.verify_pin(pin_key_id, bytes.fromhex(pin_block), card.pan_encrypted,
-                                   context, pin.value, pin.pvki)
+        return self.hsm.verify_pin_sealed(pin_key_id, bytes.fromhex(pin_block),
+                                          card.pan_encrypted, context, pin.sealed_value,
+                                          card.pan_token, pin.pvki)
 
     def seal(self, event: Event) -> Event:
         return self.hsm.sign_event(event)

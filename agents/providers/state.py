@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.base import Currency, MaskedPan, PanToken
+from schemas.base import Currency, EncryptedBlob, MaskedPan, PanToken
 
 _STATE = ConfigDict(frozen=True, extra="forbid")
 GENESIS_HASH = "0" * 64
@@ -26,13 +26,14 @@ MAX_PIN_TRIES = 3
 
 
 class PinCheck(BaseModel):
-    """How the provider verifies a PIN for this card (Visa PVV with its key index)."""
+    """How the provider verifies a PIN for this card: a Visa PVV (with its key index), kept
+    encrypted under the provider's data key; only the provider's HSM opens it."""
 
     model_config = _STATE
 
     method: Literal["pvv"] = "pvv"
     pvki: str = "1"
-    value: str = Field(pattern=r"^\d{4}$", description="the PVV: verification data, not a PIN")
+    sealed_value: EncryptedBlob
 
 
 class CardRecord(BaseModel):

@@ -289,6 +289,22 @@ class ProviderHsm(_Role):
         return pin.verify_pin_pvv(key, pin_block, self._pan(pan_blob, context),
                                   self._k("pvk", KeyUsage.PIN_VERIFY), pvki, pvv)
 
+    def seal_card_secret(self, value: str, pan_token: str) -> EncryptedBlob:
+        """A card's verification data (its PVV) encrypted under our data key, bound to the
+        card's token, so ledger records and events never hold it in clear."""
+        cipher = self._pan_cipher(self._latest(f"pan:{self.provider_id}"), self.identity)
+        return cipher.encrypt(value, f"card-secret|{pan_token}")
+
+    def verify_pin_sealed(self, pin_key_id: str, pin_block: bytes, pan_blob: EncryptedBlob,
+                          context: str, pvv_blob: EncryptedBlob, pan_token: str,
+                          pvki: str = "1") -> bool:
+        """``verify_pin`` against a PVV kept sealed by ``seal_card_secret``."""
+        if not pvv_blob.key_id.startswith(f"pan:{self.provider_id}.v"):
+            raise UnwrapError(f"sealed PVV is under {pvv_blob.key_id}, not ours")
+        pvv = self._pan_cipher(pvv_blob.key_id, self.identity).decrypt(
+            pvv_blob, f"card-secret|{pan_token}")
+        return self.verify_pin(pin_key_id, pin_block, pan_blob, context, pvv, pvki)
+
     # -- transit (this provider as an operator) ------------------------------------------
 
     def transit_card_keys(self, card_no: str) -> tuple[bytes, bytes]:
