@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -99,22 +100,23 @@ class ReaderAgent:
         self.mac = keys.mac_sealer()
         self.pan_cipher = PanCipher(f"{keys.mac_key_id}.pan", pan_key_from_mac_key(
             bytes.fromhex(keys.mac_key or "")))
-        self._ctx: Context | None = None
+        self._local = threading.local()  # one PC/SC context per thread: not thread-safe
         self.open_links: dict[str, tuple[CardLink, EmvTap]] = {}
 
     def arm(self, amount: int, currency: str, merchant: Merchant | None = None) -> None:
         self.armed = Armed(amount, currency, merchant or self.keys.merchant)
 
     def _context(self) -> Context:
-        if self._ctx is None:
-            self._ctx = Context()
-        return self._ctx
+        ctx: Context | None = getattr(self._local, "ctx", None)
+        if ctx is None:
+            ctx = self._local.ctx = Context()
+        return ctx
 
     def _dialogue(self, reader: str, checkout: Checkout) -> tuple[CardLink, EmvTap, float]:
         try:
             link = self._context().connect(reader)
         except PcscError:
-            self._ctx = None  # pcscd restarted: a fresh context next time
+            self._local.ctx = None  # pcscd restarted: a fresh context
             link = self._context().connect(reader)
         t0 = time.monotonic()
         try:

@@ -11,6 +11,7 @@ from smartcard import scard
 from cardbus.errors import CardError, PcscError
 
 _SERVICE_GONE = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED,
+                 scard.SCARD_F_COMM_ERROR,
                  scard.SCARD_E_INVALID_HANDLE, scard.SCARD_E_NO_READERS_AVAILABLE,
                  getattr(scard, "SCARD_E_READER_UNAVAILABLE", -1),
                  getattr(scard, "SCARD_E_UNKNOWN_READER", -2)}
@@ -54,7 +55,7 @@ class Context:
              ) -> list[tuple[str, int, list[int]]]:
         """SCardGetStatusChange; returns [] on timeout."""
         hresult, new = scard.SCardGetStatusChange(self.handle, timeout_ms, states)
-        if hresult == scard.SCARD_E_TIMEOUT:
+        if hresult in (scard.SCARD_E_TIMEOUT, scard.SCARD_E_CANCELLED):
             return []
         check(hresult, "wait for card")
         return list(new)

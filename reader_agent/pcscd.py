@@ -145,6 +145,7 @@ class Pcscd:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         logf.close()
+        _CHILDREN[proc.pid] = proc  # keep the handle: reaped in stop(), no ResourceWarning
         self.pid_file.write_text(f"{proc.pid}\n")
         log.info("pcscd started", pid=proc.pid, readers=len(readers), conf=str(self.conf_dir))
         try:
@@ -186,6 +187,9 @@ class Pcscd:
             while _alive(pid):
                 _reap(pid)
                 time.sleep(0.05)
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            child.wait()
         self.pid_file.unlink(missing_ok=True)
         log.info("pcscd stopped", pid=pid)
         return True
@@ -225,7 +229,14 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _reap(pid: int) -> None:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        child.poll()
+        return
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

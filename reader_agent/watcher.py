@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from smartcard import scard
 
-from cardbus.errors import PcscError
+from cardbus.errors import CardBusError, PcscError
 from cardbus.logs import get_logger
 from reader_agent.pcsc import Context
 
@@ -58,6 +58,9 @@ class ReaderWatcher:
                 self._watch(self.ctx)
             except PcscError as exc:
                 log.warning("PC/SC unavailable, will reconnect", error=str(exc))
+                self.restarts += 1
+            except CardBusError as exc:  # anything else from PC/SC: start over, never die
+                log.error("reader watch failed, restarting it", error=str(exc))
                 self.restarts += 1
             finally:
                 if self.ctx is not None:

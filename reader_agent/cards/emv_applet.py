@@ -32,7 +32,8 @@ from reader_agent.cards.applet import (
 from reader_agent.cards.profile import CardProfile, CardState
 from reader_agent.cards.tlv import dol_encode, tlv
 
-AIP = bytes.fromhex("3900")  # DDA-like card authentication, cardholder verification, online
+AIP = bytes.fromhex("5800")  # DDA-like card auth + cardholder verification (the AIP
+# cardbus.crypto.emv.arqc_data assumes by default: CardRead carries no AIP)
 AFL = bytes.fromhex("08010200")  # SFI 1, records 1..2
 PDOL = [("9F66", 4), ("9F02", 6), ("5F2A", 2), ("9F37", 4)]
 CDOL1 = [("9F02", 6), ("9F03", 6), ("9F1A", 2), ("95", 5), ("5F2A", 2), ("9A", 3), ("9C", 1),

@@ -22,11 +22,11 @@ READERS = 4
 
 
 @pytest.fixture(scope="session")
-def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[VirtualReader]]:
-    """The virtual readers of a running pcscd."""
+def pcscd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd | None]:
+    """The pcscd this session started (None when one with our readers was already up)."""
     readers = virtual_readers(READERS)
     if {r.name for r in readers} <= set(list_readers()):
-        yield readers
+        yield None
         return
     try:
         Pcscd.check_installed()
@@ -35,9 +35,15 @@ def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[VirtualRead
     daemon = Pcscd(READERS, home=tmp_path_factory.mktemp("pcscd"))
     daemon.start()
     try:
-        yield readers
+        yield daemon
     finally:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def pcscd(pcscd_daemon: Pcscd | None) -> list[VirtualReader]:
+    """The virtual readers of a running pcscd."""
+    return virtual_readers(READERS)
 
 
 @pytest.fixture
