@@ -3,8 +3,8 @@
 Each tap: a virtual card connects to a vpcd port (t_insert); the watcher sees it (t_detect);
 the agent connects and runs the dialogue, publishes CardTapped and PaymentRequested and waits
 for the broker's acks (t_acked). ``detect_ms`` = t_detect - t_insert (pcscd's polling);
-``dialogue_ms`` = t_acked - card connected. Readers are used in parallel to cut wall time; the first tap per reader is
-a warm-up (the first send creates the bench topics) and is not counted.
+``dialogue_ms`` = t_acked - card connected. Readers are used in parallel to cut wall time;
+the first tap per reader is a warm-up (the first send creates the bench topics), not counted.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from reader_agent.pcscd import Pcscd, list_readers, virtual_readers
 from reader_agent.publisher import Publisher, default_bootstrap
 from reader_agent.watcher import ReaderWatcher
 from schemas.values import Merchant
-
 
 WARMUP = 1  # per reader, not counted: the first send creates the bench topics
 

@@ -117,7 +117,7 @@ def _bcd(n: int, size: int) -> bytes:
 
 
 def select_application(link: Link, aids: Mapping[str, str]) -> tuple[str, str, bytes]:
-    """SELECT PPSE, pick the first supported AID (by priority), SELECT it -> (aid, provider, FCI)."""
+    """SELECT PPSE, pick the best supported AID (priority), SELECT it -> (aid, provider, FCI)."""
     ppse = _call(link, "select PPSE", apdu(0x00, 0xA4, 0x04, 0x00, PPSE_NAME))
     try:
         entries = find_all(ppse, "61")

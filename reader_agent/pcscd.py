@@ -11,6 +11,7 @@ Virtual reader ``k`` (0-based) is reader entry ``k // 2``, slot ``k % 2``, liste
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -237,10 +238,8 @@ def _reap(pid: int) -> None:
     if child is not None:
         child.poll()
         return
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _is_pcscd(pid: int) -> bool:

@@ -34,8 +34,8 @@ def default_bootstrap() -> str:
         cluster = broker.status()
         if cluster is not None:
             return str(cluster.bootstrap)
-    except Exception:  # noqa: BLE001 - no local broker state
-        pass
+    except Exception as exc:  # no local broker state: fall back to the default port
+        log.debug("no local broker state", error=str(exc))
     return "127.0.0.1:9092"
 
 

@@ -8,6 +8,7 @@ re-established with back-off; every reader's state is forgotten (a restart drops
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -43,10 +44,8 @@ class ReaderWatcher:
     def stop(self) -> None:
         self._stop.set()
         if self.ctx is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.ctx.cancel()
-            except Exception:  # noqa: BLE001 - the context may already be gone
-                pass
         self._thread.join(timeout=3)
 
     def _run(self) -> None:
@@ -64,10 +63,8 @@ class ReaderWatcher:
                 self.restarts += 1
             finally:
                 if self.ctx is not None:
-                    try:
+                    with contextlib.suppress(Exception):
                         self.ctx.release()
-                    except Exception:  # noqa: BLE001
-                        pass
                     self.ctx = None
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 2.0)

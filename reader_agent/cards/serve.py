@@ -7,6 +7,7 @@ file ``<state>/cards/run/reader-<k>.pid`` says which card sits in which reader.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -81,10 +82,8 @@ def remove(reader: int) -> str | None:
             os.kill(pid, 0)
         except ProcessLookupError:
             break
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         time.sleep(0.02)
     _pid_file(reader).unlink(missing_ok=True)
     return str(info["card_id"])

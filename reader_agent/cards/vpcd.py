@@ -11,6 +11,7 @@ without it every APDU waits ~48 ms for a delayed ACK.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -140,10 +141,8 @@ class VirtualCard:
     def _close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
 
     @property

@@ -30,7 +30,7 @@ def pcscd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd | N
         return
     try:
         Pcscd.check_installed()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.skip(str(exc))
     daemon = Pcscd(READERS, home=tmp_path_factory.mktemp("pcscd"))
     daemon.start()

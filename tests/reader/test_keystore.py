@@ -73,7 +73,7 @@ def test_wrong_device_key_or_tampering_does_not_open(tmp_path: Path,
 
 def test_apply_issued_keys_from_platform(tmp_path: Path) -> None:
     store = TerminalKeyStore(tmp_path)
-    keys, enrolled = store.enroll("T1", MERCHANT)
+    _keys, enrolled = store.enroll("T1", MERCHANT)
     platform = Signer.generate("platform.identity.1")
     mac, pin, card_auth = secrets.token_bytes(32), secrets.token_bytes(16), secrets.token_bytes(32)
     event = _issued("T1", b64d(enrolled.wrap_public_key), mac, pin, platform, card_auth)
@@ -88,7 +88,7 @@ def test_apply_issued_keys_from_platform(tmp_path: Path) -> None:
 
 def test_keys_wrapped_for_another_terminal_are_refused(tmp_path: Path) -> None:
     store = TerminalKeyStore(tmp_path)
-    _keys, enrolled = store.enroll("T1", MERCHANT)
+    _keys, _enrolled = store.enroll("T1", MERCHANT)
     other = TerminalKeyStore(tmp_path / "other")
     _k2, enrolled2 = other.enroll("T2", MERCHANT)
     platform = Signer.generate("platform.identity.1")

@@ -163,7 +163,7 @@ def test_card_removed_mid_dialogue(pcscd, make_card, issuers, card_home):
     inner = applet_for(profile, card_home)
     make_card("bank-a", pcscd[0], applet=HostileApplet("vanish", inner))
     ctx = Context()
-    with pytest.raises(CardError, match="generate AC|removed"):
+    with pytest.raises(CardError, match=r"generate AC|removed"):
         _pay(ctx, pcscd[0].name, issuers["bank-a"].card_auth_public)
 
 
