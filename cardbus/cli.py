@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cardbus.commands.reader",
     "cardbus.commands.schemas",
     "cardbus.commands.topics",
+    "cardbus.commands.setup",
+    "cardbus.commands.worker",
 )
 
 

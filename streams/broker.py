@@ -377,6 +377,21 @@ def stop(home: Path | None = None) -> Cluster | None:
     return cluster
 
 
+def resolve_bootstrap(explicit: str | None = None) -> str:
+    """The cluster to use: ``explicit``, else ``$KAFKA_BOOTSTRAP_SERVERS``, else the running
+    ``cardbus broker``; a clear error if there is none."""
+    if explicit:
+        return explicit
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if env:
+        return env
+    cluster = status()
+    if cluster is not None:
+        return cluster.bootstrap
+    raise BrokerError("no Kafka broker: start one with `cardbus broker start`, or pass "
+                      "--bootstrap HOST:PORT, or set KAFKA_BOOTSTRAP_SERVERS")
+
+
 def kill_node(cluster: Cluster, node: int) -> None:
     """SIGKILL one node of a running cluster (fault tests)."""
     os.kill(cluster.pids[node - 1], signal.SIGKILL)

@@ -1,8 +1,142 @@
-"""Small helpers shared by every Faust app in CardBus."""
+"""What every CardBus Faust app shares: settings, raw-bytes topics, dead letters, sending.
+
+Agents read raw bytes and decode them with ``streams.codec`` themselves, so a message that does
+not decode is not swallowed by Faust (a value codec error there arrives as ``None``) but goes to
+the dead-letter topic with its reason and original bytes, and the offset moves on.
+
+Producers are idempotent with ``acks=all`` (Faust's own default is neither), and the processing
+guarantee is a setting: ``at_least_once`` (the default; every consumer is idempotent by event id
+in its tables) or ``exactly_once`` on top.
+"""
 
 from __future__ import annotations
+
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from cardbus.errors import CardBusError
+from cardbus.logs import get_logger
+from schemas.base import Event, new_event_id
+from schemas.deadletters import EventDeadLettered, original_fields
+from streams import codec
+from streams.topics import DEAD_LETTERS, TopicSettings, topic_spec
+
+log = get_logger("streams.faust")
 
 
 def broker_urls(bootstrap: str) -> list[str]:
     """Faust broker URLs for a ``host:port[,host:port]`` bootstrap string."""
     return [f"kafka://{hostport.strip()}" for hostport in bootstrap.split(",") if hostport.strip()]
+
+
+_patched = False
+
+
+def idempotent_producers() -> None:
+    """Make every Faust producer idempotent with acks=all, transactional or not."""
+    global _patched
+    if _patched:
+        return
+    original = faust_aiokafka.Producer._settings_extra
+
+    def settings_extra(self: Any) -> dict[str, Any]:
+        return {**original(self), "acks": "all", "enable_idempotence": True}
+
+    faust_aiokafka.Producer._settings_extra = settings_extra  # type: ignore[method-assign]
+    _patched = True
+
+
+def make_app(app_id: str, *, bootstrap: str, datadir: Path, guarantee: str = "at_least_once",
+             settings: TopicSettings | None = None, **extra: Any) -> faust.App:
+    """A Faust app with CardBus's settings (rocksdb tables, idempotent producers, no web)."""
+    idempotent_producers()
+    settings = settings or TopicSettings.from_env()
+    datadir.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        app_id,
+        broker=broker_urls(bootstrap),
+        store="rocksdb://",
+        datadir=str(datadir),
+        processing_guarantee=guarantee,
+        producer_acks=-1,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        stream_wait_empty=False,
+        broker_commit_every=100,
+        broker_commit_interval=0.5,
+        producer_linger=0.002,
+        table_standby_replicas=0,
+        **extra,
+    )
+
+
+class Bus:
+    """Sending encoded events and dead letters from inside a Faust app."""
+
+    def __init__(self, app: faust.App, producer: str) -> None:
+        self.app = app
+        self.producer = producer
+        self._topics: dict[str, Any] = {}
+
+    def topic(self, name: str) -> Any:
+        t = self._topics.get(name)
+        if t is None:
+            spec = topic_spec(name)
+            t = self._topics[name] = self.app.topic(
+                name, key_serializer="raw", value_serializer="raw",
+                partitions=spec.partitions, internal=False)
+        return t
+
+    async def send(self, topic: str, key: str | None, event: Event, *,
+                   partition: int | None = None) -> None:
+        await self.topic(topic).send(
+            key=key.encode() if key is not None else None,
+            value=codec.encode(event, topic=topic), partition=partition)
+
+    async def dead_letter(self, message: Any, exc: BaseException) -> None:
+        """Set ``message`` aside with the reason (never raises)."""
+        code = exc.code if isinstance(exc, CardBusError) else "internal"
+        reason = str(exc) or type(exc).__name__
+        if not isinstance(exc, CardBusError):
+            log.error("unexpected error, message dead-lettered", topic=message.topic,
+                      partition=message.partition, offset=message.offset,
+                      error=type(exc).__name__, trace=traceback.format_exc(limit=5))
+        else:
+            log.warning("message dead-lettered", topic=message.topic,
+                        partition=message.partition, offset=message.offset, code=code,
+                        reason=reason)
+        value = message.value if isinstance(message.value, bytes | bytearray) else b""
+        key = message.key if isinstance(message.key, bytes | bytearray) else None
+        ev = EventDeadLettered(
+            event_id=new_event_id(), correlation_id=f"{message.topic}:{message.partition}",
+            occurred_at=datetime.now(UTC), producer=self.producer, reason=reason[:1000],
+            error_code=code[:64], field=getattr(exc, "field", None),
+            original_topic=message.topic, original_partition=message.partition,
+            original_offset=message.offset, **original_fields(bytes(value), key))
+        try:
+            await self.send(DEAD_LETTERS.name, message.topic, ev)
+        except Exception:  # noqa: BLE001 - a dead letter that cannot be sent is logged
+            log.exception("could not send dead letter", topic=message.topic,
+                          offset=message.offset)
+
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+async def consume(stream: Any, bus: Bus, handle: Handler) -> None:
+    """Run ``handle(message)`` for each message; any failure becomes a dead letter, the agent
+    keeps going and the offset moves on."""
+    async for event in stream.events():
+        message = event.message
+        try:
+            await handle(message)
+        except Exception as exc:  # noqa: BLE001 - nothing may stop the agent
+            await bus.dead_letter(message, exc)

@@ -47,11 +47,18 @@ from schemas.transit import (
     TransitLoadRequested,
 )
 
+NAMESPACE = os.environ.get("CARDBUS_NAMESPACE", "cardbus")
+"""The prefix of every topic name and Faust app id (``cardbus`` unless ``CARDBUS_NAMESPACE``
+says otherwise: two CardBus systems, or two test runs, can share one cluster)."""
+if not re.fullmatch(r"[a-z][a-z0-9\-]{0,30}", NAMESPACE):
+    raise ConfigError(f"CARDBUS_NAMESPACE={NAMESPACE!r}: lower-case letters, digits and -")
+
 DAY_MS = 24 * 3600 * 1000
 DEFAULT_RETENTION_DAYS = 400
 MIN_AUDIT_RETENTION_DAYS = 366
 _PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,31}$")
-_PROVIDER_TOPIC = re.compile(r"^cardbus\.provider\.([a-z0-9][a-z0-9\-]{0,31})\.requests$")
+_PROVIDER_TOPIC = re.compile(
+    rf"^{re.escape(NAMESPACE)}\.provider\.([a-z0-9][a-z0-9\-]{{0,31}})\.requests$")
 
 Cleanup = Literal["compact", "delete"]
 
@@ -134,44 +141,44 @@ PLATFORM, READER, AUDIT = "trusted-platform", "reader-agent", "audit-replay"
 PROVIDERS = "provider adapters"
 
 PROVIDER_REGISTRATIONS = TopicSpec(
-    "cardbus.providers", "provider_id", (ProviderRegistered,), 3, "compact",
+    f"{NAMESPACE}.providers", "provider_id", (ProviderRegistered,), 3, "compact",
     (PROVIDERS,), (PLATFORM, AUDIT), "provider registrations: routing by BIN / transit AID")
 PROVIDER_KEYS = TopicSpec(
-    "cardbus.provider-keys", "provider_id", (ProviderKeysProvisioned,), 3, "compact",
+    f"{NAMESPACE}.provider-keys", "provider_id", (ProviderKeysProvisioned,), 3, "compact",
     (PROVIDERS,), (PLATFORM, AUDIT), "TR-31 key blocks, the provider's whole current key set")
 TERMINALS = TopicSpec(
-    "cardbus.terminals", "terminal_id", (TerminalEnrolled,), 3, "compact",
+    f"{NAMESPACE}.terminals", "terminal_id", (TerminalEnrolled,), 3, "compact",
     (READER,), (PLATFORM, AUDIT), "terminal enrollments (public keys)")
 TERMINAL_STATUS = TopicSpec(
-    "cardbus.terminal-status", "terminal_id", (TerminalStatusChanged,), 3, "compact",
+    f"{NAMESPACE}.terminal-status", "terminal_id", (TerminalStatusChanged,), 3, "compact",
     (PLATFORM, "cli"), (PLATFORM, AUDIT),
     "active/suspended; its own topic so compaction never drops an enrollment")
 TERMINAL_KEYS = TopicSpec(
-    "cardbus.terminal-keys", "terminal_id", (TerminalKeysIssued,), 3, "compact",
+    f"{NAMESPACE}.terminal-keys", "terminal_id", (TerminalKeysIssued,), 3, "compact",
     (PLATFORM,), (READER, AUDIT), "terminal keys wrapped to each terminal, card-auth keys")
 TAPS = TopicSpec(
-    "cardbus.taps", "terminal_id", (CardTapped,), 6, "delete",
+    f"{NAMESPACE}.taps", "terminal_id", (CardTapped,), 6, "delete",
     (READER,), (PLATFORM, AUDIT), "card taps (masked/tokenized/encrypted card data)")
 PAYMENT_REQUESTS = TopicSpec(
-    "cardbus.payment-requests", "card.pan_token", (PaymentRequested, ClockTicked), 6, "delete",
+    f"{NAMESPACE}.payment-requests", "card.pan_token", (PaymentRequested, ClockTicked), 6, "delete",
     (READER, PLATFORM), (PLATFORM, AUDIT),
     "payment requests from terminals (terminal MAC); the platform's clock ticks per partition")
 PROVIDER_RESULTS = TopicSpec(
-    "cardbus.provider-results", "pan_token or card_serial",
+    f"{NAMESPACE}.provider-results", "pan_token or card_serial",
     (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized, TransitLoadConfirmed),
     6, "delete", (PROVIDERS,), (PLATFORM, AUDIT), "signed provider answers")
 TERMINAL_RESULTS = TopicSpec(
-    "cardbus.terminal-results", "terminal_id",
+    f"{NAMESPACE}.terminal-results", "terminal_id",
     (PaymentCompleted, TransitLoadAuthorized, TransitLoadConfirmed), 6, "delete",
     (PLATFORM,), (READER, AUDIT), "results back to each terminal")
 TRANSIT_LOADS = TopicSpec(
-    "cardbus.transit-loads", "card_serial", (TransitLoadRequested, TransitLoadApplied),
+    f"{NAMESPACE}.transit-loads", "card_serial", (TransitLoadRequested, TransitLoadApplied),
     6, "delete", (READER,), (PLATFORM, AUDIT), "transit top-up requests and card proofs of load")
 SETTLEMENTS = TopicSpec(
-    "cardbus.settlements", "provider_id", (SettlementBatchClosed,), 3, "delete",
+    f"{NAMESPACE}.settlements", "provider_id", (SettlementBatchClosed,), 3, "delete",
     (PROVIDERS,), (PLATFORM, AUDIT), "closed settlement batches")
 DEAD_LETTERS = TopicSpec(
-    "cardbus.dead-letters", "original topic", (EventDeadLettered,), 3, "delete",
+    f"{NAMESPACE}.dead-letters", "original topic", (EventDeadLettered,), 3, "delete",
     (PLATFORM, PROVIDERS, READER), (AUDIT, "operators"), "messages set aside, with reason")
 
 STATIC_TOPICS: tuple[TopicSpec, ...] = (
@@ -191,7 +198,7 @@ def provider_requests_topic(provider_id: str) -> str:
     """The request topic of one provider: ``cardbus.provider.<provider_id>.requests``."""
     if not _PROVIDER_ID.match(provider_id):
         raise ConfigError(f"not a provider id: {provider_id!r} (lower-case letters, digits, -)")
-    return f"cardbus.provider.{provider_id}.requests"
+    return f"{NAMESPACE}.provider.{provider_id}.requests"
 
 
 def provider_requests_spec(provider_id: str) -> TopicSpec:

@@ -17,6 +17,11 @@ from pathlib import Path
 
 import pytest
 
+# Every test session gets its own topic namespace (topic names and Faust app ids), so a run
+# against a long-lived broker never sees an earlier run's events. Set before any CardBus
+# module reads it.
+os.environ.setdefault("CARDBUS_NAMESPACE", f"cbt-{uuid.uuid4().hex[:8]}")
+
 
 def _docker_answers() -> bool:
     try:

@@ -24,7 +24,7 @@ from cardbus.crypto.hsm import PlatformHsm
 from cardbus.crypto.keys import KeyUsage
 from cardbus.crypto.keystore import b64d
 from cardbus.crypto.signing import Verifier, verify_event
-from cardbus.errors import CardBusError, CryptoError, SignatureInvalid
+from cardbus.errors import CardBusError, CryptoError
 from cardbus.response_codes import (
     ISSUER_UNAVAILABLE,
     NO_ROUTE,
@@ -338,16 +338,22 @@ def reversal(pending: Pending, reason: Literal["timeout", "late_approval"], *, a
     return hsm.sign_event(ev)
 
 
+def check_provider_seal(ev: Event, route: Route | None) -> None:
+    """``Rejected`` unless ``ev`` is sealed by the registered identity key of its provider."""
+    provider = getattr(ev, "provider_id", None) or getattr(ev, "operator_id", "?")
+    if route is None:
+        raise Rejected(f"{ev.type} from unregistered provider {provider}")
+    try:
+        verify_event(ev, lambda kid: route.verifier() if kid == route.identity_key_id else None)
+    except CryptoError as exc:
+        raise Rejected(f"{ev.type} {ev.event_id}: {exc}") from None
+
+
 def take_decision(dec: AuthorizationDecided, *, pending: Pending | None, route: Route | None,
                   hsm: PlatformHsm) -> tuple[Pending | None, Out]:
     """Verify a provider's decision and forward it; a late approval is reversed."""
     out = Out()
-    if route is None:
-        raise Rejected(f"decision from unregistered provider {dec.provider_id}")
-    try:
-        verify_event(dec, lambda kid: route.verifier() if kid == route.identity_key_id else None)
-    except SignatureInvalid as exc:
-        raise Rejected(f"decision {dec.event_id}: {exc}") from None
+    check_provider_seal(dec, route)
     if pending is None or pending.auth_event_id != dec.request_event_id:
         raise Rejected(f"decision {dec.event_id} answers no pending payment")
     if pending.state == "answered":

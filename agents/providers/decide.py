@@ -43,13 +43,13 @@ from cardbus.response_codes import (
 )
 from schemas.base import Event, Money
 from schemas.cards import CardRead
+from schemas.ledger import CardIssued
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
     ReversalCompleted,
     ReversalRequested,
 )
-from schemas.ledger import CardIssued
 from schemas.settlement import CurrencyTotal, SettlementBatchClosed
 
 ATC_WINDOW = 100  # an ATC jump larger than this is refused as out of window

@@ -7,12 +7,12 @@ tokens and cryptograms.
 
 from __future__ import annotations
 
+from agents.providers.state import PinCheck
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.signing import Verifier, verify_event
 from cardbus.errors import SignatureInvalid
 from schemas.base import Event
 from schemas.cards import CardRead
-from agents.providers.state import PinCheck
 
 
 class HsmIssuer:

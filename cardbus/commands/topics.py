@@ -4,9 +4,7 @@ or printed."""
 from __future__ import annotations
 
 import argparse
-import os
 
-from cardbus.errors import ConfigError
 from streams.topics import DAY_MS, TopicSettings, catalogue
 
 
@@ -57,18 +55,9 @@ def _settings(args: argparse.Namespace) -> TopicSettings:
 
 
 def _bootstrap(args: argparse.Namespace) -> str:
-    if args.bootstrap:
-        return str(args.bootstrap)
-    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if env:
-        return env
-    from streams import broker
+    from streams.broker import resolve_bootstrap
 
-    cluster = broker.status()
-    if cluster is not None:
-        return cluster.bootstrap
-    raise ConfigError("no broker: pass --bootstrap HOST:PORT, set KAFKA_BOOTSTRAP_SERVERS, "
-                      "or start one with `cardbus broker start`")
+    return resolve_bootstrap(args.bootstrap)
 
 
 def _create(args: argparse.Namespace) -> int:

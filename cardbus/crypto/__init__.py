@@ -17,3 +17,13 @@ Modules:
 """
 
 from __future__ import annotations
+
+import warnings
+
+
+def quiet_tdes_warnings() -> None:
+    """Silence the one warning pyemv/psec raise for TripleDES under cryptography >= 48, by
+    its category: EMV card cryptograms have no AES profile in these libraries."""
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)

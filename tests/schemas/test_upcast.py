@@ -11,6 +11,7 @@ from schemas.registry import CURRENT_VERSIONS
 from schemas.samples import sample_raw
 from schemas.upcast import registered, upcast, upcaster
 from streams.codec import decode, decode_raw, encode
+from streams.topics import NAMESPACE
 
 
 def _v1(amount: Any = 1250, currency: str = "CNY") -> dict[str, Any]:
@@ -27,7 +28,7 @@ def _bytes(raw: dict[str, Any]) -> bytes:
 
 
 def test_v1_payment_request_upcasts_to_v2_with_money() -> None:
-    event = decode("cardbus.payment-requests", _bytes(_v1(990, "HKD")))
+    event = decode(f"{NAMESPACE}.payment-requests", _bytes(_v1(990, "HKD")))
     assert event.schema_version == 2
     assert event.amount.amount == 990 and event.amount.currency == "HKD"  # type: ignore[attr-defined]
     # re-encoding writes the current version only

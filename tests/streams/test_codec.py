@@ -16,7 +16,7 @@ from schemas.deadletters import MAX_ORIGINAL_BYTES, original_fields
 from schemas.registry import model_for
 from schemas.samples import sample_event, sample_raw
 from streams.codec import MAX_PAYLOAD_BYTES, EventCodec, decode, encode, faust_codec
-from streams.topics import topic_spec
+from streams.topics import NAMESPACE, topic_spec
 
 
 def _b(raw: Any) -> bytes:
@@ -25,10 +25,10 @@ def _b(raw: Any) -> bytes:
 
 def test_wire_form_is_compact_json_and_decodes_back_on_its_topic() -> None:
     event = sample_event("PaymentRequested")
-    data = encode(event, topic="cardbus.payment-requests")
+    data = encode(event, topic=f"{NAMESPACE}.payment-requests")
     assert b": " not in data and b", " not in data and b"\n" not in data
-    assert decode("cardbus.payment-requests", data) == event
-    assert decode(topic_spec("cardbus.payment-requests").adapter, data) == event
+    assert decode(f"{NAMESPACE}.payment-requests", data) == event
+    assert decode(topic_spec(f"{NAMESPACE}.payment-requests").adapter, data) == event
 
 
 def _bad(**changes: Any) -> bytes:
@@ -76,7 +76,7 @@ def _nested(path: str, value: Any) -> bytes:
 def test_bad_input_is_one_error_that_names_the_field(data: bytes, field: str | None,
                                                      words: str) -> None:
     with pytest.raises(DecodeError) as info:
-        decode("cardbus.payment-requests", data)
+        decode(f"{NAMESPACE}.payment-requests", data)
     assert info.value.field == field
     assert words in info.value.reason
     if field:
@@ -103,14 +103,14 @@ def test_oversized_payload_is_refused_both_ways() -> None:
 
 def test_encode_refuses_an_event_on_the_wrong_topic_and_non_events() -> None:
     with pytest.raises(EncodeError, match="does not belong") as info:
-        encode(sample_event("CardTapped"), topic="cardbus.payment-requests")
+        encode(sample_event("CardTapped"), topic=f"{NAMESPACE}.payment-requests")
     assert info.value.field == "type"
     with pytest.raises(EncodeError, match="not a CardBus event"):
         encode({"type": "CardTapped"})  # type: ignore[arg-type]
 
 
 def test_provider_topics_decode_their_union() -> None:
-    topic = "cardbus.provider.bank-a.requests"
+    topic = f"{NAMESPACE}.provider.bank-a.requests"
     for name in ("AuthorizationRequested", "ReversalRequested", "TransitLoadRequested"):
         event = sample_event(name)
         assert decode(topic, encode(event, topic=topic)) == event
@@ -120,9 +120,9 @@ def test_provider_topics_decode_their_union() -> None:
 
 
 def test_faust_codec_is_the_same_encode_decode() -> None:
-    name = faust_codec("cardbus.terminal-results")
-    assert name == "cardbus.terminal-results"
-    assert faust_codec("cardbus.terminal-results") == name  # registered once
+    name = faust_codec(f"{NAMESPACE}.terminal-results")
+    assert name == f"{NAMESPACE}.terminal-results"
+    assert faust_codec(f"{NAMESPACE}.terminal-results") == name  # registered once
     event = sample_event("PaymentCompleted")
     data = faust_codecs.dumps(name, event)
     assert data == encode(event)
@@ -142,9 +142,9 @@ def test_faust_registry_wraps_our_error_with_it_as_cause() -> None:
 
 
 def test_faust_codec_clones_keep_the_topic() -> None:
-    codec = EventCodec(topic="cardbus.taps")
+    codec = EventCodec(topic=f"{NAMESPACE}.taps")
     clone = codec.clone()
-    assert isinstance(clone, EventCodec) and clone.topic == "cardbus.taps"
+    assert isinstance(clone, EventCodec) and clone.topic == f"{NAMESPACE}.taps"
 
 
 def test_dead_letter_of_an_oversized_message_still_fits_the_limit() -> None:
@@ -154,9 +154,9 @@ def test_dead_letter_of_an_oversized_message_still_fits_the_limit() -> None:
     raw = sample_raw("EventDeadLettered")
     raw.update(fields)
     letter = model_for("EventDeadLettered").model_validate(raw)
-    data = encode(letter, topic="cardbus.dead-letters")
+    data = encode(letter, topic=f"{NAMESPACE}.dead-letters")
     assert len(data) <= MAX_PAYLOAD_BYTES
-    assert decode("cardbus.dead-letters", data) == letter
+    assert decode(f"{NAMESPACE}.dead-letters", data) == letter
     assert MAX_ORIGINAL_BYTES < MAX_PAYLOAD_BYTES
 
 
@@ -164,4 +164,4 @@ def test_unknown_topic_is_a_config_error_at_wiring_time() -> None:
     from cardbus.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown topic"):
-        faust_codec("cardbus.nope")
+        faust_codec(f"{NAMESPACE}.nope")

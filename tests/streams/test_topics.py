@@ -9,6 +9,7 @@ from cardbus.errors import ConfigError
 from schemas.registry import ALL_EVENTS, type_name
 from streams.topics import (
     DAY_MS,
+    NAMESPACE,
     STATIC_TOPICS,
     TopicSettings,
     catalogue,
@@ -17,8 +18,8 @@ from streams.topics import (
     topic_spec,
 )
 
-COMPACTED = {"cardbus.providers", "cardbus.provider-keys", "cardbus.terminals",
-             "cardbus.terminal-status", "cardbus.terminal-keys"}
+COMPACTED = {f"{NAMESPACE}.providers", f"{NAMESPACE}.provider-keys", f"{NAMESPACE}.terminals",
+             f"{NAMESPACE}.terminal-status", f"{NAMESPACE}.terminal-keys"}
 
 
 def test_names_are_unique_and_every_event_type_has_a_topic() -> None:
@@ -47,7 +48,7 @@ def test_settings_from_env_and_overrides() -> None:
                                        "CARDBUS_TOPIC_MIN_ISR": "2",
                                        "CARDBUS_RETENTION_DAYS": "730"})
     assert (settings.replication_factor, settings.min_insync_replicas) == (3, 2)
-    conf = topic_spec("cardbus.taps").config(settings)
+    conf = topic_spec(f"{NAMESPACE}.taps").config(settings)
     assert conf["retention.ms"] == str(730 * DAY_MS) and conf["min.insync.replicas"] == "2"
     assert TopicSettings.from_env({}, retention_days=500, replication_factor=None).retention_days \
         == 500
@@ -60,8 +61,8 @@ def test_settings_from_env_and_overrides() -> None:
 
 
 def test_provider_request_topics_derive_from_the_provider_id() -> None:
-    assert provider_requests_topic("bank-a") == "cardbus.provider.bank-a.requests"
-    spec = topic_spec("cardbus.provider.bank-b.requests")
+    assert provider_requests_topic("bank-a") == f"{NAMESPACE}.provider.bank-a.requests"
+    spec = topic_spec(f"{NAMESPACE}.provider.bank-b.requests")
     assert spec == provider_requests_spec("bank-b")
     assert "provider:bank-b" in spec.consumers
     assert "AuthorizationRequested" in spec.value_types
@@ -69,12 +70,12 @@ def test_provider_request_topics_derive_from_the_provider_id() -> None:
         with pytest.raises(ConfigError):
             provider_requests_topic(bad)
     with pytest.raises(ConfigError, match="unknown topic"):
-        topic_spec("cardbus.provider.bank-a.results")
+        topic_spec(f"{NAMESPACE}.provider.bank-a.results")
 
 
 def test_catalogue_adds_each_provider_once() -> None:
     names = [s.name for s in catalogue(["bank-a", "bank-a", "transit"])]
-    assert names.count("cardbus.provider.bank-a.requests") == 1
+    assert names.count(f"{NAMESPACE}.provider.bank-a.requests") == 1
     assert len(names) == len(STATIC_TOPICS) + 2
 
 

@@ -10,7 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cardbus.cli import main
 from cardbus.errors import BrokerError
 from streams.admin import ensure_topics, with_prefix
-from streams.topics import TopicSettings, catalogue, topic_spec
+from streams.topics import NAMESPACE, TopicSettings, catalogue, topic_spec
 
 pytestmark = pytest.mark.broker
 
@@ -48,7 +48,7 @@ def test_create_twice_second_run_changes_nothing(kafka_bootstrap: str, prefix: s
 
 async def test_drift_in_partitions_and_config_is_reported(kafka_bootstrap: str,
                                                           prefix: str) -> None:
-    taps, keys = with_prefix([topic_spec("cardbus.taps"), topic_spec("cardbus.terminal-keys")],
+    taps, keys = with_prefix([topic_spec(f"{NAMESPACE}.taps"), topic_spec(f"{NAMESPACE}.terminal-keys")],
                              prefix)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
@@ -68,7 +68,7 @@ async def test_drift_in_partitions_and_config_is_reported(kafka_bootstrap: str,
 
 
 async def test_settings_drift_after_creation(kafka_bootstrap: str, prefix: str) -> None:
-    spec = with_prefix([topic_spec("cardbus.settlements")], prefix)
+    spec = with_prefix([topic_spec(f"{NAMESPACE}.settlements")], prefix)
     created = await ensure_topics(kafka_bootstrap, spec)
     assert [t.status for t in created.topics] == ["created"]
     longer = TopicSettings(retention_days=800)
@@ -87,5 +87,5 @@ def test_cli_exit_code_3_on_drift(kafka_bootstrap: str, prefix: str,
 
 async def test_unreachable_broker_is_one_clear_error() -> None:
     with pytest.raises(BrokerError, match="cannot reach Kafka"):
-        await ensure_topics("127.0.0.1:1", with_prefix([topic_spec("cardbus.taps")], "x"),
+        await ensure_topics("127.0.0.1:1", with_prefix([topic_spec(f"{NAMESPACE}.taps")], "x"),
                             timeout_ms=2000)

@@ -1,0 +1,184 @@
+"""A provider (bank or transit operator) as a Faust app: one app and consumer group per
+provider, consuming only its own request topic, thin agents around the adapter's decisions.
+
+Tables (rocksdb, changelog-backed, co-partitioned with the request topic, keyed by PAN token):
+``cards``, ``accounts``, ``processed`` (request id -> decision, the idempotency record),
+``chain`` (partition -> hash-chain head), ``batch`` (partition -> open settlement batch).
+
+At start the provider (re-)publishes its registration and its key blocks (compacted topics, so
+this is idempotent). Run with ``cardbus worker provider <id>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from agents.providers import decide
+from agents.providers.base import ProviderAdapter
+from agents.providers.issuer import HsmIssuer
+from agents.providers.state import Account, CardRecord, ChainHead, OpenBatch
+from agents.sim import key_provisioning, registration
+from cardbus import vault
+from cardbus.crypto.hsm import ProviderHsm
+from cardbus.crypto.signing import verify_event
+from cardbus.logs import bind_correlation, get_logger
+from schemas.ledger import CardIssued, SettlementCutoverRequested
+from schemas.payments import AuthorizationDecided, AuthorizationRequested, ReversalRequested
+from streams import codec
+from streams.faust_support import Bus, consume, make_app
+from streams.topics import (
+    NAMESPACE,
+    PROVIDER_KEYS,
+    PROVIDER_REGISTRATIONS,
+    PROVIDER_RESULTS,
+    SETTLEMENTS,
+    provider_requests_spec,
+)
+
+log = get_logger("provider")
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """How one provider worker runs."""
+
+    adapter: ProviderAdapter
+    bootstrap: str
+    datadir: Path
+    home: Path | None = None
+    guarantee: str = "at_least_once"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def app_id(self) -> str:
+        return f"{NAMESPACE}-provider-{self.adapter.provider_id}"
+
+
+def build(cfg: ProviderConfig) -> faust.App:
+    """The provider's Faust app."""
+    adapter = cfg.adapter
+    pid = adapter.provider_id
+    app = make_app(cfg.app_id, bootstrap=cfg.bootstrap, datadir=cfg.datadir,
+                   guarantee=cfg.guarantee, **cfg.extra)
+    bus = Bus(app, f"provider:{pid}")
+    spec = provider_requests_spec(pid)
+    n = spec.partitions
+    cards = app.Table("cards", default=None, partitions=n)
+    accounts = app.Table("accounts", default=None, partitions=n)
+    processed = app.Table("processed", default=None, partitions=n)
+    chain = app.Table("chain", default=None, partitions=n)
+    batches = app.Table("batch", default=None, partitions=n)
+    hsm = ProviderHsm(pid, vault.FileKeyStore(f"provider-{pid}", cfg.home))
+    crypto = HsmIssuer(hsm, vault.identity("platform", cfg.home))
+
+    def load(table: Any, key: str, model: Any) -> Any:
+        raw = table.get(key)
+        return model.model_validate(raw) if raw else None
+
+    def store(table: Any, key: str, value: Any) -> None:
+        table[key] = value.model_dump(mode="json")
+
+    def part_key(message: Any) -> str:
+        return f"p{message.partition}"
+
+    async def on_message(message: Any) -> None:
+        ev = codec.decode(spec.name, message.value)
+        if isinstance(ev, AuthorizationRequested):
+            await on_authorization(ev, message)
+        elif isinstance(ev, ReversalRequested):
+            await on_reversal(ev, message)
+        elif isinstance(ev, CardIssued):
+            on_card_issued(ev)
+        elif isinstance(ev, SettlementCutoverRequested):
+            await on_cutover(ev, message)
+        else:  # transit loads: handled by the transit operator's own handlers
+            raise decide_unsupported(ev)
+
+    async def on_authorization(req: AuthorizationRequested, message: Any) -> None:
+        token = req.card.pan_token
+        with bind_correlation(req.correlation_id, provider=pid):
+            result = adapter.authorize(
+                req, card=load(cards, token, CardRecord), account=load(accounts, token, Account),
+                chain=load(chain, part_key(message), ChainHead) or ChainHead(),
+                batch=load(batches, part_key(message), OpenBatch) or OpenBatch(),
+                processed=load(processed, req.event_id, AuthorizationDecided), crypto=crypto)
+            if not result.duplicate:
+                if result.card is not None:
+                    store(cards, token, result.card)
+                if result.account is not None:
+                    store(accounts, token, result.account)
+                store(chain, part_key(message), result.chain)
+                store(batches, part_key(message), result.batch)
+                store(processed, req.event_id, result.decision)
+            d = result.decision
+            log.info("authorization decided", code=d.response_code, approved=d.approved,
+                     duplicate=result.duplicate, masked_pan=req.card.masked_pan)
+            await bus.send(PROVIDER_RESULTS.name, token, d)
+
+    async def on_reversal(rev: ReversalRequested, message: Any) -> None:
+        verify_event(rev, lambda kid: crypto.platform if kid == crypto.platform.key_id else None)
+        token = rev.pan_token
+        with bind_correlation(rev.correlation_id, provider=pid):
+            result = adapter.reverse(
+                rev, account=load(accounts, token, Account),
+                batch=load(batches, part_key(message), OpenBatch) or OpenBatch(),
+                decision=load(processed, rev.original_event_id, AuthorizationDecided),
+                crypto=crypto)
+            if result.account is not None:
+                store(accounts, token, result.account)
+            store(batches, part_key(message), result.batch)
+            log.info("reversal applied", reversed=result.answer.reversed, reason=rev.reason)
+            await bus.send(PROVIDER_RESULTS.name, token, result.answer)
+
+    def on_card_issued(ev: CardIssued) -> None:
+        verify_event(ev, lambda kid: hsm.verifier if kid == hsm.verifier.key_id else None)
+        opened = decide.open_card(ev, load(cards, ev.pan_token, CardRecord))
+        if opened is not None:
+            store(cards, ev.pan_token, opened[0])
+            store(accounts, ev.pan_token, opened[1])
+            log.info("card opened", masked_pan=ev.masked_pan, balance=ev.opening_balance)
+
+    async def on_cutover(ev: SettlementCutoverRequested, message: Any) -> None:
+        verify_event(ev, lambda kid: hsm.verifier if kid == hsm.verifier.key_id else None)
+        batch = load(batches, part_key(message), OpenBatch) or OpenBatch()
+        tokens = {line.pan_token for line in batch.lines.values()}
+        held = {t: a for t in tokens if (a := load(accounts, t, Account)) is not None}
+        settled = adapter.close_batch(batch_id=f"{ev.batch_id}.p{message.partition}",
+                                      closed_at_event=ev, batch=batch, accounts=held,
+                                      crypto=crypto)
+        for token, account in settled.accounts.items():
+            store(accounts, token, account)
+        store(batches, part_key(message), settled.batch)
+        if settled.closed is not None:
+            log.info("batch closed", batch=settled.closed.batch_id,
+                     lines=len(batch.lines))
+            await bus.send(SETTLEMENTS.name, pid, settled.closed)
+
+    topic = app.topic(spec.name, key_serializer="raw", value_serializer="raw", partitions=n)
+
+    async def requests(stream: Any) -> None:
+        await consume(stream, bus, on_message)
+
+    app.agent(topic, name=f"provider.{pid}.requests")(requests)
+
+    @app.task
+    async def announce() -> None:
+        """Publish the registration and the key blocks (compacted: idempotent)."""
+        now = datetime.now(UTC)
+        await bus.send(PROVIDER_REGISTRATIONS.name, pid, registration(adapter, hsm, now))
+        await bus.send(PROVIDER_KEYS.name, pid, key_provisioning(hsm, now))
+        log.info("provider announced", provider=pid)
+
+    del announce
+    return app
+
+
+def decide_unsupported(ev: Any) -> Exception:
+    from cardbus.errors import DecodeError
+
+    return DecodeError(f"type: {ev.type} is not handled by this provider", field="type")

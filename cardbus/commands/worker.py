@@ -1,0 +1,80 @@
+"""``cardbus worker platform`` and ``cardbus worker provider <id>``: the Faust workers."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+from cardbus.paths import sub_dir
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="run a Faust worker: the trusted platform, or one provider",
+        description=(
+            "Run one Faust worker in the foreground until Ctrl-C. The platform consumes "
+            "registrations, keys, enrollments, payment requests and provider results; a "
+            "provider consumes only its own request topic. Several workers of the same kind "
+            "share partitions through their consumer group. Needs `cardbus setup` first."
+        ),
+    )
+    kinds = p.add_subparsers(dest="kind", metavar="<kind>", required=True)
+    plat = kinds.add_parser("platform", help="the trusted platform")
+    plat.add_argument("--timeout", type=float, default=3.0,
+                      help="seconds to wait for a provider before declining 91 (default 3)")
+    prov = kinds.add_parser("provider", help="one provider (bank or transit operator)")
+    prov.add_argument("provider_id", help="the provider's id, e.g. bank-a")
+    for q in (plat, prov):
+        q.add_argument("--bootstrap", help="HOST:PORT (default $KAFKA_BOOTSTRAP_SERVERS or "
+                                           "the running `cardbus broker`)")
+        q.add_argument("--datadir", type=Path, default=None,
+                       help="table state folder (default .cardbus/workers/<app>-<n>)")
+        q.add_argument("--instance", type=int, default=1,
+                       help="instance number when several workers of one kind run here")
+        q.add_argument("--exactly-once", action="store_true",
+                       help="Faust processing_guarantee=exactly_once (correctness does not "
+                            "depend on it: every consumer is idempotent)")
+        q.add_argument("--loglevel", default="warn", choices=("debug", "info", "warn", "error"))
+    plat.set_defaults(func=_platform)
+    prov.set_defaults(func=_provider)
+
+
+def _run(app: object, loglevel: str) -> int:
+    import faust
+
+    from cardbus.crypto import quiet_tdes_warnings
+
+    quiet_tdes_warnings()
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="faust")
+    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _platform(args: argparse.Namespace) -> int:
+    from agents.platform.app import APP_ID, PlatformConfig, build
+    from streams.broker import resolve_bootstrap
+
+    cfg = PlatformConfig(
+        bootstrap=resolve_bootstrap(args.bootstrap),
+        datadir=args.datadir or sub_dir("workers", f"{APP_ID}-{args.instance}"),
+        timeout=timedelta(seconds=args.timeout),
+        guarantee="exactly_once" if args.exactly_once else "at_least_once")
+    return _run(build(cfg), args.loglevel)
+
+
+def _provider(args: argparse.Namespace) -> int:
+    from agents.providers.app import ProviderConfig, build
+    from agents.providers.base import adapter_for
+    from streams.broker import resolve_bootstrap
+
+    adapter = adapter_for(args.provider_id)
+    cfg = ProviderConfig(
+        adapter=adapter, bootstrap=resolve_bootstrap(args.bootstrap),
+        datadir=args.datadir or sub_dir("workers", f"provider-{adapter.provider_id}-"
+                                                   f"{args.instance}"),
+        guarantee="exactly_once" if args.exactly_once else "at_least_once")
+    return _run(build(cfg), args.loglevel)

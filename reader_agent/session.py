@@ -1,0 +1,172 @@
+"""A terminal on the bus: enroll, publish taps and payment requests, await the results.
+
+``TerminalSession`` is the client side of the patent's terminal: it publishes with an
+idempotent ``acks=all`` producer (``Publisher``, with its outbox), reads its key set from the
+compacted ``cardbus.terminal-keys`` topic, and reads ``cardbus.terminal-results`` (keyed by
+terminal id) from the moment it starts, resolving each payment's future by its payment id.
+It reads without a consumer group and commits nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from cardbus.errors import BrokerError, DecodeError
+from cardbus.logs import get_logger
+from reader_agent.publisher import Publisher
+from reader_agent.terminal import Terminal
+from schemas.base import Event
+from schemas.cards import CardTapped
+from schemas.payments import PaymentCompleted, PaymentRequested
+from schemas.terminals import TerminalKeysIssued
+from schemas.transit import TransitLoadAuthorized, TransitLoadConfirmed
+from streams.codec import decode
+from streams.topics import (
+    PAYMENT_REQUESTS,
+    TAPS,
+    TERMINAL_KEYS,
+    TERMINAL_RESULTS,
+    TERMINALS,
+    TRANSIT_LOADS,
+)
+
+log = get_logger("reader_agent.session")
+
+
+async def _reader(bootstrap: str, topic: str, *, from_start: bool) -> AIOKafkaConsumer:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await consumer.stop()
+        raise BrokerError(f"topic {topic} does not exist: run `cardbus topics create`")
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    if from_start:
+        await consumer.seek_to_beginning(*tps)
+    else:
+        await consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the end offsets now, before anything is published
+            await consumer.position(tp)
+    return consumer
+
+
+class TerminalSession:
+    """One terminal's connection to the bus."""
+
+    def __init__(self, terminal: Terminal, bootstrap: str) -> None:
+        self.terminal = terminal
+        self.bootstrap = bootstrap
+        self.publisher = Publisher(bootstrap, client_id=f"terminal-{terminal.terminal_id}")
+        self._results: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._waiting: dict[str, asyncio.Future[Event]] = {}
+        self.unmatched: list[Event] = []
+
+    async def start(self) -> TerminalSession:
+        await self.publisher.start()
+        self._results = await _reader(self.bootstrap, TERMINAL_RESULTS.name, from_start=False)
+        self._task = asyncio.create_task(self._read_results())
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._results is not None:
+            await self._results.stop()
+        await self.publisher.stop()
+
+    async def __aenter__(self) -> TerminalSession:
+        return await self.start()
+
+    async def __aexit__(self, *_: Any) -> None:
+        await self.stop()
+
+    # -- enrollment ------------------------------------------------------------------------------
+
+    async def enroll(self, timeout: float = 60.0, *, providers: int = 1) -> None:
+        """Publish the enrollment and install the keys the platform issues, until the key set
+        vouches for at least ``providers`` providers."""
+        keys = await _reader(self.bootstrap, TERMINAL_KEYS.name, from_start=True)
+        try:
+            ev = self.terminal.enrollment(datetime.now(UTC))
+            await self.publisher.send(TERMINALS.name, self.terminal.terminal_id.encode(), ev)
+            tid = self.terminal.terminal_id.encode()
+            async with asyncio.timeout(timeout):
+                while not (self.terminal.ready and len(self.terminal.card_auth) >= providers):
+                    batch = await keys.getmany(timeout_ms=200)
+                    for msg in (m for ms in batch.values() for m in ms):
+                        if msg.key != tid:
+                            continue
+                        issued = decode(TERMINAL_KEYS.name, msg.value)
+                        if isinstance(issued, TerminalKeysIssued):
+                            self.terminal.apply_keys(issued)
+        except TimeoutError:
+            raise BrokerError(f"no keys for terminal {self.terminal.terminal_id} within "
+                              f"{timeout:.0f}s: is the platform worker running?") from None
+        finally:
+            await keys.stop()
+        log.info("terminal enrolled", terminal=self.terminal.terminal_id,
+                 providers=sorted(self.terminal.card_auth))
+
+    # -- payments ---------------------------------------------------------------------------------
+
+    def expect(self, correlation_id: str) -> asyncio.Future[Event]:
+        """A future for the next result about ``correlation_id``."""
+        fut = self._waiting.get(correlation_id)
+        if fut is None or fut.done():
+            fut = self._waiting[correlation_id] = asyncio.get_running_loop().create_future()
+        return fut
+
+    async def publish_tap(self, tapped: CardTapped) -> None:
+        await self.publisher.send(TAPS.name, self.terminal.terminal_id.encode(), tapped)
+
+    async def request(self, req: PaymentRequested) -> asyncio.Future[Event]:
+        """Publish a payment request; the future resolves with its ``PaymentCompleted``."""
+        fut = self.expect(req.correlation_id)
+        await self.publisher.send(PAYMENT_REQUESTS.name, req.card.pan_token.encode(), req)
+        return fut
+
+    async def pay(self, req: PaymentRequested, timeout: float = 30.0) -> PaymentCompleted:
+        fut = await self.request(req)
+        done = await asyncio.wait_for(fut, timeout)
+        assert isinstance(done, PaymentCompleted)
+        return done
+
+    async def publish_load(self, event: Event, key: str) -> None:
+        await self.publisher.send(TRANSIT_LOADS.name, key.encode(), event)
+
+    async def _read_results(self) -> None:
+        assert self._results is not None
+        tid = self.terminal.terminal_id.encode()
+        while True:
+            batch = await self._results.getmany(timeout_ms=500)
+            for msg in (m for ms in batch.values() for m in ms):
+                if msg.key != tid:
+                    continue
+                try:
+                    ev = decode(TERMINAL_RESULTS.name, msg.value)
+                    if self.terminal.platform is not None:
+                        from cardbus.crypto.signing import verify_event
+
+                        platform = self.terminal.platform
+                        verify_event(ev, lambda kid: platform if kid == platform.key_id
+                                     else None)
+                except (DecodeError, Exception) as exc:  # noqa: BLE001 - log, keep reading
+                    log.warning("result set aside", error=str(exc), offset=msg.offset)
+                    continue
+                if isinstance(ev, PaymentCompleted | TransitLoadAuthorized
+                              | TransitLoadConfirmed):
+                    fut = self._waiting.pop(ev.correlation_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(ev)
+                    else:
+                        self.unmatched.append(ev)

@@ -1,0 +1,151 @@
+"""The terminal: its sealed key store (the patent's key storage module) and what it says on
+the bus, without PC/SC and without Kafka.
+
+A terminal is a party like the platform and each provider: its keys live in a ``TerminalHsm``
+over the party's sealed key store (``cardbus.vault``: AES-256-GCM records under the terminal's
+storage key, the "device key", from ``CARDBUS_STORAGE_KEY_TERMINAL_<ID>`` or a 0600 file).
+``Terminal.create`` makes the identity and key-agreement keys; ``enrollment()`` is the event
+that registers them; ``apply_keys()`` opens the platform's ``TerminalKeysIssued`` (checking the
+platform's signature) into the key store. The PC/SC reader agent and the software terminals of
+tests and benchmarks both use this class.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from cardbus import vault
+from cardbus.crypto.hsm import TerminalHsm
+from cardbus.crypto.keystore import KeyStore, b64d
+from cardbus.crypto.signing import Verifier, verify_event
+from cardbus.errors import ConfigError, MissingKeyError
+from reader_agent.dialogue import EmvTap
+from reader_agent.requests import Sale, tap_events
+from schemas.cards import CardTapped
+from schemas.payments import PaymentRequested
+from schemas.terminals import TerminalEnrolled, TerminalKeysIssued
+from schemas.values import Merchant
+
+DEFAULT_MERCHANT = Merchant(merchant_id="M-0001", name="CardBus Demo Shop", mcc="5999")
+
+
+class Terminal:
+    """One terminal's key module and identity."""
+
+    def __init__(self, hsm: TerminalHsm, merchant: Merchant, *,
+                 platform: Verifier | None = None, store: vault.FileKeyStore | None = None
+                 ) -> None:
+        self.hsm = hsm
+        self.terminal_id = hsm.terminal_id
+        self.merchant = merchant
+        self.platform = platform
+        self.store = store
+        self.card_auth: dict[str, Verifier] = {}  # provider id -> its card-auth key
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, terminal_id: str, merchant: Merchant = DEFAULT_MERCHANT,
+               home: Path | None = None) -> Terminal:
+        """Make (or reopen) the terminal's sealed key store and identity."""
+        party = f"terminal-{terminal_id}"
+        vault.create(party, home)
+        store = vault.FileKeyStore(party, home)
+        term = cls(TerminalHsm(terminal_id, store), merchant,
+                   platform=_platform_identity(home), store=store)
+        meta = vault.party_dir(party, home) / "terminal.json"
+        if meta.exists():
+            data = json.loads(meta.read_text())
+            term.merchant = Merchant.model_validate(data["merchant"])
+            term._trust(data.get("card_auth", {}))
+        term.save()
+        return term
+
+    @classmethod
+    def open(cls, terminal_id: str, home: Path | None = None) -> Terminal:
+        """Reopen an enrolled terminal (a clear error if it was never created here)."""
+        meta = vault.party_dir(f"terminal-{terminal_id}", home) / "terminal.json"
+        if not meta.exists():
+            raise ConfigError(f"terminal {terminal_id} is not enrolled here: run "
+                              f"`cardbus terminal enroll --terminal-id {terminal_id}`")
+        return cls.create(terminal_id, home=home)
+
+    @classmethod
+    def in_memory(cls, terminal_id: str, keystore: KeyStore,
+                  merchant: Merchant = DEFAULT_MERCHANT, platform: Verifier | None = None
+                  ) -> Terminal:
+        """A terminal whose keys live only in memory (software terminals)."""
+        return cls(TerminalHsm(terminal_id, keystore), merchant, platform=platform)
+
+    def save(self) -> None:
+        if self.store is None:
+            return
+        self.store.save()
+        meta = self.store.path.parent / "terminal.json"
+        meta.write_text(json.dumps({
+            "terminal_id": self.terminal_id,
+            "merchant": self.merchant.model_dump(mode="json"),
+            "card_auth": {p: [v.key_id, v.public_bytes().hex()]
+                          for p, v in sorted(self.card_auth.items())},
+        }, indent=1))
+
+    def _trust(self, entries: dict[str, list[str]]) -> None:
+        for provider, (key_id, public_hex) in entries.items():
+            verifier = Verifier(key_id, bytes.fromhex(public_hex))
+            self.card_auth[provider] = verifier
+            self.hsm.trust_card_ca(verifier)
+
+    # -- the bus side ----------------------------------------------------------------------------
+
+    def enrollment(self, now: datetime) -> TerminalEnrolled:
+        """The enrollment event, sealed with the terminal's identity key."""
+        from agents.sim import enrollment
+
+        return enrollment(self.hsm, self.merchant, now)
+
+    def apply_keys(self, ev: TerminalKeysIssued) -> None:
+        """Install the keys the platform issued (its seal checked) and trust the providers'
+        card-authentication keys it vouches for."""
+        if ev.terminal_id != self.terminal_id:
+            raise ConfigError(f"keys for {ev.terminal_id}, not {self.terminal_id}")
+        if self.platform is not None:
+            verify_event(ev, lambda kid: self.platform if kid == self.platform.key_id else None)
+        for issued in ev.keys:
+            self.hsm.install(issued.wrapped)
+        self._trust({k.provider_id: [k.key_id, b64d(k.public_key).hex()]
+                     for k in ev.card_auth_keys})
+        self.save()
+
+    @property
+    def ready(self) -> bool:
+        """Keys installed and at least one provider trusted."""
+        try:
+            for prefix in ("tpk", "tmk", "tpan"):
+                self.hsm.keys.latest_version(f"{prefix}:{self.terminal_id}")
+        except MissingKeyError:
+            return False
+        return bool(self.card_auth)
+
+    def card_auth_public(self, provider: str) -> bytes:
+        """The card-authentication public key of ``provider`` (the dialogue checks cards
+        against it)."""
+        verifier = self.card_auth.get(provider)
+        if verifier is None:
+            raise ConfigError(f"no card-authentication key for provider {provider}")
+        return verifier.public_bytes()
+
+    def events(self, tap: EmvTap, *, reader: str, atr: str, now: datetime,
+               sale: Sale | None, payment_id: str | None = None
+               ) -> tuple[CardTapped, PaymentRequested | None]:
+        """The sealed events of one tap (see ``reader_agent.requests``)."""
+        return tap_events(self.hsm, tap, reader=reader, atr=atr, now=now, sale=sale,
+                          payment_id=payment_id)
+
+
+def _platform_identity(home: Path | None) -> Verifier | None:
+    try:
+        return vault.identity("platform", home)
+    except MissingKeyError:
+        return None
