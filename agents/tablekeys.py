@@ -8,7 +8,7 @@ recovers them from the changelog. Records are immutable (a new version is a new 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from cardbus.crypto.keys import KeyAlg, KeyUsage
@@ -25,13 +25,18 @@ class TableKeyStore(KeyStore):
     """``KeyStore`` that falls back to (and writes new records into) a table."""
 
     def __init__(self, keyring: StorageKeyring, records: Iterable[StoredKey],
-                 table: MutableMapping[str, Any]) -> None:
+                 table: MutableMapping[str, Any],
+                 reload: Callable[[], Iterable[StoredKey]] | None = None) -> None:
         self._table = table
+        self._reload = reload
         self._new: list[StoredKey] = []
         super().__init__(keyring, records)
 
     def refresh(self) -> None:
-        """Load every record the table holds (other workers may have added some)."""
+        """Load every record the table holds (other workers may have added some), and the
+        party's file again (a key ceremony may have added a KBPK while running)."""
+        if self._reload is not None:
+            self.load_records(self._reload())
         self.load_records(StoredKey.model_validate(v) for v in list(self._table.values()))
 
     def put(self, key_id: str, usage: KeyUsage, owner: str, alg: KeyAlg, key: bytes,

@@ -33,6 +33,7 @@ from streams.topics import (
     TERMINAL_RESULTS,
     TERMINALS,
     TRANSIT_LOADS,
+    topic_spec,
 )
 
 log = get_logger("reader_agent.session")
@@ -42,11 +43,10 @@ async def _reader(bootstrap: str, topic: str, *, from_start: bool) -> AIOKafkaCo
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
-    parts = consumer.partitions_for_topic(topic)
-    if not parts:
+    if topic not in await consumer.topics():
         await consumer.stop()
         raise BrokerError(f"topic {topic} does not exist: run `cardbus topics create`")
-    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    tps = [TopicPartition(topic, p) for p in range(topic_spec(topic).partitions)]
     consumer.assign(tps)
     if from_start:
         await consumer.seek_to_beginning(*tps)

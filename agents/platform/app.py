@@ -81,7 +81,8 @@ def build(cfg: PlatformConfig) -> faust.App:
     outcomes = app.Table("outcomes", default=None,
                          partitions=partitions)
     file_keys = vault.FileKeyStore("platform", cfg.home)
-    keystore = TableKeyStore(vault.keyring("platform", cfg.home), file_keys.records(), key_table)
+    keystore = TableKeyStore(vault.keyring("platform", cfg.home), file_keys.records(), key_table,
+                             reload=lambda: vault.FileKeyStore("platform", cfg.home).records())
     hsm = PlatformHsm(keystore)
     # partition -> payment id -> deadline: an in-memory index over ``pending`` for the ticks
     deadlines: dict[int, dict[str, datetime]] = {}

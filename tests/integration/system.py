@@ -1,0 +1,219 @@
+"""A running CardBus for the integration tests: real Faust workers (separate processes) on the
+real broker, a sealed local key setup, software terminals and cards (applets in process)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agents.providers.base import IssuedCard, adapter_for, card_issued_event
+from cardbus import local
+from cardbus.crypto.keystore import KeyStore
+from reader_agent.cards import applet_for
+from reader_agent.cards.profile import CardState
+from reader_agent.dialogue import AppletLink, Checkout, EmvTap, complete_payment, run_payment
+from reader_agent.requests import Sale
+from reader_agent.session import TerminalSession
+from reader_agent.terminal import Terminal
+from schemas.base import Event, Money
+from schemas.payments import PaymentCompleted, PaymentRequested
+from streams import codec
+from streams.topics import provider_requests_topic, topic_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Worker:
+    """One worker process."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "cardbus.cli", *self.args],
+                                     cwd=REPO, env=self.env, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no final commit."""
+        self.stop(signal.SIGKILL)
+
+    def tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return f"--- {self.name} ({self.log})\n" + "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class System:
+    """The processes and the parties' keys of one test session."""
+
+    bootstrap: str
+    home: Path
+    env: dict[str, str]
+    workers: dict[str, Worker] = field(default_factory=dict)
+
+    def worker(self, name: str, *args: str) -> Worker:
+        w = Worker(name, ["worker", *args, "--loglevel", "info"], self.env,
+                   self.home / f"{name}.log")
+        self.workers[name] = w
+        return w.start()
+
+    def start_provider(self, provider_id: str) -> Worker:
+        return self.worker(provider_id, "provider", provider_id)
+
+    def logs(self) -> str:
+        return "\n".join(w.tail() for w in self.workers.values())
+
+    def stop_all(self) -> None:
+        for w in self.workers.values():
+            w.stop()
+
+    # -- cards --------------------------------------------------------------------------------
+
+    async def issue(self, provider_id: str, *, pin: str = "1234", balance: int = 100_000,
+                    expiry: str = "301231") -> IssuedCard:
+        """Issue a card and open its account at the running provider (a CardIssued event)."""
+        adapter = adapter_for(provider_id)
+        hsm = local.provider_hsm(provider_id, self.home)
+        issued = adapter.issue_card(hsm, pin=pin, opening_balance=balance, expiry=expiry)
+        await publish(self.bootstrap, provider_requests_topic(provider_id),
+                      issued.card.pan_token, card_issued_event(issued, hsm, now()))
+        return issued
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def publish(bootstrap: str, topic: str, key: str | None, *events: Event,
+                  partition: int | None = None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for ev in events:
+            await producer.send_and_wait(topic, codec.encode(ev, topic=topic),
+                                         key=key.encode() if key else None, partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def publish_raw(bootstrap: str, topic: str, values: Iterable[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=b"junk")
+    finally:
+        await producer.stop()
+
+
+async def read_all(bootstrap: str, topic: str, *, settle: float = 1.0) -> list[Any]:
+    """Every record of ``topic`` from the beginning to its current end (no group)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return []
+        tps = [TopicPartition(topic, p) for p in range(topic_spec(topic).partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if all(await consumer.position(tp) >= ends[tp] for tp in tps):
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            out += [m for ms in batch.values() for m in ms]
+        await asyncio.sleep(0)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def events_of(bootstrap: str, topic: str) -> list[Event]:
+    spec = topic_spec(topic)
+    return [codec.decode(spec.name, m.value) for m in await read_all(bootstrap, topic)]
+
+
+class Till:
+    """A software terminal with software cards: the reader agent's flow without PC/SC."""
+
+    def __init__(self, session: TerminalSession) -> None:
+        self.session = session
+        self.terminal = session.terminal
+        self.states: dict[str, CardState] = {}
+
+    def aids(self) -> dict[str, str]:
+        return {adapter_for(p).aid: p for p in self.terminal.card_auth}
+
+    def tap(self, card: IssuedCard, amount: int, when: datetime | None = None) -> tuple[
+            EmvTap, AppletLink]:
+        state = self.states.setdefault(card.profile.card_id, CardState(None, atc=0))
+        link = AppletLink(applet_for(card.profile, state=state))
+        tap = run_payment(link, self.aids(), Checkout(amount=amount, when=when or now()),
+                          self.terminal.card_auth_public)
+        return tap, link
+
+    def request(self, card: IssuedCard, amount: int, pin: str | None = "1234",
+                currency: str = "CNY") -> tuple[PaymentRequested, EmvTap, AppletLink]:
+        tap, link = self.tap(card, amount)
+        _, req = self.terminal.events(tap, reader="soft", atr="3B8080018080", now=now(),
+                                      sale=Sale(Money(amount=amount, currency=currency),
+                                                self.terminal.merchant, pin))
+        assert req is not None
+        return req, tap, link
+
+    async def pay(self, card: IssuedCard, amount: int, pin: str | None = "1234",
+                  timeout: float = 30) -> tuple[PaymentCompleted, EmvTap, AppletLink]:
+        req, tap, link = self.request(card, amount, pin)
+        done = await self.session.pay(req, timeout)
+        return done, tap, link
+
+    @staticmethod
+    def card_accepts(done: PaymentCompleted, tap: EmvTap, link: AppletLink) -> bool:
+        """The second GENERATE AC: does the card accept the issuer's answer (ARPC)?"""
+        assert done.arpc is not None
+        result = complete_payment(link, tap, done.response_code.encode(),
+                                  bytes.fromhex(done.arpc))
+        return result.issuer_authenticated
+
+
+def software_terminal(terminal_id: str, home: Path) -> Terminal:
+    return Terminal.create(terminal_id, home=home)
+
+
+def memory_terminal(terminal_id: str) -> Terminal:
+    from agents.sim import memory_keystore
+
+    ks: KeyStore = memory_keystore()
+    return Terminal.in_memory(terminal_id, ks)
