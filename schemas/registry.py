@@ -30,6 +30,7 @@ from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
 from schemas.settlement import SettlementBatchClosed
 from schemas.terminals import TerminalEnrolled, TerminalKeysIssued, TerminalStatusChanged
 from schemas.transit import (
+    TransitLoadAborted,
     TransitLoadApplied,
     TransitLoadAuthorized,
     TransitLoadConfirmed,
@@ -52,6 +53,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     TransitLoadRequested,
     TransitLoadAuthorized,
     TransitLoadApplied,
+    TransitLoadAborted,
     TransitLoadConfirmed,
     SettlementBatchClosed,
     EventDeadLettered,

@@ -1,5 +1,5 @@
-"""Transit top-up events: load requested, authorized by the operator, applied on the card,
-confirmed by the operator.
+"""Transit top-up events: load requested, authorized by the operator, applied on the card (or
+aborted), confirmed by the operator.
 
 Flow: the terminal's ``TransitLoadRequested`` (card's MAC1 over the load) -> platform, which
 forwards it (re-sealed) to ``cardbus.provider.<operator>.requests`` once the funding payment is
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
-from schemas.base import Event, Money, ProviderId, TerminalId
+from schemas.base import Event, Money, PanToken, ProviderId, TerminalId
 from schemas.values import Aid, Amount, Counter, Mac4, Text, hex_bytes
 
 CardSerial = Annotated[str, hex_bytes(4, 10)]
@@ -32,11 +32,16 @@ class TransitLoadRequested(Event):
     terminal_id: TerminalId
     operator_id: ProviderId
     funding_payment_id: str
+    funding_pan_token: PanToken = Field(
+        description="token of the paying bank card: the key that keeps the top-up's events in "
+                    "the partition of its funding payment")
     aid: Aid
     card_serial: CardSerial
     amount: Money
     balance_before: Amount
     load_counter: Counter
+    card_random: Annotated[str, hex_bytes(4)] = Field(
+        description="the card's random number from INITIALIZE FOR LOAD (MAC1 covers it)")
     mac1: Mac4 = Field(description="the card's MAC over the load (INITIALIZE FOR LOAD)")
 
 
@@ -50,9 +55,13 @@ class TransitLoadAuthorized(Event):
 
     operator_id: ProviderId
     request_event_id: str
+    terminal_id: TerminalId
     card_serial: CardSerial
     amount: Money
     new_balance: Amount
+    load_counter: Counter
+    date_time: Annotated[str, StringConstraints(pattern=r"^\d{14}$")] = Field(
+        description="YYYYMMDDhhmmss the operator authorized at; MAC2 and the TAC cover it")
     mac2: Mac4
 
 
@@ -67,11 +76,29 @@ class TransitLoadApplied(Event):
     terminal_id: TerminalId
     operator_id: ProviderId
     request_event_id: str
+    funding_pan_token: PanToken
     card_serial: CardSerial
     amount: Money
     new_balance: Amount
     load_counter: Counter
     tac: Mac4
+
+
+class TransitLoadAborted(Event):
+    """The card did not take the load (removed before CREDIT FOR LOAD, MAC2 refused): the
+    funding payment is reversed and the operator's authorization voided."""
+
+    SEALED_BY: ClassVar[str] = "terminal MAC key"
+
+    type: Literal["TransitLoadAborted"] = "TransitLoadAborted"
+    schema_version: Literal[1] = 1
+
+    terminal_id: TerminalId
+    operator_id: ProviderId
+    request_event_id: str
+    funding_pan_token: PanToken
+    card_serial: CardSerial
+    reason: Text
 
 
 class TransitLoadConfirmed(Event):

@@ -41,6 +41,7 @@ from schemas.registry import type_name, union_adapter
 from schemas.settlement import SettlementBatchClosed
 from schemas.terminals import TerminalEnrolled, TerminalKeysIssued, TerminalStatusChanged
 from schemas.transit import (
+    TransitLoadAborted,
     TransitLoadApplied,
     TransitLoadAuthorized,
     TransitLoadConfirmed,
@@ -172,7 +173,8 @@ TERMINAL_RESULTS = TopicSpec(
     (PaymentCompleted, TransitLoadAuthorized, TransitLoadConfirmed), 6, "delete",
     (PLATFORM,), (READER, AUDIT), "results back to each terminal")
 TRANSIT_LOADS = TopicSpec(
-    f"{NAMESPACE}.transit-loads", "card_serial", (TransitLoadRequested, TransitLoadApplied),
+    f"{NAMESPACE}.transit-loads", "funding_pan_token",
+    (TransitLoadRequested, TransitLoadApplied, TransitLoadAborted),
     6, "delete", (READER,), (PLATFORM, AUDIT), "transit top-up requests and card proofs of load")
 SETTLEMENTS = TopicSpec(
     f"{NAMESPACE}.settlements", "provider_id", (SettlementBatchClosed,), 3, "delete",
@@ -190,7 +192,7 @@ _BY_NAME = {spec.name: spec for spec in STATIC_TOPICS}
 
 PROVIDER_REQUEST_VALUES: tuple[type[Event], ...] = (
     AuthorizationRequested, ReversalRequested, TransitLoadRequested, TransitLoadApplied,
-    CardIssued, SettlementCutoverRequested,
+    TransitLoadAborted, CardIssued, SettlementCutoverRequested,
 )
 
 
