@@ -114,6 +114,8 @@ class AuthorizationDecided(Event):
     response_code: ResponseCode
     auth_code: AuthCode | None = None
     arpc: Cryptogram8 | None = None
+    chain_id: KeyId = Field(description="the hash chain this decision extends: the provider and "
+                                        "the request partition, e.g. bank-a.p3")
     sequence: SeqNo
     prev_hash: Sha256Hex = Field(description="SHA-256 of the previous decision's canonical bytes")
 

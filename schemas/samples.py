@@ -69,7 +69,7 @@ _BODIES: dict[str, dict[str, Any]] = {
     "AuthorizationDecided": {
         "provider_id": "bank-a", "request_event_id": "e" * 32, "pan_token": "tok_" + "a" * 24,
         "amount": _MONEY, "approved": True, "response_code": "00", "auth_code": "A1B2C3",
-        "arpc": "0011223344556677", "sequence": 5, "prev_hash": "00" * 32,
+        "arpc": "0011223344556677", "chain_id": "bank-a.p0", "sequence": 5, "prev_hash": "00" * 32,
     },
     "PaymentCompleted": {
         "terminal_id": "T-0001", "provider_id": "bank-a", "masked_pan": "622202******1234",

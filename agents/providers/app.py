@@ -104,7 +104,8 @@ def build(cfg: ProviderConfig) -> faust.App:
         with bind_correlation(req.correlation_id, provider=pid):
             result = adapter.authorize(
                 req, card=load(cards, token, CardRecord), account=load(accounts, token, Account),
-                chain=load(chain, part_key(message), ChainHead) or ChainHead(),
+                chain=load(chain, part_key(message), ChainHead)
+                or ChainHead(chain_id=f"{pid}.{part_key(message)}"),
                 batch=load(batches, part_key(message), OpenBatch) or OpenBatch(),
                 processed=load(processed, req.event_id, AuthorizationDecided), crypto=crypto)
             if not result.duplicate:

@@ -194,12 +194,14 @@ def authorize(
         response_code=draft.code,
         auth_code=derived_id("auth", req.event_id)[:6].upper() if approved else None,
         arpc=crypto.make_arpc(req.card, req.correlation_id, draft.code) if draft.arpc_needed else None,
+        chain_id=chain.chain_id,
         sequence=sequence,
         prev_hash=chain.last_hash,
     )
     sealed = crypto.seal(decision)
     assert isinstance(sealed, AuthorizationDecided)
-    new_chain = ChainHead(sequence=sequence, last_hash=decision_hash(sealed))
+    new_chain = ChainHead(chain_id=chain.chain_id, sequence=sequence,
+                          last_hash=decision_hash(sealed))
     return Authorized(sealed, draft.card, draft.account, new_chain,
                       _add_to_batch(batch, req, sealed), duplicate=False)
 

@@ -83,6 +83,7 @@ class ChainHead(BaseModel):
 
     model_config = _STATE
 
+    chain_id: str = "unset.p0"
     sequence: int = -1
     last_hash: str = GENESIS_HASH
 
