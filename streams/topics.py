@@ -55,6 +55,17 @@ if not re.fullmatch(r"[a-z][a-z0-9\-]{0,30}", NAMESPACE):
     raise ConfigError(f"CARDBUS_NAMESPACE={NAMESPACE!r}: lower-case letters, digits and -")
 
 DAY_MS = 24 * 3600 * 1000
+
+def _payment_partitions() -> int:
+    raw = os.environ.get("CARDBUS_PAYMENT_PARTITIONS", "6")
+    if not raw.isdigit() or not 1 <= int(raw) <= 256:
+        raise ConfigError(f"CARDBUS_PAYMENT_PARTITIONS={raw!r}: an integer from 1 to 256")
+    return int(raw)
+
+
+PAYMENT_PARTITIONS = _payment_partitions()
+"""Partitions of the payment-flow topics (taps, requests, results, provider requests, loads):
+the unit of scale. 6 unless ``CARDBUS_PAYMENT_PARTITIONS`` says otherwise (benchmarks)."""
 DEFAULT_RETENTION_DAYS = 400
 MIN_AUDIT_RETENTION_DAYS = 366
 _PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,31}$")
@@ -158,24 +169,27 @@ TERMINAL_KEYS = TopicSpec(
     f"{NAMESPACE}.terminal-keys", "terminal_id", (TerminalKeysIssued,), 3, "compact",
     (PLATFORM,), (READER, AUDIT), "terminal keys wrapped to each terminal, card-auth keys")
 TAPS = TopicSpec(
-    f"{NAMESPACE}.taps", "terminal_id", (CardTapped,), 6, "delete",
+    f"{NAMESPACE}.taps", "terminal_id", (CardTapped,), PAYMENT_PARTITIONS, "delete",
     (READER,), (PLATFORM, AUDIT), "card taps (masked/tokenized/encrypted card data)")
 PAYMENT_REQUESTS = TopicSpec(
-    f"{NAMESPACE}.payment-requests", "card.pan_token", (PaymentRequested, ClockTicked), 6, "delete",
+    f"{NAMESPACE}.payment-requests", "card.pan_token", (PaymentRequested, ClockTicked),
+    PAYMENT_PARTITIONS, "delete",
     (READER, PLATFORM), (PLATFORM, AUDIT),
     "payment requests from terminals (terminal MAC); the platform's clock ticks per partition")
 PROVIDER_RESULTS = TopicSpec(
     f"{NAMESPACE}.provider-results", "pan_token or card_serial",
     (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized, TransitLoadConfirmed),
-    6, "delete", (PROVIDERS,), (PLATFORM, AUDIT), "signed provider answers")
+    PAYMENT_PARTITIONS, "delete", (PROVIDERS,), (PLATFORM, AUDIT), "signed provider answers")
 TERMINAL_RESULTS = TopicSpec(
     f"{NAMESPACE}.terminal-results", "terminal_id",
-    (PaymentCompleted, TransitLoadAuthorized, TransitLoadConfirmed), 6, "delete",
+    (PaymentCompleted, TransitLoadAuthorized, TransitLoadConfirmed), PAYMENT_PARTITIONS,
+    "delete",
     (PLATFORM,), (READER, AUDIT), "results back to each terminal")
 TRANSIT_LOADS = TopicSpec(
     f"{NAMESPACE}.transit-loads", "funding_pan_token",
     (TransitLoadRequested, TransitLoadApplied, TransitLoadAborted),
-    6, "delete", (READER,), (PLATFORM, AUDIT), "transit top-up requests and card proofs of load")
+    PAYMENT_PARTITIONS, "delete", (READER,), (PLATFORM, AUDIT),
+    "transit top-up requests and card proofs of load")
 SETTLEMENTS = TopicSpec(
     f"{NAMESPACE}.settlements", "provider_id", (SettlementBatchClosed,), 3, "delete",
     (PROVIDERS,), (PLATFORM, AUDIT), "closed settlement batches")
@@ -207,7 +221,7 @@ def provider_requests_spec(provider_id: str) -> TopicSpec:
     """The catalogue entry of one provider's request topic."""
     return TopicSpec(
         provider_requests_topic(provider_id), "pan_token or card_serial", PROVIDER_REQUEST_VALUES,
-        6, "delete", (PLATFORM,), (f"provider:{provider_id}", AUDIT),
+        PAYMENT_PARTITIONS, "delete", (PLATFORM,), (f"provider:{provider_id}", AUDIT),
         f"requests for {provider_id}, signed by the platform",
     )
 
