@@ -140,14 +140,13 @@ class World:
             state: CardState | None = None) -> EmvTap:
         """Run the card dialogue against the card's applet in process (no PC/SC)."""
         applet = applet_for(card.profile, state=state or CardState(None, atc=0))
-        terminal = next(iter(self.terminals.values()))
         return run_payment(AppletLink(applet), self.aids(),
                            Checkout(amount=amount, when=when),
                            lambda pid: self.providers[pid].card_ca_verifier.public_bytes())
 
     def pay(self, terminal_id: str, card: IssuedCard, *, amount: int, when: datetime,
             pin: str | None = "1234", state: CardState | None = None,
-            currency: str = "CNY") -> PaymentRequested:
+            currency: str = "CNY", purpose: str = "purchase") -> PaymentRequested:
         """A MAC-sealed payment request as the reader agent would publish it."""
         from reader_agent.requests import Sale, tap_events
 
@@ -155,6 +154,7 @@ class World:
         terminal = self.terminals[terminal_id]
         merchant = Merchant(merchant_id="M-0001", name="CardBus Demo Shop", mcc="5999")
         _, req = tap_events(terminal, tap, reader="in-process", atr="3B8080018080", now=when,
-                            sale=Sale(Money(amount=amount, currency=currency), merchant, pin))
+                            sale=Sale(Money(amount=amount, currency=currency), merchant, pin,
+                                      purpose))
         assert req is not None
         return req

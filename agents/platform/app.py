@@ -19,7 +19,7 @@ from typing import Any
 
 import faust
 
-from agents.platform import decide
+from agents.platform import decide, transit
 from agents.tablekeys import TableKeyStore
 from cardbus import vault
 from cardbus.crypto.hsm import PlatformHsm
@@ -27,6 +27,7 @@ from cardbus.logs import bind_correlation, get_logger
 from schemas.clock import ClockTicked
 from schemas.payments import AuthorizationDecided, PaymentCompleted, ReversalCompleted
 from schemas.providers import ProviderKeysProvisioned
+from schemas.transit import TransitLoadRequested
 from streams import codec
 from streams.faust_support import Bus, consume, make_app
 from streams.topics import (
@@ -39,6 +40,7 @@ from streams.topics import (
     TERMINAL_RESULTS,
     TERMINAL_STATUS,
     TERMINALS,
+    TRANSIT_LOADS,
     provider_requests_topic,
 )
 
@@ -55,6 +57,7 @@ class PlatformConfig:
     datadir: Path
     home: Path | None = None  # state folder (vault); None = the default
     timeout: timedelta = decide.DEFAULT_TIMEOUT
+    load_timeout: timedelta = timedelta(seconds=60)
     tick_interval: float = 0.5
     guarantee: str = "at_least_once"
     app_id: str = APP_ID
@@ -166,7 +169,7 @@ def build(cfg: PlatformConfig) -> faust.App:
 
     def track(entry: decide.Pending, partition: int) -> None:
         pending[entry.payment_id] = {**entry.model_dump(mode="json"), "partition": partition}
-        if entry.state == "sent":
+        if entry.waiting:
             deadlines.setdefault(partition, {})[entry.payment_id] = entry.deadline
         else:
             deadlines.get(partition, {}).pop(entry.payment_id, None)
@@ -210,8 +213,10 @@ def build(cfg: PlatformConfig) -> faust.App:
         if index is None:  # first tick since (re)assignment: rebuild from the table
             index = deadlines[partition] = {}
             for pid, raw in list(pending.items()):
-                if raw and raw.get("partition") == partition and raw.get("state") == "sent":
-                    index[pid] = datetime.fromisoformat(raw["deadline"])
+                if raw and raw.get("partition") == partition:
+                    entry, _ = load_pending(pid)
+                    if entry is not None and entry.waiting:
+                        index[pid] = entry.deadline
         now = tick.occurred_at
         for payment_id, deadline in sorted(index.items(), key=lambda kv: kv[1]):
             if deadline > now:
@@ -236,7 +241,8 @@ def build(cfg: PlatformConfig) -> faust.App:
         if isinstance(ev, AuthorizationDecided):
             with bind_correlation(ev.correlation_id, provider=ev.provider_id):
                 entry, part = load_pending(ev.correlation_id)
-                new, out = decide.take_decision(ev, pending=entry, route=route, hsm=hsm)
+                new, out = decide.take_decision(ev, pending=entry, route=route, hsm=hsm,
+                                                load_timeout=cfg.load_timeout)
                 if new is not None and part is not None:
                     track(new, part)
                 for _role, _key, event in out.events:
@@ -248,6 +254,33 @@ def build(cfg: PlatformConfig) -> faust.App:
             decide.check_provider_seal(ev, route)
             log.info("reversal completed", provider=ev.provider_id, reversed=ev.reversed,
                      correlation_id=ev.correlation_id)
+        else:  # the transit operator's answers
+            raw_op = routes.get(ev.operator_id)
+            with bind_correlation(ev.correlation_id, provider=ev.operator_id):
+                entry, part = load_pending(ev.correlation_id)
+                new, out = transit.operator_answer(
+                    ev, pending=entry, route=decide.Route.model_validate(raw_op) if raw_op
+                    else None, hsm=hsm)
+                if new is not None and part is not None:
+                    track(new, part)
+                log.info("transit load answer", step=ev.type,
+                         stage=new.load_stage if new else None)
+                await emit(out)
+
+    async def on_load(message: Any) -> None:
+        ev = codec.decode(TRANSIT_LOADS.name, message.value)
+        with bind_correlation(ev.correlation_id, terminal=ev.terminal_id):
+            entry, part = load_pending(ev.correlation_id)
+            if isinstance(ev, TransitLoadRequested):
+                new, out = transit.request_load(ev, pending=entry, routes=all_routes(),
+                                                hsm=hsm, received_at=_at(message))
+            else:
+                new, out = transit.card_report(ev, pending=entry, hsm=hsm,
+                                               received_at=_at(message))
+            if part is not None:
+                track(new, part)
+            log.info("transit load step", step=ev.type, stage=new.load_stage)
+            await emit(out)
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -257,7 +290,8 @@ def build(cfg: PlatformConfig) -> faust.App:
 
     for spec, handler in ((PROVIDER_REGISTRATIONS, on_provider), (PROVIDER_KEYS, on_provider_keys),
                           (TERMINALS, on_enrollment), (TERMINAL_STATUS, on_status),
-                          (PAYMENT_REQUESTS, on_request), (PROVIDER_RESULTS, on_result)):
+                          (PAYMENT_REQUESTS, on_request), (PROVIDER_RESULTS, on_result),
+                          (TRANSIT_LOADS, on_load)):
         _agent(app, raw_topic(spec.name, spec.partitions), bus, handler, spec.name)
 
     requests_topic = raw_topic(PAYMENT_REQUESTS.name, partitions)

@@ -110,6 +110,20 @@ class Pending(BaseModel):
     amount: Money
     deadline: datetime
     state: Literal["sent", "answered", "timed_out"] = "sent"
+    purpose: Literal["purchase", "transit_load"] = "purchase"
+    approved: bool = False
+    # transit top-up, after the funding payment is approved
+    load_stage: Literal["none", "await_load", "requested", "authorized", "applied",
+                        "confirmed", "failed"] = "none"
+    load_request_id: str | None = None
+    operator_id: str | None = None
+    card_serial: str | None = None
+    reversed: bool = False
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a deadline applies now (the tick looks at these)."""
+        return self.state == "sent" or self.load_stage in ("await_load", "requested")
 
 
 @dataclass
@@ -323,12 +337,13 @@ def request_payment(req: PaymentRequested, *, received_at: datetime,
                       auth_event_id=auth.event_id, terminal_id=req.terminal_id,
                       provider_id=route.provider_id, pan_token=card.pan_token,
                       masked_pan=card.masked_pan, amount=req.amount,
-                      deadline=received_at + timeout)
+                      deadline=received_at + timeout, purpose=req.purpose)
     return pending, out
 
 
-def reversal(pending: Pending, reason: Literal["timeout", "late_approval"], *, at: datetime,
-             hsm: PlatformHsm) -> ReversalRequested:
+def reversal(pending: Pending,
+             reason: Literal["timeout", "late_approval", "transit_load_failed"], *,
+             at: datetime, hsm: PlatformHsm) -> ReversalRequested:
     """A signed reversal of ``pending``'s authorization."""
     ev = ReversalRequested(
         event_id=derived_id(f"reversal:{reason}", pending.auth_event_id),
@@ -350,7 +365,8 @@ def check_provider_seal(ev: Event, route: Route | None) -> None:
 
 
 def take_decision(dec: AuthorizationDecided, *, pending: Pending | None, route: Route | None,
-                  hsm: PlatformHsm) -> tuple[Pending | None, Out]:
+                  hsm: PlatformHsm, load_timeout: timedelta = timedelta(seconds=60)
+                  ) -> tuple[Pending | None, Out]:
     """Verify a provider's decision and forward it; a late approval is reversed."""
     out = Out()
     check_provider_seal(dec, route)
@@ -367,14 +383,23 @@ def take_decision(dec: AuthorizationDecided, *, pending: Pending | None, route: 
         pending.request_event_id, pending.payment_id, pending.terminal_id, pending.masked_pan,
         pending.amount, dec.response_code, occurred_at=dec.occurred_at, hsm=hsm,
         provider_id=dec.provider_id, auth_code=dec.auth_code, arpc=dec.arpc))
-    return pending.model_copy(update={"state": "answered"}), out
+    update: dict[str, object] = {"state": "answered", "approved": dec.approved}
+    if dec.approved and pending.purpose == "transit_load":
+        # the funds are held: now the transit card must be presented and loaded
+        update.update(load_stage="await_load", deadline=dec.occurred_at + load_timeout)
+    return pending.model_copy(update=update), out
 
 
 def expire(pending: Pending, *, now: datetime, hsm: PlatformHsm) -> tuple[Pending, Out]:
-    """Past its deadline: decline 91 to the terminal, reverse at the provider."""
+    """Past its deadline: decline 91 to the terminal, reverse at the provider (or, for a
+    top-up whose card never came to be loaded, reverse the funding payment)."""
     out = Out()
-    if pending.state != "sent" or now < pending.deadline:
+    if not pending.waiting or now < pending.deadline:
         return pending, out
+    if pending.state == "answered":
+        from agents.platform.transit import expire_load
+
+        return expire_load(pending, now=now, hsm=hsm)
     out.add("terminal", pending.terminal_id, complete(
         pending.request_event_id, pending.payment_id, pending.terminal_id, pending.masked_pan,
         pending.amount, ISSUER_UNAVAILABLE, occurred_at=pending.deadline, hsm=hsm,

@@ -22,13 +22,16 @@ from agents.providers import decide
 from agents.providers.base import ProviderAdapter
 from agents.providers.issuer import HsmIssuer
 from agents.providers.state import Account, CardRecord, ChainHead, OpenBatch
+from agents.providers.transit import HsmOperator, Purse, TransitOperator
 from agents.sim import key_provisioning, registration
 from cardbus import vault
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.signing import verify_event
+from cardbus.errors import DecodeError
 from cardbus.logs import bind_correlation, get_logger
 from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import AuthorizationDecided, AuthorizationRequested, ReversalRequested
+from schemas.transit import TransitLoadAborted, TransitLoadApplied, TransitLoadRequested
 from streams import codec
 from streams.faust_support import Bus, consume, make_app
 from streams.topics import (
@@ -73,8 +76,10 @@ def build(cfg: ProviderConfig) -> faust.App:
     processed = app.Table("processed", default=None, partitions=n)
     chain = app.Table("chain", default=None, partitions=n)
     batches = app.Table("batch", default=None, partitions=n)
+    purses = app.Table("purses", default=None, partitions=n)
     hsm = ProviderHsm(pid, vault.FileKeyStore(f"provider-{pid}", cfg.home))
     crypto = HsmIssuer(hsm, vault.identity("platform", cfg.home))
+    operator = HsmOperator(hsm, crypto)
 
     def load(table: Any, key: str, model: Any) -> Any:
         raw = table.get(key)
@@ -96,8 +101,27 @@ def build(cfg: ProviderConfig) -> faust.App:
             on_card_issued(ev)
         elif isinstance(ev, SettlementCutoverRequested):
             await on_cutover(ev, message)
-        else:  # transit loads: handled by the transit operator's own handlers
-            raise decide_unsupported(ev)
+        elif isinstance(ev, TransitLoadRequested | TransitLoadApplied | TransitLoadAborted):
+            await on_load(ev)
+        else:
+            raise DecodeError(f"type: {ev.type} is not handled by a provider", field="type")
+
+    async def on_load(ev: TransitLoadRequested | TransitLoadApplied | TransitLoadAborted
+                      ) -> None:
+        if not isinstance(adapter, TransitOperator):
+            raise DecodeError(f"type: {ev.type}: {pid} is not a transit operator", field="type")
+        purse = load(purses, ev.card_serial, Purse)
+        with bind_correlation(ev.correlation_id, provider=pid):
+            if isinstance(ev, TransitLoadRequested):
+                answer = adapter.authorize_load(ev, purse, operator)
+            elif isinstance(ev, TransitLoadApplied):
+                answer = adapter.confirm_load(ev, purse, operator)
+            else:
+                answer = adapter.abort_load(ev, purse, operator)
+            store(purses, ev.card_serial, answer.purse)
+            log.info("transit load", step=ev.type, answer=answer.event.type,
+                     confirmed=getattr(answer.event, "confirmed", None))
+            await bus.send(PROVIDER_RESULTS.name, ev.funding_pan_token, answer.event)
 
     async def on_authorization(req: AuthorizationRequested, message: Any) -> None:
         token = req.card.pan_token
@@ -178,8 +202,3 @@ def build(cfg: ProviderConfig) -> faust.App:
     del announce
     return app
 
-
-def decide_unsupported(ev: Any) -> Exception:
-    from cardbus.errors import DecodeError
-
-    return DecodeError(f"type: {ev.type} is not handled by this provider", field="type")

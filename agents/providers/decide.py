@@ -141,7 +141,8 @@ def _check(req: AuthorizationRequested, card: CardRecord | None, account: Accoun
     card = card.model_copy(update={"last_atc": atc})
     if req.pin_block is not None and req.pin_key_id is not None:
         try:
-            ok = crypto.pin_matches(req.card, req.correlation_id, req.pin_block, req.pin_key_id, card.pin)
+            ok = crypto.pin_matches(req.card, req.correlation_id, req.pin_block,
+                                    req.pin_key_id, card.pin)
         except PinBlockError:
             ok = False
         if not ok:

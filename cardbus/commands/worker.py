@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     plat = kinds.add_parser("platform", help="the trusted platform")
     plat.add_argument("--timeout", type=float, default=3.0,
                       help="seconds to wait for a provider before declining 91 (default 3)")
+    plat.add_argument("--load-timeout", type=float, default=60.0,
+                      help="seconds a transit top-up may wait for its card after the payment "
+                           "is approved before the payment is reversed (default 60)")
     prov = kinds.add_parser("provider", help="one provider (bank or transit operator)")
     prov.add_argument("provider_id", help="the provider's id, e.g. bank-a")
     for q in (plat, prov):
@@ -62,6 +65,7 @@ def _platform(args: argparse.Namespace) -> int:
         bootstrap=resolve_bootstrap(args.bootstrap),
         datadir=args.datadir or sub_dir("workers", f"{APP_ID}-{args.instance}"),
         timeout=timedelta(seconds=args.timeout),
+        load_timeout=timedelta(seconds=args.load_timeout),
         guarantee="exactly_once" if args.exactly_once else "at_least_once")
     return _run(build(cfg), args.loglevel)
 
