@@ -10,39 +10,58 @@ the first tap per reader is a warm-up (the first send creates the bench topics),
 from __future__ import annotations
 
 import asyncio
-import secrets
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from cardbus.crypto.keys import KeyAlg, kcv
+from agents.providers.base import ProviderAdapter, discover
+from agents.sim import memory_keystore
+from cardbus.crypto.hsm import PlatformHsm, ProviderHsm
 from reader_agent.agent import Armed, ReaderAgent, TapOutcome, scripted_pins
 from reader_agent.cards import applet_for
-from reader_agent.cards.profile import PROVIDERS, IssuerKeys, issue_card
 from reader_agent.cards.vpcd import VirtualCard
-from reader_agent.keystore import CardAuthKey, TerminalKeys
 from reader_agent.pcscd import Pcscd, list_readers, virtual_readers
 from reader_agent.publisher import Publisher, default_bootstrap
+from reader_agent.terminal import Terminal
 from reader_agent.watcher import ReaderWatcher
+from schemas.base import Event
+from schemas.cards import CardTapped
+from schemas.payments import PaymentRequested
 from schemas.values import Merchant
 
 WARMUP = 1  # per reader, not counted: the first send creates the bench topics
 
 
-def bench_keys(issuers: dict[str, IssuerKeys], terminal_id: str = "BENCH-1") -> TerminalKeys:
-    """Throwaway terminal keys (no platform needed): random MAC/PIN keys, local issuers."""
-    mac, pin = secrets.token_bytes(32), secrets.token_bytes(16)
-    assert kcv(mac, KeyAlg.HMAC)
-    return TerminalKeys(
-        terminal_id=terminal_id,
-        merchant=Merchant(merchant_id="BENCH", name="Bench shop", mcc="5411"),
-        identity_key_id="bench.identity", identity_private=secrets.token_bytes(32).hex(),
-        wrap_key_id="bench.wrap", wrap_private=secrets.token_bytes(32).hex(),
-        mac_key_id="bench.mac.1", mac_key=mac.hex(), pin_key_id="bench.pin.1", pin_key=pin.hex(),
-        card_auth_keys={p: CardAuthKey(key_id=k.ca_key_id, public_key=k.card_auth_public.hex())
-                        for p, k in issuers.items()})
+def standalone_terminal(providers: dict[str, ProviderHsm], terminal_id: str = "BENCH-1",
+                        platform: PlatformHsm | None = None) -> Terminal:
+    """A terminal keyed by a throwaway in-memory platform (no platform worker needed): the same
+    TerminalHsm operations, wrapped keys and card-auth trust as an enrolled terminal."""
+    platform = platform or PlatformHsm(memory_keystore())
+    terminal = Terminal.in_memory(terminal_id, memory_keystore(),
+                                  Merchant(merchant_id="BENCH", name="Bench shop", mcc="5411"))
+    for blob in platform.enroll_terminal(terminal_id, terminal.hsm.public_kex()):
+        terminal.hsm.install(blob)
+    for pid, hsm in providers.items():
+        terminal.trust(pid, hsm.card_ca_verifier)
+    return terminal
+
+
+class TopicBus:
+    """A ``Bus`` that publishes to given topics and expects no answer (bench, tests)."""
+
+    def __init__(self, publisher: Publisher, taps_topic: str, requests_topic: str) -> None:
+        self.publisher = publisher
+        self.taps_topic = taps_topic
+        self.requests_topic = requests_topic
+
+    async def publish_tap(self, tapped: CardTapped) -> None:
+        await self.publisher.send(self.taps_topic, tapped.terminal_id.encode(), tapped)
+
+    async def request(self, req: PaymentRequested) -> asyncio.Future[Event]:
+        await self.publisher.send(self.requests_topic, req.card.pan_token.encode(), req)
+        return asyncio.get_running_loop().create_future()
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -60,16 +79,15 @@ async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = N
         started = Pcscd(readers)
         started.start()
     home = Path(tempfile.mkdtemp(prefix="cardbus-bench-"))
-    (home / "issuers").mkdir()
-    issuers = {p: IssuerKeys.load_or_create(p, home / "issuers")
-               for p, s in PROVIDERS.items() if s.kind == "emv"}
-    keys = bench_keys(issuers)
+    adapters: dict[str, ProviderAdapter] = {p: a for p, a in discover().items()
+                                            if a.kind == "bank"}
+    hsms = {p: ProviderHsm(p, memory_keystore()) for p in adapters}
+    terminal = standalone_terminal(hsms)
     publisher = Publisher(bootstrap or default_bootstrap(), client_id="cardbus-bench")
     await publisher.start()
-    aids = {s.aid: s.provider for s in PROVIDERS.values() if s.kind == "emv"}
-    agent = ReaderAgent(keys, publisher.send, aids=aids, pin_source=scripted_pins("1234"),
-                        taps_topic=f"{topic_prefix}.taps",
-                        requests_topic=f"{topic_prefix}.payment-requests")
+    bus = TopicBus(publisher, f"{topic_prefix}.taps", f"{topic_prefix}.payment-requests")
+    agent = ReaderAgent(terminal, bus, aids={a.aid: p for p, a in adapters.items()},
+                        pin_source=scripted_pins("1234"))
     loop = asyncio.get_running_loop()
     vrs = virtual_readers(readers)
     by_name = {r.name: r for r in vrs}
@@ -82,14 +100,15 @@ async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = N
     detect: list[float] = []
     dialogue: list[float] = []
     errors: list[str] = []
-    providers = sorted(issuers)
-    armed = Armed(1250, "CNY", keys.merchant)
+    providers = sorted(adapters)
+    armed = Armed(1250, "CNY", terminal.merchant)
     per_reader = [taps // readers + (1 if i < taps % readers else 0) for i in range(readers)]
 
     async def lane(i: int) -> None:
         reader = vrs[i]
         provider = providers[i % len(providers)]
-        profile = issue_card(provider, issuer=issuers[provider])
+        profile = adapters[provider].issue_card(hsms[provider], pin="1234",
+                                                opening_balance=0).profile
         applet = applet_for(profile, home)
         for n in range(per_reader[i] + WARMUP):
             card = VirtualCard(applet, reader.port)
@@ -103,7 +122,7 @@ async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = N
                 errors.append(out.error or "no request")
             elif n >= WARMUP:
                 dialogue.append((out.acked_at - out.connected_at) * 1000)
-                await agent.complete(out.request.correlation_id, False, None)
+                await agent.release(out.request.correlation_id)
             await asyncio.to_thread(card.remove)
             await asyncio.wait_for(removals[reader.name].get(), 10)
 

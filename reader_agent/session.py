@@ -158,9 +158,9 @@ class TerminalSession:
                         from cardbus.crypto.signing import verify_event
 
                         platform = self.terminal.platform
-                        verify_event(ev, lambda kid: platform if kid == platform.key_id
+                        verify_event(ev, lambda kid, p=platform: p if kid == p.key_id
                                      else None)
-                except (DecodeError, Exception) as exc:  # noqa: BLE001 - log, keep reading
+                except (DecodeError, Exception) as exc:
                     log.warning("result set aside", error=str(exc), offset=msg.offset)
                     continue
                 if isinstance(ev, PaymentCompleted | TransitLoadAuthorized

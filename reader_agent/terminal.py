@@ -93,9 +93,12 @@ class Terminal:
 
     def _trust(self, entries: dict[str, list[str]]) -> None:
         for provider, (key_id, public_hex) in entries.items():
-            verifier = Verifier(key_id, bytes.fromhex(public_hex))
-            self.card_auth[provider] = verifier
-            self.hsm.trust_card_ca(verifier)
+            self.trust(provider, Verifier(key_id, bytes.fromhex(public_hex)))
+
+    def trust(self, provider: str, verifier: Verifier) -> None:
+        """Trust ``provider``'s card-authentication key (normally from ``apply_keys``)."""
+        self.card_auth[provider] = verifier
+        self.hsm.trust_card_ca(verifier)
 
     # -- the bus side ----------------------------------------------------------------------------
 

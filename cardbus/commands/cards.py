@@ -1,22 +1,31 @@
-"""``cardbus cards issue|insert|remove|list``: virtual cards, personalised and tapped."""
+"""``cardbus cards issue|insert|remove|list``: virtual cards, issued by the providers' adapters
+(and their HSMs, after ``cardbus setup``) and tapped in virtual readers."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 
+from cardbus.errors import ConfigError
 from reader_agent.cards import serve
-from reader_agent.cards.profile import PROVIDERS, issue_card, list_profiles, save_profile
+from reader_agent.cards.profile import CardProfile, list_profiles, save_profile
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("cards", help="issue virtual cards and put them in virtual readers")
     csub = p.add_subparsers(dest="cards_command", metavar="<action>", required=True)
-    issue = csub.add_parser("issue", help="personalise a new card from a provider's keys")
-    issue.add_argument("--provider", required=True, choices=sorted(PROVIDERS))
+    issue = csub.add_parser("issue", help="personalise a new card with a provider's keys")
+    issue.add_argument("--provider", required=True,
+                       help="provider id (an installed adapter: bank-a, bank-b, transit, ...)")
     issue.add_argument("--card-id", default=None)
+    issue.add_argument("--pin", default="1234", help="bank cards: the card's PIN (default 1234)")
     issue.add_argument("--balance", type=int, default=0,
-                       help="transit cards: opening balance in minor units")
+                       help="opening balance in minor units (bank account or transit purse)")
+    issue.add_argument("--offline", action="store_true",
+                       help="bank cards: do not publish CardIssued (the provider will not know "
+                            "the card until it is published)")
+    issue.add_argument("--bootstrap", default=None)
     issue.set_defaults(func=_issue)
     ins = csub.add_parser("insert", help="put a card into a virtual reader (a tap)")
     ins.add_argument("card_id")
@@ -29,10 +38,63 @@ def register(sub: Any) -> None:
     lst.set_defaults(func=_list)
 
 
+def issue_card(provider: str, *, pin: str = "1234", balance: int = 0,
+               card_id: str | None = None, publish: bool = True,
+               bootstrap: str | None = None) -> CardProfile:
+    """Issue through ``provider``'s adapter and HSM, save the profile, and (bank cards) publish
+    the ``CardIssued`` that opens the account at the running provider."""
+    from datetime import UTC, datetime
+
+    from agents.providers.base import adapter_for, card_issued_event
+    from cardbus.local import provider_hsm
+
+    adapter = adapter_for(provider)
+    hsm = provider_hsm(provider)
+    if adapter.kind == "transit":
+        make = getattr(adapter, "issue_transit_card", None)
+        if make is None:
+            raise ConfigError(f"transit provider {provider} cannot issue cards")
+        profile: CardProfile = make(hsm, balance=balance, card_id=card_id)
+        save_profile(profile)
+        return profile
+    issued = adapter.issue_card(hsm, pin=pin, opening_balance=balance, card_id=card_id)
+    if publish:  # first: a card its provider never heard of is not saved
+        from streams.topics import provider_requests_topic
+
+        event = card_issued_event(issued, hsm, datetime.now(UTC))
+        asyncio.run(publish_one(provider_requests_topic(provider), issued.card.pan_token,
+                                event, bootstrap))
+    save_profile(issued.profile)
+    return issued.profile
+
+
+async def publish_one(topic: str, key: str, event: Any, bootstrap: str | None,
+                      timeout: float = 15.0) -> None:
+    """Publish one event (acks=all) or raise ``BrokerError`` saying what to do."""
+    from cardbus.errors import BrokerError
+    from reader_agent.publisher import Publisher, default_bootstrap
+
+    pub = Publisher(bootstrap or default_bootstrap(), client_id="cardbus-cards")
+    try:
+        async with asyncio.timeout(timeout):
+            await pub.start()
+            try:
+                await pub.send(topic, key.encode(), event)
+                if pub.outbox:
+                    raise BrokerError(f"the broker at {pub.bootstrap} did not take the event")
+            finally:
+                pub.outbox.clear()
+                await pub.producer.stop()
+    except TimeoutError:
+        raise BrokerError(f"no Kafka broker answered at {pub.bootstrap} within {timeout:.0f}s: "
+                          "start one (`cardbus broker start`), or issue with --offline") from None
+
+
 def _issue(args: argparse.Namespace) -> int:
-    profile = issue_card(args.provider, card_id=args.card_id, balance=args.balance)
-    path = save_profile(profile)
-    print(f"issued {profile.card_id} ({profile.provider}, {profile.masked()}) -> {path}")
+    profile = issue_card(args.provider, pin=args.pin, balance=args.balance,
+                         card_id=args.card_id, publish=not args.offline,
+                         bootstrap=args.bootstrap)
+    print(f"issued {profile.card_id} ({profile.provider}, {profile.masked()})")
     return 0
 
 

@@ -27,6 +27,8 @@ def _sub(sub: Any, name: str, help_: str) -> Any:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("reader", help="run the reader agent on every PC/SC reader")
+    p.add_argument("--terminal-id", default=None,
+                   help="the enrolled terminal to run as (default: the only one here)")
     p.add_argument("--amount", type=int, default=None,
                    help="arm a checkout: amount in minor units (for the next card)")
     p.add_argument("--currency", default="CNY")
@@ -36,13 +38,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_reader)
 
     term = _sub(sub, "terminal", "this terminal's key store")
-    e = term.add_parser("enroll", help="make the terminal's key pairs and publish enrollment")
+    e = term.add_parser("enroll", help="create the terminal's key store, enroll it with the "
+                                       "platform and wait for its keys")
     e.add_argument("--terminal-id", required=True)
-    e.add_argument("--merchant-id", default="M-0001")
-    e.add_argument("--merchant-name", default="CardBus demo shop")
-    e.add_argument("--mcc", default="5411")
     e.add_argument("--bootstrap", default=None)
-    e.add_argument("--no-publish", action="store_true")
+    e.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds to wait for the platform's keys (default 60)")
+    e.add_argument("--providers", type=int, default=1,
+                   help="wait until the key set vouches for this many providers (default 1)")
     e.set_defaults(func=_enroll)
 
     bench = _sub(sub, "bench", "benchmarks")
@@ -73,34 +76,18 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from reader_agent.keystore import TerminalKeyStore
-    from schemas.values import Merchant
+    from reader_agent.runner import enroll
 
-    store = TerminalKeyStore()
-    if store.exists():
-        raise CardBusError(f"a terminal key store already exists at {store.path}")
-    merchant = Merchant(merchant_id=args.merchant_id, name=args.merchant_name, mcc=args.mcc)
-    keys, event = store.enroll(args.terminal_id, merchant)
-    print(f"terminal {keys.terminal_id} enrolled; key store {store.path}")
-    if not args.no_publish:
-        asyncio.run(_publish_one("cardbus.terminals", keys.terminal_id, event, args.bootstrap))
-        print("enrollment published to cardbus.terminals")
+    terminal = asyncio.run(enroll(args.terminal_id, args.bootstrap, timeout=args.timeout,
+                                  providers=args.providers))
+    print(f"terminal {terminal.terminal_id} enrolled; keys installed; trusted providers: "
+          f"{', '.join(sorted(terminal.card_auth))}")
     return 0
-
-
-async def _publish_one(topic: str, key: str, event: object, bootstrap: str | None) -> None:
-    from reader_agent.publisher import Publisher, default_bootstrap
-
-    pub = Publisher(bootstrap or default_bootstrap())
-    await pub.start()
-    try:
-        await pub.send(topic, key.encode(), event)
-    finally:
-        await pub.stop()
 
 
 def _reader(args: argparse.Namespace) -> int:
     from reader_agent.runner import run_reader
 
-    return asyncio.run(run_reader(amount=args.amount, currency=args.currency, pin=args.pin,
+    return asyncio.run(run_reader(terminal_id=args.terminal_id, amount=args.amount,
+                                  currency=args.currency, pin=args.pin,
                                   bootstrap=args.bootstrap, once=args.once))

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from agents.providers.base import ProviderAdapter, adapter_for, discover
+from agents.sim import memory_keystore
+from cardbus.crypto.hsm import ProviderHsm
+from cardbus.crypto.keys import KeyUsage
 from reader_agent.cards import applet_for
-from reader_agent.cards.profile import PROVIDERS, CardProfile, IssuerKeys, issue_card
+from reader_agent.cards.profile import CardProfile
 from reader_agent.cards.vpcd import VirtualCard
 from reader_agent.pcsc import Context, wait_present
 from reader_agent.pcscd import Pcscd, VirtualReader, list_readers, virtual_readers
@@ -46,12 +50,31 @@ def pcscd(pcscd_daemon: Pcscd | None) -> list[VirtualReader]:
     return virtual_readers(READERS)
 
 
+PROVIDERS = ("bank-a", "bank-b", "transit")
+
+
 @pytest.fixture
-def issuers(tmp_path: Path) -> dict[str, IssuerKeys]:
-    """Fresh issuing keys for every provider (generated per test, never committed)."""
-    home = tmp_path / "issuers"
-    home.mkdir()
-    return {p: IssuerKeys.load_or_create(p, home) for p in PROVIDERS}
+def issuers() -> dict[str, ProviderHsm]:
+    """Fresh provider HSMs (keys generated per test in memory, never committed)."""
+    return {p: ProviderHsm(p, memory_keystore()) for p in PROVIDERS}
+
+
+def issue(provider: str, hsm: ProviderHsm, *, balance: int = 0, pin: str = "1234"
+          ) -> CardProfile:
+    """A card profile issued through the provider's adapter."""
+    adapter: ProviderAdapter = adapter_for(provider)
+    if adapter.kind == "transit":
+        return adapter.issue_transit_card(hsm, balance=balance)  # type: ignore[attr-defined,no-any-return]
+    return adapter.issue_card(hsm, pin=pin, opening_balance=balance).profile
+
+
+def card_auth_public(hsm: ProviderHsm) -> bytes:
+    return hsm.card_ca_verifier.public_bytes()
+
+
+def imk(hsm: ProviderHsm) -> bytes:
+    """The provider's EMV issuer master key, out of its test key store (to recompute ARQCs)."""
+    return hsm.keys.key(f"imk:{hsm.provider_id}", KeyUsage.EMV_IMK_AC)
 
 
 @pytest.fixture
@@ -62,14 +85,14 @@ def card_home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_card(issuers: dict[str, IssuerKeys], card_home: Path
+def make_card(issuers: dict[str, ProviderHsm], card_home: Path
               ) -> Iterator[object]:
     """make_card(provider, reader, **kw) -> (profile, VirtualCard inserted in that reader)."""
     inserted: list[VirtualCard] = []
 
     def _make(provider: str, reader: VirtualReader, *, balance: int = 0,
               applet: object = None) -> tuple[CardProfile, VirtualCard]:
-        profile = issue_card(provider, issuer=issuers[provider], balance=balance)
+        profile = issue(provider, issuers[provider], balance=balance)
         card = VirtualCard(applet or applet_for(profile, card_home), reader.port)  # type: ignore[arg-type]
         card.insert()
         inserted.append(card)
@@ -85,4 +108,4 @@ def make_card(issuers: dict[str, IssuerKeys], card_home: Path
 
 
 def aids() -> dict[str, str]:
-    return {s.aid: s.provider for s in PROVIDERS.values() if s.kind == "emv"}
+    return {a.aid: p for p, a in discover().items() if a.kind == "bank"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 
@@ -11,12 +10,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from psec.pinblock import decipher_pinblock_iso_4
 
+from agents.sim import memory_keystore
 from cardbus.crypto import emv
-from cardbus.crypto.keystore import b64d
+from cardbus.crypto.hsm import PlatformHsm
+from cardbus.crypto.keys import KeyUsage
 from cardbus.crypto.pan import PanCipher
-from cardbus.crypto.signing import MacSealer
-from reader_agent.agent import Armed, ReaderAgent, pan_key_from_mac_key, scripted_pins
-from reader_agent.bench import bench_keys
+from reader_agent.agent import Armed, ReaderAgent, scripted_pins
+from reader_agent.bench import TopicBus, standalone_terminal
 from reader_agent.cards.hostile import HostileApplet
 from reader_agent.pcsc import Context, wait_present
 from reader_agent.publisher import Publisher
@@ -24,7 +24,7 @@ from reader_agent.watcher import ReaderWatcher
 from schemas.base import contains_clear_pan
 from schemas.cards import CardTapped
 from schemas.payments import PaymentRequested
-from tests.reader.conftest import aids
+from tests.reader.conftest import aids, imk
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.broker]
 
@@ -49,37 +49,36 @@ async def _read_all(bootstrap: str, topic: str, expect: int, timeout: float = 10
 
 @pytest.fixture
 async def agent_setup(kafka_bootstrap, issuers):
-    keys = bench_keys({p: k for p, k in issuers.items() if p != "transit"}, "T-TEST")
+    platform = PlatformHsm(memory_keystore())
+    terminal = standalone_terminal({p: h for p, h in issuers.items() if p != "transit"},
+                                   "T-TEST", platform)
     suffix = uuid.uuid4().hex[:8]
     pub = Publisher(kafka_bootstrap)
     await pub.start()
-    agent = ReaderAgent(keys, pub.send, aids=aids(), pin_source=scripted_pins("4321"),
-                        taps_topic=f"test.taps.{suffix}",
-                        requests_topic=f"test.requests.{suffix}")
-    yield agent, keys, kafka_bootstrap
+    bus = TopicBus(pub, f"test.taps.{suffix}", f"test.requests.{suffix}")
+    agent = ReaderAgent(terminal, bus, aids=aids(), pin_source=scripted_pins("4321"))
+    yield agent, platform, bus, kafka_bootstrap
     await pub.stop()
 
 
 async def test_tap_publishes_card_tapped_and_payment_request(pcscd, make_card, issuers,
                                                              agent_setup):
-    agent, keys, bootstrap = agent_setup
+    agent, platform, bus, bootstrap = agent_setup
     profile, card = make_card("bank-b", pcscd[1])
     await asyncio.to_thread(wait_present, Context(), pcscd[1].name)
     out = await agent.handle_card(pcscd[1].name, card.applet.atr,
-                                  Armed(2599, "CNY", keys.merchant))
+                                  Armed(2599, "CNY", agent.terminal.merchant))
     assert out.error is None and out.request is not None
-    await agent.complete(out.request.correlation_id, False, None)
-    taps = await _read_all(bootstrap, agent.taps_topic, 1)
-    reqs = await _read_all(bootstrap, agent.requests_topic, 1)
+    await agent.release(out.request.correlation_id)
+    taps = await _read_all(bootstrap, bus.taps_topic, 1)
+    reqs = await _read_all(bootstrap, bus.requests_topic, 1)
     assert len(taps) == 1 and len(reqs) == 1  # no duplicates
     for raw in taps + reqs:
         assert not contains_clear_pan(raw.decode())
     tapped = CardTapped.model_validate_json(taps[0])
     req = PaymentRequested.model_validate_json(reqs[0])
-    mac = MacSealer(keys.mac_key_id or "", bytes.fromhex(keys.mac_key or ""))
-    for ev in (tapped, req):
-        assert ev.seal is not None
-        mac.verify_seal(ev.seal, ev.canonical_bytes())
+    for ev in (tapped, req):  # the platform checks the terminal MAC it issued
+        platform.verify_terminal_mac("T-TEST", ev)
         assert ev.producer == "terminal:T-TEST" and ev.terminal_id == "T-TEST"
     assert tapped.correlation_id == req.correlation_id
     c = req.card
@@ -87,32 +86,35 @@ async def test_tap_publishes_card_tapped_and_payment_request(pcscd, make_card, i
     assert c.aid == profile.aid and c.masked_pan == profile.masked()
     assert c.pan_token == profile.pan_token and c.atc == 1 and c.card_auth == "passed"
     assert req.amount.amount == 2599 and req.amount.currency == "CNY"
-    # The provider recomputes the ARQC from the request fields.
-    pan = PanCipher(f"{keys.mac_key_id}.pan", pan_key_from_mac_key(
-        bytes.fromhex(keys.mac_key or ""))).decrypt(c.pan_encrypted, req.correlation_id)
+    assert req.purpose == "purchase"
+    # The platform opens the PAN (tpan key, bound to the payment id) and the PIN block (tpk).
+    pan_vid = c.pan_encrypted.key_id
+    assert pan_vid.startswith("tpan:T-TEST.v")
+    pan = PanCipher(pan_vid, platform.keys.key("tpan:T-TEST", KeyUsage.PAN_ENC, version=1)
+                    ).decrypt(c.pan_encrypted, req.correlation_id)
     assert pan == profile.pan
-    data = bytes.fromhex(c.cdol_data) + bytes.fromhex("5800") + c.atc.to_bytes(2, "big")
-    emv.verify_card_arqc(bytes.fromhex(issuers["bank-b"].imk_ac), pan, c.psn, c.atc, data,
+    assert platform.bin_of("T-TEST", c.pan_encrypted, req.correlation_id) == pan[:6]
+    # The provider recomputes the ARQC from the request fields.
+    emv.verify_card_arqc(imk(issuers["bank-b"]), pan, c.psn, c.atc, bytes.fromhex(c.cdol_data),
                          bytes.fromhex(c.arqc))
-    assert decipher_pinblock_iso_4(keys.pin_key_bytes(), bytes.fromhex(req.pin_block or ""),
-                                   pan) == "4321"
-    cert = json.loads(b64d(c.card_certificate or ""))
-    assert cert["pan_token"] == profile.pan_token
-    # Second tap: the ATC went up.
+    assert req.pin_key_id and req.pin_key_id.startswith("tpk:T-TEST.v")
+    tpk = platform.keys.key("tpk:T-TEST", KeyUsage.PIN_ENC, version=1)
+    assert decipher_pinblock_iso_4(tpk, bytes.fromhex(req.pin_block or ""), pan) == "4321"
+    # Second tap: the ATC went up, and without a checkout there is no payment request.
     out2 = await agent.handle_card(pcscd[1].name, card.applet.atr)
     assert out2.tapped is not None and out2.tapped.card.atc == 2 and out2.request is None
 
 
 async def test_hostile_card_makes_no_payment_request(pcscd, make_card, agent_setup):
-    agent, keys, bootstrap = agent_setup
+    agent, _platform, bus, bootstrap = agent_setup
     make_card("bank-a", pcscd[2], applet=HostileApplet("garbage"))
     await asyncio.to_thread(wait_present, Context(), pcscd[2].name)
-    armed = Armed(100, "CNY", keys.merchant)
+    armed = Armed(100, "CNY", agent.terminal.merchant)
     agent.armed = armed
     out = await agent.handle_card(pcscd[2].name, b"")
     assert out.error and out.error.startswith("card:") and out.request is None
     assert agent.armed == armed  # the checkout waits for a good card
-    assert await _read_all(bootstrap, agent.requests_topic, 0, timeout=1) == []
+    assert await _read_all(bootstrap, bus.requests_topic, 0, timeout=1) == []
 
 
 def test_watcher_survives_pcscd_restart(pcscd_daemon, pcscd, make_card):

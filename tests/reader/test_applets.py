@@ -9,14 +9,14 @@ import pytest
 from cardbus.crypto import emv
 from cardbus.errors import CardError
 from reader_agent.cards import applet_for
-from reader_agent.cards.profile import CardState, issue_card
+from reader_agent.cards.profile import CardState
 from reader_agent.cards.tlv import find, parse
 from reader_agent.dialogue import AppletLink, Checkout, apdu, run_payment
-from tests.reader.conftest import aids
+from tests.reader.conftest import aids, card_auth_public, imk, issue
 
 
 def test_commands_out_of_order_are_refused(issuers, card_home: Path) -> None:
-    applet = applet_for(issue_card("bank-a", issuer=issuers["bank-a"]), card_home)
+    applet = applet_for(issue("bank-a", issuers["bank-a"]), card_home)
     applet.power_on()
     gpo = apdu(0x80, 0xA8, 0x00, 0x00, bytes.fromhex("8300"))
     assert applet.process(gpo)[-2:] == bytes.fromhex("6985")
@@ -29,14 +29,14 @@ def test_commands_out_of_order_are_refused(issuers, card_home: Path) -> None:
 
 
 def test_atc_persists_across_insertions_and_arqc_verifies(issuers, card_home: Path) -> None:
-    profile = issue_card("bank-a", issuer=issuers["bank-a"])
+    profile = issue("bank-a", issuers["bank-a"])
     for expected_atc in (1, 2, 3):
         link = AppletLink(applet_for(profile, card_home))  # a fresh applet: a new insertion
         tap = run_payment(link, aids(), Checkout(amount=500),
-                          lambda _p: issuers["bank-a"].card_auth_public)
+                          lambda _p: card_auth_public(issuers["bank-a"]))
         assert tap.atc == expected_atc
-        emv.verify_card_arqc(bytes.fromhex(issuers["bank-a"].imk_ac), profile.pan, "00",
-                             tap.atc, tap.arqc_data, tap.arqc)
+        emv.verify_card_arqc(imk(issuers["bank-a"]), profile.pan, "00", tap.atc,
+                             tap.arqc_data, tap.arqc)
     assert CardState.for_profile(profile, card_home)["atc"] == 3
 
 

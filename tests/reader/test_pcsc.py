@@ -23,7 +23,7 @@ from reader_agent.dialogue import (
     run_payment,
 )
 from reader_agent.pcsc import Context, wait_present
-from tests.reader.conftest import aids
+from tests.reader.conftest import aids, card_auth_public, imk, issue
 
 pytestmark = pytest.mark.pcsc
 
@@ -62,7 +62,7 @@ def test_tap_payment_card_arqc_and_card_auth_verify(pcscd, make_card, issuers, p
     profile, _card = make_card(provider, pcscd[1])
     ctx = Context()
     issuer = issuers[provider]
-    link, tap = _pay(ctx, pcscd[1].name, issuer.card_auth_public, amount=4321)
+    link, tap = _pay(ctx, pcscd[1].name, card_auth_public(issuer), amount=4321)
     try:
         assert tap.provider == provider and tap.aid == profile.aid
         assert tap.pan == profile.pan and tap.masked_pan == profile.masked()
@@ -74,20 +74,20 @@ def test_tap_payment_card_arqc_and_card_auth_verify(pcscd, make_card, issuers, p
                              unpredictable_number=tap.unpredictable_number, atc=tap.atc,
                              aip=tap.aip)
         assert data == tap.arqc_data
-        sk = emv.verify_card_arqc(bytes.fromhex(issuer.imk_ac), tap.pan, tap.psn, tap.atc,
+        sk = emv.verify_card_arqc(imk(issuer), tap.pan, tap.psn, tap.atc,
                                   data, tap.arqc)
         done = complete_payment(link, tap, b"00", emv.generate_arpc_method1(sk, tap.arqc, b"00"))
         assert done.cid == 0x40 and done.issuer_authenticated
     finally:
         link.disconnect()
-    link2, tap2 = _pay(ctx, pcscd[1].name, issuer.card_auth_public)
+    link2, tap2 = _pay(ctx, pcscd[1].name, card_auth_public(issuer))
     link2.disconnect()
     assert tap2.atc == 2 and tap2.arqc != tap.arqc
 
 
 def test_wrong_arpc_gives_aac(pcscd, make_card, issuers):
     make_card("bank-a", pcscd[1])
-    link, tap = _pay(Context(), pcscd[1].name, issuers["bank-a"].card_auth_public)
+    link, tap = _pay(Context(), pcscd[1].name, card_auth_public(issuers["bank-a"]))
     try:
         done = complete_payment(link, tap, b"00", bytes(8))
     finally:
@@ -98,7 +98,7 @@ def test_wrong_arpc_gives_aac(pcscd, make_card, issuers):
 def test_card_from_unknown_issuer_fails_card_authentication(pcscd, make_card, issuers):
     make_card("bank-a", pcscd[1])
     with pytest.raises(CardAuthenticationError):
-        _pay(Context(), pcscd[1].name, issuers["bank-b"].card_auth_public)
+        _pay(Context(), pcscd[1].name, card_auth_public(issuers["bank-b"]))
 
 
 def test_transit_load_over_pcsc_persists_balance(pcscd, make_card, issuers, card_home):
@@ -141,7 +141,7 @@ def test_two_readers_two_cards_at_once(pcscd, make_card, issuers):
     def tap(reader: str, provider: str) -> None:
         ctx = Context()
         for _ in range(5):
-            link, t = _pay(ctx, reader, issuers[provider].card_auth_public)
+            link, t = _pay(ctx, reader, card_auth_public(issuers[provider]))
             link.disconnect()
             results[reader] = t
 
@@ -157,14 +157,12 @@ def test_two_readers_two_cards_at_once(pcscd, make_card, issuers):
 
 
 def test_card_removed_mid_dialogue(pcscd, make_card, issuers, card_home):
-    from reader_agent.cards.profile import issue_card
-
-    profile = issue_card("bank-a", issuer=issuers["bank-a"])
+    profile = issue("bank-a", issuers["bank-a"])
     inner = applet_for(profile, card_home)
     make_card("bank-a", pcscd[0], applet=HostileApplet("vanish", inner))
     ctx = Context()
     with pytest.raises(CardError, match=r"generate AC|removed"):
-        _pay(ctx, pcscd[0].name, issuers["bank-a"].card_auth_public)
+        _pay(ctx, pcscd[0].name, card_auth_public(issuers["bank-a"]))
 
 
 @pytest.mark.parametrize(("mode", "message"), [
@@ -175,4 +173,4 @@ def test_card_removed_mid_dialogue(pcscd, make_card, issuers, card_home):
 def test_hostile_card_gives_clear_card_error(pcscd, make_card, issuers, mode, message):
     make_card("bank-a", pcscd[2], applet=HostileApplet(mode))
     with pytest.raises(CardError, match=message):
-        _pay(Context(), pcscd[2].name, issuers["bank-a"].card_auth_public)
+        _pay(Context(), pcscd[2].name, card_auth_public(issuers["bank-a"]))
