@@ -1,0 +1,197 @@
+"""The per-record pass: decode, hygiene, seal, and the fact the cross-topic checks need.
+
+Pure (no Kafka): a chunk of records of one partition in, facts and findings out. The engine runs
+chunks in worker processes, so this module keeps no state but the key book it is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from cardbus.errors import CardBusError, CryptoError, DecodeError
+from schemas.base import Event, contains_clear_pan
+from streams import codec
+from streams.audit.keys import KeyBook, NotCheckable
+from streams.audit.model import DECODE, HYGIENE, SEAL, Fact, Finding, Record
+from streams.topics import NAMESPACE, STATIC_TOPICS, provider_requests_spec
+
+_PROVIDER_SUFFIX = re.compile(r"^provider\.([a-z0-9][a-z0-9\-]{0,31})\.requests$")
+_STATIC = {spec.name[len(NAMESPACE) + 1:]: spec for spec in STATIC_TOPICS}
+
+SENSITIVE_FIELDS = frozenset({
+    "pan", "clear_pan", "pin", "pin_value", "clear_pin", "cvv", "cvc", "cvv2", "track1",
+    "track2", "track_data", "private_key", "secret_key", "clear_key", "key_material",
+    "icc_master_key", "card_private_key", "kbpk", "storage_key"})
+"""Field names that must never appear in a payload (whatever their value)."""
+
+_OPAQUE = re.compile(r"^(?:[0-9A-F]{20,}|[0-9a-f]{20,})$")  # long hex: bytes, not text
+CRYPTOGRAM_FIELDS = frozenset({
+    "arqc", "arpc", "mac1", "mac2", "tac", "cdol_data", "pin_block", "unpredictable_number",
+    "atr", "prev_hash", "kcv", "value", "ct", "nonce", "epk", "key_block", "card_random",
+    "original_sha256", "card_certificate"})
+"""Fields holding cryptograms or ciphertext (hex/base64): random digits there are no PAN."""
+
+
+@lru_cache(maxsize=256)
+def topic_types(suffix: str) -> tuple[TypeAdapter[Any], frozenset[str]] | None:
+    """(union adapter, allowed type tags) of a topic by its name without the namespace."""
+    spec = _STATIC.get(suffix)
+    if spec is None:
+        match = _PROVIDER_SUFFIX.match(suffix)
+        if match is None:
+            return None
+        spec = provider_requests_spec(match.group(1))
+    return spec.adapter, frozenset(spec.value_types)
+
+
+def provider_of(suffix: str) -> str | None:
+    """The provider id of a provider request topic (``provider.<id>.requests``), else None."""
+    match = _PROVIDER_SUFFIX.match(suffix)
+    return match.group(1) if match else None
+
+
+def decode_record(rec: Record) -> tuple[Event, dict[str, Any]]:
+    """Decode a record with its topic's union (``DecodeError`` if it does not fit)."""
+    types = topic_types(rec.topic)
+    if types is None:
+        raise DecodeError(f"topic {rec.topic} is not in the catalogue")
+    adapter, allowed = types
+    event, raw = codec.decode_raw(adapter, rec.value)
+    if event.type not in allowed:
+        raise DecodeError(f"type: {event.type} does not belong on {rec.topic}", field="type")
+    return event, raw
+
+
+def canonical(event: Event, raw: dict[str, Any]) -> bytes:
+    """The bytes the seal covers: the event's canonical form as it was sealed (an upcast event
+    was sealed in its original version, so its original JSON)."""
+    if raw.get("schema_version") == event.schema_version:
+        return event.canonical_bytes()
+    import rfc8785
+
+    return rfc8785.dumps({k: v for k, v in raw.items() if k != "seal"})
+
+
+def hygiene(rec: Record, raw: dict[str, Any] | None) -> list[str]:
+    """Reasons this record exposes a clear PAN, PIN or key (payload, key, headers)."""
+    problems: list[str] = []
+    if rec.key and contains_clear_pan(rec.key.decode("utf-8", "replace")):
+        problems.append("record key holds a clear PAN")
+    for name, value in rec.headers:
+        if name.lower() in SENSITIVE_FIELDS:
+            problems.append(f"header {name!r} is a sensitive field")
+        if value and contains_clear_pan(value.decode("utf-8", "replace")):
+            problems.append(f"header {name!r} holds a clear PAN")
+    if raw is not None:
+        _walk(raw, "", problems)
+    elif rec.value and contains_clear_pan(rec.value.decode("utf-8", "replace")):
+        problems.append("undecodable payload holds a clear PAN")
+    return problems
+
+
+def _walk(node: Any, path: str, problems: list[str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else key
+            if key.lower() in SENSITIVE_FIELDS and value not in (None, ""):
+                problems.append(f"{here}: a field named {key!r} must never be on the bus")
+            if key not in CRYPTOGRAM_FIELDS:
+                _walk(value, here, problems)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _walk(value, f"{path}[{i}]", problems)
+    elif isinstance(node, str) and not _OPAQUE.match(node) and contains_clear_pan(node):
+        problems.append(f"{path}: holds a clear PAN")
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk of records gave."""
+
+    facts: list[Fact] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    checks: Counter[str] = field(default_factory=Counter)
+    not_checked: Counter[str] = field(default_factory=Counter)
+
+
+def scan(records: list[Record], book: KeyBook) -> ChunkResult:
+    """Decode, hygiene-check and seal-check ``records``; collect their facts."""
+    out = ChunkResult()
+    for rec in records:
+        def find(kind: str, reason: str, rec: Record = rec) -> None:
+            out.findings.append(Finding(kind, rec.topic, rec.partition, rec.offset, reason))
+
+        try:
+            event, raw = decode_record(rec)
+        except DecodeError as exc:
+            find(DECODE, exc.reason if hasattr(exc, "reason") else str(exc))
+            for problem in hygiene(rec, None):
+                find(HYGIENE, problem)
+            continue
+        for problem in hygiene(rec, raw):
+            find(HYGIENE, problem)
+        data = canonical(event, raw)
+        try:
+            kind = book.check(event, data)
+            out.checks[kind] += 1
+        except NotCheckable as exc:
+            out.not_checked[str(exc)] += 1
+        except CryptoError as exc:
+            find(SEAL, f"{event.type} {event.event_id}: {exc}")
+        except CardBusError as exc:  # a key store that cannot open a record, ...
+            find(SEAL, f"{event.type} {event.event_id}: {exc}")
+        out.facts.append(fact_of(rec, event, data))
+    return out
+
+
+def fact_of(rec: Record, event: Event, canonical_bytes: bytes) -> Fact:
+    """The fact of one decoded event."""
+    e: Any = event
+    d: dict[str, Any] = {}
+    t = event.type
+    if t in ("PaymentRequested", "AuthorizationRequested"):
+        d = {"terminal_id": e.terminal_id, "purpose": e.purpose, "pan_token": e.card.pan_token,
+             "atc": e.card.atc, "arqc": e.card.arqc, "amount": e.amount.amount,
+             "currency": e.amount.currency}
+        if t == "AuthorizationRequested":
+            d |= {"provider_id": e.provider_id, "request_event_id": e.request_event_id}
+    elif t == "AuthorizationDecided":
+        d = {"provider_id": e.provider_id, "request_event_id": e.request_event_id,
+             "chain_id": e.chain_id, "sequence": e.sequence, "prev_hash": e.prev_hash,
+             "hash": hashlib.sha256(canonical_bytes).hexdigest().upper(),
+             "approved": e.approved, "code": e.response_code, "amount": e.amount.amount,
+             "currency": e.amount.currency, "pan_token": e.pan_token}
+    elif t == "PaymentCompleted":
+        d = {"code": e.response_code, "approved": e.approved, "provider_id": e.provider_id,
+             "terminal_id": e.terminal_id}
+    elif t == "ReversalRequested":
+        d = {"provider_id": e.provider_id, "original_event_id": e.original_event_id,
+             "reason": e.reason}
+    elif t == "ReversalCompleted":
+        d = {"provider_id": e.provider_id, "original_event_id": e.original_event_id,
+             "reversed": e.reversed, "code": e.response_code}
+    elif t == "SettlementBatchClosed":
+        d = {"provider_id": e.provider_id, "batch_id": e.batch_id,
+             "first_sequence": e.first_sequence, "last_sequence": e.last_sequence,
+             "declined_count": e.declined_count,
+             "totals": {x.currency: (x.approved_count, x.approved_amount) for x in e.totals}}
+    elif t == "EventDeadLettered":
+        d = {"original_topic": e.original_topic, "original_partition": e.original_partition,
+             "original_offset": e.original_offset, "reason": e.reason,
+             "error_code": e.error_code}
+    elif t.startswith("TransitLoad"):
+        d = {"operator_id": e.operator_id,
+             "request_event_id": getattr(e, "request_event_id", e.event_id),
+             "confirmed": getattr(e, "confirmed", None)}
+    elif t in ("ProviderRegistered", "CardIssued", "SettlementCutoverRequested"):
+        d = {"provider_id": e.provider_id}
+    digest = hashlib.sha256(rec.value or b"").hexdigest()
+    return Fact(rec.topic, rec.partition, rec.offset, rec.timestamp_ms, t, event.event_id,
+                event.correlation_id, digest, d)
