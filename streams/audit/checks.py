@@ -253,6 +253,11 @@ def compare_rederived(replays: list[PartitionReplay], recorded: dict[tuple[str, 
     findings: list[Finding] = []
     matched = 0
     derived: set[tuple[str, str]] = set()
+    heads: dict[str, int] = {}
+    for f in recorded.values():
+        if f.type == "AuthorizationDecided":
+            cid = f.data["chain_id"]
+            heads[cid] = max(heads.get(cid, -1), f.data["sequence"])
     for rp in replays:
         topic = f"provider.{rp.provider_id}.requests"
         for out in rp.outputs:
@@ -260,7 +265,7 @@ def compare_rederived(replays: list[PartitionReplay], recorded: dict[tuple[str, 
             derived.add(key)
             f = recorded.get(key)
             if f is None:
-                late = window.overdue_ms(out.source_timestamp_ms)
+                late = window.overdue_ms(out.source_timestamp_ms) or _superseded(out, heads)
                 if late and _counts(out, window, in_range, topic, rp.partition):
                     findings.append(Finding(REDERIVE, topic, rp.partition, out.source_offset, (
                         f"the {out.type} {out.event_id} this request re-derives is not on "
@@ -282,6 +287,14 @@ def compare_rederived(replays: list[PartitionReplay], recorded: dict[tuple[str, 
                 f"{f.type} {event_id} is not the answer to any recorded request of "
                 f"{f.data.get('provider_id')} (forged, or its request was removed)")))
     return findings, matched
+
+
+def _superseded(out: Output, heads: dict[str, int]) -> bool:
+    """A missing decision whose chain has later decisions recorded: it was removed."""
+    if out.type != "AuthorizationDecided":
+        return False
+    d = json.loads(out.data)
+    return heads.get(d["chain_id"], -1) > d["sequence"]
 
 
 def _counts(out: Output, window: Window, in_range: set[tuple[str, int, int]] | None,

@@ -1,0 +1,47 @@
+"""A simulated CardBus trail (real parties, real decisions, no broker) shared by the tests."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from streams import codec
+from streams.audit.engine import AuditOptions, audit_records
+from streams.audit.keys import build_keybook
+from streams.audit.model import AuditReport, Record
+from streams.audit.simulate import Trail, simulate
+
+
+@pytest.fixture(scope="session")
+def trail_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Trail, Path]:
+    home = Path(tmp_path_factory.mktemp("audit-home"))
+    return simulate(home, 160, timeout_every=20, cutover_every=60), home
+
+
+def run(records: list[Record], home: Path, **kw: object) -> AuditReport:
+    opts = AuditOptions("cardbus", home=home, workers=int(kw.pop("workers", 1)),  # type: ignore[call-overload]
+                        **kw)  # type: ignore[arg-type]
+    return audit_records(records, opts, build_keybook(home, []))
+
+
+def replace(records: list[Record], old: Record, event: object | None = None,
+            value: bytes | None = None) -> list[Record]:
+    """The records with ``old`` rewritten (new event or raw value) or removed (neither)."""
+    out = []
+    for rec in records:
+        if rec is old:
+            if event is None and value is None:
+                continue
+            data = value if value is not None else codec.encode(event)  # type: ignore[arg-type]
+            rec = dataclasses.replace(rec, value=data)
+        out.append(rec)
+    return out
+
+
+def pick(records: list[Record], topic: str, type_: str, nth: int = 0) -> Record:
+    """The ``nth`` record of ``type_`` on ``topic`` (publish order)."""
+    found = [r for r in records if r.topic == topic and r.value and
+             f'"type":"{type_}"'.encode() in r.value]
+    return found[nth]
