@@ -120,10 +120,16 @@ class TerminalSession:
     # -- payments ---------------------------------------------------------------------------------
 
     def expect(self, correlation_id: str) -> asyncio.Future[Event]:
-        """A future for the next result about ``correlation_id``."""
+        """A future for the next result about ``correlation_id`` (a result that arrived while
+        nobody waited resolves it at once, oldest first)."""
         fut = self._waiting.get(correlation_id)
         if fut is None or fut.done():
-            fut = self._waiting[correlation_id] = asyncio.get_running_loop().create_future()
+            fut = asyncio.get_running_loop().create_future()
+            for i, ev in enumerate(self.unmatched):
+                if ev.correlation_id == correlation_id:
+                    fut.set_result(self.unmatched.pop(i))
+                    return fut
+            self._waiting[correlation_id] = fut
         return fut
 
     async def publish_tap(self, tapped: CardTapped) -> None:
