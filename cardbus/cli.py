@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cardbus.commands.topics",
     "cardbus.commands.setup",
     "cardbus.commands.worker",
+    "cardbus.commands.audit",
 )
 
 
