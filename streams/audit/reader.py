@@ -59,7 +59,9 @@ async def read_namespace(bootstrap: str, namespace: str, *, start_ms: int | None
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
     cap = Capture(group_id=group, partial=start_ms is not None)
     try:
-        names = sorted(await consumer.topics())
+        # fresh metadata (``topics()`` does not refresh what ``partitions_for_topic`` sees)
+        cluster = await consumer._client.fetch_all_metadata()
+        names = sorted(cluster.topics())
         prefix = namespace + "."
         wanted = [t for t in names if t.startswith(prefix)
                   and topic_types(t[len(prefix):]) is not None]
@@ -67,7 +69,7 @@ async def read_namespace(bootstrap: str, namespace: str, *, start_ms: int | None
         if changelog in names:
             wanted.append(changelog)
         tps = [TopicPartition(t, p) for t in wanted
-               for p in sorted(consumer.partitions_for_topic(t) or ())]
+               for p in sorted(cluster.partitions_for_topic(t) or ())]
         if not tps:
             return cap
         consumer.assign(tps)

@@ -193,6 +193,9 @@ def simulate(home: Path, payments: int, *, providers: tuple[str, ...] = ("bank-a
                 _ms(tick_at), partition=part)
             pending, out = platform.expire(pending, now=tick_at, hsm=world.platform)
             emit(out, _ms(tick_at))
+            clock = tick_at  # time moved on while the platform waited: logs stay in time order
+            next_tick = max(next_tick, _ms(tick_at) + 1)
+            ts = _ms(clock)
         for answer in answers:
             pending, out = platform.take_decision(answer, pending=pending,  # type: ignore[arg-type]
                                                   route=world.routes[pid], hsm=world.platform)

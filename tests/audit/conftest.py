@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from streams.audit.simulate import Trail, simulate
 @pytest.fixture(scope="session")
 def trail_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Trail, Path]:
     home = Path(tmp_path_factory.mktemp("audit-home"))
-    return simulate(home, 160, timeout_every=20, cutover_every=60), home
+    start = datetime.now(UTC) - timedelta(hours=2)  # the broker refuses future timestamps
+    return simulate(home, 160, timeout_every=20, cutover_every=60, start=start), home
 
 
 def run(records: list[Record], home: Path, **kw: object) -> AuditReport:
