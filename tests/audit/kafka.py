@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaProducer
@@ -27,11 +28,9 @@ async def publish_records(bootstrap: str, namespace: str, records: Iterable[Reco
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics([NewTopic(f"{namespace}.{t}", partitions_of(t), 1)
                                        for t in topics])
-        except TopicAlreadyExistsError:
-            pass
     finally:
         await admin.close()
     await asyncio.sleep(0.5)
