@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cardbus.crypto.hsm import PlatformHsm
+from cardbus.crypto.keys import KeyUsage
 from cardbus.crypto.keystore import StoredKey, b64d
 from cardbus.crypto.signing import MacSealer, Verifier
 from cardbus.errors import CardBusError, CryptoError, MacInvalid, SignatureInvalid
@@ -42,6 +43,7 @@ class KeyBook:
     home: Path | None = None
     notes: list[str] = field(default_factory=list)
     _verifiers: dict[str, Verifier] = field(default_factory=dict, repr=False)
+    _macs: dict[str, MacSealer] = field(default_factory=dict, repr=False)
 
     def learn(self, key_id: str, public_b64: str) -> None:
         """Add a public key (registration or enrollment)."""
@@ -79,12 +81,17 @@ class KeyBook:
             raise NotCheckable("terminal MACs: no platform key store")
         if not seal.key_id.startswith(f"tmk:{terminal_id}.v"):
             raise MacInvalid(f"seal key {seal.key_id} is not terminal {terminal_id}'s MAC key")
-        try:
-            self.platform.verify_terminal_mac(terminal_id, event)
-        except MacInvalid as exc:
-            if "unknown sealing key" in str(exc):
+        sealer = self._macs.get(seal.key_id)
+        if sealer is None:
+            key_name, _, version = seal.key_id.rpartition(".v")
+            try:
+                key = self.platform.keys.key(key_name, KeyUsage.MAC,
+                                             owner=f"terminal:{terminal_id}",
+                                             version=int(version))
+            except (CardBusError, ValueError):
                 raise NotCheckable("terminal MACs: key not in the platform key store") from None
-            raise
+            sealer = self._macs[seal.key_id] = MacSealer(seal.key_id, key)
+        sealer.verify_seal(seal, canonical)
         return "hmac"
 
     def _has_platform(self) -> bool:
@@ -129,8 +136,6 @@ def mac_sealer(book: KeyBook, key_id: str) -> MacSealer | None:  # pragma: no co
     """A MAC sealer for ``key_id`` from the platform key store (tests forge with it)."""
     if book.platform is None:
         return None
-    from cardbus.crypto.keys import KeyUsage
-
     key_name, _, version = key_id.rpartition(".v")
     return MacSealer(key_id, book.platform.keys.key(key_name, KeyUsage.MAC, version=int(version)))
 

@@ -7,12 +7,14 @@ chunks in worker processes, so this module keeps no state but the key book it is
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import rfc8785
 from pydantic import TypeAdapter
 
 from cardbus.errors import CardBusError, CryptoError, DecodeError
@@ -72,11 +74,26 @@ def decode_record(rec: Record) -> tuple[Event, dict[str, Any]]:
 def canonical(event: Event, raw: dict[str, Any]) -> bytes:
     """The bytes the seal covers: the event's canonical form as it was sealed (an upcast event
     was sealed in its original version, so its original JSON)."""
-    if raw.get("schema_version") == event.schema_version:
-        return event.canonical_bytes()
-    import rfc8785
+    if raw.get("schema_version") != event.schema_version:
+        return rfc8785.dumps({k: v for k, v in raw.items() if k != "seal"})
+    data = event.model_dump(mode="json", exclude={"seal"})
+    if _has_floats(type(event)):
+        return rfc8785.dumps(data)
+    return fast_canonical(data)
 
-    return rfc8785.dumps({k: v for k, v in raw.items() if k != "seal"})
+
+def fast_canonical(data: dict[str, Any]) -> bytes:
+    """RFC 8785 bytes of float-free JSON with ASCII keys: sorted compact ``json.dumps`` gives
+    exactly the RFC 8785 form there (same string escapes, same key order), ~10x faster than
+    the pure-Python ``rfc8785``. CardBus events carry no floats (money is integer minor units);
+    ``_has_floats`` sends any model that could to ``rfc8785``."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+@lru_cache(maxsize=128)
+def _has_floats(model: type[Event]) -> bool:
+    return '"number"' in json.dumps(model.model_json_schema())
 
 
 def hygiene(rec: Record, raw: dict[str, Any] | None) -> list[str]:
@@ -89,8 +106,10 @@ def hygiene(rec: Record, raw: dict[str, Any] | None) -> list[str]:
             problems.append(f"header {name!r} is a sensitive field")
         if value and contains_clear_pan(value.decode("utf-8", "replace")):
             problems.append(f"header {name!r} holds a clear PAN")
-    if raw is not None:
-        _walk(raw, "", problems)
+    if raw is not None and rec.value is not None and (
+            _SENSITIVE_KEY.search(rec.value)
+            or contains_clear_pan(rec.value.decode("utf-8", "replace"))):
+        _walk(raw, "", problems)  # something may be there: find which field, if any
     elif rec.value and contains_clear_pan(rec.value.decode("utf-8", "replace")):
         problems.append("undecodable payload holds a clear PAN")
     return problems
@@ -109,6 +128,11 @@ def _walk(node: Any, path: str, problems: list[str]) -> None:
             _walk(value, f"{path}[{i}]", problems)
     elif isinstance(node, str) and not _OPAQUE.match(node) and contains_clear_pan(node):
         problems.append(f"{path}: holds a clear PAN")
+
+
+_SENSITIVE_KEY = re.compile(rb"\"(?:" + b"|".join(
+    re.escape(n.encode()) for n in sorted(SENSITIVE_FIELDS)) + rb")\"\s*:", re.IGNORECASE)
+"""A sensitive field name used as a key somewhere in the bytes: worth a full walk."""
 
 
 @dataclass
