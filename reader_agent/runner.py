@@ -5,14 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 from cardbus import vault
 from cardbus.errors import ConfigError
 from cardbus.logs import get_logger
-from reader_agent.agent import ReaderAgent, TapOutcome, card_aids, interactive_pin, scripted_pins
+from reader_agent.agent import (
+    CURRENCY_NUMERIC,
+    ReaderAgent,
+    TapOutcome,
+    card_aids,
+    interactive_pin,
+    scripted_pins,
+)
 from reader_agent.publisher import default_bootstrap
 from reader_agent.session import TerminalSession
 from reader_agent.terminal import Terminal
+from reader_agent.topup import AppliedLoads, TopupResult, TransitTarget, topup
 from reader_agent.watcher import ReaderWatcher
 from schemas.payments import PaymentCompleted
 
@@ -118,3 +127,52 @@ async def run_reader(*, terminal_id: str | None, amount: int | None, currency: s
                 with contextlib.suppress(BaseException):
                     await task
     return 0
+
+
+async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_reader: int,
+                    operator: str, terminal_id: str | None, pin: str | None,
+                    bootstrap: str | None, timeout: float = 30.0) -> TopupResult:
+    """``cardbus topup``: bank card in one reader pays, the e-purse in another is loaded."""
+    from agents.providers.base import adapter_for
+    from reader_agent.dialogue import Checkout, run_payment
+    from reader_agent.pcsc import CardLink, Context, wait_present
+    from reader_agent.pcscd import reader_for
+    from schemas.base import Money
+
+    terminal = open_terminal(terminal_id)
+    op = adapter_for(operator)
+    if op.kind != "transit":
+        raise ConfigError(f"{operator} is not a transit operator")
+    bank, purse = reader_for(bank_reader).name, reader_for(transit_reader).name
+    money = Money(amount=amount, currency=currency)
+
+    def bank_tap() -> tuple[Any, CardLink]:
+        ctx = Context()
+        wait_present(ctx, bank, timeout=10)
+        link = ctx.connect(bank)
+        try:
+            return run_payment(link, card_aids(terminal),
+                               Checkout(amount=amount,
+                                        currency_numeric=CURRENCY_NUMERIC.get(currency, 156)),
+                               terminal.card_auth_public), link
+        except BaseException:
+            link.disconnect()
+            raise
+
+    def open_purse() -> CardLink:
+        ctx = Context()
+        wait_present(ctx, purse, timeout=10)
+        return ctx.connect(purse)
+
+    target = TransitTarget(operator, op.aid, open_purse, lambda link: link.disconnect())
+    applied = AppliedLoads(terminal.store.path.parent / "applied-loads.json"
+                           if terminal.store is not None else None)
+    async with TerminalSession(terminal, bootstrap or default_bootstrap()) as session:
+        tap, link = await asyncio.to_thread(bank_tap)
+        try:
+            the_pin = pin if pin is not None else await asyncio.to_thread(interactive_pin,
+                                                                         tap.masked_pan)
+            return await topup(session, tap, money, target, pin=the_pin, applied=applied,
+                               bank_link=link, timeout=timeout)
+        finally:
+            await asyncio.to_thread(link.disconnect)

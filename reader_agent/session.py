@@ -71,7 +71,12 @@ class TerminalSession:
 
     async def start(self) -> TerminalSession:
         await self.publisher.start()
-        self._results = await _reader(self.bootstrap, TERMINAL_RESULTS.name, from_start=False)
+        try:
+            self._results = await _reader(self.bootstrap, TERMINAL_RESULTS.name,
+                                          from_start=False)
+        except BaseException:
+            await self.publisher.producer.stop()
+            raise
         self._task = asyncio.create_task(self._read_results())
         return self
 

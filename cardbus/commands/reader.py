@@ -37,6 +37,19 @@ def register(sub: Any) -> None:
     p.add_argument("--once", action="store_true", help="exit after the first card")
     p.set_defaults(func=_reader)
 
+    t = sub.add_parser("topup", help="top up a transit card, paid by a bank card (PC/SC)")
+    t.add_argument("--amount", type=int, required=True, help="amount in minor units")
+    t.add_argument("--currency", default="CNY")
+    t.add_argument("--bank-reader", type=int, default=0, help="virtual reader of the bank card")
+    t.add_argument("--transit-reader", type=int, default=1,
+                   help="virtual reader of the transit card")
+    t.add_argument("--operator", default="transit", help="transit operator (provider id)")
+    t.add_argument("--terminal-id", default=None)
+    t.add_argument("--pin", default=None, help="scripted PIN (demo/tests); default: ask")
+    t.add_argument("--bootstrap", default=None)
+    t.add_argument("--timeout", type=float, default=30.0)
+    t.set_defaults(func=_topup)
+
     term = _sub(sub, "terminal", "this terminal's key store")
     e = term.add_parser("enroll", help="create the terminal's key store, enroll it with the "
                                        "platform and wait for its keys")
@@ -91,3 +104,15 @@ def _reader(args: argparse.Namespace) -> int:
     return asyncio.run(run_reader(terminal_id=args.terminal_id, amount=args.amount,
                                   currency=args.currency, pin=args.pin,
                                   bootstrap=args.bootstrap, once=args.once))
+
+
+def _topup(args: argparse.Namespace) -> int:
+    from reader_agent.runner import run_topup
+
+    res = asyncio.run(run_topup(
+        amount=args.amount, currency=args.currency, bank_reader=args.bank_reader,
+        transit_reader=args.transit_reader, operator=args.operator,
+        terminal_id=args.terminal_id, pin=args.pin, bootstrap=args.bootstrap,
+        timeout=args.timeout))
+    print(res.summary())
+    return 0 if res.outcome == "loaded" else 1
