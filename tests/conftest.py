@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,43 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     """A prefix unique to this test, for topic and consumer-group names."""
     base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:40]
     return f"t-{base}-{uuid.uuid4().hex[:8]}"
+
+
+# -- one running CardBus per session (tests/integration and tests/reader share it) ----------
+
+SYSTEM_PROVIDERS = ["bank-a", "bank-b", "bank-c", "transit"]
+
+
+@pytest.fixture(scope="session")
+def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Any]:
+    """Key setup, topics, the platform worker and the bank-a and bank-b workers (other
+    providers, such as ``transit``, are set up and started on demand)."""
+    from cardbus import local
+    from streams.admin import ensure_topics_sync
+    from streams.topics import TopicSettings, catalogue
+    from tests.integration.system import System
+
+    home = Path(tmp_path_factory.mktemp("cardbus-home"))
+    env = {**os.environ, "CARDBUS_HOME": str(home), "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "PYTHONUNBUFFERED": "1"}
+    old_home = os.environ.get("CARDBUS_HOME")
+    os.environ["CARDBUS_HOME"] = str(home)
+    local.setup(home, SYSTEM_PROVIDERS)
+    report = ensure_topics_sync(kafka_bootstrap, list(catalogue(SYSTEM_PROVIDERS)),
+                                TopicSettings())
+    assert report is not None
+    sys_ = System(kafka_bootstrap, home, env)
+    sys_.worker("platform", "platform", "--timeout", "4")
+    sys_.start_provider("bank-a")
+    sys_.start_provider("bank-b")
+    try:
+        yield sys_
+    finally:
+        sys_.stop_all()
+        if old_home is None:
+            os.environ.pop("CARDBUS_HOME", None)
+        else:
+            os.environ["CARDBUS_HOME"] = old_home
+
+

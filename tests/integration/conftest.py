@@ -1,46 +1,17 @@
-"""One CardBus per test session: key setup, topics, platform and bank workers."""
+"""Software terminals on the session's CardBus (the ``system`` fixture is in tests/conftest.py,
+shared with tests/reader)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
-from cardbus import local
 from reader_agent.session import TerminalSession
-from streams.admin import ensure_topics_sync
-from streams.topics import TopicSettings, catalogue
 from tests.integration.system import System, Till, software_terminal
 
-PROVIDERS = ["bank-a", "bank-b", "bank-c"]
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
-
-
-@pytest.fixture(scope="session")
-def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    home = Path(tmp_path_factory.mktemp("cardbus-home"))
-    env = {**os.environ, "CARDBUS_HOME": str(home), "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "PYTHONUNBUFFERED": "1"}
-    old_home = os.environ.get("CARDBUS_HOME")
-    os.environ["CARDBUS_HOME"] = str(home)
-    local.setup(home, PROVIDERS)
-    report = ensure_topics_sync(kafka_bootstrap, list(catalogue(PROVIDERS)), TopicSettings())
-    assert report is not None
-    sys_ = System(kafka_bootstrap, home, env)
-    sys_.worker("platform", "platform", "--timeout", "4")
-    sys_.start_provider("bank-a")
-    sys_.start_provider("bank-b")
-    try:
-        yield sys_
-    finally:
-        sys_.stop_all()
-        if old_home is None:
-            os.environ.pop("CARDBUS_HOME", None)
-        else:
-            os.environ["CARDBUS_HOME"] = old_home
 
 
 @pytest.fixture

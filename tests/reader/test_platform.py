@@ -1,0 +1,156 @@
+"""The PC/SC reader agent against the real platform: real pcscd + vpcd cards, the real broker,
+the platform and provider workers (``system`` fixture, tests/conftest.py).
+
+A terminal enrolls on the bus, a virtual card issued by bank-a is tapped in a vpcd reader, the
+bank approves, and the card accepts the issuer's ARPC (TC). The transit top-up runs the same
+``reader_agent.topup`` as the software terminals, over PC/SC: bank card in one reader, e-purse
+in another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.providers.base import adapter_for
+from cardbus import local
+from cardbus.response_codes import APPROVED
+from reader_agent.agent import Armed, ReaderAgent, card_aids, scripted_pins
+from reader_agent.cards import applet_for
+from reader_agent.cards.profile import CardProfile, CardState
+from reader_agent.cards.vpcd import VirtualCard
+from reader_agent.dialogue import Checkout, run_payment
+from reader_agent.pcsc import CardLink, Context, wait_present
+from reader_agent.pcscd import VirtualReader
+from reader_agent.session import TerminalSession
+from reader_agent.terminal import Terminal
+from reader_agent.topup import AppliedLoads, TransitTarget, topup
+from schemas.base import Money
+from schemas.payments import PaymentCompleted
+
+pytestmark = [pytest.mark.pcsc, pytest.mark.broker, pytest.mark.slow]
+
+
+@pytest.fixture
+async def session(system: Any) -> AsyncIterator[TerminalSession]:
+    for provider in ("bank-a", "bank-b"):  # a busy machine starts workers slowly
+        await _ready(system, provider)
+    terminal = Terminal.create(f"R{uuid.uuid4().hex[:7].upper()}", home=system.home)
+    sess = TerminalSession(terminal, system.bootstrap)
+    await sess.start()
+    try:
+        await sess.enroll(timeout=90, providers=2)
+    except Exception:
+        await sess.stop()
+        print(system.logs())
+        raise
+    try:
+        yield sess
+    finally:
+        await sess.stop()
+
+
+def _insert(profile: CardProfile, reader: VirtualReader, home: Path) -> VirtualCard:
+    card = VirtualCard(applet_for(profile, home), reader.port)
+    card.insert()
+    wait_present(Context(), reader.name)
+    return card
+
+
+def _remove(card: VirtualCard, reader: VirtualReader) -> None:
+    card.remove()
+    wait_present(Context(), reader.name, present=False)
+
+
+async def test_tap_on_vpcd_reader_is_approved_and_card_accepts_arpc(
+        system: Any, session: TerminalSession, pcscd: list[VirtualReader],
+        card_home: Path) -> None:
+    issued = await system.issue("bank-a", balance=50_000)
+    reader = pcscd[0]
+    card = await asyncio.to_thread(_insert, issued.profile, reader, card_home)
+    try:
+        terminal = session.terminal
+        agent = ReaderAgent(terminal, session, aids=card_aids(terminal),
+                            pin_source=scripted_pins("1234"))
+        out = await agent.handle_card(reader.name, card.applet.atr,
+                                      Armed(1_234, "CNY", terminal.merchant))
+        assert out.error is None and out.answer is not None, out.error
+        done = await asyncio.wait_for(out.answer, 30)
+        assert isinstance(done, PaymentCompleted)
+        assert done.response_code == APPROVED and done.approved, system.logs()
+        assert done.provider_id == "bank-a" and done.masked_pan == issued.card.masked_pan
+        assert await agent.complete(done) == "approved, card accepted (TC)"
+    finally:
+        await asyncio.to_thread(_remove, card, reader)
+
+
+async def _log_says(system: Any, worker: str, *needles: str, timeout: float = 120) -> None:
+    """Wait until one line of ``worker``'s log holds every needle."""
+    log = system.workers[worker].log
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if any(all(n in line for n in needles) for line in text.splitlines()):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{worker} never logged {needles}\n{system.logs()}")
+
+
+async def _ready(system: Any, provider: str) -> None:
+    """``provider``'s worker is running and the platform routes to it."""
+    if provider not in system.workers:
+        system.start_provider(provider)
+    await _log_says(system, provider, "Worker ready")
+    await _log_says(system, "platform", f'"provider": "{provider}"', "provider keys stored")
+
+
+def _transit_card(system: Any, balance: int) -> CardProfile:
+    adapter = adapter_for("transit")
+    return adapter.issue_transit_card(  # type: ignore[attr-defined,no-any-return]
+        local.provider_hsm("transit", system.home), balance=balance)
+
+
+def _pcsc_target(reader: VirtualReader, aid: str) -> TransitTarget:
+    def open_link() -> CardLink:
+        return Context().connect(reader.name)
+
+    return TransitTarget("transit", aid, open_link, lambda link: link.disconnect())
+
+
+async def _bank_tap(session: TerminalSession, reader: VirtualReader, amount: int
+                    ) -> tuple[Any, CardLink]:
+    def run() -> tuple[Any, CardLink]:
+        link = Context().connect(reader.name)
+        return run_payment(link, card_aids(session.terminal), Checkout(amount=amount),
+                           session.terminal.card_auth_public), link
+
+    return await asyncio.to_thread(run)
+
+
+async def test_transit_topup_over_pcsc(system: Any, session: TerminalSession,
+                                       pcscd: list[VirtualReader], card_home: Path) -> None:
+    await _ready(system, "transit")
+    bank = await system.issue("bank-b", balance=80_000)
+    purse = _transit_card(system, balance=300)
+    bank_card = await asyncio.to_thread(_insert, bank.profile, pcscd[0], card_home)
+    transit_card = await asyncio.to_thread(_insert, purse, pcscd[1], card_home)
+    try:
+        tap, link = await _bank_tap(session, pcscd[0], 2_000)
+        try:
+            res = await topup(session, tap, Money(amount=2_000, currency="CNY"),
+                              _pcsc_target(pcscd[1], purse.aid), pin="1234",
+                              applied=AppliedLoads(), bank_link=link, timeout=60)
+        finally:
+            await asyncio.to_thread(link.disconnect)
+        assert res.outcome == "loaded", f"{res.summary()}\n{system.logs()}"
+        assert res.balance_before == 300 and res.balance_after == 2_300
+        assert CardState.for_profile(purse, card_home)["balance"] == 2_300
+    finally:
+        await asyncio.to_thread(_remove, bank_card, pcscd[0])
+        await asyncio.to_thread(_remove, transit_card, pcscd[1])
