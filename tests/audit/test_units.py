@@ -1,0 +1,72 @@
+"""Small pure pieces of the audit: the fast canonical form, hygiene, chains, the bench."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.audit import checks
+from streams.audit.model import CHAIN, Fact, Record
+from streams.audit.scan import fast_canonical, hygiene
+
+_keys = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=12)
+_scalars = (st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1)
+            | st.text(max_size=30))
+_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(_keys, inner, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _json, max_size=6))
+def test_fast_canonical_is_rfc8785_for_float_free_json(data: dict[str, Any]) -> None:
+    assert fast_canonical(data) == rfc8785.dumps(data)
+
+
+def _rec(value: dict[str, Any], headers: tuple[tuple[str, bytes], ...] = ()) -> Record:
+    return Record("taps", 0, 5, 0, b"T-1", json.dumps(value).encode(), headers)
+
+
+def test_hygiene_names_the_field() -> None:
+    assert hygiene(_rec(v := {"merchant": {"name": "x 4111111111111111"}}), v) == [
+        "merchant.name: holds a clear PAN"]
+    assert hygiene(_rec(v := {"card": {"pin": "1234"}}), v) == [
+        "card.pin: a field named 'pin' must never be on the bus"]
+    assert hygiene(_rec(v := {"arqc": "4111111111111111", "id": "4111111111111112"}), v) == []
+    assert hygiene(_rec({}, (("x-pan", b"4111111111111111"),)), {}) == [
+        "header 'x-pan' holds a clear PAN"]
+
+
+def _decision(offset: int, seq: int, prev: str, own: str) -> Fact:
+    return Fact("provider-results", 0, offset, 0, "AuthorizationDecided", f"e{offset}", "c", "d",
+                {"provider_id": "bank-a", "chain_id": "bank-a.p0", "sequence": seq,
+                 "prev_hash": prev, "hash": own})
+
+
+def test_chain_rules() -> None:
+    g = "0" * 64
+    good = [_decision(0, 0, g, "A"), _decision(1, 1, "A", "B"), _decision(2, 2, "B", "C")]
+    window = checks.Window(0, 0)
+    assert checks.check_chains(good, window) == ([], 1)
+    swapped = [good[0], good[2], good[1]]
+    found, _ = checks.check_chains(swapped, window)
+    assert [(f.kind, f.offset) for f in found] == [(CHAIN, 2), (CHAIN, 1)]
+    altered = [good[0], _decision(1, 1, "A", "X"), good[2]]
+    found, _ = checks.check_chains(altered, window)
+    assert [f.offset for f in found] == [2] and "prev_hash" in found[0].reason
+    # a range that starts mid-chain anchors on its first decision
+    assert checks.check_chains(good[1:], checks.Window(0, 0, partial=True))[0] == []
+    assert checks.check_chains(good[1:], window)[0][0].offset == 1
+
+
+def test_bench_reports_rates(tmp_path: Any) -> None:
+    from streams.audit.bench import run
+
+    result = run(800, workers=2, cache=tmp_path)
+    assert result["ok"] and result["events"] >= 800
+    assert result["events_per_s"] > 0 and result["ed25519_verify_per_s_pool"] > 0
+    assert result["signed_events"] + result["mac_events"] + result["unsealed_events"] == \
+        result["events"]
