@@ -263,20 +263,20 @@ def compare_rederived(replays: list[PartitionReplay], recorded: dict[tuple[str, 
         for out in rp.outputs:
             key = (out.topic, out.event_id)
             derived.add(key)
-            f = recorded.get(key)
-            if f is None:
+            found = recorded.get(key)
+            if found is None:
                 late = window.overdue_ms(out.source_timestamp_ms) or _superseded(out, heads)
                 if late and _counts(out, window, in_range, topic, rp.partition):
                     findings.append(Finding(REDERIVE, topic, rp.partition, out.source_offset, (
                         f"the {out.type} {out.event_id} this request re-derives is not on "
                         f"{out.topic} (removed?)")))
                 continue
-            if f.digest == out.digest:
+            if found.digest == out.digest:
                 matched += 1
                 continue
-            recorded_bytes = raw.get(f.where())
-            findings.append(_at(f, REDERIVE, (
-                f"recorded {f.type} {f.event_id} differs from the re-derived one: "
+            recorded_bytes = raw.get(found.where())
+            findings.append(_at(found, REDERIVE, (
+                f"recorded {found.type} {found.event_id} differs from the re-derived one: "
                 f"{_diff(recorded_bytes, out.data)}")))
     for (topic, event_id), f in recorded.items():
         if (topic, event_id) in derived or f.type not in (
@@ -294,7 +294,7 @@ def _superseded(out: Output, heads: dict[str, int]) -> bool:
     if out.type != "AuthorizationDecided":
         return False
     d = json.loads(out.data)
-    return heads.get(d["chain_id"], -1) > d["sequence"]
+    return bool(heads.get(d["chain_id"], -1) > d["sequence"])
 
 
 def _counts(out: Output, window: Window, in_range: set[tuple[str, int, int]] | None,

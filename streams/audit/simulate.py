@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from agents.platform import decide as platform
 from agents.providers.base import IssuedCard, adapter_for, card_issued_event
@@ -39,7 +39,7 @@ MERCHANT = Merchant(merchant_id="M-0001", name="CardBus Demo Shop", mcc="5999")
 
 def partition_for(key: str, partitions: int) -> int:
     """Kafka's default partitioner (murmur2 of the key bytes)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return int((murmur2(key.encode()) & 0x7FFFFFFF) % partitions)
 
 
 @dataclass

@@ -20,7 +20,7 @@ _json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
                      | st.dictionaries(_keys, inner, max_size=4), max_leaves=20)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.dictionaries(_keys, _json, max_size=6))
 def test_fast_canonical_is_rfc8785_for_float_free_json(data: dict[str, Any]) -> None:
     assert fast_canonical(data) == rfc8785.dumps(data)
