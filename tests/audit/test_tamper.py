@@ -160,3 +160,30 @@ def test_without_key_stores_reports_what_was_not_checked(trail_home: Trailed,
     assert report.checks["ed25519"] > 0  # providers' and terminals' public keys are on the bus
     assert any("no platform key store" in reason for reason in report.not_checked)
     assert any("not re-derived" in note for note in report.notes)
+
+
+def test_dead_lettered_input_is_listed_not_failed(trail_home: Trailed) -> None:
+    """Junk the platform set aside (with its dead letter) is listed; junk nobody set aside
+    is a finding."""
+    from datetime import UTC, datetime
+
+    from schemas.deadletters import EventDeadLettered, original_fields
+
+    trail, home = trail_home
+    last = max(r.offset for r in trail.records if (r.topic, r.partition) == (
+        "payment-requests", 0))
+    junk = Record("payment-requests", 0, last + 1, trail.records[-1].timestamp_ms, b"x",
+                  b'{"type":"PaymentRequested","schema_version":2}')
+    letter = EventDeadLettered(
+        event_id="d" * 32, correlation_id="cardbus.payment-requests:0",
+        occurred_at=datetime.now(UTC), producer="platform", reason="PaymentRequested: bad",
+        error_code="decode", original_topic="cardbus.payment-requests", original_partition=0,
+        original_offset=junk.offset, **original_fields(junk.value or b"", junk.key))
+    dl = Record("dead-letters", 0, 0, junk.timestamp_ms, b"cardbus.payment-requests",
+                codec.encode(letter))
+    alone = run([*trail.records, junk], home)
+    assert [(f.kind, f.offset) for f in alone.findings] == [("decode", junk.offset)]
+    listed = run([*trail.records, junk, dl], home)
+    assert listed.ok, listed.findings
+    assert [(d.original, d.error_code) for d in listed.dead_letters] == [
+        (f"payment-requests/0@{junk.offset}", "decode")]
