@@ -100,6 +100,7 @@ def audit_records(records: Iterable[Record], options: AuditOptions, book: KeyBoo
             scan_tasks.append((topic, partition, start, min(start + CHUNK, len(recs))))
     replay_tasks, replay_notes = _replay_plan(by_tp, options, report)
     report.notes += replay_notes
+    book.deferred = frozenset(t for t, _p in replay_tasks)
     workers = options.workers or os.cpu_count() or 1
     say(f"verifying {report.events_read} events in {len(scan_tasks)} chunks, {workers} "
         f"process(es)")
@@ -226,8 +227,19 @@ def _cross_checks(facts: list[Fact], replays: list[PartitionReplay],
         report.checks["re-derived outputs matching byte for byte"] = matched
         report.ledger = _ledger(replays)
         for rp in replays:
+            report.checks["ed25519"] += rp.verified
+            topic = f"provider.{rp.provider_id}.requests"
+            report.findings += [Finding(SEAL, topic, rp.partition, offset, reason)
+                                for offset, reason in rp.seal_failures
+                                if (topic, rp.partition, offset) not in dead
+                                and (not options.partial or offset >= _first_in_range(
+                                    by_tp[(topic, rp.partition)]))]
             for kind, n in rp.skipped.items():
                 report.not_checked[f"{kind} not re-derived (no handler in the provider app)"] += n
+
+
+def _first_in_range(records: list[Record]) -> int:
+    return next((r.offset for r in records if r.in_range), 1 << 62)
 
 
 def _ledger(replays: list[PartitionReplay]) -> dict[str, Any]:

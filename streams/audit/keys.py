@@ -44,6 +44,7 @@ class KeyBook:
     notes: list[str] = field(default_factory=list)
     _verifiers: dict[str, Verifier] = field(default_factory=dict, repr=False)
     _macs: dict[str, MacSealer] = field(default_factory=dict, repr=False)
+    deferred: frozenset[str] = frozenset()  # topics whose platform requests the replay checks
 
     def learn(self, key_id: str, public_b64: str) -> None:
         """Add a public key (registration or enrollment)."""

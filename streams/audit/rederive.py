@@ -56,9 +56,11 @@ class ProviderReplayer:
     batch: OpenBatch = field(default_factory=OpenBatch)
     skipped: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
+    verified: int = 0  # platform signatures checked on the way (the scan leaves them to us)
+    seal_failures: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.crypto = HsmIssuer(self.hsm, self.platform)
+        self.crypto = _CountingIssuer(self.hsm, self.platform, self)
         pid = self.adapter.provider_id
         self.chain = self.chain or ChainHead(chain_id=f"{pid}.p{self.partition}")
 
@@ -88,7 +90,7 @@ class ProviderReplayer:
                 self.processed[ev.event_id] = result.decision
             return [("provider-results", result.decision)]
         if isinstance(ev, ReversalRequested):
-            verify_event(ev, lambda kid: self.platform if kid == self.platform.key_id else None)
+            self.crypto.verify_platform(ev)
             rev = self.adapter.reverse(ev, account=self.accounts.get(ev.pan_token),
                                        batch=self.batch,
                                        decision=self.processed.get(ev.original_event_id),
@@ -130,6 +132,22 @@ class ProviderReplayer:
         }
 
 
+class _CountingIssuer(HsmIssuer):
+    """``HsmIssuer`` that counts platform-signature checks and keeps their failures."""
+
+    def __init__(self, hsm: ProviderHsm, platform: Verifier, owner: ProviderReplayer) -> None:
+        super().__init__(hsm, platform)
+        self.owner = owner
+
+    def verify_platform(self, event: Event) -> None:
+        try:
+            super().verify_platform(event)
+        except CardBusError as exc:
+            self.owner.seal_failures.append(f"{event.type} {event.event_id}: {exc}")
+            raise
+        self.owner.verified += 1
+
+
 def digest(event: Event) -> str:
     """SHA-256 hex of an event's encoded bytes (what the provider app publishes)."""
     return hashlib.sha256(codec.encode(event)).hexdigest()
@@ -145,7 +163,8 @@ class PartitionReplay:
     ledger: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
-    error: str | None = None
+    verified: int = 0
+    seal_failures: list[tuple[int, str]] = field(default_factory=list)
 
 
 def replay_partition(adapter: ProviderAdapter, hsm: ProviderHsm, platform: Verifier,
@@ -161,13 +180,17 @@ def replay_partition(adapter: ProviderAdapter, hsm: ProviderHsm, platform: Verif
         except CardBusError:
             replayer.rejected += 1
             continue
-        for topic, out in replayer.apply(ev):
+        failures = len(replayer.seal_failures)
+        outputs = replayer.apply(ev)
+        result.seal_failures += [(rec.offset, r) for r in replayer.seal_failures[failures:]]
+        for topic, out in outputs:
             data = codec.encode(out)
             result.outputs.append(Output(topic, out.type, out.event_id, data,
                                          hashlib.sha256(data).hexdigest(), rec.offset,
                                          rec.timestamp_ms))
     result.ledger = replayer.ledger()
     result.skipped, result.rejected = replayer.skipped, replayer.rejected
+    result.verified = replayer.verified
     return result
 
 

@@ -187,3 +187,18 @@ def test_dead_lettered_input_is_listed_not_failed(trail_home: Trailed) -> None:
     assert listed.ok, listed.findings
     assert [(d.original, d.error_code) for d in listed.dead_letters] == [
         (f"payment-requests/0@{junk.offset}", "decode")]
+
+
+def test_forged_platform_request_is_caught_by_the_replay(trail_home: Trailed) -> None:
+    """A provider request signed by a key that is not the platform's (the re-derivation checks
+    these signatures, as the provider does; the scan leaves them to it)."""
+    from schemas.payments import AuthorizationRequested
+
+    trail, home = trail_home
+    rec = pick(trail.records, "provider.bank-a.requests", "AuthorizationRequested", 5)
+    ev = codec.decode(None, rec.value)
+    assert isinstance(ev, AuthorizationRequested)
+    forged = seal_event(ev, Signer.generate(ev.seal.key_id))  # type: ignore[union-attr]
+    report = run(replace(trail.records, rec, forged), home)
+    assert SEAL in kinds_at(report, rec)
+    assert report.checks["deferred to the re-derivation"] > 0
