@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cardbus.commands.setup",
     "cardbus.commands.worker",
     "cardbus.commands.audit",
+    "cardbus.commands.settle",
 )
 
 

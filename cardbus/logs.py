@@ -71,9 +71,11 @@ def mask_pans(text: str) -> str:
     return _PAN_RUN.sub(_mask, text)
 
 
-def _clean(value: Any) -> Any:
+def _clean(value: Any, *, identifier: bool = False) -> Any:
     if isinstance(value, str):
-        return _HEX_RUN.sub(REDACTED, mask_pans(value))
+        # ids (payment ids, event ids) are long hex by design; elsewhere a long hex run looks
+        # like key material or a PIN block
+        return mask_pans(value) if identifier else _HEX_RUN.sub(REDACTED, mask_pans(value))
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(value)} bytes>"
     if isinstance(value, Mapping):
@@ -85,19 +87,24 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _is_identifier(key: str) -> bool:
+    lowered = key.lower()
+    return lowered == "id" or lowered.endswith(("_id", "_ids"))
+
+
 def redact(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: mask PANs, drop PIN blocks, PINs and key material."""
     for key in list(event_dict):
-        if key in ("event", "level", "timestamp", "logger", "correlation_id"):
+        if key in ("event", "level", "timestamp", "logger"):
             if isinstance(event_dict[key], str):
                 event_dict[key] = _clean(event_dict[key])
             continue
         if is_secret_key(key):
             event_dict[key] = REDACTED
         else:
-            event_dict[key] = _clean(event_dict[key])
+            event_dict[key] = _clean(event_dict[key], identifier=_is_identifier(key))
     return event_dict
 
 

@@ -238,7 +238,45 @@ def topic_spec(name: str) -> TopicSpec:
     raise ConfigError(f"unknown topic {name!r}: not in the catalogue (streams/topics.py)")
 
 
-def catalogue(providers: Iterable[str] = ()) -> tuple[TopicSpec, ...]:
-    """Every static topic plus the request topic of each provider in ``providers``."""
+# Faust tables (name -> partitions: a table's changelog must have its source topics' count)
+PLATFORM_TABLES: dict[str, int] = {
+    "routes": PROVIDER_REGISTRATIONS.partitions, "parked-keys": PROVIDER_KEYS.partitions,
+    "terminals": TERMINALS.partitions, "platform-keys": TERMINALS.partitions,
+    "pending": PAYMENT_REQUESTS.partitions, "outcomes": PAYMENT_REQUESTS.partitions,
+}
+PROVIDER_TABLES: dict[str, int] = dict.fromkeys(
+    ("cards", "accounts", "processed", "chain", "batch", "purses"), 6)
+
+
+def platform_app_id() -> str:
+    """The trusted platform's Faust app id (and consumer group)."""
+    return f"{NAMESPACE}-platform"
+
+
+def provider_app_id(provider_id: str) -> str:
+    """A provider's Faust app id (and consumer group)."""
+    return f"{NAMESPACE}-provider-{provider_id}"
+
+
+def changelog_specs(providers: Iterable[str] = ()) -> tuple[TopicSpec, ...]:
+    """The Faust table changelog topics (compacted), made up front with the other topics so a
+    worker never writes a table whose changelog the cluster has not announced yet."""
+    out = [_changelog(platform_app_id(), t, n, PLATFORM) for t, n in PLATFORM_TABLES.items()]
+    for pid in dict.fromkeys(providers):
+        out += [_changelog(provider_app_id(pid), t, n, f"provider:{pid}")
+                for t, n in PROVIDER_TABLES.items()]
+    return tuple(out)
+
+
+def _changelog(app_id: str, table: str, partitions: int, owner: str) -> TopicSpec:
+    return TopicSpec(f"{app_id}-{table}-changelog", "table key", (), partitions, "compact",
+                     (owner,), (owner,), f"changelog of the {table} table (state, not events)")
+
+
+def catalogue(providers: Iterable[str] = (), *, with_changelogs: bool = False
+              ) -> tuple[TopicSpec, ...]:
+    """Every static topic plus the request topic of each provider in ``providers`` (and, with
+    ``with_changelogs``, the workers' table changelogs)."""
     seen = dict.fromkeys(providers)
-    return STATIC_TOPICS + tuple(provider_requests_spec(p) for p in seen)
+    specs = STATIC_TOPICS + tuple(provider_requests_spec(p) for p in seen)
+    return specs + changelog_specs(seen) if with_changelogs else specs

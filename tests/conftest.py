@@ -92,7 +92,7 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
     old_home = os.environ.get("CARDBUS_HOME")
     os.environ["CARDBUS_HOME"] = str(home)
     local.setup(home, SYSTEM_PROVIDERS)
-    report = ensure_topics_sync(kafka_bootstrap, list(catalogue(SYSTEM_PROVIDERS)),
+    report = ensure_topics_sync(kafka_bootstrap, list(catalogue(SYSTEM_PROVIDERS, with_changelogs=True)),
                                 TopicSettings())
     assert report is not None
     sys_ = System(kafka_bootstrap, home, env)

@@ -31,8 +31,8 @@ from schemas.transit import TransitLoadRequested
 from streams import codec
 from streams.faust_support import Bus, consume, make_app
 from streams.topics import (
-    NAMESPACE,
     PAYMENT_REQUESTS,
+    PLATFORM_TABLES,
     PROVIDER_KEYS,
     PROVIDER_REGISTRATIONS,
     PROVIDER_RESULTS,
@@ -41,11 +41,12 @@ from streams.topics import (
     TERMINAL_STATUS,
     TERMINALS,
     TRANSIT_LOADS,
+    platform_app_id,
     provider_requests_topic,
 )
 
 log = get_logger("platform")
-APP_ID = f"{NAMESPACE}-platform"
+APP_ID = platform_app_id()
 TIMED_OUT_KEEP = timedelta(minutes=10)
 
 
@@ -75,14 +76,14 @@ def build(cfg: PlatformConfig) -> faust.App:
                    guarantee=cfg.guarantee, **cfg.extra)
     bus = Bus(app, "platform")
     # Faust wants a table's changelog to have its source topics' partition count.
-    routes = app.GlobalTable("routes", default=None, partitions=PROVIDER_REGISTRATIONS.partitions)
-    parked = app.GlobalTable("parked-keys", default=None, partitions=PROVIDER_KEYS.partitions)
-    terminals = app.GlobalTable("terminals", default=None, partitions=TERMINALS.partitions)
-    key_table = app.GlobalTable("platform-keys", default=None, partitions=TERMINALS.partitions)
+    n = PLATFORM_TABLES
+    routes = app.GlobalTable("routes", default=None, partitions=n["routes"])
+    parked = app.GlobalTable("parked-keys", default=None, partitions=n["parked-keys"])
+    terminals = app.GlobalTable("terminals", default=None, partitions=n["terminals"])
+    key_table = app.GlobalTable("platform-keys", default=None, partitions=n["platform-keys"])
+    pending = app.Table("pending", default=None, partitions=n["pending"])
+    outcomes = app.Table("outcomes", default=None, partitions=n["outcomes"])
     partitions = PAYMENT_REQUESTS.partitions
-    pending = app.Table("pending", default=None, partitions=partitions)
-    outcomes = app.Table("outcomes", default=None,
-                         partitions=partitions)
     file_keys = vault.FileKeyStore("platform", cfg.home)
     keystore = TableKeyStore(vault.keyring("platform", cfg.home), file_keys.records(), key_table,
                              reload=lambda: vault.FileKeyStore("platform", cfg.home).records())

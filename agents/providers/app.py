@@ -35,11 +35,12 @@ from schemas.transit import TransitLoadAborted, TransitLoadApplied, TransitLoadR
 from streams import codec
 from streams.faust_support import Bus, consume, make_app
 from streams.topics import (
-    NAMESPACE,
     PROVIDER_KEYS,
     PROVIDER_REGISTRATIONS,
     PROVIDER_RESULTS,
+    PROVIDER_TABLES,
     SETTLEMENTS,
+    provider_app_id,
     provider_requests_spec,
 )
 
@@ -59,7 +60,7 @@ class ProviderConfig:
 
     @property
     def app_id(self) -> str:
-        return f"{NAMESPACE}-provider-{self.adapter.provider_id}"
+        return provider_app_id(self.adapter.provider_id)
 
 
 def build(cfg: ProviderConfig) -> faust.App:
@@ -71,12 +72,13 @@ def build(cfg: ProviderConfig) -> faust.App:
     bus = Bus(app, f"provider:{pid}")
     spec = provider_requests_spec(pid)
     n = spec.partitions
-    cards = app.Table("cards", default=None, partitions=n)
-    accounts = app.Table("accounts", default=None, partitions=n)
-    processed = app.Table("processed", default=None, partitions=n)
-    chain = app.Table("chain", default=None, partitions=n)
-    batches = app.Table("batch", default=None, partitions=n)
-    purses = app.Table("purses", default=None, partitions=n)
+    t = PROVIDER_TABLES
+    cards = app.Table("cards", default=None, partitions=t["cards"])
+    accounts = app.Table("accounts", default=None, partitions=t["accounts"])
+    processed = app.Table("processed", default=None, partitions=t["processed"])
+    chain = app.Table("chain", default=None, partitions=t["chain"])
+    batches = app.Table("batch", default=None, partitions=t["batch"])
+    purses = app.Table("purses", default=None, partitions=t["purses"])
     hsm = ProviderHsm(pid, vault.FileKeyStore(f"provider-{pid}", cfg.home))
     crypto = HsmIssuer(hsm, vault.identity("platform", cfg.home))
     operator = HsmOperator(hsm, crypto)

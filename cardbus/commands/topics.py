@@ -64,7 +64,7 @@ def _create(args: argparse.Namespace) -> int:
     from streams.admin import ensure_topics_sync, with_prefix
 
     settings = _settings(args)
-    specs = with_prefix(catalogue(_providers(args)), args.prefix)
+    specs = with_prefix(catalogue(_providers(args), with_changelogs=True), args.prefix)
     bootstrap = _bootstrap(args)
     report = ensure_topics_sync(bootstrap, specs, settings)
     for state in report.topics:

@@ -135,7 +135,7 @@ async def publish_raw(bootstrap: str, topic: str, values: Iterable[bytes]) -> No
         await producer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, *, settle: float = 1.0) -> list[Any]:
+async def read_all(bootstrap: str, topic: str, *, partitions: int | None = None) -> list[Any]:
     """Every record of ``topic`` from the beginning to its current end (no group)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
@@ -143,14 +143,16 @@ async def read_all(bootstrap: str, topic: str, *, settle: float = 1.0) -> list[A
     try:
         if topic not in await consumer.topics():
             return []
-        tps = [TopicPartition(topic, p) for p in range(topic_spec(topic).partitions)]
+        count = partitions if partitions is not None else topic_spec(topic).partitions
+        tps = [TopicPartition(topic, p) for p in range(count)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         out: list[Any] = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if all(await consumer.position(tp) >= ends[tp] for tp in tps):
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
                 break
             batch = await consumer.getmany(timeout_ms=200)
             out += [m for ms in batch.values() for m in ms]
@@ -217,3 +219,26 @@ def memory_terminal(terminal_id: str) -> Terminal:
 
     ks: KeyStore = memory_keystore()
     return Terminal.in_memory(terminal_id, ks)
+
+
+async def table(bootstrap: str, app_id: str, name: str) -> dict[str, Any]:
+    """The current content of a Faust table, read from its changelog topic."""
+    import json
+
+    out: dict[str, Any] = {}
+    for msg in await read_all(bootstrap, f"{app_id}-{name}-changelog", partitions=6):
+        key = json.loads(msg.key)
+        if msg.value is None:
+            out.pop(key, None)
+        else:
+            out[key] = json.loads(msg.value)
+    return out
+
+
+async def accounts(bootstrap: str, provider_id: str) -> dict[str, Any]:
+    """A provider's ledger accounts by PAN token (from the accounts table's changelog)."""
+    from agents.providers.state import Account
+    from streams.topics import NAMESPACE
+
+    raw = await table(bootstrap, f"{NAMESPACE}-provider-{provider_id}", "accounts")
+    return {k: Account.model_validate(v) for k, v in raw.items() if v}
