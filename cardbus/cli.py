@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cardbus.commands.pcscd",
     "cardbus.commands.cards",
     "cardbus.commands.reader",
+    "cardbus.commands.bench",
     "cardbus.commands.schemas",
     "cardbus.commands.topics",
     "cardbus.commands.setup",

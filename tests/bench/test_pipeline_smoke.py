@@ -1,0 +1,45 @@
+"""A tiny ``cardbus bench pipeline`` on the real broker: the JSON shape and the accounting
+(no timing assertions: the figures are printed, not judged)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def test_tiny_pipeline_benchmark_json(kafka_bootstrap: str, tmp_path: Path) -> None:
+    plot = tmp_path / "bench.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cardbus.cli", "bench", "pipeline", "--bootstrap",
+         kafka_bootstrap, "--payments", "60", "--window", "20", "--terminals", "2",
+         "--cards", "8", "--warmup", "10", "--open-loop", "0.5", "--open-seconds", "1",
+         "--profile-seconds", "0", "--no-scaling", "--raw-messages", "500",
+         "--worker-log-level", "WARNING", "--json", "--plot", str(plot)],
+        cwd=REPO, capture_output=True, text=True, timeout=280, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("raw_single_hop_msgs_per_s", "pipeline_payments_per_s", "latency_ms", "lost",
+                "duplicated", "machine"):
+        assert key in result
+    assert set(result["latency_ms"]) >= {"p50", "p95", "p99", "max"}
+    assert result["raw_single_hop_msgs_per_s"] > 0 and result["pipeline_payments_per_s"] > 0
+    assert result["lost"] == 0 and result["duplicated"] == 0 and result["ok"]
+    (run,) = result["runs"]
+    acc = run["accounting"]
+    # requests are made whole rounds over the cards: at least what each phase asked for
+    phases = [run["warmup"], run["max"], *run["open_loop"]]
+    assert run["warmup"]["sent"] >= 10 and run["max"]["sent"] >= 60
+    assert acc["requests"] == sum(p["sent"] for p in phases)
+    assert all(p["answered"] == p["sent"] for p in phases)
+    assert acc["results"] == acc["requests"]
+    assert acc["approved_minor_units"] == acc["ledger_minor_units"]
+    assert sum(acc["ledger_minor_units"].values()) > 0
+    assert {"platform-1", "bank-a-1", "bank-b-1", "load-generator"} <= set(run["processes"])
+    assert plot.stat().st_size > 0
