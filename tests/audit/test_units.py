@@ -70,3 +70,12 @@ def test_bench_reports_rates(tmp_path: Any) -> None:
     assert result["events_per_s"] > 0 and result["ed25519_verify_per_s_pool"] > 0
     assert result["signed_events"] + result["mac_events"] + result["unsealed_events"] == \
         result["events"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="0123456789ab -", max_size=60))
+def test_has_pan_bytes_agrees_with_contains_clear_pan(text: str) -> None:
+    from schemas.base import contains_clear_pan
+    from streams.audit.scan import has_pan_bytes
+
+    assert has_pan_bytes(text.encode()) == contains_clear_pan(text)
