@@ -22,7 +22,13 @@ from streams.audit import checks
 from streams.audit.keys import KeyBook, learn_from
 from streams.audit.model import DECODE, SEAL, AuditReport, DeadLetter, Fact, Finding, Record
 from streams.audit.rederive import PartitionReplay, provider_hsm, replay_partition
-from streams.audit.scan import ChunkResult, decode_record, provider_of, scan
+from streams.audit.scan import (
+    ChunkResult,
+    decode_record,
+    fast_canonical_bytes,
+    provider_of,
+    scan,
+)
 
 CHUNK = 2000
 IDENTITY_TOPICS = ("providers", "terminals")
@@ -74,6 +80,12 @@ def _replay_task(task: tuple[str, int]) -> PartitionReplay:
 def audit_records(records: Iterable[Record], options: AuditOptions, book: KeyBook,
                   progress: Callable[[str], None] | None = None) -> AuditReport:
     """Audit ``records`` (any order; every topic of one namespace)."""
+    with fast_canonical_bytes():
+        return _audit(records, options, book, progress)
+
+
+def _audit(records: Iterable[Record], options: AuditOptions, book: KeyBook,
+           progress: Callable[[str], None] | None) -> AuditReport:
     started = time.perf_counter()
     say = progress or (lambda _msg: None)
     report = AuditReport(options.namespace)

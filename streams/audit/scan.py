@@ -10,6 +10,8 @@ import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -89,6 +91,28 @@ def fast_canonical(data: dict[str, Any]) -> bytes:
     ``_has_floats`` sends any model that could to ``rfc8785``."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False).encode("utf-8")
+
+
+def _model_canonical(event: Any) -> bytes:
+    data = event.model_dump(mode="json", exclude={"seal"})
+    if isinstance(event, Event) and not _has_floats(type(event)):
+        return fast_canonical(data)
+    return rfc8785.dumps(data)
+
+
+@contextmanager
+def fast_canonical_bytes() -> Iterator[None]:
+    """Within this block (and in processes forked inside it), ``schemas.base.canonical_bytes``
+    (what every seal and decision hash is computed over) takes the fast path above: the same
+    bytes, proven by the property test, without pure-Python RFC 8785 on float-free events."""
+    import schemas.base as base
+
+    original = base.canonical_bytes
+    base.canonical_bytes = _model_canonical
+    try:
+        yield
+    finally:
+        base.canonical_bytes = original
 
 
 @lru_cache(maxsize=128)
