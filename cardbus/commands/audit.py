@@ -121,7 +121,15 @@ def bench_audit_command(args: argparse.Namespace) -> int:
             ("  of which seals + chains + completeness only (events/s)", "verify_only_per_s"),
             ("Ed25519 verify, one core (/s)", "ed25519_verify_per_s_1core"),
             ("Ed25519 verify, all workers (/s)", "ed25519_verify_per_s_pool"),
-            ("audit events/s per pooled Ed25519 verify/s", "ratio")]
+            ("audit events/s per pooled Ed25519 verify/s", "ratio"),
+            ("CPU: audit, everything (events per CPU second)", "events_per_cpu_s"),
+            ("CPU: verify only (events per CPU second)", "verify_only_per_cpu_s"),
+            ("CPU: Ed25519 verify (per CPU second)", "ed25519_verify_per_cpu_s"),
+            ("projected on free cores: audit, everything (events/s)",
+             "events_per_s_on_free_cores"),
+            ("projected on free cores: verify only (events/s)",
+             "verify_only_per_s_on_free_cores"),
+            ("machine load average while measuring", "load_average")]
     for label, key in rows:
         print(f"  {label:<58} {result[key]:>12,.2f}")
     print(f"  verdict: {'clean' if result['ok'] else 'FINDINGS'}; target 20,000 events/s: "
