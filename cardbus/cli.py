@@ -19,6 +19,7 @@ from cardbus.logs import configure
 
 # Modules that add subcommands, in the order `cardbus --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "cardbus.commands.demo",
     "cardbus.commands.broker",
     "cardbus.commands.crypto",
     "cardbus.commands.pcscd",

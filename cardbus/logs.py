@@ -133,6 +133,11 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     # Libraries (aiokafka, faust, mode) log through the stdlib: keep them quiet but visible.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    # aiokafka logs transient, retried conditions (a partition leader not elected yet, a
+    # coordinator moving) at ERROR; it retries them itself, and what it cannot retry reaches
+    # CardBus as an exception. Keep those two chatty loggers for real trouble only.
+    for name in ("aiokafka.consumer.fetcher", "aiokafka.consumer.group_coordinator"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def get_logger(name: str | None = None) -> Any:

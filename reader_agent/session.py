@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cardbus.errors import BrokerError, DecodeError
+from cardbus.errors import BrokerError, CryptoError, DecodeError
 from cardbus.logs import get_logger
 from reader_agent.publisher import Publisher
 from reader_agent.terminal import Terminal
@@ -111,9 +111,15 @@ class TerminalSession:
                     for msg in (m for ms in batch.values() for m in ms):
                         if msg.key != tid:
                             continue
-                        issued = decode(TERMINAL_KEYS.name, msg.value)
-                        if isinstance(issued, TerminalKeysIssued):
-                            self.terminal.apply_keys(issued)
+                        try:
+                            issued = decode(TERMINAL_KEYS.name, msg.value)
+                            if isinstance(issued, TerminalKeysIssued):
+                                self.terminal.apply_keys(issued)
+                        except (DecodeError, CryptoError) as exc:
+                            # an older key set (another platform key, another terminal key)
+                            # or a forged one: never installed, and enrollment goes on
+                            log.warning("key set not installed", offset=msg.offset,
+                                        reason=str(exc))
         except TimeoutError:
             raise BrokerError(f"no keys for terminal {self.terminal.terminal_id} within "
                               f"{timeout:.0f}s: is the platform worker running?") from None

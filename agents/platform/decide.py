@@ -176,7 +176,9 @@ def provision_keys(ev: ProviderKeysProvisioned, route: Route | None, hsm: Platfo
             if usage not in (KeyUsage.PIN_ENC, KeyUsage.PAN_ENC):
                 raise Rejected(f"key {key.key_id}: usage {key.usage} is not provisioned to the "
                                f"platform")
-            hsm.accept_key_block(ev.provider_id, usage, key.key_block)
+            _, _, ver = key.key_id.rpartition(".v")
+            hsm.accept_key_block(ev.provider_id, usage, key.key_block,
+                                 version=int(ver) if ver.isdigit() else None)
     except CryptoError as exc:
         raise Rejected(f"keys of {ev.provider_id}: {exc}") from None
     return route.model_copy(update={"keys_ready": True})

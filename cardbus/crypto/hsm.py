@@ -107,16 +107,23 @@ class PlatformHsm(_Role):
         return self.keys.put(f"kbpk:{provider_id}", KeyUsage.KBPK, f"provider:{provider_id}",
                              KeyAlg.AES, kbpk)
 
-    def accept_key_block(self, provider_id: str, usage: KeyUsage, key_block: str) -> StoredKey:
-        """Open a provider's TR-31 block (header checked) and store the key encrypted."""
+    def accept_key_block(self, provider_id: str, usage: KeyUsage, key_block: str,
+                         version: int | None = None) -> StoredKey:
+        """Open a provider's TR-31 block (header checked) and store the key encrypted, under
+        the provider's own version number when given (so both sides name it alike)."""
         owner = f"provider:{provider_id}"
         kbpk = self.keys.key(f"kbpk:{provider_id}", KeyUsage.KBPK, owner=owner)
         key, _ = unwrap_key_block(kbpk, key_block, usage)
         prefix = {KeyUsage.PIN_ENC: "pin", KeyUsage.PAN_ENC: "pan"}[usage]
         key_id = f"{prefix}:{provider_id}"
-        if key_id in self.keys and self.keys.record(key_id).kcv == kcv(key, KeyAlg.AES):
-            return self.keys.record(key_id)  # the same block again: idempotent
-        return self.keys.put(key_id, usage, owner, KeyAlg.AES, key)
+        try:
+            existing = self.keys.record(key_id, version)
+        except MissingKeyError:
+            existing = None
+        if existing is not None and existing.kcv == kcv(key, KeyAlg.AES) and (
+                version is None or existing.version == version):
+            return existing  # the same block again: idempotent
+        return self.keys.put(key_id, usage, owner, KeyAlg.AES, key, version=version)
 
     # -- terminals -----------------------------------------------------------------------
 

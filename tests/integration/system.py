@@ -4,10 +4,6 @@ real broker, a sealed local key setup, software terminals and cards (applets in 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from agents.providers.base import IssuedCard, adapter_for, card_issued_event
 from cardbus import local
 from cardbus.crypto.keystore import KeyStore
+from cardbus.processes import Worker
 from reader_agent.cards import applet_for
 from reader_agent.cards.profile import CardState
 from reader_agent.dialogue import AppletLink, Checkout, EmvTap, complete_payment, run_payment
@@ -32,43 +29,6 @@ from streams import codec
 from streams.topics import provider_requests_topic, topic_spec
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Worker:
-    """One worker process."""
-
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Worker:
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cardbus.cli", *self.args],
-                                     cwd=REPO, env=self.env, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        out.close()
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL: no clean shutdown, no final commit."""
-        self.stop(signal.SIGKILL)
-
-    def tail(self, lines: int = 60) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return f"--- {self.name} ({self.log})\n" + "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass
