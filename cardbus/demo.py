@@ -46,12 +46,9 @@ async def _run(stack: LocalStack, steps: list[Step]) -> None:
 
     from cardbus.commands.cards import issue_card
     from cardbus.commands.settle import settle
-    from reader_agent.agent import ReaderAgent, card_aids, scripted_pins
     from reader_agent.cards import serve
-    from reader_agent.pcscd import reader_for
-    from reader_agent.runner import enroll, open_terminal, run_topup
+    from reader_agent.runner import enroll, open_terminal, pay_on_reader, run_topup
     from reader_agent.session import TerminalSession
-    from schemas.payments import PaymentCompleted
 
     async def timed(step: Step, work: Callable[[], Awaitable[None]]) -> None:
         _say(f"{step.name} ...")
@@ -97,16 +94,10 @@ async def _run(stack: LocalStack, steps: list[Step]) -> None:
     async with TerminalSession(terminal, stack.bootstrap) as session:
 
         async def pay(step: Step, reader: int, amount: int, pin: str, want: str) -> None:
-            agent = ReaderAgent(terminal, session, aids=card_aids(terminal),
-                                pin_source=scripted_pins(pin))
-            agent.arm(amount, "CNY")
-            out = await agent.handle_card(reader_for(reader).name, b"")
-            if out.error or out.answer is None:
-                step.outcome = f"card: {out.error}"
+            done, card_says = await pay_on_reader(session, reader, amount, pin=pin)
+            if done is None:
+                step.outcome = card_says
                 return
-            done = await asyncio.wait_for(out.answer, 30)
-            assert isinstance(done, PaymentCompleted)
-            card_says = await agent.complete(done)
             step.code = done.response_code
             step.outcome = f"{done.masked_pan} {amount / 100:.2f} CNY: {done.message}; " \
                            f"{card_says}"

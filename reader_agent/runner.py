@@ -176,3 +176,46 @@ async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_rea
                                bank_link=link, timeout=timeout)
         finally:
             await asyncio.to_thread(link.disconnect)
+
+
+async def pay_on_reader(session: TerminalSession, reader: int, amount: int, *, pin: str,
+                        currency: str = "CNY", timeout: float = 30.0
+                        ) -> tuple[PaymentCompleted | None, str]:
+    """One payment with the card in virtual reader ``reader``: dialogue, request, answer, and
+    the card's second GENERATE AC. Returns the answer (None if there was none) and what the
+    card said."""
+    from reader_agent.pcscd import reader_for
+
+    terminal = session.terminal
+    agent = ReaderAgent(terminal, session, aids=card_aids(terminal),
+                        pin_source=scripted_pins(pin))
+    agent.arm(amount, currency)
+    out = await agent.handle_card(reader_for(reader).name, b"")
+    if out.error or out.answer is None or out.request is None:
+        return None, f"card: {out.error or 'no payment request'}"
+    try:
+        done = await asyncio.wait_for(out.answer, timeout)
+    except TimeoutError:
+        await agent.release(out.request.correlation_id)
+        return None, f"no answer from the platform in {timeout:.0f}s"
+    if not isinstance(done, PaymentCompleted):
+        await agent.release(out.request.correlation_id)
+        return None, f"unexpected answer {done.type}"
+    return done, await agent.complete(done)
+
+
+async def run_pay(*, reader: int, amount: int, currency: str, pin: str | None,
+                  terminal_id: str | None, bootstrap: str | None) -> int:
+    """``cardbus pay``: pay with the card in one virtual reader."""
+    terminal = open_terminal(terminal_id)
+    the_pin = pin if pin is not None else await asyncio.to_thread(interactive_pin, "card")
+    async with TerminalSession(terminal, bootstrap or default_bootstrap()) as session:
+        done, card = await pay_on_reader(session, reader, amount, pin=the_pin,
+                                         currency=currency)
+    if done is None:
+        print(f"no payment: {card}")
+        return 1
+    verdict = "APPROVED" if done.approved else "DECLINED"
+    print(f"{done.masked_pan} {amount / 100:.2f} {currency}: {verdict} ({done.response_code}) "
+          f"{done.message}; {card}")
+    return 0 if done.approved else 2

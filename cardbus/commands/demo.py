@@ -18,6 +18,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "every step behaved as expected."),
     )
     p.set_defaults(func=lambda _args: _demo())
+    up = sub.add_parser(
+        "up",
+        help="run the whole local system in the foreground with a live view (Ctrl-C stops)",
+        description=(
+            "Start the broker, pcscd, keys, topics, the platform and provider workers, enroll "
+            "terminal T-0001, and show per provider decisions, approvals, declines by code, "
+            "latency p50/p99 and consumer lag until Ctrl-C. Pay from another shell with "
+            "`cardbus cards issue/insert`, `cardbus pay` and `cardbus topup`. Ctrl-C stops "
+            "everything it started; a second `cardbus up` finds the same state."),
+    )
+    up.set_defaults(func=lambda _args: _up())
+
+
+def _up() -> int:
+    from cardbus.crypto import quiet_tdes_warnings
+    from cardbus.up import run_up
+
+    quiet_tdes_warnings()
+    return run_up()
 
 
 def _demo() -> int:

@@ -50,6 +50,18 @@ def register(sub: Any) -> None:
     t.add_argument("--timeout", type=float, default=30.0)
     t.set_defaults(func=_topup)
 
+    pay = sub.add_parser("pay", help="pay with the card in a virtual reader (PC/SC)",
+                         description="One payment with the card sitting in virtual reader N "
+                         "(put one there with `cardbus cards insert`): card dialogue, PIN, "
+                         "request, the platform's answer, and the card's check of the ARPC.")
+    pay.add_argument("--amount", type=int, required=True, help="amount in minor units")
+    pay.add_argument("--currency", default="CNY")
+    pay.add_argument("--reader", type=int, default=0, help="virtual reader index (default 0)")
+    pay.add_argument("--pin", default=None, help="scripted PIN (demo/tests); default: ask")
+    pay.add_argument("--terminal-id", default=None)
+    pay.add_argument("--bootstrap", default=None)
+    pay.set_defaults(func=_pay)
+
     term = _sub(sub, "terminal", "this terminal's key store")
     e = term.add_parser("enroll", help="create the terminal's key store, enroll it with the "
                                        "platform and wait for its keys")
@@ -68,6 +80,14 @@ def register(sub: Any) -> None:
     b.add_argument("--bootstrap", default=None)
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_bench)
+
+
+def _pay(args: argparse.Namespace) -> int:
+    from reader_agent.runner import run_pay
+
+    return asyncio.run(run_pay(reader=args.reader, amount=args.amount, currency=args.currency,
+                               pin=args.pin, terminal_id=args.terminal_id,
+                               bootstrap=args.bootstrap))
 
 
 def _bench(args: argparse.Namespace) -> int:
