@@ -304,6 +304,27 @@ def start(
     return cluster, True
 
 
+def start_on_free_ports(home: Path | None = None, *, brokers: int = 1, start_port: int = 29092,
+                        attempts: int = 3, progress: Progress = _quiet) -> Cluster:
+    """Start a cluster on the first free port block from ``start_port``; if another process
+    takes a port between the probe and the bind, try the next block."""
+    error: BrokerError | None = None
+    port = start_port
+    for _ in range(attempts):
+        port = free_port_block(brokers, start=port)
+        try:
+            cluster, _ = start(home, brokers=brokers, port=port, progress=progress)
+            return cluster
+        except BrokerError as exc:
+            if "in use" not in str(exc):
+                raise
+            error = exc
+            progress(f"port {port} was taken meanwhile; trying another")
+            port += 7
+    assert error is not None
+    raise error
+
+
 def wait_ready(cluster: Cluster, timeout_s: float) -> None:
     """Wait until every node answers a metadata request and sees the whole cluster."""
     deadline = time.monotonic() + timeout_s

@@ -57,7 +57,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from streams import broker
 
     home = Path(tmp_path_factory.mktemp("kafka"))
-    cluster, _ = broker.start(home, port=broker.free_port_block(1))
+    cluster = broker.start_on_free_ports(home)
     try:
         yield cluster.bootstrap
     finally:

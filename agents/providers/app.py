@@ -12,7 +12,7 @@ this is idempotent). Run with ``cardbus worker provider <id>``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import faust
 from agents.providers import decide
 from agents.providers.base import ProviderAdapter
 from agents.providers.issuer import HsmIssuer
+from agents.providers.settle import batch_id_for, cutover_events
 from agents.providers.state import Account, CardRecord, ChainHead, OpenBatch
 from agents.providers.transit import HsmOperator, Purse, TransitOperator
 from agents.sim import key_provisioning, registration
@@ -56,6 +57,7 @@ class ProviderConfig:
     datadir: Path
     home: Path | None = None
     guarantee: str = "at_least_once"
+    cutover: time | None = None  # daily settlement cut-over (UTC), if any
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -201,6 +203,26 @@ def build(cfg: ProviderConfig) -> faust.App:
         await bus.send(PROVIDER_KEYS.name, pid, key_provisioning(hsm, now))
         log.info("provider announced", provider=pid)
 
-    del announce
+    last_cut: dict[str, datetime] = {}
+
+    @app.timer(20.0)
+    async def daily_cutover() -> None:
+        """At the configured time each day, the worker owning partition 0 closes the batch."""
+        if cfg.cutover is None:
+            return
+        now = datetime.now(UTC)
+        due = datetime.combine(now.date(), cfg.cutover, UTC)
+        if now < due or last_cut.get("at", now - timedelta(days=2)) >= due:
+            return
+        if not any(tp.topic == spec.name and tp.partition == 0
+                   for tp in app.consumer.assignment()):
+            return
+        last_cut["at"] = now
+        batch_id = batch_id_for(pid, due)
+        for partition, ev in cutover_events(hsm, batch_id, now, n):
+            await bus.send(spec.name, None, ev, partition=partition)
+        log.info("daily cut-over sent", batch=batch_id)
+
+    del announce, daily_cutover
     return app
 

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        default=int(os.environ.get("CARDBUS_KAFKA_PORT", broker.DEFAULT_PORT)),
                        help="client port of node 1; node i uses port+i-1, controllers port+100 "
                             "(default 9092 or $CARDBUS_KAFKA_PORT)")
+    start.add_argument("--free-port", action="store_true",
+                       help="use the first free loopback port from --port upwards (and print "
+                            "the bootstrap), instead of failing when --port is taken")
     start.add_argument("--home", type=Path, default=None, help=argparse.SUPPRESS)
     start.set_defaults(func=_start)
 
@@ -52,8 +55,14 @@ def _say(msg: str) -> None:
 
 def _start(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    cluster, started = broker.start(args.home, brokers=args.brokers, port=args.port,
-                                    progress=_say)
+    running = broker.status(args.home)
+    if args.free_port and running is None:
+        cluster = broker.start_on_free_ports(args.home, brokers=args.brokers,
+                                             start_port=args.port, progress=_say)
+        started = True
+    else:
+        cluster, started = broker.start(args.home, brokers=args.brokers, port=args.port,
+                                        progress=_say)
     if not started:
         print(f"broker already running: {cluster.brokers} node(s) at {cluster.bootstrap} "
               f"(pids {', '.join(map(str, cluster.pids))}); `cardbus broker stop` to stop it")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from datetime import time as dt_time
 from datetime import timedelta
 from pathlib import Path
 
+from cardbus.errors import ConfigError
 from cardbus.paths import sub_dir
 
 
@@ -30,6 +32,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            "is approved before the payment is reversed (default 60)")
     prov = kinds.add_parser("provider", help="one provider (bank or transit operator)")
     prov.add_argument("provider_id", help="the provider's id, e.g. bank-a")
+    prov.add_argument("--cutover", default=None, metavar="HH:MM",
+                      help="close the settlement batch every day at this UTC time "
+                           "(default: only on `cardbus settle`)")
     for q in (plat, prov):
         q.add_argument("--bootstrap", help="HOST:PORT (default $KAFKA_BOOTSTRAP_SERVERS or "
                                            "the running `cardbus broker`)")
@@ -70,6 +75,16 @@ def _platform(args: argparse.Namespace) -> int:
     return _run(build(cfg), args.loglevel)
 
 
+def _cutover(text: str | None) -> dt_time | None:
+    if text is None:
+        return None
+    try:
+        hh, mm = text.split(":")
+        return dt_time(int(hh), int(mm))
+    except ValueError:
+        raise ConfigError(f"--cutover {text!r}: expected HH:MM (UTC)") from None
+
+
 def _provider(args: argparse.Namespace) -> int:
     from agents.providers.app import ProviderConfig, build
     from agents.providers.base import adapter_for
@@ -80,5 +95,6 @@ def _provider(args: argparse.Namespace) -> int:
         adapter=adapter, bootstrap=resolve_bootstrap(args.bootstrap),
         datadir=args.datadir or sub_dir("workers", f"provider-{adapter.provider_id}-"
                                                    f"{args.instance}"),
-        guarantee="exactly_once" if args.exactly_once else "at_least_once")
+        guarantee="exactly_once" if args.exactly_once else "at_least_once",
+        cutover=_cutover(args.cutover))
     return _run(build(cfg), args.loglevel)
