@@ -41,6 +41,7 @@ JVM_OPTS = ("-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true")
 
 Progress = Callable[[str], None]
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # nodes this process started (reaped on stop)
 
 
 def _quiet(_msg: str) -> None:
@@ -294,6 +295,7 @@ def start(
                 start_new_session=True, cwd=ndir,
             )
         cluster.pids.append(proc.pid)
+        _CHILDREN[proc.pid] = proc
     cluster.save()
     progress(f"starting {brokers} Kafka node(s) on {cluster.bootstrap} ...")
     try:
@@ -384,6 +386,10 @@ def _terminate(cluster: Cluster, timeout_s: float = STOP_TIMEOUT_S) -> None:
         if _pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(5)
 
 
 def stop(home: Path | None = None) -> Cluster | None:
