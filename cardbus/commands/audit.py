@@ -38,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                       "and ledger, completeness, hygiene (exit 0 only if clean)")
     p.add_argument("--namespace", default=os.environ.get("CARDBUS_NAMESPACE", "cardbus"),
                    help="topic namespace to audit (default: CARDBUS_NAMESPACE or cardbus)")
-    p.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS",
-                                                         "127.0.0.1:9092"))
+    p.add_argument("--bootstrap", default=None,
+                   help="HOST:PORT (default $KAFKA_BOOTSTRAP_SERVERS or the running "
+                        "`cardbus broker`)")
     p.add_argument("--from", dest="start", default=None,
                    help="start of the range (ISO 8601 with zone, or epoch ms)")
     p.add_argument("--to", dest="end", default=None, help="end of the range (exclusive)")
@@ -92,6 +93,9 @@ def audit_command(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
+        from streams.broker import resolve_bootstrap
+
+        args.bootstrap = resolve_bootstrap(args.bootstrap)
         capture = asyncio.run(read_namespace(args.bootstrap, args.namespace, start_ms=start_ms,
                                              end_ms=end_ms, progress=progress))
         bar.update(task, description="verifying")

@@ -56,7 +56,8 @@ async def read_namespace(bootstrap: str, namespace: str, *, start_ms: int | None
     try:
         await consumer.start()
     except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+        await consumer.stop()
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
     cap = Capture(group_id=group, partial=start_ms is not None)
     try:
         # fresh metadata (``topics()`` does not refresh what ``partitions_for_topic`` sees)
