@@ -16,10 +16,10 @@ system:  ## install missing Debian packages (Java, Maven, pcscd, vpcd, pcsc-tool
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
-	@$(BIN)/python -m pip install -q -e '.[test]'
+	@$(BIN)/python -m pip install -q -e '.[test,bench]'
 	@touch $(STAMP)
 
 jars: venv  ## fetch Apache Kafka from Maven Central
