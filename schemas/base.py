@@ -19,9 +19,11 @@ Money is integer minor units plus an ISO 4217 currency code; a float is refused.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import rfc8785
@@ -146,9 +148,28 @@ class Event(BaseModel):
 
 
 def canonical_bytes(event: BaseModel) -> bytes:
-    """RFC 8785 canonical JSON of ``event`` without its ``seal`` field."""
+    """RFC 8785 canonical JSON of ``event`` without its ``seal`` field.
+
+    For a model whose JSON can hold no number but integers (every CardBus event: money is
+    integer minor units) and whose keys are its ASCII field names, sorted compact
+    ``json.dumps`` *is* the RFC 8785 form (same escapes, same key order) and ~10x faster than
+    the pure-Python ``rfc8785``; a model that could carry a float goes to ``rfc8785``. The
+    equality is a property test (tests/schemas/test_properties.py)."""
     data: dict[str, Any] = event.model_dump(mode="json", exclude={"seal"})
+    if _float_free(type(event)):
+        return compact_sorted_json(data)
     return rfc8785.dumps(data)
+
+
+def compact_sorted_json(data: Any) -> bytes:
+    """Sorted, compact, UTF-8 JSON: RFC 8785 for float-free data with ASCII keys."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+@lru_cache(maxsize=256)
+def _float_free(model: type[BaseModel]) -> bool:
+    return '"number"' not in json.dumps(model.model_json_schema())
 
 
 def contains_clear_pan(text: str) -> bool:

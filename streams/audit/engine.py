@@ -25,7 +25,6 @@ from streams.audit.rederive import PartitionReplay, provider_hsm, replay_partiti
 from streams.audit.scan import (
     ChunkResult,
     decode_record,
-    fast_canonical_bytes,
     provider_of,
     scan,
 )
@@ -80,8 +79,7 @@ def _replay_task(task: tuple[str, int]) -> PartitionReplay:
 def audit_records(records: Iterable[Record], options: AuditOptions, book: KeyBook,
                   progress: Callable[[str], None] | None = None) -> AuditReport:
     """Audit ``records`` (any order; every topic of one namespace)."""
-    with fast_canonical_bytes():
-        return _audit(records, options, book, progress)
+    return _audit(records, options, book, progress)
 
 
 def _audit(records: Iterable[Record], options: AuditOptions, book: KeyBook,

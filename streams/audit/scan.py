@@ -7,11 +7,8 @@ chunks in worker processes, so this module keeps no state but the key book it is
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -20,7 +17,7 @@ import rfc8785
 from pydantic import TypeAdapter
 
 from cardbus.errors import CardBusError, CryptoError, DecodeError
-from schemas.base import Event, contains_clear_pan, luhn_ok
+from schemas.base import Event, canonical_bytes, compact_sorted_json, contains_clear_pan, luhn_ok
 from streams import codec
 from streams.audit.keys import KeyBook, NotCheckable
 from streams.audit.model import DECODE, HYGIENE, SEAL, Fact, Finding, Record
@@ -78,46 +75,10 @@ def canonical(event: Event, raw: dict[str, Any]) -> bytes:
     was sealed in its original version, so its original JSON)."""
     if raw.get("schema_version") != event.schema_version:
         return rfc8785.dumps({k: v for k, v in raw.items() if k != "seal"})
-    data = event.model_dump(mode="json", exclude={"seal"})
-    if _has_floats(type(event)):
-        return rfc8785.dumps(data)
-    return fast_canonical(data)
+    return canonical_bytes(event)
 
 
-def fast_canonical(data: dict[str, Any]) -> bytes:
-    """RFC 8785 bytes of float-free JSON with ASCII keys: sorted compact ``json.dumps`` gives
-    exactly the RFC 8785 form there (same string escapes, same key order), ~10x faster than
-    the pure-Python ``rfc8785``. CardBus events carry no floats (money is integer minor units);
-    ``_has_floats`` sends any model that could to ``rfc8785``."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
-
-
-def _model_canonical(event: Any) -> bytes:
-    data = event.model_dump(mode="json", exclude={"seal"})
-    if isinstance(event, Event) and not _has_floats(type(event)):
-        return fast_canonical(data)
-    return rfc8785.dumps(data)
-
-
-@contextmanager
-def fast_canonical_bytes() -> Iterator[None]:
-    """Within this block (and in processes forked inside it), ``schemas.base.canonical_bytes``
-    (what every seal and decision hash is computed over) takes the fast path above: the same
-    bytes, proven by the property test, without pure-Python RFC 8785 on float-free events."""
-    import schemas.base as base
-
-    original = base.canonical_bytes
-    base.canonical_bytes = _model_canonical
-    try:
-        yield
-    finally:
-        base.canonical_bytes = original
-
-
-@lru_cache(maxsize=128)
-def _has_floats(model: type[Event]) -> bool:
-    return '"number"' in json.dumps(model.model_json_schema())
+fast_canonical = compact_sorted_json  # RFC 8785 for float-free JSON (see schemas.base)
 
 
 def hygiene(rec: Record, raw: dict[str, Any] | None) -> list[str]:
