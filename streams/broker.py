@@ -278,8 +278,8 @@ def start(
         props.write_text(_properties(cluster, node))
         if not (ndir / "data" / "meta.properties").exists():
             fmt = subprocess.run(
-                [java, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster.cluster_id,
-                 "-c", str(props), "--ignore-formatted"],
+                [java, "-cp", cp, "kafka.tools.StorageTool", "format",
+                 f"--cluster-id={cluster.cluster_id}", "-c", str(props), "--ignore-formatted"],
                 capture_output=True, text=True, check=False,
             )
             if fmt.returncode != 0:
@@ -425,4 +425,9 @@ def kill_node(cluster: Cluster, node: int) -> None:
 
 
 def _new_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id (base64url of 16 random bytes), never starting with "-" (a command
+    line would read that as an option)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
