@@ -41,10 +41,26 @@ class System:
     workers: dict[str, Worker] = field(default_factory=dict)
 
     def worker(self, name: str, *args: str) -> Worker:
-        w = Worker(name, ["worker", *args, "--loglevel", "info"], self.env,
-                   self.home / f"{name}.log")
+        log = self.home / f"{name}.log"
+        w = Worker(name, ["worker", *args, "--loglevel", "info"], self.env, log)
+        w.log_start = log.stat().st_size if log.exists() else 0
         self.workers[name] = w
         return w.start()
+
+    async def ready(self, name: str, timeout: float = 120.0) -> None:
+        """Wait until worker ``name`` (this start of it) has joined its group and recovered its
+        tables: Faust logs "Worker]: Ready" then."""
+        w = self.workers[name]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            text = w.log.read_text(errors="replace")[w.log_start:] if w.log.exists() else ""
+            if "Worker]: Ready" in text:
+                return
+            if not w.alive:
+                break
+            await asyncio.sleep(0.3)
+        raise AssertionError(f"worker {name} not ready\n{self.logs()}")
 
     def start_provider(self, provider_id: str) -> Worker:
         return self.worker(provider_id, "provider", provider_id)

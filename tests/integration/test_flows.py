@@ -90,6 +90,7 @@ async def test_settlement_batch_matches_the_ledger(system: System, till: Till) -
 async def test_third_provider_joins_without_restart(system: System, till: Till) -> None:
     system.start_provider("bank-c")
     await till.session.enroll(timeout=90, providers=3)  # the platform re-issued the key set
+    await system.ready("bank-c")
     card = await system.issue("bank-c", balance=5_000)
     done, tap, link = await till.pay(card, 1_000, timeout=60)
     assert done.response_code == APPROVED and done.provider_id == "bank-c"
@@ -101,6 +102,7 @@ async def test_timeout_declines_91_then_late_approval_is_reversed(system: System
     if "bank-c" not in system.workers:
         system.start_provider("bank-c")
         await till.session.enroll(timeout=90, providers=3)
+    await system.ready("bank-c")
     card = await system.issue("bank-c", balance=9_000)
     warm, _, _ = await till.pay(card, 100, timeout=60)  # bank-c is up and answering
     assert warm.approved
@@ -132,6 +134,7 @@ async def test_exactly_once_mode_is_a_setting(system: System, till: Till) -> Non
         system.workers["bank-c"].stop()
     system.worker("bank-c", "provider", "bank-c", "--exactly-once")
     await till.session.enroll(timeout=90, providers=3)
+    await system.ready("bank-c")
     card = await system.issue("bank-c", balance=3_000)
     done, _, _ = await till.pay(card, 1_500, timeout=90)
     assert done.response_code == APPROVED, system.logs()

@@ -154,3 +154,123 @@ async def test_transit_topup_over_pcsc(system: Any, session: TerminalSession,
     finally:
         await asyncio.to_thread(_remove, bank_card, pcscd[0])
         await asyncio.to_thread(_remove, transit_card, pcscd[1])
+
+
+class _Hooked:
+    """The session as the top-up sees it, with a hook on each published load event (to act
+    like the world: a card pulled out, a broker redelivering)."""
+
+    def __init__(self, session: TerminalSession, on_load: Any) -> None:
+        self.session = session
+        self.terminal = session.terminal
+        self.on_load = on_load
+        self.authorized: list[Any] = []
+
+    def expect(self, correlation_id: str) -> asyncio.Future[Any]:
+        fut = self.session.expect(correlation_id)
+
+        def seen(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                self.authorized.append(f.result())
+
+        fut.add_done_callback(seen)
+        return fut
+
+    async def publish_tap(self, tapped: Any) -> None:
+        await self.session.publish_tap(tapped)
+
+    async def request(self, req: Any) -> asyncio.Future[Any]:
+        return await self.session.request(req)
+
+    async def publish_load(self, event: Any, key: str) -> None:
+        await self.session.publish_load(event, key)
+        await self.on_load(self, event)
+
+
+async def _bank_available(system: Any, provider: str, token: str) -> int | None:
+    from tests.integration.system import accounts
+
+    acct = (await accounts(system.bootstrap, provider)).get(token)
+    return None if acct is None else acct.available
+
+
+async def test_topup_card_removed_before_the_load_reverses_the_payment(
+        system: Any, session: TerminalSession, pcscd: list[VirtualReader],
+        card_home: Path) -> None:
+    from schemas.transit import TransitLoadRequested
+
+    await _ready(system, "transit")
+    bank = await system.issue("bank-b", balance=60_000)
+    purse = _transit_card(system, balance=700)
+    bank_card = await asyncio.to_thread(_insert, bank.profile, pcscd[0], card_home)
+    transit_card = await asyncio.to_thread(_insert, purse, pcscd[1], card_home)
+    removed = False
+
+    async def pull_the_card(_bus: _Hooked, event: Any) -> None:
+        nonlocal removed
+        if isinstance(event, TransitLoadRequested):  # MAC1 given, the card leaves the field
+            await asyncio.to_thread(_remove, transit_card, pcscd[1])
+            removed = True
+
+    try:
+        tap, link = await _bank_tap(session, pcscd[0], 1_500)
+        try:
+            res = await topup(_Hooked(session, pull_the_card), tap,
+                              Money(amount=1_500, currency="CNY"),
+                              _pcsc_target(pcscd[1], purse.aid), pin="1234",
+                              applied=AppliedLoads(), bank_link=link, timeout=60)
+        finally:
+            await asyncio.to_thread(link.disconnect)
+        assert res.payment is not None and res.payment.approved
+        assert res.outcome == "aborted" and res.aborted is not None, res.summary()
+        assert "payment reversed" in res.reason
+        assert CardState.for_profile(purse, card_home)["balance"] == 700  # nothing loaded
+
+        async def released() -> bool:
+            return await _bank_available(system, "bank-b", bank.card.pan_token) == 60_000
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while not await released() and loop.time() < deadline:
+            await asyncio.sleep(0.5)
+        assert await released(), "the funding payment was not reversed"
+    finally:
+        await asyncio.to_thread(_remove, bank_card, pcscd[0])
+        if not removed:
+            await asyncio.to_thread(_remove, transit_card, pcscd[1])
+
+
+async def test_topup_redelivered_load_command_credits_once(
+        system: Any, session: TerminalSession, pcscd: list[VirtualReader],
+        card_home: Path) -> None:
+    from schemas.transit import TransitLoadApplied, TransitLoadAuthorized
+    from streams.topics import TERMINAL_RESULTS
+    from tests.integration.system import publish
+
+    await _ready(system, "transit")
+    bank = await system.issue("bank-a", balance=60_000)
+    purse = _transit_card(system, balance=100)
+    bank_card = await asyncio.to_thread(_insert, bank.profile, pcscd[0], card_home)
+    transit_card = await asyncio.to_thread(_insert, purse, pcscd[1], card_home)
+
+    async def redeliver(bus: _Hooked, event: Any) -> None:
+        if isinstance(event, TransitLoadApplied):  # the bus hands the load command over again
+            auth = next(e for e in bus.authorized if isinstance(e, TransitLoadAuthorized))
+            await publish(system.bootstrap, TERMINAL_RESULTS.name,
+                          session.terminal.terminal_id, auth)
+
+    try:
+        tap, link = await _bank_tap(session, pcscd[0], 900)
+        try:
+            res = await topup(_Hooked(session, redeliver), tap,
+                              Money(amount=900, currency="CNY"),
+                              _pcsc_target(pcscd[1], purse.aid), pin="1234",
+                              applied=AppliedLoads(), bank_link=link, timeout=60)
+        finally:
+            await asyncio.to_thread(link.disconnect)
+        assert res.outcome == "loaded", f"{res.summary()}\n{system.logs()}"
+        assert res.ignored_repeats >= 1  # the repeat reached the terminal, which ignored it
+        assert CardState.for_profile(purse, card_home)["balance"] == 100 + 900
+    finally:
+        await asyncio.to_thread(_remove, bank_card, pcscd[0])
+        await asyncio.to_thread(_remove, transit_card, pcscd[1])
