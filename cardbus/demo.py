@@ -156,11 +156,7 @@ def run_demo() -> int:
     stack = LocalStack(say=_say)
     t0 = time.perf_counter()
     try:
-        stack.start_broker()
-        stack.start_pcscd()
-        stack.setup()
-        stack.start_workers()
-        stack.wait_ready()
+        stack.start_all()
         asyncio.run(_run(stack, steps))
         stack.check_workers()
     except KeyboardInterrupt:

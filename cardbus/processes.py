@@ -13,6 +13,21 @@ from pathlib import Path
 from cardbus.paths import REPO_ROOT
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 @dataclass
 class Worker:
     """One ``cardbus`` child process (``args`` after ``cardbus``)."""

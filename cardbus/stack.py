@@ -130,6 +130,14 @@ class LocalStack:
             raise CardBusError("worker(s) exited: " + "; ".join(
                 f"{w.name} (see {w.log})\n{w.tail(15)}" for w in dead))
 
+    def start_all(self) -> None:
+        """Everything, in order: broker, pcscd, keys and topics, workers (until ready)."""
+        self.start_broker()
+        self.start_pcscd()
+        self.setup()
+        self.start_workers()
+        self.wait_ready()
+
     # -- shutdown --------------------------------------------------------------------------------
 
     def stop(self) -> None:

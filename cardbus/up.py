@@ -123,11 +123,7 @@ async def _lag(admin: object, consumer: object, group: str, topic: str) -> int:
 def run_up() -> int:
     stack = LocalStack(say=lambda m: console.print(f"[dim]·[/dim] {m}"))
     try:
-        stack.start_broker()
-        stack.start_pcscd()
-        stack.setup()
-        stack.start_workers()
-        stack.wait_ready()
+        stack.start_all()
         asyncio.run(_watch(stack))
     except KeyboardInterrupt:
         console.print("stopping ...")

@@ -23,6 +23,7 @@ from pathlib import Path
 from cardbus.errors import PcscError
 from cardbus.logs import get_logger
 from cardbus.paths import sub_dir
+from cardbus.processes import pid_alive
 
 log = get_logger("reader_agent.pcscd")
 
@@ -115,7 +116,7 @@ class Pcscd:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        if _alive(pid) and _is_pcscd(pid):
+        if pid_alive(pid) and _is_pcscd(pid):
             return pid
         return None
 
@@ -179,13 +180,13 @@ class Pcscd:
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.05)
-        if _alive(pid):
+        if pid_alive(pid):
             log.warning("pcscd did not exit on SIGTERM, killing", pid=pid)
             os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
+            while pid_alive(pid):
                 _reap(pid)
                 time.sleep(0.05)
         child = _CHILDREN.pop(pid, None)
@@ -214,20 +215,6 @@ def list_readers() -> list[str]:
         return [str(r) for r in readers()]
     except Exception:  # pyscard raises several types when pcscd is down
         return []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie counts as gone
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}

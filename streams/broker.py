@@ -30,6 +30,7 @@ from pathlib import Path
 
 from cardbus.errors import BrokerError
 from cardbus.paths import REPO_ROOT, state_dir
+from cardbus.processes import pid_alive
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 LOG4J = REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"
@@ -147,21 +148,6 @@ def default_home() -> Path:
     return state_dir() / "kafka" / "cluster"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not reaped) counts as gone.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.3)
@@ -234,7 +220,7 @@ def status(home: Path | None = None) -> Cluster | None:
     cluster = Cluster.load(home or default_home())
     if cluster is None or not cluster.pids:
         return None
-    if all(_pid_alive(pid) for pid in cluster.pids):
+    if all(pid_alive(pid) for pid in cluster.pids):
         return cluster
     return None
 
@@ -331,7 +317,7 @@ def wait_ready(cluster: Cluster, timeout_s: float) -> None:
     """Wait until every node answers a metadata request and sees the whole cluster."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        dead = [pid for pid in cluster.pids if not _pid_alive(pid)]
+        dead = [pid for pid in cluster.pids if not pid_alive(pid)]
         if dead:
             raise BrokerError(
                 f"Kafka node(s) exited during start-up (pids {dead}).\n{_log_tail(cluster)}")
@@ -377,13 +363,13 @@ def _terminate(cluster: Cluster, timeout_s: float = STOP_TIMEOUT_S) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(_pid_alive(p) for p in cluster.pids):
+    while time.monotonic() < deadline and any(pid_alive(p) for p in cluster.pids):
         time.sleep(0.2)
         for pid in cluster.pids:  # reap our own children so they do not linger as zombies
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(pid, os.WNOHANG)
     for pid in cluster.pids:
-        if _pid_alive(pid):
+        if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         child = _CHILDREN.pop(pid, None)
@@ -396,7 +382,7 @@ def stop(home: Path | None = None) -> Cluster | None:
     """Stop the cluster in ``home`` by PID; returns it, or ``None`` if none was running."""
     home = home or default_home()
     cluster = Cluster.load(home)
-    if cluster is None or not any(_pid_alive(p) for p in cluster.pids):
+    if cluster is None or not any(pid_alive(p) for p in cluster.pids):
         return None
     _terminate(cluster)
     cluster.pids = []
