@@ -213,7 +213,7 @@ def list_readers() -> list[str]:
     try:
         from smartcard.System import readers
         return [str(r) for r in readers()]
-    except Exception:  # pyscard raises several types when pcscd is down
+    except Exception:  # noqa: BLE001 - pyscard raises several types when pcscd is down
         return []
 
 

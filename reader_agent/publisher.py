@@ -34,7 +34,7 @@ def default_bootstrap() -> str:
         cluster = broker.status()
         if cluster is not None:
             return str(cluster.bootstrap)
-    except Exception as exc:  # no local broker state: fall back to the default port
+    except Exception as exc:  # noqa: BLE001 - no local broker state: use the default port
         log.debug("no local broker state", error=str(exc))
     return "127.0.0.1:9092"
 

@@ -177,7 +177,7 @@ class TerminalSession:
                         platform = self.terminal.platform
                         verify_event(ev, lambda kid, p=platform: p if kid == p.key_id
                                      else None)
-                except (DecodeError, Exception) as exc:
+                except Exception as exc:  # noqa: BLE001 - set aside, keep reading
                     log.warning("result set aside", error=str(exc), offset=msg.offset)
                     continue
                 if isinstance(ev, PaymentCompleted | TransitLoadAuthorized

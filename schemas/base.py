@@ -174,10 +174,7 @@ def _float_free(model: type[BaseModel]) -> bool:
 
 def contains_clear_pan(text: str) -> bool:
     """True if ``text`` holds a run of 13-19 digits that passes the Luhn check."""
-    for match in _PAN_IN_TEXT.finditer(text):
-        if luhn_ok(match.group()):
-            return True
-    return False
+    return any(luhn_ok(match.group()) for match in _PAN_IN_TEXT.finditer(text))
 
 
 def luhn_ok(digits: str) -> bool:

@@ -194,7 +194,8 @@ def authorize(
         approved=approved,
         response_code=draft.code,
         auth_code=derived_id("auth", req.event_id)[:6].upper() if approved else None,
-        arpc=crypto.make_arpc(req.card, req.correlation_id, draft.code) if draft.arpc_needed else None,
+        arpc=(crypto.make_arpc(req.card, req.correlation_id, draft.code)
+              if draft.arpc_needed else None),
         chain_id=chain.chain_id,
         sequence=sequence,
         prev_hash=chain.last_hash,
@@ -253,12 +254,11 @@ def reverse(
             holds = {k: v for k, v in account.holds.items() if k != rev.original_event_id}
             account = account.model_copy(update={"holds": holds})
             reversed_now = True
-        elif line is None or not line.reversed:
+        elif (line is None or not line.reversed) and not _already_credited(batch, rev):
             # cleared already (or from an earlier batch): credit it back once
-            if not _already_credited(batch, rev):
-                account = account.model_copy(
-                    update={"balance": account.balance + decision.amount.amount})
-                reversed_now = True
+            account = account.model_copy(
+                update={"balance": account.balance + decision.amount.amount})
+            reversed_now = True
         if reversed_now:
             batch = _mark_reversed(batch, rev, decision)
     elif decision is not None and not decision.approved:

@@ -67,7 +67,7 @@ async def settle(bootstrap: str, provider_id: str, wait: float
     try:
         await producer.start()
         await consumer.start()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any connection failure: one clear message
         await producer.stop()
         await consumer.stop()
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None

@@ -117,7 +117,7 @@ class VirtualCard:
             return self.applet.process(payload)
         except CardVanished:
             raise
-        except Exception as exc:  # a buggy applet answers like a card with a fault
+        except Exception as exc:  # noqa: BLE001 - a buggy applet answers like a faulty card
             log.error("applet fault", error=str(exc), port=self.port)
             return bytes.fromhex("6F00")
 

@@ -54,7 +54,7 @@ def _pvv(world: World, provider: str, auth: AuthorizationRequested) -> str:
     from cardbus.crypto.keys import KeyUsage
 
     hsm = world.providers[provider]
-    pan = hsm._pan(auth.card.pan_encrypted, auth.correlation_id)  # noqa: SLF001 - test only
+    pan = hsm._pan(auth.card.pan_encrypted, auth.correlation_id)
     return pinlib.visa_pvv(hsm.keys.key(f"pvk:{provider}", KeyUsage.PIN_VERIFY), "1", "1234", pan)
 
 

@@ -39,7 +39,7 @@ def test_a_lost_payment_fails() -> None:
 
 def test_a_duplicated_result_fails_and_counts_once_in_the_ledger() -> None:
     sent = _sent(4)
-    seen = _answers(sent) + [_answers(sent)[2]]
+    seen = [*_answers(sent), _answers(sent)[2]]
     acc = account(sent, seen, _ledger(sent))
     assert acc.duplicated == 1 and not acc.ok
     assert not acc.ledger_mismatch  # the approval itself is counted once

@@ -15,7 +15,7 @@ from schemas.base import luhn_ok
 
 def make_pan(prefix: str = "622202", length: int = 16, rng: random.Random | None = None) -> str:
     """A generated, Luhn-valid test PAN."""
-    rng = rng or random.Random()  # noqa: S311 - test PAN digits, not key material
+    rng = rng or random.Random()
     body = prefix + "".join(str(rng.randrange(10)) for _ in range(length - len(prefix) - 1))
     for check in "0123456789":
         if luhn_ok(body + check):

@@ -8,9 +8,9 @@ import base64
 
 import pytest
 
+from cardbus.commands.settle import settle
 from cardbus.local import provider_hsm
 from cardbus.response_codes import APPROVED, ISSUER_UNAVAILABLE
-from cardbus.commands.settle import settle
 from schemas.deadletters import EventDeadLettered
 from schemas.payments import ReversalCompleted
 from streams import codec
