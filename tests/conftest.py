@@ -107,7 +107,7 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
                                 TopicSettings())
     assert report is not None
     sys_ = System(kafka_bootstrap, home, env)
-    sys_.worker("platform", "platform", "--timeout", "4")
+    sys_.worker("platform", "platform", "--timeout", "10")
     sys_.start_provider("bank-a")
     sys_.start_provider("bank-b")
     try:

@@ -2,7 +2,8 @@
 provider, consuming only its own request topic, thin agents around the adapter's decisions.
 
 Tables (rocksdb, changelog-backed, co-partitioned with the request topic, keyed by PAN token):
-``cards``, ``accounts``, ``processed`` (request id -> decision, the idempotency record),
+``ledger`` (PAN token -> the card's record, account and recent decisions, one record so a crash
+never separates a decision from the hold it placed),
 ``chain`` (partition -> hash-chain head), ``batch`` (partition -> open settlement batch).
 
 At start the provider (re-)publishes its registration and its key blocks (compacted topics, so
@@ -22,7 +23,7 @@ from agents.providers import decide
 from agents.providers.base import ProviderAdapter
 from agents.providers.issuer import HsmIssuer
 from agents.providers.settle import batch_id_for, cutover_events
-from agents.providers.state import Account, CardRecord, ChainHead, OpenBatch
+from agents.providers.state import CardLedger, ChainHead, OpenBatch
 from agents.providers.transit import HsmOperator, Purse, TransitOperator
 from agents.sim import key_provisioning, registration
 from cardbus import vault
@@ -75,9 +76,7 @@ def build(cfg: ProviderConfig) -> faust.App:
     spec = provider_requests_spec(pid)
     n = spec.partitions
     t = PROVIDER_TABLES
-    cards = app.Table("cards", default=None, partitions=t["cards"])
-    accounts = app.Table("accounts", default=None, partitions=t["accounts"])
-    processed = app.Table("processed", default=None, partitions=t["processed"])
+    ledgers = app.Table("ledger", default=None, partitions=t["ledger"])
     chain = app.Table("chain", default=None, partitions=t["chain"])
     batches = app.Table("batch", default=None, partitions=t["batch"])
     purses = app.Table("purses", default=None, partitions=t["purses"])
@@ -129,21 +128,24 @@ def build(cfg: ProviderConfig) -> faust.App:
 
     async def on_authorization(req: AuthorizationRequested, message: Any) -> None:
         token = req.card.pan_token
+        entry = load(ledgers, token, CardLedger)
+        done = entry.decision(req.event_id) if entry else None
         with bind_correlation(req.correlation_id, provider=pid):
             result = adapter.authorize(
-                req, card=load(cards, token, CardRecord), account=load(accounts, token, Account),
+                req, card=entry.card if entry else None,
+                account=entry.account if entry else None,
                 chain=load(chain, part_key(message), ChainHead)
                 or ChainHead(chain_id=f"{pid}.{part_key(message)}"),
                 batch=load(batches, part_key(message), OpenBatch) or OpenBatch(),
-                processed=load(processed, req.event_id, AuthorizationDecided), crypto=crypto)
+                processed=AuthorizationDecided.model_validate(done) if done else None,
+                crypto=crypto)
             if not result.duplicate:
-                if result.card is not None:
-                    store(cards, token, result.card)
-                if result.account is not None:
-                    store(accounts, token, result.account)
+                if entry is not None and result.card is not None and result.account is not None:
+                    store(ledgers, token, CardLedger(
+                        card=result.card, account=result.account, decided=entry.decided,
+                    ).with_decision(req.event_id, result.decision.model_dump(mode="json")))
                 store(chain, part_key(message), result.chain)
                 store(batches, part_key(message), result.batch)
-                store(processed, req.event_id, result.decision)
             d = result.decision
             log.info("authorization decided", code=d.response_code, approved=d.approved,
                      duplicate=result.duplicate, masked_pan=req.card.masked_pan)
@@ -152,36 +154,39 @@ def build(cfg: ProviderConfig) -> faust.App:
     async def on_reversal(rev: ReversalRequested, message: Any) -> None:
         verify_event(rev, lambda kid: crypto.platform if kid == crypto.platform.key_id else None)
         token = rev.pan_token
+        entry = load(ledgers, token, CardLedger)
+        done = entry.decision(rev.original_event_id) if entry else None
         with bind_correlation(rev.correlation_id, provider=pid):
             result = adapter.reverse(
-                rev, account=load(accounts, token, Account),
+                rev, account=entry.account if entry else None,
                 batch=load(batches, part_key(message), OpenBatch) or OpenBatch(),
-                decision=load(processed, rev.original_event_id, AuthorizationDecided),
+                decision=AuthorizationDecided.model_validate(done) if done else None,
                 crypto=crypto)
-            if result.account is not None:
-                store(accounts, token, result.account)
+            if entry is not None and result.account is not None:
+                store(ledgers, token, entry.model_copy(update={"account": result.account}))
             store(batches, part_key(message), result.batch)
             log.info("reversal applied", reversed=result.answer.reversed, reason=rev.reason)
             await bus.send(PROVIDER_RESULTS.name, token, result.answer)
 
     def on_card_issued(ev: CardIssued) -> None:
         verify_event(ev, lambda kid: hsm.verifier if kid == hsm.verifier.key_id else None)
-        opened = decide.open_card(ev, load(cards, ev.pan_token, CardRecord))
+        existing = load(ledgers, ev.pan_token, CardLedger)
+        opened = decide.open_card(ev, existing.card if existing else None)
         if opened is not None:
-            store(cards, ev.pan_token, opened[0])
-            store(accounts, ev.pan_token, opened[1])
+            store(ledgers, ev.pan_token, CardLedger(card=opened[0], account=opened[1]))
             log.info("card opened", masked_pan=ev.masked_pan, balance=ev.opening_balance)
 
     async def on_cutover(ev: SettlementCutoverRequested, message: Any) -> None:
         verify_event(ev, lambda kid: hsm.verifier if kid == hsm.verifier.key_id else None)
         batch = load(batches, part_key(message), OpenBatch) or OpenBatch()
         tokens = {line.pan_token for line in batch.lines.values()}
-        held = {t: a for t in tokens if (a := load(accounts, t, Account)) is not None}
+        entries = {t: e for t in tokens if (e := load(ledgers, t, CardLedger)) is not None}
+        held = {t: e.account for t, e in entries.items()}
         settled = adapter.close_batch(batch_id=f"{ev.batch_id}.p{message.partition}",
                                       closed_at_event=ev, batch=batch, accounts=held,
                                       crypto=crypto)
         for token, account in settled.accounts.items():
-            store(accounts, token, account)
+            store(ledgers, token, entries[token].model_copy(update={"account": account}))
         store(batches, part_key(message), settled.batch)
         if settled.closed is not None:
             log.info("batch closed", batch=settled.closed.batch_id,

@@ -8,6 +8,7 @@ is left to a later version.
 - ``CardRecord``: status, expiry, limits, last ATC, PIN verification data (a PVV, never the PIN),
   PIN-try counter.
 - ``Account``: ledger balance and holds (authorized, not yet cleared); available = balance - holds.
+- ``CardLedger``: the card record, the account and the card's recent decisions, one record;
 - ``ChainHead``: the per-partition hash chain of decisions (audit).
 - ``OpenBatch``: the per-partition settlement batch being filled since the last cut-over.
 """
@@ -111,3 +112,29 @@ class OpenBatch(BaseModel):
     declined: int = 0
     first_sequence: int | None = None
     last_sequence: int | None = None
+
+
+RECENT_DECISIONS = 64
+
+
+class CardLedger(BaseModel):
+    """Everything about one card in one record: its card record, its account, and its recent
+    decisions (the idempotency record). One record means one changelog write per payment, so a
+    crash can never keep a decision while losing the hold it placed (or the reverse)."""
+
+    model_config = _STATE
+
+    card: CardRecord
+    account: Account
+    decided: dict[str, dict[str, object]] = Field(default_factory=dict)
+
+    def decision(self, request_id: str) -> dict[str, object] | None:
+        return self.decided.get(request_id)
+
+    def with_decision(self, request_id: str, decision: dict[str, object]) -> CardLedger:
+        """Remember ``decision``; the oldest beyond ``RECENT_DECISIONS`` are dropped (a request
+        redelivered after that many newer payments of the same card is not expected)."""
+        decided = {**self.decided, request_id: decision}
+        if len(decided) > RECENT_DECISIONS:
+            decided = dict(list(decided.items())[-RECENT_DECISIONS:])
+        return self.model_copy(update={"decided": decided})

@@ -212,9 +212,29 @@ async def table(bootstrap: str, app_id: str, name: str) -> dict[str, Any]:
 
 
 async def accounts(bootstrap: str, provider_id: str) -> dict[str, Any]:
-    """A provider's ledger accounts by PAN token (from the accounts table's changelog)."""
-    from agents.providers.state import Account
-    from streams.topics import NAMESPACE
+    """A provider's ledger accounts by PAN token (from the ledger table's changelog)."""
+    from agents.providers.state import CardLedger
+    from streams.topics import provider_app_id
 
-    raw = await table(bootstrap, f"{NAMESPACE}-provider-{provider_id}", "accounts")
-    return {k: Account.model_validate(v) for k, v in raw.items() if v}
+    raw = await table(bootstrap, provider_app_id(provider_id), "ledger")
+    return {k: CardLedger.model_validate(v).account for k, v in raw.items() if v}
+
+
+async def lag(bootstrap: str, group: str, topic: str) -> int:
+    """How many records of ``topic`` the consumer group ``group`` has not committed yet."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        tps = [TopicPartition(topic, p) for p in range(topic_spec(topic).partitions)]
+        ends = await consumer.end_offsets(tps)
+        return sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0))
+                   for tp in tps)
+    finally:
+        await consumer.stop()
+        await admin.close()
