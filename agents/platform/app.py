@@ -162,7 +162,7 @@ def build(cfg: PlatformConfig) -> faust.App:
 
     async def on_status(message: Any) -> None:
         ev = codec.decode(TERMINAL_STATUS.name, message.value)
-        record = decide.change_status(ev, terminal(ev.terminal_id), None)
+        record = decide.change_status(ev, terminal(ev.terminal_id), hsm.verifier)
         terminals[ev.terminal_id] = record.model_dump(mode="json")
         log.info("terminal status", terminal=ev.terminal_id, status=ev.status)
 

@@ -246,15 +246,15 @@ def keys_event(record: TerminalRecord, routes: dict[str, Route], hsm: PlatformHs
 
 
 def change_status(ev: TerminalStatusChanged, current: TerminalRecord | None,
-                  operator: Verifier | None) -> TerminalRecord:
-    """Activate or suspend a terminal (an operator's signed command)."""
+                  operator: Verifier) -> TerminalRecord:
+    """Activate or suspend a terminal: an operator's command, signed with ``operator``'s key
+    (the platform's identity); anything else is refused."""
     if current is None:
         raise Rejected(f"status change for unknown terminal {ev.terminal_id}")
-    if operator is not None:
-        try:
-            verify_event(ev, lambda kid: operator if kid == operator.key_id else None)
-        except CryptoError as exc:
-            raise Rejected(f"status change of {ev.terminal_id}: {exc}") from None
+    try:
+        verify_event(ev, lambda kid: operator if kid == operator.key_id else None)
+    except CryptoError as exc:
+        raise Rejected(f"status change of {ev.terminal_id}: {exc}") from None
     return current.model_copy(update={"status": ev.status})
 
 

@@ -72,6 +72,13 @@ def register(sub: Any) -> None:
     e.add_argument("--providers", type=int, default=1,
                    help="wait until the key set vouches for this many providers (default 1)")
     e.set_defaults(func=_enroll)
+    for action, status in (("suspend", "suspended"), ("activate", "active")):
+        st = term.add_parser(action, help=f"{action} a terminal (an operator's command, signed "
+                                          "with the platform's identity key)")
+        st.add_argument("--terminal-id", required=True)
+        st.add_argument("--reason", default=f"{action}d by an operator")
+        st.add_argument("--bootstrap", default=None)
+        st.set_defaults(func=_status, status=status)
 
     bench = _sub(sub, "bench", "benchmarks")
     b = bench.add_parser("reader", help="card dialogue and detection times over real pcscd")
@@ -115,6 +122,25 @@ def _enroll(args: argparse.Namespace) -> int:
                                   providers=args.providers))
     print(f"terminal {terminal.terminal_id} enrolled; keys installed; trusted providers: "
           f"{', '.join(sorted(terminal.card_auth))}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import secrets
+    from datetime import UTC, datetime
+
+    from cardbus.local import platform_hsm
+    from schemas.terminals import TerminalStatusChanged
+    from streams.topics import TERMINAL_STATUS
+
+    ev = platform_hsm().sign_event(TerminalStatusChanged(
+        event_id=secrets.token_hex(16), correlation_id=args.terminal_id,
+        occurred_at=datetime.now(UTC), producer="platform", terminal_id=args.terminal_id,
+        status=args.status, reason=args.reason))
+    from cardbus.commands.cards import publish_one
+
+    asyncio.run(publish_one(TERMINAL_STATUS.name, args.terminal_id, ev, args.bootstrap))
+    print(f"terminal {args.terminal_id}: {args.status} ({args.reason})")
     return 0
 
 

@@ -185,3 +185,21 @@ def test_enrollment_is_idempotent_and_needs_possession(world: World) -> None:
         ev.canonical_bytes())})
     with pytest.raises(platform.Rejected):
         platform.enroll_terminal(forged, None, world.platform, world.routes)
+
+
+def test_status_change_needs_the_operators_signature(world: World) -> None:
+    from schemas.terminals import TerminalStatusChanged
+
+    record = world.terminal_records["T-0001"]
+    ev = TerminalStatusChanged(event_id="status-0001", correlation_id="T-0001", occurred_at=NOW,
+                               producer="platform", terminal_id="T-0001", status="suspended",
+                               reason="reported stolen")
+    with pytest.raises(platform.Rejected):  # unsigned
+        platform.change_status(ev, record, world.platform.verifier)
+    forged = ev.model_copy(update={"seal": Signer.generate(
+        world.platform.verifier.key_id).seal(ev.canonical_bytes())})
+    with pytest.raises(platform.Rejected):
+        platform.change_status(forged, record, world.platform.verifier)
+    suspended = platform.change_status(world.platform.sign_event(ev), record,
+                                       world.platform.verifier)
+    assert suspended.status == "suspended"

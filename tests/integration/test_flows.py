@@ -181,3 +181,34 @@ def _sample(name: str):  # type: ignore[no-untyped-def]
 
 async def _idle() -> None:
     await asyncio.sleep(0)
+
+
+async def test_suspended_terminal_is_declined_until_activated(system: System,
+                                                               till: Till) -> None:
+    import subprocess
+    import sys
+
+    from cardbus.response_codes import SUSPENDED_TERMINAL
+
+    def operator(action: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "cardbus.cli", "terminal", action, "--terminal-id",
+             till.terminal.terminal_id, "--bootstrap", system.bootstrap],
+            env=system.env, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+
+    card = await system.issue("bank-a", balance=5_000)
+    operator("suspend")
+
+    async def declined():  # type: ignore[no-untyped-def]
+        answer, _, _ = await till.pay(card, 100)
+        return answer if answer.response_code == SUSPENDED_TERMINAL else None
+
+    assert await eventually(declined, timeout=30), "the suspension never took effect"
+    operator("activate")
+
+    async def approved():  # type: ignore[no-untyped-def]
+        answer, _, _ = await till.pay(card, 100)
+        return answer if answer.approved else None
+
+    assert await eventually(approved, timeout=30), "the activation never took effect"
