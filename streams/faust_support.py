@@ -123,7 +123,7 @@ class Bus:
             original_offset=message.offset, **original_fields(bytes(value), key))
         try:
             await self.send(DEAD_LETTERS.name, message.topic, ev)
-        except Exception:  # noqa: BLE001 - a dead letter that cannot be sent is logged
+        except Exception:  # a dead letter that cannot be sent is logged, never raised
             log.exception("could not send dead letter", topic=message.topic,
                           offset=message.offset)
 
