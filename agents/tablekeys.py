@@ -8,7 +8,7 @@ recovers them from the changelog. Records are immutable (a new version is a new 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from cardbus.crypto.keys import KeyAlg, KeyUsage
@@ -25,7 +25,7 @@ class TableKeyStore(KeyStore):
     """``KeyStore`` that falls back to (and writes new records into) a table."""
 
     def __init__(self, keyring: StorageKeyring, records: Iterable[StoredKey],
-                 table: MutableMapping[str, Any],
+                 table: Mapping[str, Any],
                  reload: Callable[[], Iterable[StoredKey]] | None = None) -> None:
         self._table = table
         self._reload = reload

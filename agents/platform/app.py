@@ -20,6 +20,7 @@ from typing import Any
 import faust
 
 from agents.platform import decide, transit
+from agents.replica import Replica, Replicated
 from agents.tablekeys import TableKeyStore
 from cardbus import vault
 from cardbus.crypto.hsm import PlatformHsm
@@ -77,10 +78,17 @@ def build(cfg: PlatformConfig) -> faust.App:
     bus = Bus(app, "platform")
     # Faust wants a table's changelog to have its source topics' partition count.
     n = PLATFORM_TABLES
-    routes = app.GlobalTable("routes", default=None, partitions=n["routes"])
-    parked = app.GlobalTable("parked-keys", default=None, partitions=n["parked-keys"])
-    terminals = app.GlobalTable("terminals", default=None, partitions=n["terminals"])
-    key_table = app.GlobalTable("platform-keys", default=None, partitions=n["platform-keys"])
+    # routes, terminals and key records: every worker needs them all (see agents.replica);
+    # parked keys are only read by the owner of the provider's partition
+    parked = app.Table("parked-keys", default=None, partitions=n["parked-keys"])
+
+    def replicated(name: str) -> Replicated:
+        table = app.Table(name, default=None, partitions=n[name])
+        return Replicated(table, f"{cfg.app_id}-{name}-changelog", n[name])
+
+    routes, terminals, key_table = (replicated(t) for t in ("routes", "terminals",
+                                                             "platform-keys"))
+    replica = Replica(cfg.bootstrap, [routes, terminals, key_table])
     pending = app.Table("pending", default=None, partitions=n["pending"])
     outcomes = app.Table("outcomes", default=None, partitions=n["outcomes"])
     partitions = PAYMENT_REQUESTS.partitions
@@ -289,11 +297,21 @@ def build(cfg: PlatformConfig) -> faust.App:
         return app.topic(name, key_serializer="raw", value_serializer="raw",
                          partitions=partitions)
 
+    def gated(handler: Any) -> Any:
+        async def run(message: Any) -> None:
+            await replica.ready.wait()  # routes, terminals and keys complete before acting
+            await handler(message)
+        return run
+
     for spec, handler in ((PROVIDER_REGISTRATIONS, on_provider), (PROVIDER_KEYS, on_provider_keys),
                           (TERMINALS, on_enrollment), (TERMINAL_STATUS, on_status),
                           (PAYMENT_REQUESTS, on_request), (PROVIDER_RESULTS, on_result),
                           (TRANSIT_LOADS, on_load)):
-        _agent(app, raw_topic(spec.name, spec.partitions), bus, handler, spec.name)
+        _agent(app, raw_topic(spec.name, spec.partitions), bus, gated(handler), spec.name)
+
+    @app.task
+    async def follow_replica() -> None:
+        await replica.run()
 
     requests_topic = raw_topic(PAYMENT_REQUESTS.name, partitions)
 
@@ -316,7 +334,7 @@ def build(cfg: PlatformConfig) -> faust.App:
     async def _rebalanced(sender: Any, **_: Any) -> None:
         deadlines.clear()  # rebuilt from the table at each partition's next tick
 
-    del clock, refresh_keys, _rebalanced
+    del clock, refresh_keys, _rebalanced, follow_replica
     return app
 
 

@@ -212,3 +212,19 @@ async def test_suspended_terminal_is_declined_until_activated(system: System,
         return answer if answer.approved else None
 
     assert await eventually(approved, timeout=30), "the activation never took effect"
+
+
+async def test_two_platform_workers_share_the_payments(system: System, till: Till) -> None:
+    """A second platform worker joins the group: payments on every partition still find their
+    route, terminal and keys (each worker keeps routes, terminals and keys in full)."""
+    second = system.worker("platform-2", "platform", "--instance", "2", "--timeout", "10")
+    try:
+        await system.ready("platform-2")
+        cards = [await system.issue("bank-a", balance=50_000) for _ in range(12)]
+        codes = []
+        for card in cards:  # twelve cards: their PAN tokens spread over the six partitions
+            done, _, _ = await till.pay(card, 700, timeout=60)
+            codes.append(done.response_code)
+        assert codes == ["00"] * len(cards), (codes, system.logs())
+    finally:
+        second.stop()
