@@ -245,7 +245,7 @@ PLATFORM_TABLES: dict[str, int] = {
     "pending": PAYMENT_REQUESTS.partitions, "outcomes": PAYMENT_REQUESTS.partitions,
 }
 PROVIDER_TABLES: dict[str, int] = dict.fromkeys(
-    ("ledger", "chain", "batch", "purses"), 6)
+    ("ledger", "chain", "batch", "purses"), PAYMENT_PARTITIONS)
 
 
 def platform_app_id() -> str:

@@ -26,7 +26,7 @@ from reader_agent.terminal import Terminal
 from schemas.base import Event, Money
 from schemas.payments import PaymentCompleted, PaymentRequested
 from streams import codec
-from streams.topics import provider_requests_topic, topic_spec
+from streams.topics import PROVIDER_TABLES, provider_requests_topic, topic_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -202,7 +202,8 @@ async def table(bootstrap: str, app_id: str, name: str) -> dict[str, Any]:
     import json
 
     out: dict[str, Any] = {}
-    for msg in await read_all(bootstrap, f"{app_id}-{name}-changelog", partitions=6):
+    for msg in await read_all(bootstrap, f"{app_id}-{name}-changelog",
+                              partitions=PROVIDER_TABLES[name]):
         key = json.loads(msg.key)
         if msg.value is None:
             out.pop(key, None)
