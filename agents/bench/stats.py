@@ -6,12 +6,12 @@ these functions say what it adds up to.
 
 from __future__ import annotations
 
-import os
-import platform
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from cardbus.machine import describe
 
 
 def percentiles(samples_ms: Iterable[float]) -> dict[str, float]:
@@ -111,19 +111,4 @@ def account(sent: Iterable[Sent], seen: Iterable[Seen],
 
 def machine() -> dict[str, Any]:
     """What the benchmark ran on."""
-    import psutil
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "cpu": cpu,
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    return describe()

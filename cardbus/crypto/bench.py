@@ -8,7 +8,6 @@ payment costs on the platform side and on the provider side.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from cardbus.crypto import emv, wrap
 from cardbus.crypto.hsm import PlatformHsm, ProviderHsm, TerminalHsm
 from cardbus.crypto.keys import KeyAlg, KeyUsage, new_key
 from cardbus.crypto.keystore import KeyStore, StorageKeyring
+from cardbus.machine import describe
 from schemas.base import EncryptedBlob, Event, Hex, Money
 
 
@@ -41,18 +41,8 @@ class BenchPaymentRequested(Event):
 
 
 def machine() -> dict[str, Any]:
-    """Cores, CPU model, Python, cryptography and OpenSSL versions."""
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "cryptography": cryptography.__version__,
+    """The machine, plus the cryptography and OpenSSL versions."""
+    return {**describe(), "cryptography": cryptography.__version__,
             "openssl": _openssl.openssl_version_text()}
 
 
