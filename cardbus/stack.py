@@ -51,7 +51,7 @@ class LocalStack:
             self.say(f"broker: already running at {running.bootstrap}")
             return self.bootstrap
         port = int(os.environ.get("CARDBUS_KAFKA_PORT", broker.DEFAULT_PORT))
-        if broker._port_open(port):
+        if broker.port_open(port):
             port = broker.free_port_block(1, start=port + 1)
         t0 = time.monotonic()
         cluster, _ = broker.start(port=port, progress=self.say)

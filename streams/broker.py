@@ -148,7 +148,7 @@ def default_home() -> Path:
     return state_dir() / "kafka" / "cluster"
 
 
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.3)
         return s.connect_ex((host, port)) == 0
@@ -159,7 +159,7 @@ def free_port_block(count: int, start: int = 29092) -> int:
     for base in range(start, 60000, 7):
         ports = [base + i for i in range(count)]
         ports += [p + CONTROLLER_PORT_OFFSET for p in ports]
-        if not any(_port_open(p) for p in ports):
+        if not any(port_open(p) for p in ports):
             return base
     raise BrokerError("no free loopback ports for a Kafka cluster")
 
@@ -251,7 +251,7 @@ def start(
     home.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(home=home, brokers=brokers, port=port,
                       cluster_id=previous.cluster_id if previous else _new_cluster_id())
-    busy = [p for p in cluster.client_ports + cluster.controller_ports if _port_open(p)]
+    busy = [p for p in cluster.client_ports + cluster.controller_ports if port_open(p)]
     if busy:
         raise BrokerError(
             f"port(s) {busy} on 127.0.0.1 are in use by another process: stop it, or choose "
@@ -321,7 +321,7 @@ def wait_ready(cluster: Cluster, timeout_s: float) -> None:
         if dead:
             raise BrokerError(
                 f"Kafka node(s) exited during start-up (pids {dead}).\n{_log_tail(cluster)}")
-        if all(_port_open(p) for p in cluster.client_ports) and _cluster_size(cluster) == (
+        if all(port_open(p) for p in cluster.client_ports) and _cluster_size(cluster) == (
             cluster.brokers
         ):
             return

@@ -41,7 +41,7 @@ from cardbus.response_codes import (
     REPLAYED_ATC,
     WRONG_CURRENCY,
 )
-from schemas.base import Event, Money
+from schemas.base import Event
 from schemas.cards import CardRead
 from schemas.ledger import CardIssued
 from schemas.payments import (
@@ -371,7 +371,3 @@ def open_card(ev: CardIssued, current: CardRecord | None) -> tuple[CardRecord, A
                       opening_balance=ev.opening_balance, balance=ev.opening_balance)
     return record, account
 
-
-def money(amount: int, currency: str) -> Money:
-    """Shorthand used by tests and adapters."""
-    return Money(amount=amount, currency=currency)

@@ -77,14 +77,7 @@ class Verifier:
 
     def verify_seal(self, seal: Seal, data: bytes) -> None:
         """Check a ``Seal`` (algorithm and key id must match this verifier)."""
-        if seal.alg != "Ed25519" or seal.key_id != self.key_id:
-            raise SignatureInvalid(f"seal is {seal.alg}/{seal.key_id}, expected Ed25519/"
-                                   f"{self.key_id}")
-        try:
-            value = b64d(seal.value)
-        except ValueError:
-            raise SignatureInvalid("seal value is not base64") from None
-        self.verify(value, data)
+        self.verify(_seal_value(seal, self.alg, self.key_id, SignatureInvalid), data)
 
     def public_bytes(self) -> bytes:
         """The raw 32-byte public key."""
@@ -119,14 +112,18 @@ class MacSealer:
 
     def verify_seal(self, seal: Seal, data: bytes) -> None:
         """Check a ``Seal`` (algorithm and key id must match)."""
-        if seal.alg != "HMAC-SHA256" or seal.key_id != self.key_id:
-            raise MacInvalid(f"seal is {seal.alg}/{seal.key_id}, expected HMAC-SHA256/"
-                             f"{self.key_id}")
-        try:
-            value = b64d(seal.value)
-        except ValueError:
-            raise MacInvalid("seal value is not base64") from None
-        self.verify(value, data)
+        self.verify(_seal_value(seal, self.alg, self.key_id, MacInvalid), data)
+
+
+def _seal_value(seal: Seal, alg: str, key_id: str,
+                error: type[SignatureInvalid] | type[MacInvalid]) -> bytes:
+    """The seal's signature/MAC bytes, once its algorithm and key id are the expected ones."""
+    if seal.alg != alg or seal.key_id != key_id:
+        raise error(f"seal is {seal.alg}/{seal.key_id}, expected {alg}/{key_id}")
+    try:
+        return b64d(seal.value)
+    except ValueError:
+        raise error("seal value is not base64") from None
 
 
 SealKey = Signer | MacSealer
