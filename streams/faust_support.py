@@ -38,8 +38,17 @@ def broker_urls(bootstrap: str) -> list[str]:
 _patched = False
 
 
+FETCH_MAX_WAIT_MS = 10
+"""How long the broker may hold a worker's fetch. Faust hard-codes 1,500 ms. A worker's one
+fetch covers every partition it owns; measured here under load, the broker answered it only
+at the end of the wait (the round trip equalled the setting: 250-440 ms at 1,500, 21 ms at 20,
+6 ms at 5), and the platform idled at 30% CPU with a 1.5 s backlog in Kafka. 10 ms costs at
+most 100 empty fetches a second when idle."""
+
+
 def idempotent_producers() -> None:
-    """Make every Faust producer idempotent with acks=all, transactional or not."""
+    """Make every Faust producer idempotent with acks=all, transactional or not, and let the
+    broker hold a worker's fetch for ``FETCH_MAX_WAIT_MS`` only."""
     global _patched
     if _patched:
         return
@@ -49,6 +58,15 @@ def idempotent_producers() -> None:
         return {**original(self), "acks": "all", "enable_idempotence": True}
 
     faust_aiokafka.Producer._settings_extra = settings_extra  # type: ignore[method-assign]
+    make_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+
+    def worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = make_consumer(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when its fetcher starts
+        return consumer
+
+    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = (  # type: ignore[method-assign]
+        worker_consumer)
     _patched = True
 
 
