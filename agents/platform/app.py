@@ -209,7 +209,7 @@ def build(cfg: PlatformConfig) -> faust.App:
                 routes=all_routes(), hsm=hsm, timeout=cfg.timeout)
             if entry is not None:
                 track(entry, message.partition)
-                log.info("payment routed", provider=entry.provider_id,
+                log.debug("payment routed", provider=entry.provider_id,
                          masked_pan=entry.masked_pan, amount=entry.amount.amount)
             for _role, _key, event in out.events:
                 if isinstance(event, PaymentCompleted):
@@ -257,7 +257,9 @@ def build(cfg: PlatformConfig) -> faust.App:
                 for _role, _key, event in out.events:
                     if isinstance(event, PaymentCompleted) and entry is not None:
                         outcomes[entry.request_event_id] = event.model_dump(mode="json")
-                        log.info("payment answered", code=event.response_code)
+                        # the bus is the record of every payment: approvals at debug level
+                        (log.debug if event.approved else log.info)(
+                            "payment answered", code=event.response_code)
                 await emit(out)
         elif isinstance(ev, ReversalCompleted):
             decide.check_provider_seal(ev, route)

@@ -147,8 +147,9 @@ def build(cfg: ProviderConfig) -> faust.App:
                 store(chain, part_key(message), result.chain)
                 store(batches, part_key(message), result.batch)
             d = result.decision
-            log.info("authorization decided", code=d.response_code, approved=d.approved,
-                     duplicate=result.duplicate, masked_pan=req.card.masked_pan)
+            (log.debug if d.approved and not result.duplicate else log.info)(
+                "authorization decided", code=d.response_code, approved=d.approved,
+                duplicate=result.duplicate, masked_pan=req.card.masked_pan)
             await bus.send(PROVIDER_RESULTS.name, token, d)
 
     async def on_reversal(rev: ReversalRequested, message: Any) -> None:
