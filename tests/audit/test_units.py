@@ -79,3 +79,27 @@ def test_has_pan_bytes_agrees_with_contains_clear_pan(text: str) -> None:
     from streams.audit.scan import has_pan_bytes
 
     assert has_pan_bytes(text.encode()) == contains_clear_pan(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789", min_size=1, max_size=19))
+def test_luhn_bytes_agrees_with_luhn_ok(digits: str) -> None:
+    from schemas.base import luhn_ok
+    from streams.audit.scan import luhn_bytes
+
+    assert luhn_bytes(digits.encode()) == luhn_ok(digits)
+
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(['"PIN"', '"pin"', '"Pan"', '"pan_token"', '"track2"', " ", ":",
+                                 '"x"', "{", "}", ",", '"CVV2" :', '"clear_key"']), max_size=12))
+def test_has_sensitive_key_is_a_case_blind_key_search(parts: list[str]) -> None:
+    import re
+
+    from streams.audit.scan import SENSITIVE_FIELDS, has_sensitive_key
+
+    slow = re.compile(r'"(?:' + "|".join(re.escape(n) for n in sorted(SENSITIVE_FIELDS))
+                      + r')"\s*:', re.IGNORECASE)
+    text = "".join(parts)
+    assert has_sensitive_key(text.encode()) == bool(slow.search(text))
