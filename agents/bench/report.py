@@ -13,6 +13,17 @@ def _lat(lat: dict[str, Any] | None) -> str:
             f"max {lat['max']:.0f} ms")
 
 
+LIFT = [
+    "what limits it: each payment costs several ms of CPU across the platform (2 events in, 2",
+    "  out, 3 changelog writes), each provider (1 in, 1 out, 3 changelog writes of records that",
+    "  grow with the card's recent decisions and the open batch) and the broker, on 2 shared",
+    "  cores: the 'limit' lines above. What would lift it: smaller provider state records",
+    "  (decisions and batch lines under their own keys instead of inside the card and batch",
+    "  records), fewer changelog writes per payment, batch processing (stream.take) so one",
+    "  produce request carries many events, and more cores (2 workers per stage only help when",
+    "  the cores are not already full)."]
+
+
 def text(r: dict[str, Any]) -> str:
     """Every figure of a benchmark result, one line each."""
     m, raw = r["machine"], r["raw_single_hop"]
@@ -43,6 +54,14 @@ def text(r: dict[str, Any]) -> str:
             peak = run.get("peak_rss_mib", {}).get(name, u["peak_rss_mib"])
             lines.append(f"  {name:<16} CPU {u['cpu_percent']:6.1f}% of one core "
                          f"(closed loop)  peak RSS {peak:7.1f} MiB")
+        lim = run.get("limit")
+        if lim:
+            costs = ", ".join(f"{k} {v:.2f}" for k, v in lim["cpu_ms_per_payment"].items())
+            lines.append(f"  limit: {lim['bound']}-bound; the processes used "
+                         f"{lim['cpu_share_of_cores']:.0%} of the cores; CPU ms per payment: "
+                         f"{costs} (total {lim['cpu_ms_per_payment_total']:.2f} -> the cores "
+                         f"carry at most ~{lim['cpu_ceiling_payments_per_s']:,.0f}/s); hottest "
+                         f"{lim['hottest']}")
         lines.append(f"  consumer lag at the end: {run['consumer_lag']}")
         acc = run["accounting"]
         lines.append(f"  accounting: {acc['requests']} requests, {acc['results']} results, "
@@ -68,6 +87,7 @@ def text(r: dict[str, Any]) -> str:
               f"single hop; latency at max {_lat(r['latency_ms'])}; at 50% "
               f"{_lat(r['latency_at_50pct_ms'])}",
               "targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in t.items()),
+              *([] if all(t.values()) else LIFT),
               f"lost {r['lost']}, duplicated {r['duplicated']}, ledgers "
               f"{'balance' if r['ledgers_balance'] else 'DO NOT balance'} -> "
               f"{'OK' if r['ok'] else 'FAILED'}"]

@@ -101,6 +101,9 @@ def run(opts: Options) -> dict[str, Any]:
     result["runs"] = runs
     base = runs[0]
     ok_runs = [r for r in runs if "error" not in r]
+    for r in ok_runs:
+        r["limit"] = stats.limit(r["processes"], r["max"]["payments_per_s"],
+                                 result["machine"]["cores"])
     result["pipeline_payments_per_s"] = base.get("max", {}).get("payments_per_s", 0.0)
     result["best_payments_per_s"] = max((r["max"]["payments_per_s"] for r in ok_runs),
                                         default=0.0)

@@ -112,3 +112,22 @@ def account(sent: Iterable[Sent], seen: Iterable[Seen],
 def machine() -> dict[str, Any]:
     """What the benchmark ran on."""
     return describe()
+
+
+def limit(processes: Mapping[str, Mapping[str, float]], payments_per_s: float,
+          cores: int) -> dict[str, Any]:
+    """What limits a closed-loop run, from each process's CPU (percent of one core).
+
+    ``cpu_ms_per_payment`` is each process's CPU per answered payment; their sum is the
+    machine's cost of one payment, so ``cores * 1000 / sum`` is the rate the cores could carry
+    if nothing waited. A run whose processes used at least 85% of the cores is CPU-bound (more
+    workers on the same cores cannot help); below that, something waits."""
+    per = {name: round(u["cpu_percent"] * 10 / payments_per_s, 2) if payments_per_s else 0.0
+           for name, u in processes.items()}
+    used = sum(u["cpu_percent"] for u in processes.values()) / (100 * cores)
+    total = sum(per.values())
+    hottest = max(per, key=per.__getitem__) if per else None
+    return {"cpu_share_of_cores": round(used, 3), "cpu_ms_per_payment": per,
+            "cpu_ms_per_payment_total": round(total, 2),
+            "cpu_ceiling_payments_per_s": round(cores * 1000 / total, 1) if total else 0.0,
+            "bound": "cpu" if used >= 0.85 else "waiting", "hottest": hottest}

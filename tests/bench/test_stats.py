@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agents.bench import stats
 from agents.bench.stats import Seen, Sent, account, percentiles
 
 
@@ -73,3 +74,15 @@ def test_percentiles_are_ordered_samples(samples: list[int]) -> None:
 def test_percentiles_nearest_rank() -> None:
     p = percentiles(range(1, 101))
     assert (p["p50"], p["p95"], p["p99"], p["max"]) == (50, 95, 99, 100)
+
+
+def test_limit_names_the_cpu_cost_per_payment_and_the_bound() -> None:
+    procs = {"platform-1": {"cpu_percent": 60.0}, "bank-a-1": {"cpu_percent": 40.0},
+             "broker": {"cpu_percent": 80.0}}
+    got = stats.limit(procs, 200.0, cores=2)
+    assert got["cpu_ms_per_payment"] == {"platform-1": 3.0, "bank-a-1": 2.0, "broker": 4.0}
+    assert got["cpu_ms_per_payment_total"] == 9.0
+    assert got["cpu_ceiling_payments_per_s"] == round(2000 / 9, 1)
+    assert got["bound"] == "cpu" and got["hottest"] == "broker"
+    idle = stats.limit({"platform-1": {"cpu_percent": 30.0}}, 100.0, cores=2)
+    assert idle["bound"] == "waiting" and idle["cpu_share_of_cores"] == 0.15
