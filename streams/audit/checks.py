@@ -245,13 +245,13 @@ def check_settlements(decisions: list[Fact], batches: list[Fact]) -> list[Findin
 def compare_rederived(replays: list[PartitionReplay], recorded: dict[tuple[str, str], Fact],
                       raw: dict[tuple[str, int, int], bytes | None], window: Window,
                       in_range: set[tuple[str, int, int]] | None = None
-                      ) -> tuple[list[Finding], int]:
+                      ) -> tuple[list[Finding], dict[tuple[str, str], str]]:
     """Recorded decisions/reversals/batches vs re-derived ones, byte for byte.
 
     ``recorded`` maps (topic, event id) -> fact; ``raw`` gives the recorded bytes by location.
-    Returns the findings and how many outputs matched."""
+    Returns the findings and the outputs that matched: (topic, event id) -> their digest."""
     findings: list[Finding] = []
-    matched = 0
+    matched: dict[tuple[str, str], str] = {}
     derived: set[tuple[str, str]] = set()
     heads: dict[str, int] = {}
     for f in recorded.values():
@@ -272,7 +272,7 @@ def compare_rederived(replays: list[PartitionReplay], recorded: dict[tuple[str, 
                         f"{out.topic} (removed?)")))
                 continue
             if found.digest == out.digest:
-                matched += 1
+                matched[key] = out.digest
                 continue
             recorded_bytes = raw.get(found.where())
             findings.append(_at(found, REDERIVE, (

@@ -45,6 +45,9 @@ class KeyBook:
     _verifiers: dict[str, Verifier] = field(default_factory=dict, repr=False)
     _macs: dict[str, MacSealer] = field(default_factory=dict, repr=False)
     deferred: frozenset[str] = frozenset()  # topics whose platform requests the replay checks
+    # producers whose outputs the replay re-derives with the registered signing key: an output
+    # identical to its re-derivation carries a seal that verifies, so it is not verified twice
+    deferred_producers: frozenset[str] = frozenset()
 
     def learn(self, key_id: str, public_b64: str) -> None:
         """Add a public key (registration or enrollment)."""

@@ -65,6 +65,7 @@ class Fact:
     correlation_id: str
     digest: str  # SHA-256 hex of the record value: equal digests = identical bytes
     data: dict[str, Any] = field(default_factory=dict)
+    seal_deferred: bool = False  # a provider output whose seal the re-derivation settles
 
     def where(self) -> tuple[str, int, int]:
         return self.topic, self.partition, self.offset

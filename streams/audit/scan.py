@@ -149,6 +149,11 @@ DEFERRED_TYPES = frozenset({"AuthorizationRequested", "ReversalRequested"})
 """Platform requests on a provider topic: the re-derivation verifies their signature anyway
 (the provider's first check), so the scan leaves it to it instead of verifying twice."""
 
+OUTPUT_TYPES = frozenset({"AuthorizationDecided", "ReversalCompleted", "SettlementBatchClosed"})
+"""A provider's outputs that the re-derivation rebuilds, seal included (Ed25519 signatures are
+deterministic): one byte-identical to its re-derivation is proven; only the others are verified
+(``streams.audit.engine``)."""
+
 
 @dataclass
 class ChunkResult:
@@ -180,6 +185,11 @@ def scan(records: list[Record], book: KeyBook) -> ChunkResult:
         if rec.topic in book.deferred and event.type in DEFERRED_TYPES:
             out.checks["deferred to the re-derivation"] += 1
             out.facts.append(fact_of(rec, event, data))
+            continue
+        if event.type in OUTPUT_TYPES and event.producer in book.deferred_producers:
+            fact = fact_of(rec, event, data)
+            fact.seal_deferred = True
+            out.facts.append(fact)
             continue
         try:
             kind = book.check(event, data)

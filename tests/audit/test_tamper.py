@@ -105,6 +105,26 @@ def test_forged_signature_is_caught(trail_home: Trailed) -> None:
     assert "does not verify" in seal[0].reason
 
 
+def test_forged_decision_signature_is_caught_after_the_re_derivation(
+        trail_home: Trailed) -> None:
+    """Provider outputs identical to their re-derivation are proven without a second verify;
+    a decision signed by another key is not identical, so its seal is verified and fails."""
+    trail, home = trail_home
+    clean = run(trail.records, home)
+    assert clean.checks["provider seals proven by the byte-identical re-derivation"] == \
+        clean.checks["re-derived outputs matching byte for byte"] > 0
+    rec = pick(trail.records, "provider-results", "AuthorizationDecided", 11)
+    ev = codec.decode(None, rec.value)
+    assert isinstance(ev, AuthorizationDecided)
+    forged = seal_event(ev, Signer.generate(ev.seal.key_id))  # type: ignore[union-attr]
+    report = run(replace(trail.records, rec, forged), home)
+    seal = [f for f in report.findings if f.kind == SEAL]
+    assert [(f.topic, f.partition, f.offset) for f in seal] == [
+        (rec.topic, rec.partition, rec.offset)]
+    assert "does not verify" in seal[0].reason
+    assert REDERIVE in kinds_at(report, rec)  # and it is not the decision the bank made
+
+
 def test_replayed_request_is_caught(trail_home: Trailed) -> None:
     """The same card cryptogram under a new event id, with a valid terminal MAC."""
     trail, home = trail_home
