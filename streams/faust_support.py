@@ -67,6 +67,19 @@ def idempotent_producers() -> None:
 
     faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = (  # type: ignore[method-assign]
         worker_consumer)
+    commit = faust_aiokafka.AIOKafkaConsumerThread._commit
+
+    async def commit_assigned(self: Any, offsets: Any) -> bool:
+        # During a rebalance Faust may ask to commit only partitions the consumer thread no
+        # longer holds; it filters them out and hands aiokafka 0.14 an empty dict, which raises
+        # ValueError and crashed the worker (seen with 2 workers and 12 partitions). Nothing
+        # to commit is not committed.
+        assignment = self.assignment()
+        if not any(tp in assignment for tp in offsets):
+            return False
+        return bool(await commit(self, offsets))
+
+    faust_aiokafka.AIOKafkaConsumerThread._commit = commit_assigned  # type: ignore[method-assign]
     _patched = True
 
 
