@@ -180,18 +180,12 @@ def build(cfg: ProviderConfig) -> faust.App:
     async def on_cutover(ev: SettlementCutoverRequested, message: Any) -> None:
         verify_event(ev, lambda kid: hsm.verifier if kid == hsm.verifier.key_id else None)
         batch = load(batches, part_key(message), OpenBatch) or OpenBatch()
-        tokens = {line.pan_token for line in batch.lines.values()}
-        entries = {t: e for t in tokens if (e := load(ledgers, t, CardLedger)) is not None}
-        held = {t: e.account for t, e in entries.items()}
         settled = adapter.close_batch(batch_id=f"{ev.batch_id}.p{message.partition}",
-                                      closed_at_event=ev, batch=batch, accounts=held,
-                                      crypto=crypto)
-        for token, account in settled.accounts.items():
-            store(ledgers, token, entries[token].model_copy(update={"account": account}))
+                                      closed_at_event=ev, batch=batch, crypto=crypto)
         store(batches, part_key(message), settled.batch)
         if settled.closed is not None:
             log.info("batch closed", batch=settled.closed.batch_id,
-                     lines=len(batch.lines))
+                     approved=sum(t.approved_count for t in batch.totals.values()))
             await bus.send(SETTLEMENTS.name, pid, settled.closed)
 
     topic = app.topic(spec.name, key_serializer="raw", value_serializer="raw", partitions=n)

@@ -77,10 +77,10 @@ class ProviderAdapter:
                               crypto=crypto)
 
     def close_batch(self, *, batch_id: str, closed_at_event: Event, batch: OpenBatch,
-                    accounts: dict[str, Account], crypto: decide.IssuerCrypto) -> decide.Settled:
+                    crypto: decide.IssuerCrypto) -> decide.Settled:
         """Close the open settlement batch."""
         return decide.close_batch(batch_id=batch_id, closed_at_event=closed_at_event,
-                                  batch=batch, accounts=accounts, crypto=crypto)
+                                  batch=batch, crypto=crypto)
 
     def issue_card(self, hsm: ProviderHsm, *, pin: str, opening_balance: int,
                    expiry: str = "301231", pan: str | None = None,

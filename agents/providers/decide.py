@@ -19,7 +19,7 @@ from typing import Protocol
 from agents.providers.state import (
     MAX_PIN_TRIES,
     Account,
-    BatchLine,
+    BatchTotal,
     CardRecord,
     ChainHead,
     Hold,
@@ -111,8 +111,19 @@ class _Draft:
     notes: list[str] = field(default_factory=list)
 
 
+def settle(account: Account, open_batch: int) -> Account:
+    """Clear into the balance every hold of a batch closed since (number below the open one).
+    The available amount does not change, so this may run whenever the card is next used."""
+    if all(h.batch >= open_batch for h in account.holds.values()):
+        return account
+    cleared = sum(h.amount for h in account.holds.values() if h.batch < open_batch)
+    return account.model_copy(update={
+        "balance": account.balance - cleared,
+        "holds": {k: h for k, h in account.holds.items() if h.batch >= open_batch}})
+
+
 def _check(req: AuthorizationRequested, card: CardRecord | None, account: Account | None,
-           crypto: IssuerCrypto) -> _Draft:
+           crypto: IssuerCrypto, batch: int) -> _Draft:
     """Run the checks in order; return the response code and the updated card/account."""
     try:
         crypto.verify_platform(req)
@@ -157,7 +168,7 @@ def _check(req: AuthorizationRequested, card: CardRecord | None, account: Accoun
     if req.amount.amount > account.available:
         return _Draft(INSUFFICIENT_FUNDS, card, account)
     holds = {**account.holds, req.event_id: Hold(amount=req.amount.amount,
-                                                 currency=req.amount.currency)}
+                                                 currency=req.amount.currency, batch=batch)}
     return _Draft(APPROVED, card, account.model_copy(update={"holds": holds}))
 
 
@@ -179,7 +190,9 @@ def authorize(
     """Decide on one authorization request. A duplicate gets the original decision, unchanged."""
     if processed is not None:
         return Authorized(processed, card, account, chain, batch, duplicate=True)
-    draft = _check(req, card, account, crypto)
+    if account is not None:
+        account = settle(account, batch.number)
+    draft = _check(req, card, account, crypto, batch.number)
     approved = draft.code == APPROVED
     sequence = chain.sequence + 1
     decision = AuthorizationDecided(
@@ -217,9 +230,10 @@ def _add_to_batch(batch: OpenBatch, req: AuthorizationRequested,
         "last_sequence": decision.sequence,
     }
     if decision.approved:
-        line = BatchLine(pan_token=req.card.pan_token, amount=req.amount.amount,
-                         currency=req.amount.currency, sequence=decision.sequence)
-        update["lines"] = {**batch.lines, req.event_id: line}
+        t = batch.totals.get(req.amount.currency, BatchTotal())
+        update["totals"] = {**batch.totals, req.amount.currency: t.model_copy(update={
+            "approved_count": t.approved_count + 1,
+            "approved_amount": t.approved_amount + req.amount.amount})}
     else:
         update["declined"] = batch.declined + 1
     return batch.model_copy(update=update)
@@ -246,21 +260,24 @@ def reverse(
     a second reversal of the same payment finds nothing left to undo and says so, unchanged."""
     reversed_now = False
     code = NO_ORIGINAL
+    if account is not None:
+        account = settle(account, batch.number)
     if decision is not None and decision.approved and account is not None:
         code = APPROVED
-        hold = account.holds.get(rev.original_event_id)
-        line = batch.lines.get(rev.original_event_id)
-        if hold is not None:
-            holds = {k: v for k, v in account.holds.items() if k != rev.original_event_id}
-            account = account.model_copy(update={"holds": holds})
+        original = rev.original_event_id
+        if original in account.holds:  # still held (this batch): release the hold
+            holds = {k: v for k, v in account.holds.items() if k != original}
+            account = account.model_copy(update={
+                "holds": holds, "reversed": account.with_reversed(original)})
             reversed_now = True
-        elif (line is None or not line.reversed) and not _already_credited(batch, rev):
-            # cleared already (or from an earlier batch): credit it back once
-            account = account.model_copy(
-                update={"balance": account.balance + decision.amount.amount})
+        elif original not in account.reversed:
+            # cleared by a closed batch: credit it back once, in this batch
+            account = account.model_copy(update={
+                "balance": account.balance + decision.amount.amount,
+                "reversed": account.with_reversed(original)})
             reversed_now = True
         if reversed_now:
-            batch = _mark_reversed(batch, rev, decision)
+            batch = _count_reversal(batch, decision)
     elif decision is not None and not decision.approved:
         code = APPROVED  # nothing was authorized: a reversal of a decline is a no-op
     answer = ReversalCompleted(
@@ -280,30 +297,20 @@ def reverse(
     return Reversed(sealed, account, batch)
 
 
-def _already_credited(batch: OpenBatch, rev: ReversalRequested) -> bool:
-    key = f"reversal:{rev.original_event_id}"
-    return key in batch.lines
-
-
-def _mark_reversed(batch: OpenBatch, rev: ReversalRequested,
-                   decision: AuthorizationDecided) -> OpenBatch:
-    line = batch.lines.get(rev.original_event_id)
-    lines = dict(batch.lines)
-    if line is not None:
-        lines[rev.original_event_id] = line.model_copy(update={"reversed": True})
-    else:  # reversal of a payment cleared in an earlier batch: a negative line in this one
-        lines[f"reversal:{rev.original_event_id}"] = BatchLine(
-            pan_token=rev.pan_token, amount=decision.amount.amount,
-            currency=decision.amount.currency, sequence=decision.sequence, reversed=True)
-    return batch.model_copy(update={"lines": lines})
+def _count_reversal(batch: OpenBatch, decision: AuthorizationDecided) -> OpenBatch:
+    t = batch.totals.get(decision.amount.currency, BatchTotal())
+    return batch.model_copy(update={"totals": {**batch.totals, decision.amount.currency:
+                                                t.model_copy(update={
+                                                    "reversed_count": t.reversed_count + 1,
+                                                    "reversed_amount": t.reversed_amount
+                                                    + decision.amount.amount})}})
 
 
 @dataclass(frozen=True)
 class Settled:
-    """A closed batch and the accounts whose holds were cleared by it."""
+    """A closed batch (None if it had no decision) and the batch that is open now."""
 
     closed: SettlementBatchClosed | None
-    accounts: dict[str, Account]
     batch: OpenBatch
 
 
@@ -312,29 +319,12 @@ def close_batch(
     batch_id: str,
     closed_at_event: Event,
     batch: OpenBatch,
-    accounts: dict[str, Account],
     crypto: IssuerCrypto,
 ) -> Settled:
-    """Cut-over: clear every open hold of the batch into its account, total the batch, open the
-    next. ``accounts`` maps PAN token -> account for every token in the batch."""
+    """Cut-over: total the batch and open the next. Its holds are cleared into their accounts
+    when each card is next used (``settle``); no card record is read or written here."""
     if batch.first_sequence is None or batch.last_sequence is None:
-        return Settled(None, accounts, batch)
-    totals: dict[str, dict[str, int]] = {}
-    cleared = dict(accounts)
-    for request_id, line in sorted(batch.lines.items()):
-        t = totals.setdefault(line.currency, {"ac": 0, "aa": 0, "rc": 0, "ra": 0})
-        if not request_id.startswith("reversal:"):
-            t["ac"] += 1
-            t["aa"] += line.amount
-        if line.reversed:
-            t["rc"] += 1
-            t["ra"] += line.amount
-        account = cleared.get(line.pan_token)
-        if account is not None and request_id in account.holds:
-            hold = account.holds[request_id]
-            holds = {k: v for k, v in account.holds.items() if k != request_id}
-            cleared[line.pan_token] = account.model_copy(
-                update={"balance": account.balance - hold.amount, "holds": holds})
+        return Settled(None, batch)
     event = SettlementBatchClosed(
         event_id=derived_id("batch", closed_at_event.event_id),
         correlation_id=batch_id,
@@ -348,15 +338,16 @@ def close_batch(
         last_sequence=batch.last_sequence,
         declined_count=batch.declined,
         totals=tuple(
-            CurrencyTotal(currency=cur, approved_count=t["ac"], approved_amount=t["aa"],
-                          reversed_count=t["rc"], reversed_amount=t["ra"],
-                          net_amount=t["aa"] - t["ra"])
-            for cur, t in sorted(totals.items())
+            CurrencyTotal(currency=cur, approved_count=t.approved_count,
+                          approved_amount=t.approved_amount, reversed_count=t.reversed_count,
+                          reversed_amount=t.reversed_amount,
+                          net_amount=t.approved_amount - t.reversed_amount)
+            for cur, t in sorted(batch.totals.items())
         ),
     )
     sealed = crypto.seal(event)
     assert isinstance(sealed, SettlementBatchClosed)
-    return Settled(sealed, cleared, OpenBatch(number=batch.number + 1))
+    return Settled(sealed, OpenBatch(number=batch.number + 1))
 
 
 def open_card(ev: CardIssued, current: CardRecord | None) -> tuple[CardRecord, Account] | None:

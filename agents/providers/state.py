@@ -8,9 +8,14 @@ is left to a later version.
 - ``CardRecord``: status, expiry, limits, last ATC, PIN verification data (a PVV, never the PIN),
   PIN-try counter.
 - ``Account``: ledger balance and holds (authorized, not yet cleared); available = balance - holds.
+  Each hold names the settlement batch it was authorized in; once that batch is closed the hold
+  is cleared into the balance the next time the card is used (``decide.settle``). Clearing does
+  not change the available amount, so no decision depends on when it happens, and closing a
+  batch touches no card record.
 - ``CardLedger``: the card record, the account and the card's recent decisions, one record;
 - ``ChainHead``: the per-partition hash chain of decisions (audit).
-- ``OpenBatch``: the per-partition settlement batch being filled since the last cut-over.
+- ``OpenBatch``: the per-partition settlement batch being filled since the last cut-over: its
+  running totals per currency, a record of fixed size whatever the number of payments in it.
 """
 
 from __future__ import annotations
@@ -55,12 +60,16 @@ class CardRecord(BaseModel):
 
 
 class Hold(BaseModel):
-    """An authorized amount not yet cleared."""
+    """An authorized amount not yet cleared, and the batch (number) it belongs to."""
 
     model_config = _STATE
 
     amount: int
     currency: Currency
+    batch: int = 1
+
+
+RECENT_REVERSALS = 64
 
 
 class Account(BaseModel):
@@ -73,10 +82,15 @@ class Account(BaseModel):
     opening_balance: int
     balance: int
     holds: dict[str, Hold] = Field(default_factory=dict)
+    reversed: tuple[str, ...] = ()  # the last RECENT_REVERSALS request ids reversed
 
     @property
     def available(self) -> int:
         return self.balance - sum(h.amount for h in self.holds.values())
+
+    def with_reversed(self, request_id: str) -> tuple[str, ...]:
+        """``reversed`` with ``request_id`` added (the oldest dropped past the bound)."""
+        return (*self.reversed, request_id)[-RECENT_REVERSALS:]
 
 
 class ChainHead(BaseModel):
@@ -89,16 +103,15 @@ class ChainHead(BaseModel):
     last_hash: str = GENESIS_HASH
 
 
-class BatchLine(BaseModel):
-    """One approved (or reversed) payment in an open batch."""
+class BatchTotal(BaseModel):
+    """Running totals of one currency in an open batch."""
 
     model_config = _STATE
 
-    pan_token: PanToken
-    amount: int
-    currency: Currency
-    sequence: int
-    reversed: bool = False
+    approved_count: int = 0
+    approved_amount: int = 0
+    reversed_count: int = 0
+    reversed_amount: int = 0
 
 
 class OpenBatch(BaseModel):
@@ -108,7 +121,7 @@ class OpenBatch(BaseModel):
 
     number: int = 1
     opened_at: str | None = None  # ISO time of the first decision in it
-    lines: dict[str, BatchLine] = Field(default_factory=dict)  # request event id -> line
+    totals: dict[str, BatchTotal] = Field(default_factory=dict)  # currency -> running totals
     declined: int = 0
     first_sequence: int | None = None
     last_sequence: int | None = None

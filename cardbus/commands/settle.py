@@ -13,9 +13,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="close a provider's settlement batch (cut-over) and show its totals",
         description=(
             "Send the provider's signed cut-over to every partition of its request topic; "
-            "each partition closes its part of the batch in order with its payments, clears "
-            "the holds into the ledger and publishes a signed SettlementBatchClosed. Waits "
-            "for the parts and prints the totals (the ledger movements they must match)."),
+            "each partition closes its part of the batch in order with its payments and "
+            "publishes a signed SettlementBatchClosed (each card's holds of the closed batch "
+            "are cleared into its balance when the card is next used). Waits for the parts "
+            "and prints the totals (the ledger movements they must match)."),
     )
     p.add_argument("--provider", required=True, help="provider id, e.g. bank-a")
     p.add_argument("--bootstrap", help="HOST:PORT (default $KAFKA_BOOTSTRAP_SERVERS or the "

@@ -301,7 +301,7 @@ def _ledger(replays: list[PartitionReplay]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for rp in replays:
         led = out.setdefault(rp.provider_id, {"accounts": 0, "balance": 0, "held": 0,
-                                              "holds": 0, "open_batch_lines": 0,
+                                              "holds": 0, "open_batch_approvals": 0,
                                               "blocked_cards": 0, "negative_available": []})
         for key, value in rp.ledger.items():
             led[key] = led[key] + value

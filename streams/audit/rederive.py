@@ -107,27 +107,25 @@ class ProviderReplayer:
             return []
         if isinstance(ev, SettlementCutoverRequested):
             verify_event(ev, lambda kid: own if kid == own.key_id else None)
-            tokens = {line.pan_token for line in self.batch.lines.values()}
-            held = {t: self.accounts[t] for t in tokens if t in self.accounts}
             settled = self.adapter.close_batch(
                 batch_id=f"{ev.batch_id}.p{self.partition}", closed_at_event=ev,
-                batch=self.batch, accounts=held, crypto=self.crypto)
-            self.accounts.update(settled.accounts)
+                batch=self.batch, crypto=self.crypto)
             self.batch = settled.batch
             return [("settlements", settled.closed)] if settled.closed is not None else []
         self.skipped[ev.type] = self.skipped.get(ev.type, 0) + 1
         return []
 
     def ledger(self) -> dict[str, Any]:
-        """The recomputed ledger of this partition: balances, holds, open batch."""
+        """The recomputed ledger of this partition: balances (holds of closed batches
+        cleared), open holds, the open batch."""
+        accounts = [decide.settle(a, self.batch.number) for a in self.accounts.values()]
         return {
-            "accounts": len(self.accounts),
-            "balance": sum(a.balance for a in self.accounts.values()),
-            "held": sum(h.amount for a in self.accounts.values() for h in a.holds.values()),
-            "holds": sum(len(a.holds) for a in self.accounts.values()),
-            "negative_available": sorted(a.account_id for a in self.accounts.values()
-                                         if a.available < 0),
-            "open_batch_lines": len(self.batch.lines),
+            "accounts": len(accounts),
+            "balance": sum(a.balance for a in accounts),
+            "held": sum(h.amount for a in accounts for h in a.holds.values()),
+            "holds": sum(len(a.holds) for a in accounts),
+            "negative_available": sorted(a.account_id for a in accounts if a.available < 0),
+            "open_batch_approvals": sum(t.approved_count for t in self.batch.totals.values()),
             "blocked_cards": sum(c.status == "blocked" for c in self.cards.values()),
         }
 

@@ -220,24 +220,61 @@ def test_reversal_releases_hold_once(world: World, ledger: Ledger) -> None:
     assert again.answer.model_dump_json() == first.answer.model_dump_json()
 
 
-def test_settlement_clears_holds_and_totals_match(world: World, ledger: Ledger) -> None:
+def test_settlement_totals_match_and_holds_clear_when_the_card_is_next_used(
+        world: World, ledger: Ledger) -> None:
     cards = [ledger.open(world.issue("bank-a", balance=50_000)) for _ in range(3)]
+    states = [CardState(None, atc=0) for _ in cards]
     amounts = [1_000, 2_000, 3_000]
-    for card, amount in zip(cards, amounts, strict=True):
-        assert pay(world, ledger, card, amount=amount).decision.approved
-    pay(world, ledger, cards[0], amount=10**6)  # declined: limit
-    accounts = {c.card.pan_token: ledger.accounts[c.card.pan_token] for c in cards}
+    for card, state, amount in zip(cards, states, amounts, strict=True):
+        assert pay(world, ledger, card, amount=amount, state=state).decision.approved
+    pay(world, ledger, cards[0], amount=10**6, state=states[0])  # declined: limit
+    before = ledger.batch.model_dump_json()
     cut = world.pay("T-0001", cards[1], amount=1, when=NOW)  # any event: time and id source
     settled = ledger.adapter.close_batch(batch_id="B1", closed_at_event=cut, batch=ledger.batch,
-                                         accounts=accounts, crypto=ledger.crypto)  # type: ignore[arg-type]
+                                         crypto=ledger.crypto)
     assert settled.closed is not None
     (total,) = settled.closed.totals
     assert (total.approved_count, total.approved_amount, total.net_amount) == (3, 6_000, 6_000)
     assert settled.closed.declined_count == 1
-    for card, amount in zip(cards, amounts, strict=True):
-        acct = settled.accounts[card.card.pan_token]
-        assert acct.holds == {} and acct.balance == 50_000 - amount
-    assert settled.batch.number == 2 and settled.batch.lines == {}
+    assert settled.batch.number == 2 and settled.batch.totals == {}
+    assert len(settled.batch.model_dump_json()) < len(before)  # no per-payment lines
+    ledger.batch = settled.batch
+    for card, state, amount in zip(cards, states, amounts, strict=True):
+        token = card.card.pan_token
+        stored = ledger.accounts[token]
+        assert stored.holds and stored.available == 50_000 - amount  # type: ignore[attr-defined]
+        assert pay(world, ledger, card, amount=10, state=state).decision.approved  # clears it
+        acct = ledger.accounts[token]
+        assert acct.balance == 50_000 - amount  # type: ignore[attr-defined]
+        assert [h.batch for h in acct.holds.values()] == [2]  # type: ignore[attr-defined]
+    (again,) = ledger.batch.totals.values()
+    assert (again.approved_count, again.approved_amount) == (3, 30)
+
+
+def test_reversal_after_the_cut_over_credits_back_once(world: World, ledger: Ledger) -> None:
+    card = ledger.open(world.issue("bank-a", balance=10_000))
+    auth = ledger.auth_request(world.pay("T-0001", card, amount=4_000, when=NOW))
+    decision = ledger.decide(auth).decision
+    cut = world.pay("T-0001", card, amount=1, when=NOW)
+    ledger.batch = ledger.adapter.close_batch(batch_id="B1", closed_at_event=cut,
+                                              batch=ledger.batch, crypto=ledger.crypto).batch
+    pending = platform.Pending(
+        payment_id=auth.correlation_id, request_event_id=auth.request_event_id,
+        auth_event_id=auth.event_id, terminal_id="T-0001", provider_id="bank-a",
+        pan_token=auth.card.pan_token, masked_pan=auth.card.masked_pan, amount=auth.amount,
+        deadline=NOW + timedelta(seconds=3))
+    rev = platform.reversal(pending, "timeout", at=NOW, hsm=world.platform)
+    token = card.card.pan_token
+    first = ledger.adapter.reverse(rev, account=ledger.accounts[token],  # type: ignore[arg-type]
+                                   batch=ledger.batch, decision=decision, crypto=ledger.crypto)
+    assert first.answer.reversed and first.account is not None
+    assert (first.account.balance, first.account.holds) == (10_000, {})  # cleared, credited
+    (t,) = first.batch.totals.values()
+    assert (t.approved_count, t.reversed_count, t.reversed_amount) == (0, 1, 4_000)
+    again = ledger.adapter.reverse(rev, account=first.account, batch=first.batch,
+                                   decision=decision, crypto=ledger.crypto)
+    assert again.account is not None and again.account.balance == 10_000  # not twice
+    assert again.batch == first.batch
 
 
 def test_decision_is_reproducible(world: World, ledger: Ledger) -> None:

@@ -76,15 +76,21 @@ async def test_settlement_batch_matches_the_ledger(system: System, till: Till) -
     assert sums["CNY"]["approved_amount"] == sum(amounts) == sums["CNY"]["net_amount"]
     assert sum(p.declined_count for p in parts) == 1  # type: ignore[attr-defined]
 
+    # the closed batch's holds are cleared into the balance when each card is next used
+    for card in cards:
+        again, _, _ = await till.pay(card, 100)
+        assert again.response_code == APPROVED
+
     async def cleared():  # type: ignore[no-untyped-def]
         ledger = await accounts(system.bootstrap, "bank-b")
         accts = [ledger.get(c.card.pan_token) for c in cards]
-        return accts if all(a is not None and not a.holds for a in accts) else None
+        return accts if all(a is not None and len(a.holds) == 1 for a in accts) else None
 
     accts = await eventually(cleared)
-    assert accts, "holds were not cleared into the ledger"
+    assert accts, "holds of the closed batch were not cleared into the ledger"
     for acct, amount in zip(accts, amounts, strict=True):
         assert acct.balance == 20_000 - amount  # the movements the batch totals
+        assert acct.available == 20_000 - amount - 100  # and the new hold
 
 
 async def test_third_provider_joins_without_restart(system: System, till: Till) -> None:
