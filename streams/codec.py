@@ -68,7 +68,7 @@ def decode_raw(source: str | TypeAdapter[Any] | None,
     if allowed is not None and raw["type"] not in allowed:
         raise DecodeError(f"type: {raw['type']!r} does not belong on this topic "
                           f"(expected one of {', '.join(allowed)})", field="type")
-    upcasted = upcast(dict(raw), current)
+    upcasted = raw if raw["schema_version"] == current else upcast(dict(raw), current)
     try:
         event = adapter.validate_python(upcasted)
     except ValidationError as exc:
@@ -105,11 +105,13 @@ def parse(data: bytes | bytearray | memoryview | None, *,
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise DecodeError(f"{key}: duplicate key in JSON object", field=key)
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # rare: find which key came twice, for the reason
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise DecodeError(f"{key}: duplicate key in JSON object", field=key)
+            seen.add(key)
     return out
 
 
