@@ -14,14 +14,15 @@ def _lat(lat: dict[str, Any] | None) -> str:
 
 
 LIFT = [
-    "what limits it: each payment costs several ms of CPU across the platform (2 events in, 2",
-    "  out, 3 changelog writes), each provider (1 in, 1 out, 3 changelog writes of records that",
-    "  grow with the card's recent decisions and the open batch) and the broker, on 2 shared",
-    "  cores: the 'limit' lines above. What would lift it: smaller provider state records",
-    "  (decisions and batch lines under their own keys instead of inside the card and batch",
-    "  records), fewer changelog writes per payment, batch processing (stream.take) so one",
-    "  produce request carries many events, and more cores (2 workers per stage only help when",
-    "  the cores are not already full)."]
+    "what limits it: CPU. Each payment costs several ms of CPU across the platform (2 events",
+    "  in, 2 out, 3 changelog writes), its bank (1 in, 1 out, 3 changelog writes, the card",
+    "  record carrying up to 16 recent decisions), the broker and the load generator, on 2",
+    "  shared cores (the 'limit' lines above); Faust's per-event machinery (stream, acks, the",
+    "  consumer thread hand-off, one produce call per record) is most of it, the crypto about a",
+    "  tenth. What would lift it: batch processing (stream.take) so one state write and one",
+    "  produce request serve many events, fewer changelog writes per payment (the platform's",
+    "  outcome inside its pending record), and more cores: 2 workers per stage only help when",
+    "  the cores are not already full."]
 
 
 def text(r: dict[str, Any]) -> str:
