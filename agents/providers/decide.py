@@ -262,22 +262,25 @@ def reverse(
     code = NO_ORIGINAL
     if account is not None:
         account = settle(account, batch.number)
-    if decision is not None and decision.approved and account is not None:
+    original = rev.original_event_id
+    hold = account.holds.get(original) if account is not None else None
+    if account is not None and hold is not None:
+        # still held (this batch): the hold is the approval, whether or not its decision is
+        # still among the card's recent ones; release it
+        code, reversed_now = APPROVED, True
+        account = account.model_copy(update={
+            "holds": {k: v for k, v in account.holds.items() if k != original},
+            "reversed": account.with_reversed(original)})
+        batch = _count_reversal(batch, hold.amount, hold.currency)
+    elif decision is not None and decision.approved and account is not None:
         code = APPROVED
-        original = rev.original_event_id
-        if original in account.holds:  # still held (this batch): release the hold
-            holds = {k: v for k, v in account.holds.items() if k != original}
-            account = account.model_copy(update={
-                "holds": holds, "reversed": account.with_reversed(original)})
-            reversed_now = True
-        elif original not in account.reversed:
+        if original not in account.reversed:
             # cleared by a closed batch: credit it back once, in this batch
             account = account.model_copy(update={
                 "balance": account.balance + decision.amount.amount,
                 "reversed": account.with_reversed(original)})
             reversed_now = True
-        if reversed_now:
-            batch = _count_reversal(batch, decision)
+            batch = _count_reversal(batch, decision.amount.amount, decision.amount.currency)
     elif decision is not None and not decision.approved:
         code = APPROVED  # nothing was authorized: a reversal of a decline is a no-op
     answer = ReversalCompleted(
@@ -297,13 +300,10 @@ def reverse(
     return Reversed(sealed, account, batch)
 
 
-def _count_reversal(batch: OpenBatch, decision: AuthorizationDecided) -> OpenBatch:
-    t = batch.totals.get(decision.amount.currency, BatchTotal())
-    return batch.model_copy(update={"totals": {**batch.totals, decision.amount.currency:
-                                                t.model_copy(update={
-                                                    "reversed_count": t.reversed_count + 1,
-                                                    "reversed_amount": t.reversed_amount
-                                                    + decision.amount.amount})}})
+def _count_reversal(batch: OpenBatch, amount: int, currency: str) -> OpenBatch:
+    t = batch.totals.get(currency, BatchTotal())
+    return batch.model_copy(update={"totals": {**batch.totals, currency: t.model_copy(update={
+        "reversed_count": t.reversed_count + 1, "reversed_amount": t.reversed_amount + amount})}})
 
 
 @dataclass(frozen=True)

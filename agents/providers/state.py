@@ -127,11 +127,11 @@ class OpenBatch(BaseModel):
     last_sequence: int | None = None
 
 
-RECENT_DECISIONS = 16
-"""Decisions kept per card for redelivery. A request comes again only inside a commit interval
-(about a second of traffic) or when the platform re-sends it, and one card cannot pay 16 times
-in that time; an older copy is caught by the ATC check instead. Each kept decision is ~0.8 KB
-of the card's record, which is rewritten with every payment (64 made it up to ~50 KB)."""
+RECENT_DECISIONS = 64
+"""Decisions kept per card: a redelivered request gets the same answer, and a reversal finds
+the decision it undoes (a platform timeout can come after dozens of newer payments of the card
+when a bank is down; 16 was too few: the crash test left holds that were never released). Each
+kept decision is ~0.8 KB of the card's record, which is rewritten with every payment."""
 
 
 class CardLedger(BaseModel):

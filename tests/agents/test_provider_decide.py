@@ -251,6 +251,29 @@ def test_settlement_totals_match_and_holds_clear_when_the_card_is_next_used(
     assert (again.approved_count, again.approved_amount) == (3, 30)
 
 
+def test_reversal_releases_the_hold_even_without_the_decision(world: World,
+                                                               ledger: Ledger) -> None:
+    """The card keeps its recent decisions only; a bank that was down may see the timeout's
+    reversal after many newer payments of the card. The hold itself proves the approval."""
+    card = ledger.open(world.issue("bank-a", balance=10_000))
+    auth = ledger.auth_request(world.pay("T-0001", card, amount=4_000, when=NOW))
+    assert ledger.decide(auth).decision.approved
+    pending = platform.Pending(
+        payment_id=auth.correlation_id, request_event_id=auth.request_event_id,
+        auth_event_id=auth.event_id, terminal_id="T-0001", provider_id="bank-a",
+        pan_token=auth.card.pan_token, masked_pan=auth.card.masked_pan, amount=auth.amount,
+        deadline=NOW + timedelta(seconds=3))
+    rev = platform.reversal(pending, "timeout", at=NOW, hsm=world.platform)
+    token = card.card.pan_token
+    done = ledger.adapter.reverse(rev, account=ledger.accounts[token],  # type: ignore[arg-type]
+                                  batch=ledger.batch, decision=None, crypto=ledger.crypto)
+    assert done.answer.reversed and done.answer.response_code == APPROVED
+    assert done.account is not None and (done.account.available, done.account.holds) == (
+        10_000, {})
+    (t,) = done.batch.totals.values()
+    assert (t.approved_count, t.reversed_count, t.reversed_amount) == (1, 1, 4_000)
+
+
 def test_reversal_after_the_cut_over_credits_back_once(world: World, ledger: Ledger) -> None:
     card = ledger.open(world.issue("bank-a", balance=10_000))
     auth = ledger.auth_request(world.pay("T-0001", card, amount=4_000, when=NOW))
