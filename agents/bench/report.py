@@ -16,7 +16,7 @@ def _lat(lat: dict[str, Any] | None) -> str:
 LIFT = [
     "what limits it: CPU. Each payment costs several ms of CPU across the platform (2 events",
     "  in, 2 out, 3 changelog writes), its bank (1 in, 1 out, 3 changelog writes, the card",
-    "  record carrying up to 16 recent decisions), the broker and the load generator, on 2",
+    "  record carrying up to 64 recent decisions), the broker and the load generator, on 2",
     "  shared cores (the 'limit' lines above); Faust's per-event machinery (stream, acks, the",
     "  consumer thread hand-off, one produce call per record) is most of it, the crypto about a",
     "  tenth. What would lift it: batch processing (stream.take) so one state write and one",
