@@ -25,7 +25,7 @@ from cardbus.response_codes import (
     REPLAYED_ATC,
 )
 from reader_agent.cards.profile import CardState
-from schemas.payments import AuthorizationRequested
+from schemas.payments import AuthorizationRequested, ReversalRequested
 from tests.agents.conftest import NOW
 
 
@@ -76,6 +76,16 @@ class Ledger:
 @pytest.fixture
 def ledger(world: World) -> Ledger:
     return Ledger(world, "bank-a")
+
+
+def timeout_reversal(world: World, auth: AuthorizationRequested) -> ReversalRequested:
+    """The reversal the platform sends when ``auth`` times out at the bank."""
+    pending = platform.Pending(
+        payment_id=auth.correlation_id, request_event_id=auth.request_event_id,
+        auth_event_id=auth.event_id, terminal_id="T-0001", provider_id="bank-a",
+        pan_token=auth.card.pan_token, masked_pan=auth.card.masked_pan, amount=auth.amount,
+        deadline=NOW + timedelta(seconds=3))
+    return platform.reversal(pending, "timeout", at=NOW, hsm=world.platform)
 
 
 def pay(world: World, ledger: Ledger, card, amount: int = 1500, pin: str | None = "1234",  # type: ignore[no-untyped-def]
@@ -203,12 +213,7 @@ def test_reversal_releases_hold_once(world: World, ledger: Ledger) -> None:
     card = ledger.open(world.issue("bank-a", balance=10_000))
     auth = ledger.auth_request(world.pay("T-0001", card, amount=4_000, when=NOW))
     decision = ledger.decide(auth).decision
-    pending = platform.Pending(
-        payment_id=auth.correlation_id, request_event_id=auth.request_event_id,
-        auth_event_id=auth.event_id, terminal_id="T-0001", provider_id="bank-a",
-        pan_token=auth.card.pan_token, masked_pan=auth.card.masked_pan, amount=auth.amount,
-        deadline=NOW + timedelta(seconds=3))
-    rev = platform.reversal(pending, "timeout", at=NOW, hsm=world.platform)
+    rev = timeout_reversal(world, auth)
     token = card.card.pan_token
     first = ledger.adapter.reverse(rev, account=ledger.accounts[token],  # type: ignore[arg-type]
                                    batch=ledger.batch, decision=decision, crypto=ledger.crypto)
@@ -258,12 +263,7 @@ def test_reversal_releases_the_hold_even_without_the_decision(world: World,
     card = ledger.open(world.issue("bank-a", balance=10_000))
     auth = ledger.auth_request(world.pay("T-0001", card, amount=4_000, when=NOW))
     assert ledger.decide(auth).decision.approved
-    pending = platform.Pending(
-        payment_id=auth.correlation_id, request_event_id=auth.request_event_id,
-        auth_event_id=auth.event_id, terminal_id="T-0001", provider_id="bank-a",
-        pan_token=auth.card.pan_token, masked_pan=auth.card.masked_pan, amount=auth.amount,
-        deadline=NOW + timedelta(seconds=3))
-    rev = platform.reversal(pending, "timeout", at=NOW, hsm=world.platform)
+    rev = timeout_reversal(world, auth)
     token = card.card.pan_token
     done = ledger.adapter.reverse(rev, account=ledger.accounts[token],  # type: ignore[arg-type]
                                   batch=ledger.batch, decision=None, crypto=ledger.crypto)
@@ -281,12 +281,7 @@ def test_reversal_after_the_cut_over_credits_back_once(world: World, ledger: Led
     cut = world.pay("T-0001", card, amount=1, when=NOW)
     ledger.batch = ledger.adapter.close_batch(batch_id="B1", closed_at_event=cut,
                                               batch=ledger.batch, crypto=ledger.crypto).batch
-    pending = platform.Pending(
-        payment_id=auth.correlation_id, request_event_id=auth.request_event_id,
-        auth_event_id=auth.event_id, terminal_id="T-0001", provider_id="bank-a",
-        pan_token=auth.card.pan_token, masked_pan=auth.card.masked_pan, amount=auth.amount,
-        deadline=NOW + timedelta(seconds=3))
-    rev = platform.reversal(pending, "timeout", at=NOW, hsm=world.platform)
+    rev = timeout_reversal(world, auth)
     token = card.card.pan_token
     first = ledger.adapter.reverse(rev, account=ledger.accounts[token],  # type: ignore[arg-type]
                                    batch=ledger.batch, decision=decision, crypto=ledger.crypto)
