@@ -223,19 +223,7 @@ async def accounts(bootstrap: str, provider_id: str) -> dict[str, Any]:
 
 async def lag(bootstrap: str, group: str, topic: str) -> int:
     """How many records of ``topic`` the consumer group ``group`` has not committed yet."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from agents.bench.procs import consumer_lag
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-        tps = [TopicPartition(topic, p) for p in range(topic_spec(topic).partitions)]
-        ends = await consumer.end_offsets(tps)
-        return sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0))
-                   for tp in tps)
-    finally:
-        await consumer.stop()
-        await admin.close()
+    return (await consumer_lag(bootstrap, {group: [(topic, topic_spec(topic).partitions)]}))[
+        group]
