@@ -13,9 +13,6 @@ from __future__ import annotations
 from datetime import date
 
 import rfc8785
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict
 
 from cardbus.crypto.keystore import b64d, b64e
@@ -47,9 +44,8 @@ class CardCertificate(BaseModel):
 
 def new_card_key() -> tuple[bytes, bytes]:
     """A fresh card key pair: (raw private 32 bytes, raw public 32 bytes)."""
-    key = Ed25519PrivateKey.generate()
-    return (key.private_bytes_raw(),
-            key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+    key = Signer.generate("card")
+    return key.private_bytes(), key.public_bytes()
 
 
 def issue_card_certificate(ca: Signer, provider_id: str, card_public_key: bytes, pan: str,
@@ -71,8 +67,7 @@ def _auth_message(unpredictable_number: bytes, atc: int) -> bytes:
 
 def card_sign(card_private_key_bytes: bytes, unpredictable_number: bytes, atc: int) -> bytes:
     """Card side: sign the terminal's unpredictable number and the ATC (64 bytes)."""
-    key = Ed25519PrivateKey.from_private_bytes(card_private_key_bytes)
-    return key.sign(_auth_message(unpredictable_number, atc))
+    return Signer("card", card_private_key_bytes).sign(_auth_message(unpredictable_number, atc))
 
 
 def verify_card_certificate(cert: CardCertificate, ca: Verifier, *, today: date,
@@ -97,7 +92,7 @@ def verify_card_authentication(cert: CardCertificate, ca: Verifier, unpredictabl
     """Terminal side: the certificate, then the card's signature over UN || ATC."""
     verify_card_certificate(cert, ca, today=today, pan=pan)
     try:
-        card_key = Ed25519PublicKey.from_public_bytes(b64d(cert.card_public_key))
+        card_key = Verifier("card", b64d(cert.card_public_key))
         card_key.verify(signature, _auth_message(unpredictable_number, atc))
-    except (InvalidSignature, ValueError):
+    except (SignatureInvalid, ValueError):
         raise CardAuthenticationError("card did not prove it holds its private key") from None
