@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
+import orjson
 import rfc8785
 from pydantic import (
     AfterValidator,
@@ -162,9 +163,17 @@ def canonical_bytes(event: BaseModel) -> bytes:
 
 
 def compact_sorted_json(data: Any) -> bytes:
-    """Sorted, compact, UTF-8 JSON: RFC 8785 for float-free data with ASCII keys."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
+    """Sorted, compact, UTF-8 JSON: RFC 8785 for float-free data with ASCII keys.
+
+    orjson writes it ~3x faster than ``json.dumps`` (every seal made or checked needs these
+    bytes); what orjson refuses (an integer past 64 bits, a lone surrogate) goes through
+    ``json.dumps``, which writes the same form for everything orjson accepts (property tests
+    in tests/schemas/test_properties.py and tests/audit/test_units.py)."""
+    try:
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(data, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode("utf-8")
 
 
 @lru_cache(maxsize=256)
