@@ -34,7 +34,7 @@ class HsmIssuer:
     def verify_arqc(self, card: CardRead, context: str) -> None:
         self.hsm.authorize_cryptogram(
             card.pan_encrypted, context, card.psn, card.atc, bytes.fromhex(card.cdol_data),
-            bytes.fromhex(card.arqc), b"00", last_atc=None)
+            bytes.fromhex(card.arqc), None, last_atc=None)
 
     def make_arpc(self, card: CardRead, context: str, response_code: str) -> str:
         return self.hsm.authorize_cryptogram(

@@ -227,6 +227,8 @@ class ProviderHsm(_Role):
             self._ensure(key_id, usage, alg)
         self._tokenizer = PanTokenizer(self.keys.key(f"token:{p}", KeyUsage.PAN_TOKEN))
         self._icc_keys: dict[tuple[bytes, str, str], bytes] = {}
+        self._last_pan: tuple[tuple[str, str, str, str], str] | None = None
+        self._last_cryptogram: tuple[tuple[Any, ...], bytes] | None = None
         ca_id = self._latest(f"cardca:{p}")
         self.card_ca = Signer(ca_id, self._key(ca_id, KeyUsage.CARD_AUTH_CA))
 
@@ -266,22 +268,43 @@ class ProviderHsm(_Role):
                            card_private_key=priv, certificate=cert, pan_token=token, pvv=pvv)
 
     def _pan(self, pan_blob: EncryptedBlob, context: str) -> str:
+        """The PAN in ``pan_blob``. One decision asks for it up to five times (token, ARQC,
+        ARPC, PIN), so the last one opened is kept for the next call with the same blob."""
         if not pan_blob.key_id.startswith(f"pan:{self.provider_id}.v"):
             raise UnwrapError(f"PAN blob is under {pan_blob.key_id}, not ours")
-        return self._pan_cipher(pan_blob.key_id, self.identity).decrypt(pan_blob, context)
+        which = (pan_blob.key_id, pan_blob.nonce, pan_blob.ct, context)
+        if self._last_pan is not None and self._last_pan[0] == which:
+            return self._last_pan[1]
+        pan = self._pan_cipher(pan_blob.key_id, self.identity).decrypt(pan_blob, context)
+        self._last_pan = (which, pan)
+        return pan
 
     def pan_token(self, pan_blob: EncryptedBlob, context: str) -> str:
         """This provider's token for the card (its card records' key)."""
         return self._tokenizer.token(self._pan(pan_blob, context))
 
     def authorize_cryptogram(self, pan_blob: EncryptedBlob, context: str, psn: str, atc: int,
-                             data: bytes, arqc: bytes, arc: bytes, *,
+                             data: bytes, arqc: bytes, arc: bytes | None, *,
                              last_atc: int | None) -> bytes:
-        """Check ATC freshness and the ARQC, then answer ARPC method 1 for ``arc``."""
+        """Check ATC freshness and the ARQC, then answer ARPC method 1 for ``arc`` (empty
+        bytes when ``arc`` is None: the check alone).
+
+        A decision checks the ARQC first and asks for the ARPC once its response code is
+        known. The session key of the last cryptogram that verified is kept for that second
+        call with the same inputs (same IMK, card, ATC, data and ARQC), so it neither derives
+        the key nor verifies the ARQC again; any other input goes the whole way."""
         emv.check_atc(atc, last_atc)
-        sk = emv.derive_session_key(self._icc_master_key(self._pan(pan_blob, context), psn), atc)
-        emv.verify_arqc(sk, data, arqc)
-        return emv.generate_arpc_method1(sk, arqc, arc)
+        imk = self._k("imk", KeyUsage.EMV_IMK_AC)
+        which = (imk, pan_blob.key_id, pan_blob.nonce, pan_blob.ct, context, psn, atc, data,
+                 arqc)
+        if self._last_cryptogram is not None and self._last_cryptogram[0] == which:
+            sk = self._last_cryptogram[1]
+        else:
+            sk = emv.derive_session_key(self._icc_master_key(self._pan(pan_blob, context), psn),
+                                        atc)
+            emv.verify_arqc(sk, data, arqc)
+            self._last_cryptogram = (which, sk)
+        return b"" if arc is None else emv.generate_arpc_method1(sk, arqc, arc)
 
     _ICC_KEYS_KEPT = 65_536
 

@@ -233,6 +233,33 @@ def test_provider_authorize_replay(world: World, pan: str) -> None:
         prov.authorize_cryptogram(blob, "c", "00", 9, data, arqc, b"00", last_atc=9)
 
 
+def test_provider_check_then_arpc_keeps_only_a_verified_cryptogram(world: World,
+                                                                   pan: str) -> None:
+    """The decision's two calls (check, then ARPC for the response code) give the ARPC of the
+    card's session key; a wrong ARQC after a good one, or a good one after a wrong one, is
+    judged on its own inputs."""
+    _, prov, term = world
+    card = prov.issue_card(pan, "1234", "3012")
+    data = emv.arqc_data(amount=1, currency_code=156, country_code=156, date="260102",
+                         unpredictable_number=os.urandom(4), atc=9)
+    sk = emv.derive_session_key(card.icc_master_key, 9)
+    arqc = emv.generate_arqc(sk, data)
+    blob = world[0].reencrypt_pan("T-1", "bank-a", term.encrypt_pan(pan, "c"), "c")
+    assert prov.authorize_cryptogram(blob, "c", "00", 9, data, arqc, None, last_atc=None) == b""
+    arpc = prov.authorize_cryptogram(blob, "c", "00", 9, data, arqc, b"51", last_atc=None)
+    emv.verify_arpc_method1(sk, arqc, b"51", arpc)
+    with pytest.raises(CryptogramInvalid):  # right after a good one: its own inputs decide
+        prov.authorize_cryptogram(blob, "c", "00", 9, data, flip(arqc), b"00", last_atc=None)
+    with pytest.raises(CryptogramInvalid):  # the other data under the same ARQC
+        prov.authorize_cryptogram(blob, "c", "00", 9, flip(data), arqc, b"00", last_atc=None)
+    with pytest.raises(CryptogramInvalid):  # a failure is not kept: it fails again
+        prov.authorize_cryptogram(blob, "c", "00", 9, data, flip(arqc), None, last_atc=None)
+    assert prov.authorize_cryptogram(blob, "c", "00", 9, data, arqc, b"51",
+                                     last_atc=None) == arpc
+    with pytest.raises(UnwrapError):  # the PAN kept from the last call opens no other context
+        prov.authorize_cryptogram(blob, "other", "00", 9, data, arqc, b"00", last_atc=None)
+
+
 # --- PIN ------------------------------------------------------------------------------------
 def test_pin_block_failures(pan: str, pan_factory) -> None:  # type: ignore[no-untyped-def]
     key = new_key(KeyAlg.AES)
