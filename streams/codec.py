@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from faust.serializers import codecs as faust_codecs
 from pydantic import TypeAdapter, ValidationError
 
@@ -86,6 +87,41 @@ def parse(data: bytes | bytearray | memoryview | None, *,
         raise DecodeError("payload: empty message (tombstone or null value)")
     if len(data) > max_bytes:
         raise DecodeError(f"payload: {len(data)} bytes is over the {max_bytes}-byte limit")
+    raw = _parse_exact(data)
+    if raw is None:
+        raw = _parse_strict(data)
+    tag = raw.get("type")
+    if not isinstance(tag, str):
+        raise DecodeError("type: missing or not a string", field="type")
+    version = raw.get("schema_version")
+    if type(version) is not int:
+        raise DecodeError("schema_version: missing or not an integer", field="schema_version")
+    return raw
+
+
+def _parse_exact(data: bytes | bytearray | memoryview) -> dict[str, Any] | None:
+    """The fast path (orjson, ~5x faster): the object in ``data`` if orjson reads it and writes
+    it back to the very same bytes, as it does for every payload ``encode`` writes; else None.
+
+    Equal bytes prove there is no duplicate key (a duplicate would be written once, so the
+    bytes would differ), and orjson refuses what the strict path refuses too (bad UTF-8, NaN,
+    lone surrogates). Everything else (other spacing, escapes, key order, big integers)
+    goes to ``_parse_strict``, which gives the verdict and the reason."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    try:
+        again = orjson.dumps(raw)
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+    return raw if again == data else None
+
+
+def _parse_strict(data: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """Any JSON text: strict UTF-8, no duplicate key, no NaN/Infinity, an object."""
     try:
         text = bytes(data).decode("utf-8")  # strictly UTF-8 (json.loads would guess UTF-16/32)
         raw = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
@@ -95,12 +131,6 @@ def parse(data: bytes | bytearray | memoryview | None, *,
         raise DecodeError(f"payload: malformed JSON ({exc.msg} at char {exc.pos})") from None
     if not isinstance(raw, dict):
         raise DecodeError(f"payload: expected a JSON object, got {type(raw).__name__}")
-    tag = raw.get("type")
-    if not isinstance(tag, str):
-        raise DecodeError("type: missing or not a string", field="type")
-    version = raw.get("schema_version")
-    if type(version) is not int:
-        raise DecodeError("schema_version: missing or not an integer", field="schema_version")
     return raw
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from schemas.base import Event
 from schemas.registry import ALL_EVENTS, model_for, type_name
 from schemas.samples import sample_raw
+from streams import codec
 from streams.codec import decode, encode
 
 NAMES = [type_name(m) for m in ALL_EVENTS]
@@ -53,6 +54,17 @@ def test_encode_decode_is_identity(event: Event) -> None:
     assert back == event
     assert type(back) is type(event)
     assert encode(back) == data
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events())
+def test_encoded_events_take_the_fast_parse_and_read_the_same(event: Event) -> None:
+    """Every payload ``encode`` writes is read by the orjson path (it writes the same bytes
+    back), to the same object the strict parser gives."""
+    data = encode(event)
+    fast = codec._parse_exact(data)
+    assert fast is not None
+    assert fast == codec._parse_strict(data) == json.loads(data)
 
 
 def _shuffled(value: Any, rng: random.Random) -> Any:

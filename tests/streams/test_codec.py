@@ -70,6 +70,8 @@ def _nested(path: str, value: Any) -> bytes:
     (_nested("card.atc", 70000), "card.atc", "less than or equal"),
     (b'{"type": "PaymentRequested", "type": "CardTapped", "schema_version": 2}', "type",
      "duplicate key"),
+    (b'{"type":"PaymentRequested","type":"CardTapped","schema_version":2}', "type",
+     "duplicate key"),  # compact, as encode writes: the fast path must not hide it
     (b'{"type": "PaymentRequested", "schema_version": 2, "x": NaN}', None, "NaN"),
     (b"null", None, "JSON object"),
 ])
@@ -82,6 +84,16 @@ def test_bad_input_is_one_error_that_names_the_field(data: bytes, field: str | N
     if field:
         assert info.value.reason.split(": ")[0] in (field, "PaymentRequested")
         assert field in info.value.reason
+
+
+def test_a_duplicate_key_inside_an_encoded_event_is_refused() -> None:
+    """A payload exactly as ``encode`` writes it, but with one nested key given twice: the
+    last value would win silently in a plain parser."""
+    data = encode(sample_event("PaymentRequested"))
+    assert b'"amount":{"amount":' in data
+    forged = data.replace(b'"amount":{"amount":', b'"amount":{"amount":1,"amount":', 1)
+    with pytest.raises(DecodeError, match="amount: duplicate key"):
+        decode(f"{NAMESPACE}.payment-requests", forged)
 
 
 def test_none_value_is_a_decode_error() -> None:
