@@ -81,6 +81,17 @@ def test_has_pan_bytes_agrees_with_contains_clear_pan(text: str) -> None:
     assert has_pan_bytes(text.encode()) == contains_clear_pan(text)
 
 
+def test_has_pan_bytes_counts_maximal_runs_only() -> None:
+    from streams.audit.scan import has_pan_bytes
+
+    pan = b"4111111111111111"
+    assert has_pan_bytes(b'{"x":"' + pan + b'"}')
+    assert has_pan_bytes(b"A" + pan + b"F")  # letters end a run
+    assert not has_pan_bytes(b"123" + pan)  # 19 digits, Luhn fails
+    assert not has_pan_bytes(pan + b"0000")  # 20 digits: no PAN in a longer run
+    assert not has_pan_bytes(b"4111111111111112")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="0123456789", min_size=1, max_size=19))
 def test_luhn_bytes_agrees_with_luhn_ok(digits: str) -> None:
