@@ -100,13 +100,25 @@ def hygiene(rec: Record, raw: dict[str, Any] | None) -> list[str]:
     return problems
 
 
-_DIGIT_RUN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
+_DIGIT_MARKS = bytes(48 if 48 <= b <= 57 else 120 for b in range(256))  # digit -> 0, else x
+_SHORTEST_RUN = b"0" * 13
 
 
 def has_pan_bytes(data: bytes) -> bool:
     """``contains_clear_pan`` on raw bytes, faster: a maximal run of 13-19 digits that passes
-    the Luhn check (the regex skips longer runs, such as hex cryptograms, by itself)."""
-    return any(luhn_bytes(match.group()) for match in _DIGIT_RUN.finditer(data))
+    the Luhn check. The bytes are mapped to digit/other marks in C and the runs found with
+    ``bytes.find`` (~1.7 us for a 900-byte payload; a regex scan took 6-15 us); the first 13
+    digits found after a non-digit start a maximal run."""
+    marks = data.translate(_DIGIT_MARKS)
+    start = marks.find(_SHORTEST_RUN)
+    while start >= 0:
+        end = marks.find(b"x", start)
+        if end < 0:
+            end = len(marks)
+        if end - start <= 19 and luhn_bytes(data[start:end]):
+            return True
+        start = marks.find(_SHORTEST_RUN, end)
+    return False
 
 
 _DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
