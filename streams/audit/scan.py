@@ -198,9 +198,7 @@ def scan(records: list[Record], book: KeyBook) -> ChunkResult:
             out.facts.append(fact_of(rec, event, data))
             continue
         if event.type in OUTPUT_TYPES and event.producer in book.deferred_producers:
-            fact = fact_of(rec, event, data)
-            fact.seal_deferred = True
-            out.facts.append(fact)
+            out.facts.append(fact_of(rec, event, data, seal_deferred=True))
             continue
         try:
             kind = book.check(event, data)
@@ -215,7 +213,8 @@ def scan(records: list[Record], book: KeyBook) -> ChunkResult:
     return out
 
 
-def fact_of(rec: Record, event: Event, canonical_bytes: bytes) -> Fact:
+def fact_of(rec: Record, event: Event, canonical_bytes: bytes, *,
+            seal_deferred: bool = False) -> Fact:
     """The fact of one decoded event."""
     e: Any = event
     d: dict[str, Any] = {}
@@ -258,4 +257,4 @@ def fact_of(rec: Record, event: Event, canonical_bytes: bytes) -> Fact:
         d = {"provider_id": e.provider_id}
     digest = hashlib.sha256(rec.value or b"").hexdigest()
     return Fact(rec.topic, rec.partition, rec.offset, rec.timestamp_ms, t, event.event_id,
-                event.correlation_id, digest, d)
+                event.correlation_id, digest, d, seal_deferred)
