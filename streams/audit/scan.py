@@ -192,11 +192,11 @@ def scan(records: list[Record], book: KeyBook) -> ChunkResult:
             continue
         for problem in hygiene(rec, raw):
             find(HYGIENE, problem)
-        data = canonical(event, raw)
         if rec.topic in book.deferred and event.type in DEFERRED_TYPES:
             out.checks["deferred to the re-derivation"] += 1
-            out.facts.append(fact_of(rec, event, data))
+            out.facts.append(fact_of(rec, event, b""))  # a request's fact needs no canonical
             continue
+        data = canonical(event, raw)
         if event.type in OUTPUT_TYPES and event.producer in book.deferred_producers:
             out.facts.append(fact_of(rec, event, data, seal_deferred=True))
             continue

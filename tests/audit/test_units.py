@@ -65,8 +65,12 @@ def test_chain_rules() -> None:
 def test_bench_reports_rates(tmp_path: Any) -> None:
     from streams.audit.bench import run
 
+    import gc
+
+    threshold = gc.get_threshold()
     result = run(800, workers=2, cache=tmp_path)
     assert result["ok"] and result["events"] >= 800
+    assert gc.get_threshold() == threshold and gc.get_freeze_count() == 0  # collector restored
     assert result["events_per_s"] > 0 and result["ed25519_verify_per_s_pool"] > 0
     assert result["signed_events"] + result["mac_events"] + result["unsealed_events"] == \
         result["events"]
