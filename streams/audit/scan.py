@@ -81,8 +81,12 @@ def canonical(event: Event, raw: dict[str, Any]) -> bytes:
 fast_canonical = compact_sorted_json  # RFC 8785 for float-free JSON (see schemas.base)
 
 
-def hygiene(rec: Record, raw: dict[str, Any] | None) -> list[str]:
-    """Reasons this record exposes a clear PAN, PIN or key (payload, key, headers)."""
+def hygiene(rec: Record, raw: dict[str, Any] | None, event: Event | None = None) -> list[str]:
+    """Reasons this record exposes a clear PAN, PIN or key (payload, key, headers).
+
+    With ``event`` (what ``raw`` decoded to, without an upcast) whose schema admits no key
+    but its own non-sensitive field names (``closed_schema``), no payload key can be a
+    sensitive one, so only the values are searched."""
     problems: list[str] = []
     if rec.key and has_pan_bytes(rec.key):
         problems.append("record key holds a clear PAN")
@@ -92,8 +96,10 @@ def hygiene(rec: Record, raw: dict[str, Any] | None) -> list[str]:
         if value and has_pan_bytes(value):
             problems.append(f"header {name!r} holds a clear PAN")
     if raw is not None:
+        keys_closed = (event is not None and raw.get("schema_version") == event.schema_version
+                       and closed_schema(type(event)))
         if rec.value is not None and (
-                has_sensitive_key(rec.value) or has_pan_bytes(rec.value)):
+                (not keys_closed and has_sensitive_key(rec.value)) or has_pan_bytes(rec.value)):
             _walk(raw, "", problems)  # something may be there: find which field, if any
     elif rec.value and has_pan_bytes(rec.value):
         problems.append("undecodable payload holds a clear PAN")
@@ -146,6 +152,38 @@ def _walk(node: Any, path: str, problems: list[str]) -> None:
         problems.append(f"{path}: holds a clear PAN")
 
 
+@lru_cache(maxsize=256)
+def closed_schema(model: type[Event]) -> bool:
+    """Whether a valid payload of ``model`` can only hold keys its schema names, none of them
+    a sensitive field: every object in its JSON schema is closed (``extra="forbid"``: no
+    ``additionalProperties``), and nothing in it may be any JSON (an ``Any`` field)."""
+    schema = model.model_json_schema()
+    return _closed(schema)
+
+
+_TYPED = frozenset({"type", "$ref", "anyOf", "oneOf", "allOf", "enum", "const"})
+
+
+def _closed(node: Any) -> bool:
+    if isinstance(node, list):
+        return all(_closed(v) for v in node)
+    if not isinstance(node, dict):
+        return True
+    if "$defs" in node and not all(_closed(v) for v in node["$defs"].values()):
+        return False
+    properties = node.get("properties")
+    if properties is not None or node.get("type") == "object":
+        if node.get("additionalProperties", True) is not False or "patternProperties" in node:
+            return False
+        if any(name.lower() in SENSITIVE_FIELDS for name in properties or {}):
+            return False
+        return all(_closed(v) for v in (properties or {}).values())
+    if not _TYPED & node.keys():
+        return False  # no constraint: any JSON, objects with any keys included
+    return all(_closed(v) for k, v in node.items() if k in ("anyOf", "oneOf", "allOf", "items",
+                                                             "prefixItems"))
+
+
 _SENSITIVE_KEY = re.compile(rb"\"(?:" + b"|".join(
     re.escape(n.encode()) for n in sorted(SENSITIVE_FIELDS)) + rb")\"\s*:")
 
@@ -190,7 +228,7 @@ def scan(records: list[Record], book: KeyBook) -> ChunkResult:
             for problem in hygiene(rec, None):
                 find(HYGIENE, problem)
             continue
-        for problem in hygiene(rec, raw):
+        for problem in hygiene(rec, raw, event):
             find(HYGIENE, problem)
         if rec.topic in book.deferred and event.type in DEFERRED_TYPES:
             out.checks["deferred to the re-derivation"] += 1

@@ -46,6 +46,49 @@ def _decision(offset: int, seq: int, prev: str, own: str) -> Fact:
                  "prev_hash": prev, "hash": own})
 
 
+def test_closed_schemas_admit_no_unknown_or_sensitive_key() -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    from schemas.base import Event
+    from schemas.registry import ALL_EVENTS
+    from streams.audit.scan import closed_schema
+
+    assert all(closed_schema(m) for m in ALL_EVENTS)  # every CardBus event today
+
+    class Loose(BaseModel):
+        model_config = ConfigDict(extra="ignore")  # an unknown key passes validation
+        y: int
+
+    class WithDict(Event):
+        labels: dict[str, str]
+
+    class WithAny(Event):
+        blob: Any
+
+    class WithLoose(Event):
+        inner: list[Loose]
+
+    class WithSensitiveName(Event):
+        track2: str | None = None
+
+    for model in (WithDict, WithAny, WithLoose, WithSensitiveName):
+        assert not closed_schema(model), model.__name__
+
+
+def test_hygiene_of_a_closed_event_still_finds_a_pan_in_a_value() -> None:
+    from schemas.samples import sample_event
+    from streams.codec import decode_raw, encode
+
+    event = sample_event("PaymentRequested")
+    data = encode(event).replace(b'"merchant_id":"', b'"merchant_id":"4111111111111111 ', 1)
+    rec = Record("payment-requests", 0, 1, 0, None, data)
+    raw = json.loads(data)
+    assert hygiene(rec, raw, event) == ["merchant.merchant_id: holds a clear PAN"]
+    clean = encode(event)
+    decoded, raw = decode_raw(None, clean)
+    assert hygiene(Record("payment-requests", 0, 2, 0, None, clean), raw, decoded) == []
+
+
 def test_chain_rules() -> None:
     g = "0" * 64
     good = [_decision(0, 0, g, "A"), _decision(1, 1, "A", "B"), _decision(2, 2, "B", "C")]
@@ -63,9 +106,9 @@ def test_chain_rules() -> None:
 
 
 def test_bench_reports_rates(tmp_path: Any) -> None:
-    from streams.audit.bench import run
-
     import gc
+
+    from streams.audit.bench import run
 
     threshold = gc.get_threshold()
     result = run(800, workers=2, cache=tmp_path)
