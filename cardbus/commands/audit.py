@@ -127,7 +127,8 @@ def bench_audit_command(args: argparse.Namespace) -> int:
           f"({result['signed_events']:,} Ed25519-signed, {result['mac_events']:,} MAC), "
           f"{result['workers']} process(es) on {result['cores']} core(s)")
     rows = [("audit, everything (events/s)", "events_per_s"),
-            ("  of which seals + chains + completeness only (events/s)", "verify_only_per_s"),
+            ("audit without re-derivation (seals, chains, completeness, hygiene)",
+             "verify_only_per_s"),
             ("Ed25519 verify, one core (/s)", "ed25519_verify_per_s_1core"),
             ("Ed25519 verify, all workers (/s)", "ed25519_verify_per_s_pool"),
             ("audit events/s per pooled Ed25519 verify/s", "ratio"),
@@ -139,8 +140,13 @@ def bench_audit_command(args: argparse.Namespace) -> int:
             ("projected on free cores: verify only (events/s)",
              "verify_only_per_s_on_free_cores"),
             ("machine load average while measuring", "load_average")]
+    width = max(len(label) for label, _key in rows)
     for label, key in rows:
-        print(f"  {label:<58} {result[key]:>12,.2f}")
+        print(f"  {label:<{width}} {result[key]:>12,.2f}")
+    def met(key: str) -> str:
+        return f"{'met' if result[key] >= 20_000 else 'not met'} ({result[key]:,.0f})"
+
     print(f"  verdict: {'clean' if result['ok'] else 'FINDINGS'}; target 20,000 events/s: "
-          f"{'met' if result['events_per_s'] >= 20_000 else 'not met'}")
+          f"everything {met('events_per_s')}, without re-derivation "
+          f"{met('verify_only_per_s')}")
     return 0

@@ -105,6 +105,28 @@ def test_chain_rules() -> None:
     assert checks.check_chains(good[1:], window)[0][0].offset == 1
 
 
+def test_bench_text_report_judges_both_rates(monkeypatch: Any, capsys: Any) -> None:
+    import argparse
+
+    from cardbus.commands.audit import bench_audit_command
+    from streams.audit import bench
+
+    figures = {"events": 100_000, "signed_events": 60_000, "mac_events": 35_000,
+               "workers": 2, "cores": 2, "events_per_s": 16_000.0,
+               "verify_only_per_s": 25_000.0, "ed25519_verify_per_s_1core": 18_000.0,
+               "ed25519_verify_per_s_pool": 36_000.0, "ratio": 0.44,
+               "events_per_cpu_s": 8_000.0, "verify_only_per_cpu_s": 13_000.0,
+               "ed25519_verify_per_cpu_s": 18_000.0, "events_per_s_on_free_cores": 16_000.0,
+               "verify_only_per_s_on_free_cores": 26_000.0, "load_average": 1.0, "ok": True}
+    monkeypatch.setattr(bench, "run", lambda *_a, **_k: figures)
+    args = argparse.Namespace(events=100_000, workers=0, cache=None, json=False)
+    assert bench_audit_command(args) == 0
+    out = capsys.readouterr().out
+    assert "audit without re-derivation" in out
+    assert ("verdict: clean; target 20,000 events/s: everything not met (16,000), without "
+            "re-derivation met (25,000)") in out
+
+
 def test_bench_reports_rates(tmp_path: Any) -> None:
     import gc
 
