@@ -29,7 +29,11 @@ log = get_logger("reader_agent.pcscd")
 
 PCSCD = "pcscd"
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
-DEFAULT_BASE_PORT = 35963
+DEFAULT_BASE_PORT = 29963
+"""First vpcd card port. vsmartcard's own default, 35963, lies in Linux's ephemeral range
+(32768-60999): a Kafka client socket, or one in TIME_WAIT, may hold it, and then pcscd
+cannot listen there ("Address already in use"; a test session hit this once). 29963 is
+below that range."""
 DEFAULT_READERS = 4
 READER_PREFIX = "CardBus VPCD"
 APT_PACKAGES = ("pcscd", "libpcsclite-dev", "pcsc-tools", "swig", "vsmartcard-vpcd")
