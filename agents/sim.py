@@ -11,8 +11,10 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 from agents.platform import decide as platform
+from agents.platform.decide import Route, TerminalRecord
 from agents.providers.base import IssuedCard, ProviderAdapter
 from cardbus.crypto.hsm import PlatformHsm, ProviderHsm, TerminalHsm
 from cardbus.crypto.keys import KeyAlg, KeyUsage, new_key
@@ -22,7 +24,12 @@ from reader_agent.cards.profile import CardState
 from reader_agent.dialogue import AppletLink, Checkout, EmvTap, run_payment
 from schemas.base import Money
 from schemas.payments import PaymentRequested
-from schemas.providers import ProviderKeysProvisioned, ProviderRegistered, ProvisionedKey
+from schemas.providers import KeyUsage as KeyUsageName
+from schemas.providers import (
+    ProviderKeysProvisioned,
+    ProviderRegistered,
+    ProvisionedKey,
+)
 from schemas.terminals import TerminalEnrolled
 from schemas.values import Merchant
 
@@ -59,7 +66,8 @@ def key_provisioning(hsm: ProviderHsm, now: datetime) -> ProviderKeysProvisioned
     keys = []
     for usage, prefix in ((KeyUsage.PIN_ENC, "pin"), (KeyUsage.PAN_ENC, "pan")):
         rec = hsm.keys.record(f"{prefix}:{hsm.provider_id}")
-        keys.append(ProvisionedKey(key_id=f"{rec.key_id}.v{rec.version}", usage=usage.value,
+        keys.append(ProvisionedKey(key_id=f"{rec.key_id}.v{rec.version}",
+                                   usage=cast(KeyUsageName, usage.value),
                                    algorithm="AES", kcv=rec.kcv,
                                    key_block=hsm.export_key_block(usage)))
     ev = ProviderKeysProvisioned(
@@ -88,8 +96,8 @@ class World:
     providers: dict[str, ProviderHsm] = field(default_factory=dict)
     adapters: dict[str, ProviderAdapter] = field(default_factory=dict)
     terminals: dict[str, TerminalHsm] = field(default_factory=dict)
-    routes: dict[str, platform.Route] = field(default_factory=dict)
-    terminal_records: dict[str, platform.TerminalRecord] = field(default_factory=dict)
+    routes: dict[str, Route] = field(default_factory=dict)
+    terminal_records: dict[str, TerminalRecord] = field(default_factory=dict)
 
     @classmethod
     def build(cls, adapters: list[ProviderAdapter], terminal_ids: list[str], now: datetime,

@@ -8,8 +8,8 @@ recovers them from the changelog. Records are immutable (a new version is a new 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from cardbus.crypto.keys import KeyAlg, KeyUsage
 from cardbus.crypto.keystore import KeyStore, StorageKeyring, StoredKey
@@ -21,11 +21,17 @@ def record_key(key_id: str, version: int) -> str:
     return f"{key_id}#v{version}"
 
 
+class RecordTable(Protocol):
+    """What the key store reads of its table: a Faust table, or the platform's replica."""
+
+    def values(self) -> Iterable[Any]: ...
+
+
 class TableKeyStore(KeyStore):
     """``KeyStore`` that falls back to (and writes new records into) a table."""
 
     def __init__(self, keyring: StorageKeyring, records: Iterable[StoredKey],
-                 table: Mapping[str, Any],
+                 table: RecordTable,
                  reload: Callable[[], Iterable[StoredKey]] | None = None) -> None:
         self._table = table
         self._reload = reload

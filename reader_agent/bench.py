@@ -93,10 +93,13 @@ async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = N
     by_name = {r.name: r for r in vrs}
     arrivals: dict[str, asyncio.Queue[float]] = {r.name: asyncio.Queue() for r in vrs}
     removals: dict[str, asyncio.Queue[None]] = {r.name: asyncio.Queue() for r in vrs}
-    watcher = ReaderWatcher(
-        lambda name, _atr, t: loop.call_soon_threadsafe(arrivals[name].put_nowait, t),
-        lambda name: loop.call_soon_threadsafe(removals[name].put_nowait, None),
-        readers=lambda name: name in by_name).start()
+    def arrived(name: str, _atr: bytes, t: float) -> None:
+        loop.call_soon_threadsafe(arrivals[name].put_nowait, t)
+
+    def removed(name: str) -> None:
+        loop.call_soon_threadsafe(removals[name].put_nowait, None)
+
+    watcher = ReaderWatcher(arrived, removed, readers=lambda name: name in by_name).start()
     detect: list[float] = []
     dialogue: list[float] = []
     errors: list[str] = []

@@ -175,8 +175,7 @@ class TerminalSession:
                         from cardbus.crypto.signing import verify_event
 
                         platform = self.terminal.platform
-                        verify_event(ev, lambda kid, p=platform: p if kid == p.key_id
-                                     else None)
+                        verify_event(ev, {platform.key_id: platform}.get)
                 except Exception as exc:  # noqa: BLE001 - set aside, keep reading
                     log.warning("result set aside", error=str(exc), offset=msg.offset)
                     continue

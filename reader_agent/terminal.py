@@ -114,7 +114,7 @@ class Terminal:
         if ev.terminal_id != self.terminal_id:
             raise ConfigError(f"keys for {ev.terminal_id}, not {self.terminal_id}")
         if self.platform is not None:
-            verify_event(ev, lambda kid: self.platform if kid == self.platform.key_id else None)
+            verify_event(ev, {self.platform.key_id: self.platform}.get)
         for issued in ev.keys:
             self.hsm.install(issued.wrapped)
         self._trust({k.provider_id: [k.key_id, b64d(k.public_key).hex()]

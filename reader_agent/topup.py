@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from cardbus.errors import CardError
 from cardbus.logs import bind_correlation, get_logger
@@ -110,14 +110,18 @@ class TopupResult:
         return f"top-up {self.outcome} (payment {code}){bal}: {self.reason}"
 
 
+L = TypeVar("L", bound=Link)
+
+
 @dataclass(frozen=True)
-class TransitTarget:
-    """The transit card to load: its operator, AID, and how to reach it (blocking opener)."""
+class TransitTarget(Generic[L]):
+    """The transit card to load: its operator, AID, and how to reach it (blocking opener,
+    and what closes what it opened: a PC/SC card link, or nothing for an in-process one)."""
 
     operator_id: str
     aid: str
-    open_link: Callable[[], Link]
-    close_link: Callable[[Link], None] = lambda _link: None
+    open_link: Callable[[], L]
+    close_link: Callable[[L], None] = lambda _link: None
 
 
 def _now() -> datetime:
@@ -170,7 +174,7 @@ async def pay_for_topup(bus: LoadBus, tap: EmvTap, amount: Money, *, pin: str | 
     return done
 
 
-async def topup(bus: LoadBus, tap: EmvTap, amount: Money, target: TransitTarget, *,
+async def topup(bus: LoadBus, tap: EmvTap, amount: Money, target: TransitTarget[Any], *,
                 pin: str | None, applied: AppliedLoads, bank_link: Link | None = None,
                 timeout: float = 30.0) -> TopupResult:
     """The whole top-up from a finished bank-card dialogue (``tap``) to the operator's
@@ -187,7 +191,7 @@ async def topup(bus: LoadBus, tap: EmvTap, amount: Money, target: TransitTarget,
 
 
 async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: str,
-                    amount: Money, target: TransitTarget, *, applied: AppliedLoads,
+                    amount: Money, target: TransitTarget[Any], *, applied: AppliedLoads,
                     timeout: float = 30.0) -> TopupResult:
     """Steps c-f, after the funding payment was approved."""
     term, pid = bus.terminal, payment.correlation_id

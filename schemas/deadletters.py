@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, TypedDict
 
 from pydantic import Field, StringConstraints
 
@@ -43,7 +43,17 @@ class EventDeadLettered(Event):
     original_truncated: bool = False
 
 
-def original_fields(data: bytes, key: bytes | None = None) -> dict[str, object]:
+class OriginalFields(TypedDict):
+    """The ``original_*`` fields of an ``EventDeadLettered``."""
+
+    original_b64: str
+    original_record_key_b64: str | None
+    original_size: int
+    original_sha256: str
+    original_truncated: bool
+
+
+def original_fields(data: bytes, key: bytes | None = None) -> OriginalFields:
     """The ``original_*`` fields for ``data`` (truncated to ``MAX_ORIGINAL_BYTES``) and ``key``."""
     kept = data[:MAX_ORIGINAL_BYTES]
     return {

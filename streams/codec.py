@@ -18,7 +18,7 @@ error arrives wrapped in ``faust.exceptions.ValueDecodeError``: its ``__cause__`
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import orjson
 from faust.serializers import codecs as faust_codecs
@@ -29,6 +29,11 @@ from schemas.base import Event
 from schemas.registry import ANY_EVENT, CURRENT_VERSIONS
 from schemas.upcast import upcast
 from streams.topics import topic_spec
+
+E = TypeVar("E", bound=Event)
+E2 = TypeVar("E2", bound=Event)
+E3 = TypeVar("E3", bound=Event)
+E4 = TypeVar("E4", bound=Event)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 """The largest value CardBus writes or accepts (a tap or a key set is a few KiB)."""
@@ -53,6 +58,43 @@ def decode(source: str | TypeAdapter[Any] | None, data: bytes | bytearray | memo
     """Decode ``data`` with the union of topic ``source`` (a name), a TypeAdapter, or any event
     when None. Raises ``DecodeError`` for anything that is not exactly a valid event."""
     event, _raw = decode_raw(source, data, max_bytes=max_bytes)
+    return event
+
+
+_Source = str | TypeAdapter[Any] | None
+_Data = bytes | bytearray | memoryview | None
+
+
+@overload
+def decode_as(source: _Source, data: _Data, kind: type[E], *, max_bytes: int = ...) -> E: ...
+
+
+@overload
+def decode_as(source: _Source, data: _Data, kind: tuple[type[E], type[E2]], *,
+              max_bytes: int = ...) -> E | E2: ...
+
+
+@overload
+def decode_as(source: _Source, data: _Data, kind: tuple[type[E], type[E2], type[E3]], *,
+              max_bytes: int = ...) -> E | E2 | E3: ...
+
+
+@overload
+def decode_as(source: _Source, data: _Data,
+              kind: tuple[type[E], type[E2], type[E3], type[E4]], *,
+              max_bytes: int = ...) -> E | E2 | E3 | E4: ...
+
+
+def decode_as(source: _Source, data: _Data, kind: type[Event] | tuple[type[Event], ...], *,
+              max_bytes: int = MAX_PAYLOAD_BYTES) -> Event:
+    """``decode`` for a handler of one event type (or a few, as a tuple): any other type, even
+    one the topic carries, is a ``DecodeError`` (so a dead letter), never a crash in the
+    handler; the result is typed as what the handler takes."""
+    event = decode(source, data, max_bytes=max_bytes)
+    if not isinstance(event, kind):
+        names = ", ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise DecodeError(f"type: {event.type} is not handled here (expected {names})",
+                          field="type")
     return event
 
 

@@ -145,7 +145,7 @@ class Bus:
                         partition=message.partition, offset=message.offset, code=code,
                         reason=reason)
         value = message.value if isinstance(message.value, bytes | bytearray) else b""
-        key = message.key if isinstance(message.key, bytes | bytearray) else None
+        key = bytes(message.key) if isinstance(message.key, bytes | bytearray) else None
         ev = EventDeadLettered(
             event_id=new_event_id(), correlation_id=f"{message.topic}:{message.partition}",
             occurred_at=datetime.now(UTC), producer=self.producer, reason=reason[:1000],

@@ -250,7 +250,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
         def prepare(n: int) -> list[Any]:
             t = time.monotonic()
-            reqs = gen.prepare(n)  # type: ignore[union-attr]
+            reqs = gen.prepare(n)
             out.setdefault("pregenerate_seconds", 0.0)
             out["pregenerate_seconds"] = round(out["pregenerate_seconds"] + time.monotonic() - t, 1)
             sent.extend(r.sent for r in reqs)

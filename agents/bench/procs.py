@@ -45,7 +45,7 @@ class Proc:
     def cpu_seconds(self) -> float:
         try:
             t = self.ps.cpu_times()
-            return t.user + t.system
+            return float(t.user + t.system)
         except psutil.Error:
             return 0.0
 
@@ -133,7 +133,7 @@ def broker_pid(bootstrap: str) -> int | None:
     try:
         for conn in psutil.net_connections(kind="tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == int(port):
-                return conn.pid
+                return int(conn.pid) if conn.pid is not None else None
     except psutil.Error:
         return None
     return None
@@ -202,7 +202,9 @@ def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
                 incl[f] += n
     if not total:
         return {}
-    pct = lambda c: [(name, round(100 * n / total, 1)) for name, n in c.most_common(top)]  # noqa: E731
+    def pct(c: collections.Counter[str]) -> list[tuple[str, float]]:
+        return [(name, round(100 * n / total, 1)) for name, n in c.most_common(top)]
+
     return {"samples": total, "self_percent": pct(own), "inclusive_percent_own_code": pct(incl)}
 
 

@@ -26,9 +26,21 @@ from cardbus import vault
 from cardbus.crypto.hsm import PlatformHsm
 from cardbus.logs import bind_correlation, get_logger
 from schemas.clock import ClockTicked
-from schemas.payments import AuthorizationDecided, PaymentCompleted, ReversalCompleted
-from schemas.providers import ProviderKeysProvisioned
-from schemas.transit import TransitLoadRequested
+from schemas.payments import (
+    AuthorizationDecided,
+    PaymentCompleted,
+    PaymentRequested,
+    ReversalCompleted,
+)
+from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
+from schemas.terminals import TerminalEnrolled, TerminalStatusChanged
+from schemas.transit import (
+    TransitLoadAborted,
+    TransitLoadApplied,
+    TransitLoadAuthorized,
+    TransitLoadConfirmed,
+    TransitLoadRequested,
+)
 from streams import codec
 from streams.faust_support import Bus, consume, make_app
 from streams.topics import (
@@ -132,7 +144,7 @@ def build(cfg: PlatformConfig) -> faust.App:
     # -- providers ---------------------------------------------------------------------------
 
     async def on_provider(message: Any) -> None:
-        ev = codec.decode(PROVIDER_REGISTRATIONS.name, message.value)
+        ev = codec.decode_as(PROVIDER_REGISTRATIONS.name, message.value, ProviderRegistered)
         raw = routes.get(ev.provider_id)
         route = decide.register_provider(ev, decide.Route.model_validate(raw) if raw else None)
         routes[ev.provider_id] = route.model_dump(mode="json")
@@ -150,7 +162,7 @@ def build(cfg: PlatformConfig) -> faust.App:
         log.info("provider keys stored", provider=ev.provider_id, key_count=len(ev.keys))
 
     async def on_provider_keys(message: Any) -> None:
-        ev = codec.decode(PROVIDER_KEYS.name, message.value)
+        ev = codec.decode_as(PROVIDER_KEYS.name, message.value, ProviderKeysProvisioned)
         raw = routes.get(ev.provider_id)
         if not raw:  # registration not seen yet: keep the keys until it is
             parked[ev.provider_id] = ev.model_dump(mode="json")
@@ -161,7 +173,7 @@ def build(cfg: PlatformConfig) -> faust.App:
     # -- terminals ---------------------------------------------------------------------------
 
     async def on_enrollment(message: Any) -> None:
-        ev = codec.decode(TERMINALS.name, message.value)
+        ev = codec.decode_as(TERMINALS.name, message.value, TerminalEnrolled)
         record, keys = decide.enroll_terminal(ev, terminal(ev.terminal_id), hsm, all_routes())
         save_keys()
         terminals[ev.terminal_id] = record.model_dump(mode="json")
@@ -169,7 +181,7 @@ def build(cfg: PlatformConfig) -> faust.App:
         log.info("terminal enrolled", terminal=ev.terminal_id)
 
     async def on_status(message: Any) -> None:
-        ev = codec.decode(TERMINAL_STATUS.name, message.value)
+        ev = codec.decode_as(TERMINAL_STATUS.name, message.value, TerminalStatusChanged)
         record = decide.change_status(ev, terminal(ev.terminal_id), hsm.verifier)
         terminals[ev.terminal_id] = record.model_dump(mode="json")
         log.info("terminal status", terminal=ev.terminal_id, status=ev.status)
@@ -192,7 +204,8 @@ def build(cfg: PlatformConfig) -> faust.App:
         return decide.Pending.model_validate(raw), part
 
     async def on_request(message: Any) -> None:
-        ev = codec.decode(PAYMENT_REQUESTS.name, message.value)
+        ev = codec.decode_as(PAYMENT_REQUESTS.name, message.value,
+                             (PaymentRequested, ClockTicked))
         if isinstance(ev, ClockTicked):
             await on_tick(ev, message.partition)
             return
@@ -244,8 +257,11 @@ def build(cfg: PlatformConfig) -> faust.App:
                 await emit(out)
 
     async def on_result(message: Any) -> None:
-        ev = codec.decode(PROVIDER_RESULTS.name, message.value)
-        raw_route = routes.get(ev.provider_id) if hasattr(ev, "provider_id") else None
+        ev = codec.decode_as(PROVIDER_RESULTS.name, message.value,
+                             (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized,
+                              TransitLoadConfirmed))
+        raw_route = (routes.get(ev.provider_id)
+                     if isinstance(ev, (AuthorizationDecided, ReversalCompleted)) else None)
         route = decide.Route.model_validate(raw_route) if raw_route else None
         if isinstance(ev, AuthorizationDecided):
             with bind_correlation(ev.correlation_id, provider=ev.provider_id):
@@ -279,7 +295,8 @@ def build(cfg: PlatformConfig) -> faust.App:
                 await emit(out)
 
     async def on_load(message: Any) -> None:
-        ev = codec.decode(TRANSIT_LOADS.name, message.value)
+        ev = codec.decode_as(TRANSIT_LOADS.name, message.value,
+                             (TransitLoadRequested, TransitLoadApplied, TransitLoadAborted))
         with bind_correlation(ev.correlation_id, terminal=ev.terminal_id):
             entry, part = load_pending(ev.correlation_id)
             if isinstance(ev, TransitLoadRequested):
@@ -332,7 +349,8 @@ def build(cfg: PlatformConfig) -> faust.App:
     async def refresh_keys() -> None:
         keystore.refresh()
 
-    @app.on_rebalance_complete.connect
+    # mode types its signal handlers with mypy_extensions argument kinds that no def matches
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _rebalanced(sender: Any, **_: Any) -> None:
         deadlines.clear()  # rebuilt from the table at each partition's next tick
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from agents.providers.state import (
@@ -332,7 +333,8 @@ def close_batch(
         producer=f"provider:{crypto.provider_id}",
         provider_id=crypto.provider_id,
         batch_id=batch_id,
-        opened_at=batch.opened_at or closed_at_event.occurred_at,
+        opened_at=(datetime.fromisoformat(batch.opened_at) if batch.opened_at
+                   else closed_at_event.occurred_at),
         closed_at=closed_at_event.occurred_at,
         first_sequence=batch.first_sequence,
         last_sequence=batch.last_sequence,

@@ -90,9 +90,9 @@ async def settle(bootstrap: str, provider_id: str, wait: float
         while loop.time() < deadline:
             batch = await consumer.getmany(timeout_ms=300)
             for msg in (m for ms in batch.values() for m in ms):
-                ev = codec.decode(SETTLEMENTS.name, msg.value)
-                if isinstance(ev, SettlementBatchClosed) and ev.batch_id.startswith(batch_id):
-                    parts.append(ev)
+                closed = codec.decode_as(SETTLEMENTS.name, msg.value, SettlementBatchClosed)
+                if closed.batch_id.startswith(batch_id):
+                    parts.append(closed)
                     quiet_since = loop.time()
             if parts and loop.time() - quiet_since > 2.0:
                 break  # partitions with nothing to settle publish no part

@@ -7,9 +7,13 @@ import warnings
 from datetime import time as dt_time
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cardbus.errors import ConfigError
 from cardbus.paths import sub_dir
+
+if TYPE_CHECKING:
+    import faust
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,7 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     prov.set_defaults(func=_provider)
 
 
-def _run(app: object, loglevel: str) -> int:
+def _run(app: faust.App, loglevel: str) -> int:
     import faust
 
     from cardbus.crypto import quiet_tdes_warnings

@@ -90,7 +90,7 @@ class TransitApplet(BaseApplet):
         balance, seq = self.state["balance"], self.state["online_seq"]
         if amount == 0 or balance + amount > MAX_BALANCE:
             return SW_LIMIT
-        rnd = self._random()  # type: ignore[operator]
+        rnd: bytes = self._random()  # type: ignore[operator]
         mac1 = cardcrypto.card_load_mac1(self.load_key, rnd, seq, balance, amount, terminal)
         self.pending = (amount, terminal, rnd, seq)
         return (balance.to_bytes(4, "big") + seq.to_bytes(2, "big")

@@ -177,3 +177,20 @@ def test_unknown_topic_is_a_config_error_at_wiring_time() -> None:
 
     with pytest.raises(ConfigError, match="unknown topic"):
         faust_codec(f"{NAMESPACE}.nope")
+
+
+def test_decode_as_returns_the_handled_types_and_refuses_the_others() -> None:
+    from schemas.clock import ClockTicked
+    from schemas.payments import PaymentRequested
+    from streams.codec import decode_as
+
+    topic = f"{NAMESPACE}.payment-requests"
+    request = encode(sample_event("PaymentRequested"))
+    tick = encode(sample_event("ClockTicked"))
+    assert isinstance(decode_as(topic, request, PaymentRequested), PaymentRequested)
+    assert isinstance(decode_as(topic, tick, (PaymentRequested, ClockTicked)), ClockTicked)
+    with pytest.raises(DecodeError, match="ClockTicked is not handled here") as info:
+        decode_as(topic, tick, PaymentRequested)  # on the topic, but not for this handler
+    assert info.value.field == "type"
+    with pytest.raises(DecodeError, match="does not belong on this topic"):
+        decode_as(topic, encode(sample_event("CardTapped")), PaymentRequested)
