@@ -31,8 +31,9 @@ test: setup  ## run the test suite (starts a real Kafka broker and pcscd for the
 demo: setup  ## run the main job end to end against a real broker, then stop everything
 	@$(BIN)/cardbus demo
 
-lint:  ## ruff, if installed
-	@$(BIN)/python -m ruff check . || true
+lint:  ## ruff, and mypy --strict on the packages (pip install -e '.[lint]' first)
+	@$(BIN)/python -m ruff check .
+	@$(BIN)/python -m mypy cardbus agents streams schemas reader_agent
 
 clean:  ## remove the venv and local state (broker data, cards, keys)
 	-@$(BIN)/cardbus broker stop 2>/dev/null
