@@ -156,9 +156,10 @@ def _walk(node: Any, path: str, problems: list[str]) -> None:
 def closed_schema(model: type[Event]) -> bool:
     """Whether a valid payload of ``model`` can only hold keys its schema names, none of them
     a sensitive field: every object in its JSON schema is closed (``extra="forbid"``: no
-    ``additionalProperties``), and nothing in it may be any JSON (an ``Any`` field)."""
+    ``additionalProperties``), nothing in it may be any JSON (an ``Any`` field), and no field
+    has an alias (a payload could then use either name)."""
     schema = model.model_json_schema()
-    return _closed(schema)
+    return schema == model.model_json_schema(by_alias=False) and _closed(schema)
 
 
 _TYPED = frozenset({"type", "$ref", "anyOf", "oneOf", "allOf", "enum", "const"})

@@ -47,7 +47,7 @@ def _decision(offset: int, seq: int, prev: str, own: str) -> Fact:
 
 
 def test_closed_schemas_admit_no_unknown_or_sensitive_key() -> None:
-    from pydantic import BaseModel, ConfigDict
+    from pydantic import BaseModel, ConfigDict, Field
 
     from schemas.base import Event
     from schemas.registry import ALL_EVENTS
@@ -71,7 +71,14 @@ def test_closed_schemas_admit_no_unknown_or_sensitive_key() -> None:
     class WithSensitiveName(Event):
         track2: str | None = None
 
-    for model in (WithDict, WithAny, WithLoose, WithSensitiveName):
+    class Aliased(BaseModel):
+        model_config = ConfigDict(extra="forbid", populate_by_name=True)
+        card_number: str = Field(alias="number")  # "card_number" could be sent too
+
+    class WithAlias(Event):
+        inner: Aliased
+
+    for model in (WithDict, WithAny, WithLoose, WithSensitiveName, WithAlias):
         assert not closed_schema(model), model.__name__
 
 
