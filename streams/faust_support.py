@@ -46,9 +46,10 @@ at the end of the wait (the round trip equalled the setting: 250-440 ms at 1,500
 most 100 empty fetches a second when idle."""
 
 
-def idempotent_producers() -> None:
-    """Make every Faust producer idempotent with acks=all, transactional or not, and let the
-    broker hold a worker's fetch for ``FETCH_MAX_WAIT_MS`` only."""
+def patch_faust_clients() -> None:
+    """Make every Faust producer idempotent with acks=all, transactional or not; let the
+    broker hold a worker's fetch for ``FETCH_MAX_WAIT_MS`` only; skip a commit that has no
+    partition the consumer still holds."""
     global _patched
     if _patched:
         return
@@ -86,7 +87,7 @@ def idempotent_producers() -> None:
 def make_app(app_id: str, *, bootstrap: str, datadir: Path, guarantee: str = "at_least_once",
              settings: TopicSettings | None = None, **extra: Any) -> faust.App:
     """A Faust app with CardBus's settings (rocksdb tables, idempotent producers, no web)."""
-    idempotent_producers()
+    patch_faust_clients()
     settings = settings or TopicSettings.from_env()
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(

@@ -231,10 +231,8 @@ def _add_to_batch(batch: OpenBatch, req: AuthorizationRequested,
         "last_sequence": decision.sequence,
     }
     if decision.approved:
-        t = batch.totals.get(req.amount.currency, BatchTotal())
-        update["totals"] = {**batch.totals, req.amount.currency: t.model_copy(update={
-            "approved_count": t.approved_count + 1,
-            "approved_amount": t.approved_amount + req.amount.amount})}
+        update["totals"] = _add_to_totals(batch, req.amount.currency, approved_count=1,
+                                          approved_amount=req.amount.amount)
     else:
         update["declined"] = batch.declined + 1
     return batch.model_copy(update=update)
@@ -302,9 +300,15 @@ def reverse(
 
 
 def _count_reversal(batch: OpenBatch, amount: int, currency: str) -> OpenBatch:
+    return batch.model_copy(update={"totals": _add_to_totals(
+        batch, currency, reversed_count=1, reversed_amount=amount)})
+
+
+def _add_to_totals(batch: OpenBatch, currency: str, **add: int) -> dict[str, BatchTotal]:
+    """The batch's totals with ``add`` (field -> amount) added to ``currency``'s."""
     t = batch.totals.get(currency, BatchTotal())
-    return batch.model_copy(update={"totals": {**batch.totals, currency: t.model_copy(update={
-        "reversed_count": t.reversed_count + 1, "reversed_amount": t.reversed_amount + amount})}})
+    return {**batch.totals, currency: t.model_copy(
+        update={name: getattr(t, name) + n for name, n in add.items()})}
 
 
 @dataclass(frozen=True)

@@ -300,19 +300,18 @@ class ProviderHsm(_Role):
         if self._last_cryptogram is not None and self._last_cryptogram[0] == which:
             sk = self._last_cryptogram[1]
         else:
-            sk = emv.derive_session_key(self._icc_master_key(self._pan(pan_blob, context), psn),
-                                        atc)
+            sk = emv.derive_session_key(
+                self._icc_master_key(imk, self._pan(pan_blob, context), psn), atc)
             emv.verify_arqc(sk, data, arqc)
             self._last_cryptogram = (which, sk)
         return b"" if arc is None else emv.generate_arpc_method1(sk, arqc, arc)
 
     _ICC_KEYS_KEPT = 65_536
 
-    def _icc_master_key(self, pan: str, psn: str) -> bytes:
-        """The card's ICC master key (option A, from our current IMK), kept per card inside
+    def _icc_master_key(self, imk: bytes, pan: str, psn: str) -> bytes:
+        """The card's ICC master key (option A, from the IMK ``imk``), kept per card inside
         this HSM object like the IMK it comes from: two TDES operations and a parity pass
         fewer per cryptogram. Dropped all at once past ``_ICC_KEYS_KEPT`` cards."""
-        imk = self._k("imk", KeyUsage.EMV_IMK_AC)
         cache = self._icc_keys
         key = cache.get((imk, pan, psn))
         if key is None:
@@ -324,7 +323,8 @@ class ProviderHsm(_Role):
     def arpc_method2(self, pan_blob: EncryptedBlob, context: str, psn: str, atc: int,
                      arqc: bytes, csu: bytes) -> bytes:
         """ARPC method 2 for a card (after its ARQC was verified)."""
-        icc = self._icc_master_key(self._pan(pan_blob, context), psn)
+        icc = self._icc_master_key(self._k("imk", KeyUsage.EMV_IMK_AC),
+                                   self._pan(pan_blob, context), psn)
         return emv.generate_arpc_method2(emv.derive_session_key(icc, atc), arqc, csu)
 
     def verify_pin(self, pin_key_id: str, pin_block: bytes, pan_blob: EncryptedBlob,

@@ -15,7 +15,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ def _audit(records: Iterable[Record], options: AuditOptions, book: KeyBook,
         report.checks.update(chunk.checks)
         report.not_checked.update(chunk.not_checked)
     say("checking chains, completeness, ledger")
-    _cross_checks(facts, replays, by_tp, options, report)
+    _cross_checks(facts, replays, by_tp, options, book, report)
     report.findings.sort(key=lambda f: (f.topic, f.partition, f.offset, f.kind))
     report.seconds = time.perf_counter() - started
     return report
@@ -199,7 +199,7 @@ def _replay_plan(by_tp: dict[tuple[str, int], list[Record]], options: AuditOptio
 
 def _cross_checks(facts: list[Fact], replays: list[PartitionReplay],
                   by_tp: dict[tuple[str, int], list[Record]], options: AuditOptions,
-                  report: AuditReport) -> None:
+                  book: KeyBook, report: AuditReport) -> None:
     facts.sort(key=lambda f: (f.topic, f.partition, f.offset))
     end_ms = options.end_ms or max((f.timestamp_ms for f in facts), default=0)
     window = checks.Window(end_ms, int(options.timeout_s * 1000), options.partial)
@@ -258,7 +258,7 @@ def _cross_checks(facts: list[Fact], replays: list[PartitionReplay],
         found, matched = checks.compare_rederived(replays, recorded, raw, window, in_range)
         report.findings += found
         report.checks["re-derived outputs matching byte for byte"] = len(matched)
-        _settle_deferred_seals(facts, matched, by_tp, dead, report)
+        _settle_deferred_seals(facts, matched, by_tp, dead, book, report)
         report.ledger = _ledger(replays)
         for rp in replays:
             report.checks["ed25519"] += rp.verified
@@ -280,15 +280,14 @@ def _signs_as_registered(pid: str, home: Path | None, book: KeyBook) -> bool:
 
 
 def _settle_deferred_seals(facts: list[Fact], matched: dict[tuple[str, str], str],
-                           by_tp: dict[tuple[str, int], list[Record]], dead: set[tuple[str, int,
-                                                                                       int]],
+                           by_tp: dict[tuple[str, int], list[Record]],
+                           dead: set[tuple[str, int, int]], book: KeyBook,
                            report: AuditReport) -> None:
     """Provider outputs the scan left to the re-derivation: byte-identical to their
     re-derivation, their seal is the one the provider's key makes (counted as verified);
     every other one is verified here, and a bad seal is a finding like in the scan."""
-    book = _CTX.book
     pending = [f for f in facts if f.seal_deferred]
-    if not pending or book is None:
+    if not pending:
         return
     unproven: list[Record] = []
     by_offset: dict[tuple[str, int], dict[int, Record]] = {}
@@ -302,11 +301,7 @@ def _settle_deferred_seals(facts: list[Fact], matched: dict[tuple[str, str], str
             index = by_offset[(f.topic, f.partition)] = {
                 r.offset: r for r in by_tp[(f.topic, f.partition)]}
         unproven.append(index[f.offset])
-    deferred, book.deferred_producers = book.deferred_producers, frozenset()
-    try:
-        result = scan(unproven, book)
-    finally:
-        book.deferred_producers = deferred
+    result = scan(unproven, replace(book, deferred_producers=frozenset()))  # same key caches
     report.checks.update(result.checks)
     report.not_checked.update(result.not_checked)
     report.findings += [x for x in result.findings  # hygiene was reported by the scan

@@ -7,11 +7,11 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams.faust_support import FETCH_MAX_WAIT_MS, idempotent_producers
+from streams.faust_support import FETCH_MAX_WAIT_MS, patch_faust_clients
 
 
 def _fresh_patch(monkeypatch: Any) -> None:
-    """Let ``idempotent_producers`` patch again; everything it touches is put back after."""
+    """Let ``patch_faust_clients`` patch again; everything it touches is put back after."""
     monkeypatch.setattr("streams.faust_support._patched", False)
     monkeypatch.setattr(faust_aiokafka.Producer, "_settings_extra",
                         faust_aiokafka.Producer._settings_extra)
@@ -39,7 +39,7 @@ def test_a_commit_of_partitions_no_longer_held_commits_nothing(monkeypatch: Any)
 
     _fresh_patch(monkeypatch)
     monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_commit", original)
-    idempotent_producers()
+    patch_faust_clients()
     commit = faust_aiokafka.AIOKafkaConsumerThread._commit
     # revoked during the rebalance: aiokafka 0.14 would get {} and raise ValueError
     assert asyncio.run(commit(_Thread({"b"}), {"a": 5})) is False
@@ -55,6 +55,6 @@ def test_worker_consumers_fetch_with_a_short_wait(monkeypatch: Any) -> None:
     _fresh_patch(monkeypatch)
     monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer",
                         lambda self, transport: Consumer())
-    idempotent_producers()
+    patch_faust_clients()
     made = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer(object(), None)
     assert made._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 10
