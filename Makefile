@@ -33,7 +33,7 @@ demo: setup  ## run the main job end to end against a real broker, then stop eve
 
 lint:  ## ruff, and mypy --strict on the packages (pip install -e '.[lint]' first)
 	@$(BIN)/python -m ruff check .
-	@$(BIN)/python -m mypy cardbus agents streams schemas reader_agent
+	@$(BIN)/python -m mypy schemas cardbus streams agents reader_agent cards audit bench console
 
 clean:  ## remove the venv and local state (broker data, cards, keys)
 	-@$(BIN)/cardbus broker stop 2>/dev/null

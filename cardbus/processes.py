@@ -43,7 +43,7 @@ class Worker:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cardbus.cli", *self.args], cwd=REPO_ROOT, env=self.env,
+                [sys.executable, "-m", "console.cli", *self.args], cwd=REPO_ROOT, env=self.env,
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         return self

@@ -86,14 +86,6 @@ class TapOutcome:
     acked_at: float = 0.0
 
 
-def card_aids(terminal: Terminal) -> dict[str, str]:
-    """AID -> provider for every installed bank adapter this terminal trusts."""
-    from agents.providers.base import discover
-
-    return {a.aid: pid for pid, a in discover().items()
-            if a.kind == "bank" and pid in terminal.card_auth}
-
-
 class ReaderAgent:
     """Runs the dialogue for each card and publishes the events."""
 

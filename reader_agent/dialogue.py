@@ -14,21 +14,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from cardbus.emv import cardcrypto
+from cardbus.emv.data import CID_ARQC, PPSE_NAME, arqc_data, cvr_from_iad
+from cardbus.emv.tlv import dol, fill_dol, find, find_all
 from cardbus.errors import CardError
-from reader_agent.cards import cardcrypto
-from reader_agent.cards.applet import PPSE_NAME, BaseApplet
-from reader_agent.cards.emv_applet import CID_ARQC, arqc_data, cvr_from_iad
-from reader_agent.cards.tlv import dol, fill_dol, find, find_all
 
 
 class Link(Protocol):
     def transmit(self, apdu: bytes) -> tuple[bytes, int]: ...
 
 
+class Applet(Protocol):
+    """A card application driven in process (the virtual cards' applets satisfy it)."""
+
+    def power_on(self) -> None: ...
+
+    def process(self, apdu: bytes) -> bytes: ...
+
+
 class AppletLink:
     """An applet driven directly, without PC/SC."""
 
-    def __init__(self, applet: BaseApplet) -> None:
+    def __init__(self, applet: Applet) -> None:
         self.applet = applet
         applet.power_on()
 

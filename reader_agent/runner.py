@@ -14,7 +14,6 @@ from reader_agent.agent import (
     CURRENCY_NUMERIC,
     ReaderAgent,
     TapOutcome,
-    card_aids,
     interactive_pin,
     scripted_pins,
 )
@@ -82,7 +81,7 @@ async def run_reader(*, terminal_id: str | None, amount: int | None, currency: s
     done = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
     async with TerminalSession(terminal, bootstrap or default_bootstrap()) as session:
-        agent = ReaderAgent(terminal, session, aids=card_aids(terminal),
+        agent = ReaderAgent(terminal, session, aids=terminal.payment_aids(),
                             pin_source=scripted_pins(pin) if pin else interactive_pin)
         if amount is not None:
             agent.arm(amount, currency)
@@ -133,16 +132,13 @@ async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_rea
                     operator: str, terminal_id: str | None, pin: str | None,
                     bootstrap: str | None, timeout: float = 30.0) -> TopupResult:
     """``cardbus topup``: bank card in one reader pays, the e-purse in another is loaded."""
-    from agents.providers.base import adapter_for
+    from cardbus.readers import reader_for
     from reader_agent.dialogue import Checkout, run_payment
     from reader_agent.pcsc import CardLink, Context, wait_present
-    from reader_agent.pcscd import reader_for
     from schemas.base import Money
 
     terminal = open_terminal(terminal_id)
-    op = adapter_for(operator)
-    if op.kind != "transit":
-        raise ConfigError(f"{operator} is not a transit operator")
+    op = terminal.operator(operator)
     bank, purse = reader_for(bank_reader).name, reader_for(transit_reader).name
     money = Money(amount=amount, currency=currency)
 
@@ -151,7 +147,7 @@ async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_rea
         wait_present(ctx, bank, timeout=10)
         link = ctx.connect(bank)
         try:
-            return run_payment(link, card_aids(terminal),
+            return run_payment(link, terminal.payment_aids(),
                                Checkout(amount=amount,
                                         currency_numeric=CURRENCY_NUMERIC.get(currency, 156)),
                                terminal.card_auth_public), link
@@ -164,7 +160,7 @@ async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_rea
         wait_present(ctx, purse, timeout=10)
         return ctx.connect(purse)
 
-    target = TransitTarget(operator, op.aid, open_purse, lambda link: link.disconnect())
+    target = TransitTarget(operator, op.aids[0], open_purse, lambda link: link.disconnect())
     applied = AppliedLoads(terminal.store.path.parent / "applied-loads.json"
                            if terminal.store is not None else None)
     async with TerminalSession(terminal, bootstrap or default_bootstrap()) as session:
@@ -184,10 +180,10 @@ async def pay_on_reader(session: TerminalSession, reader: int, amount: int, *, p
     """One payment with the card in virtual reader ``reader``: dialogue, request, answer, and
     the card's second GENERATE AC. Returns the answer (None if there was none) and what the
     card said."""
-    from reader_agent.pcscd import reader_for
+    from cardbus.readers import reader_for
 
     terminal = session.terminal
-    agent = ReaderAgent(terminal, session, aids=card_aids(terminal),
+    agent = ReaderAgent(terminal, session, aids=terminal.payment_aids(),
                         pin_source=scripted_pins(pin))
     agent.arm(amount, currency)
     out = await agent.handle_card(reader_for(reader).name, b"")

@@ -18,14 +18,15 @@ from pathlib import Path
 
 from cardbus import vault
 from cardbus.crypto.hsm import TerminalHsm
-from cardbus.crypto.keystore import KeyStore, b64d
+from cardbus.crypto.keystore import KeyStore, b64d, b64e
 from cardbus.crypto.signing import Verifier, verify_event
 from cardbus.errors import ConfigError, MissingKeyError
 from reader_agent.dialogue import EmvTap
 from reader_agent.requests import Sale, tap_events
+from schemas.base import header
 from schemas.cards import CardTapped
 from schemas.payments import PaymentRequested
-from schemas.terminals import TerminalEnrolled, TerminalKeysIssued
+from schemas.terminals import ProviderCardAuthKey, TerminalEnrolled, TerminalKeysIssued
 from schemas.values import Merchant
 
 DEFAULT_MERCHANT = Merchant(merchant_id="M-0001", name="CardBus Demo Shop", mcc="5999")
@@ -43,6 +44,7 @@ class Terminal:
         self.platform = platform
         self.store = store
         self.card_auth: dict[str, Verifier] = {}  # provider id -> its card-auth key
+        self.directory: dict[str, ProviderCardAuthKey] = {}  # provider id -> kind, AIDs, key
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -59,7 +61,8 @@ class Terminal:
         if meta.exists():
             data = json.loads(meta.read_text())
             term.merchant = Merchant.model_validate(data["merchant"])
-            term._trust(data.get("card_auth", {}))
+            for entry in data.get("providers", []):
+                term.trust(ProviderCardAuthKey.model_validate(entry))
         term.save()
         return term
 
@@ -87,25 +90,38 @@ class Terminal:
         meta.write_text(json.dumps({
             "terminal_id": self.terminal_id,
             "merchant": self.merchant.model_dump(mode="json"),
-            "card_auth": {p: [v.key_id, v.public_bytes().hex()]
-                          for p, v in sorted(self.card_auth.items())},
+            "providers": [e.model_dump(mode="json") for _, e in sorted(self.directory.items())],
         }, indent=1))
 
-    def _trust(self, entries: dict[str, list[str]]) -> None:
-        for provider, (key_id, public_hex) in entries.items():
-            self.trust(provider, Verifier(key_id, bytes.fromhex(public_hex)))
-
-    def trust(self, provider: str, verifier: Verifier) -> None:
-        """Trust ``provider``'s card-authentication key (normally from ``apply_keys``)."""
-        self.card_auth[provider] = verifier
+    def trust(self, entry: ProviderCardAuthKey) -> None:
+        """Accept ``entry``'s provider: its cards' AIDs and its card-authentication key
+        (normally from ``apply_keys``)."""
+        verifier = Verifier(entry.key_id, b64d(entry.public_key))
+        self.directory[entry.provider_id] = entry
+        self.card_auth[entry.provider_id] = verifier
         self.hsm.trust_card_ca(verifier)
+
+    def payment_aids(self) -> dict[str, str]:
+        """AID -> provider id for the payment applications of every bank this terminal
+        accepts (the AID list the platform's key provisioning gives it)."""
+        return {aid: e.provider_id for e in self.directory.values() if e.kind == "bank"
+                for aid in e.aids}
+
+    def operator(self, provider_id: str) -> ProviderCardAuthKey:
+        """The directory entry of transit operator ``provider_id`` (a clear error if the
+        platform has provisioned no such operator to this terminal)."""
+        entry = self.directory.get(provider_id)
+        if entry is None or entry.kind != "transit" or not entry.aids:
+            known = ", ".join(sorted(p for p, e in self.directory.items()
+                                     if e.kind == "transit")) or "none"
+            raise ConfigError(f"{provider_id} is not a transit operator this terminal knows "
+                              f"(known: {known})")
+        return entry
 
     # -- the bus side ----------------------------------------------------------------------------
 
     def enrollment(self, now: datetime) -> TerminalEnrolled:
         """The enrollment event, sealed with the terminal's identity key."""
-        from agents.sim import enrollment
-
         return enrollment(self.hsm, self.merchant, now)
 
     def apply_keys(self, ev: TerminalKeysIssued) -> None:
@@ -117,8 +133,8 @@ class Terminal:
             verify_event(ev, {self.platform.key_id: self.platform}.get)
         for issued in ev.keys:
             self.hsm.install(issued.wrapped)
-        self._trust({k.provider_id: [k.key_id, b64d(k.public_key).hex()]
-                     for k in ev.card_auth_keys})
+        for entry in ev.card_auth_keys:
+            self.trust(entry)
         self.save()
 
     @property
@@ -145,6 +161,17 @@ class Terminal:
         """The sealed events of one tap (see ``reader_agent.requests``)."""
         return tap_events(self.hsm, tap, reader=reader, atr=atr, now=now, sale=sale,
                           payment_id=payment_id)
+
+
+def enrollment(terminal: TerminalHsm, merchant: Merchant, now: datetime) -> TerminalEnrolled:
+    """A terminal's enrollment, sealed with its identity key (proof of possession)."""
+    tid = terminal.terminal_id
+    ev = TerminalEnrolled(
+        **header(f"terminal:{tid}", tid, now), terminal_id=tid, merchant=merchant,
+        identity_key_id=terminal.verifier.key_id,
+        identity_public_key=b64e(terminal.verifier.public_bytes()),
+        wrap_key_id=f"kex:{tid}", wrap_public_key=b64e(terminal.public_kex()))
+    return terminal.sign_event(ev)
 
 
 def _platform_identity(home: Path | None) -> Verifier | None:

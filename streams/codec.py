@@ -27,7 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 from cardbus.errors import DecodeError, EncodeError
 from schemas.base import Event
 from schemas.registry import ANY_EVENT, CURRENT_VERSIONS
-from schemas.upcast import upcast
+from schemas.upcast import UpcastError, upcast
 from streams.topics import topic_spec
 
 E = TypeVar("E", bound=Event)
@@ -111,7 +111,10 @@ def decode_raw(source: str | TypeAdapter[Any] | None,
     if allowed is not None and raw["type"] not in allowed:
         raise DecodeError(f"type: {raw['type']!r} does not belong on this topic "
                           f"(expected one of {', '.join(allowed)})", field="type")
-    upcasted = raw if raw["schema_version"] == current else upcast(dict(raw), current)
+    try:
+        upcasted = raw if raw["schema_version"] == current else upcast(dict(raw), current)
+    except UpcastError as exc:
+        raise DecodeError(str(exc), field=exc.field) from None
     try:
         event = adapter.validate_python(upcasted)
     except ValidationError as exc:

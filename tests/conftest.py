@@ -92,7 +92,7 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Any]:
     """Key setup, topics, the platform worker and the bank-a and bank-b workers (other
     providers, such as ``transit``, are set up and started on demand)."""
-    from cardbus import local
+    from cardbus import ceremony
     from streams.admin import ensure_topics_sync
     from streams.topics import TopicSettings, catalogue
     from tests.integration.system import System
@@ -102,7 +102,7 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
            "PYTHONUNBUFFERED": "1"}
     old_home = os.environ.get("CARDBUS_HOME")
     os.environ["CARDBUS_HOME"] = str(home)
-    local.setup(home, SYSTEM_PROVIDERS)
+    ceremony.setup(home, SYSTEM_PROVIDERS)
     report = ensure_topics_sync(kafka_bootstrap, list(catalogue(SYSTEM_PROVIDERS, with_changelogs=True)),
                                 TopicSettings())
     assert report is not None

@@ -20,8 +20,7 @@ from typing import Any
 import faust
 
 from agents.platform import decide, transit
-from agents.replica import Replica, Replicated
-from agents.tablekeys import TableKeyStore
+from agents.platform.tablekeys import TableKeyStore
 from cardbus import vault
 from cardbus.crypto.hsm import PlatformHsm
 from cardbus.logs import bind_correlation, get_logger
@@ -43,6 +42,7 @@ from schemas.transit import (
 )
 from streams import codec
 from streams.faust_support import Bus, consume, make_app
+from streams.replica import Replica, Replicated
 from streams.topics import (
     PAYMENT_REQUESTS,
     PLATFORM_TABLES,
@@ -90,7 +90,7 @@ def build(cfg: PlatformConfig) -> faust.App:
     bus = Bus(app, "platform")
     # Faust wants a table's changelog to have its source topics' partition count.
     n = PLATFORM_TABLES
-    # routes, terminals and key records: every worker needs them all (see agents.replica);
+    # routes, terminals and key records: every worker needs them all (see streams.replica);
     # parked keys are only read by the owner of the provider's partition
     parked = app.Table("parked-keys", default=None, partitions=n["parked-keys"])
 

@@ -71,6 +71,7 @@ class Route(BaseModel):
     provider_id: str
     kind: Literal["bank", "transit"]
     bin_ranges: tuple[BinRange, ...] = ()
+    payment_aids: tuple[str, ...] = ()
     transit_aids: tuple[str, ...] = ()
     identity_key_id: str
     identity_public_key: str
@@ -158,7 +159,8 @@ def register_provider(ev: ProviderRegistered, current: Route | None) -> Route:
         raise Rejected(f"registration of {ev.provider_id}: identity key changed; "
                        f"re-registration with a new identity needs an operator")
     return Route(provider_id=ev.provider_id, kind=ev.kind, bin_ranges=ev.bin_ranges,
-                 transit_aids=ev.transit_aids, identity_key_id=ev.identity_key_id,
+                 payment_aids=ev.payment_aids, transit_aids=ev.transit_aids,
+                 identity_key_id=ev.identity_key_id,
                  identity_public_key=ev.identity_public_key,
                  card_auth_key_id=ev.card_auth_key_id,
                  card_auth_public_key=ev.card_auth_public_key,
@@ -185,10 +187,14 @@ def provision_keys(ev: ProviderKeysProvisioned, route: Route | None, hsm: Platfo
 
 
 def card_auth_keys(routes: dict[str, Route]) -> tuple[ProviderCardAuthKey, ...]:
-    """Every provider's card-authentication public key, as terminals receive them."""
-    return tuple(ProviderCardAuthKey(provider_id=r.provider_id, key_id=r.card_auth_key_id,
-                                     public_key=r.card_auth_public_key)
-                 for r in sorted(routes.values(), key=lambda r: r.provider_id))
+    """The terminals' provider directory: each provider's kind, the AIDs its cards carry and
+    its card-authentication public key. A terminal learns a new provider's cards from this,
+    with no code of that provider installed on it."""
+    return tuple(ProviderCardAuthKey(
+        provider_id=r.provider_id, kind=r.kind,
+        aids=r.payment_aids if r.kind == "bank" else r.transit_aids,
+        key_id=r.card_auth_key_id, public_key=r.card_auth_public_key)
+        for r in sorted(routes.values(), key=lambda r: r.provider_id))
 
 
 # ---------------------------------------------------------------------------------------------

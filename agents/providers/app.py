@@ -20,12 +20,12 @@ from typing import Any
 import faust
 
 from agents.providers import decide
+from agents.providers.announce import key_provisioning, registration
 from agents.providers.base import ProviderAdapter
 from agents.providers.issuer import HsmIssuer
 from agents.providers.settle import batch_id_for, cutover_events
 from agents.providers.state import CardLedger, ChainHead, OpenBatch
 from agents.providers.transit import HsmOperator, Purse, TransitOperator
-from agents.sim import key_provisioning, registration
 from cardbus import vault
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.signing import verify_event

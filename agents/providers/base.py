@@ -24,9 +24,9 @@ from typing import Literal
 
 from agents.providers import decide
 from agents.providers.state import Account, CardRecord, ChainHead, OpenBatch, PinCheck
+from cardbus.cardprofile import CardProfile, make_pan
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.errors import ConfigError
-from reader_agent.cards.profile import CardProfile, make_pan
 from schemas.base import Event, mask_pan
 from schemas.ledger import CardIssued
 from schemas.payments import AuthorizationDecided, AuthorizationRequested, ReversalRequested

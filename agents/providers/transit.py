@@ -19,9 +19,9 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.providers.base import ProviderAdapter
+from cardbus.cardprofile import CardProfile, make_pan
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.errors import CryptoError
-from reader_agent.cards.profile import CardProfile, make_pan
 from schemas.base import Event
 from schemas.transit import (
     TransitLoadAborted,

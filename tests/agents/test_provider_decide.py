@@ -10,7 +10,7 @@ from agents.platform import decide as platform
 from agents.providers import decide
 from agents.providers.issuer import HsmIssuer
 from agents.providers.state import ChainHead, OpenBatch
-from agents.sim import World
+from bench.sim import World
 from cardbus.crypto.signing import Signer
 from cardbus.response_codes import (
     APPROVED,
@@ -24,7 +24,7 @@ from cardbus.response_codes import (
     PIN_TRIES_EXCEEDED,
     REPLAYED_ATC,
 )
-from reader_agent.cards.profile import CardState
+from cards.profile import CardState
 from schemas.payments import AuthorizationRequested, ReversalRequested
 from tests.agents.conftest import NOW
 

@@ -14,10 +14,10 @@ from agents.providers.issuer import HsmIssuer
 from agents.providers.state import ChainHead, OpenBatch
 from agents.providers.transit import HsmOperator, Purse
 from agents.providers.transit import adapter as operator
-from agents.sim import World
+from bench.sim import World
 from cardbus.errors import CardError
-from reader_agent.cards import applet_for
-from reader_agent.cards.profile import CardState
+from cards import applet_for
+from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, credit_load, init_load, read_purse
 from schemas.payments import ReversalRequested
 from schemas.transit import (

@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streams.audit.model import Record
-from streams.audit.scan import _STATIC, provider_of
+from audit.model import Record
+from audit.scan import _STATIC, provider_of
 from streams.topics import provider_requests_spec
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from cardbus.cli import main
-from streams.audit.engine import AuditOptions, audit_records
-from streams.audit.keys import build_keybook
-from streams.audit.model import CHAIN, REDERIVE, AuditReport, Record
-from streams.audit.reader import read_namespace
-from streams.audit.simulate import Trail
+from audit.engine import AuditOptions, audit_records
+from audit.keys import build_keybook
+from audit.model import CHAIN, REDERIVE, AuditReport, Record
+from audit.reader import read_namespace
+from bench.trail import Trail
+from console.cli import main
 from streams.topics import NAMESPACE
 from tests.audit.conftest import pick
 from tests.audit.kafka import publish_records, rewrite

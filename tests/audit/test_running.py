@@ -13,9 +13,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from cardbus import local
-from cardbus.cli import main
+from cardbus import ceremony
 from cardbus.response_codes import APPROVED, INCORRECT_PIN, INSUFFICIENT_FUNDS
+from console.cli import main
 from schemas.ledger import SettlementCutoverRequested
 from streams.topics import NAMESPACE, provider_requests_topic
 from tests.integration import conftest as integration
@@ -70,7 +70,7 @@ async def workload(system: System, till: Till) -> None:
         codes.append(done.response_code)
     assert {APPROVED, INCORRECT_PIN, INSUFFICIENT_FUNDS} <= set(codes), codes
     for pid in ("bank-a", "bank-b"):  # cut-over: one signed command per partition
-        hsm = local.provider_hsm(pid, system.home)
+        hsm = ceremony.provider_hsm(pid, system.home)
         for p in range(6):
             ev = hsm.sign_event(SettlementCutoverRequested(
                 event_id=secrets.token_hex(16), correlation_id="B1", occurred_at=now(),

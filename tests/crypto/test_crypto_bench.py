@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cardbus.cli import main
+from console.cli import main
 
 KEYS = {"arqc_verify_per_s", "sign_per_s", "verify_per_s", "pin_translate_per_s",
         "unwrap_per_s", "platform_us_per_payment", "provider_us_per_payment"}

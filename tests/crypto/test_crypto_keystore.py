@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from cardbus.cli import main
 from cardbus.crypto.keys import KeyAlg, KeyUsage, kcv, new_key
 from cardbus.crypto.keystore import (
     ENV_VAR,
@@ -21,6 +20,7 @@ from cardbus.crypto.keystore import (
     init_storage_key_file,
 )
 from cardbus.errors import ConfigError, KeyUsageError, MissingKeyError, UnwrapError
+from console.cli import main
 
 
 def test_missing_storage_key_fails_loudly(tmp_path: Path) -> None:

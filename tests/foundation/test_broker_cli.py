@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 def cardbus(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cardbus.cli", *args],
+    return subprocess.run([sys.executable, "-m", "console.cli", *args],
                           capture_output=True, text=True, timeout=180, check=False)
 
 

@@ -14,11 +14,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.providers.base import IssuedCard, adapter_for, card_issued_event
-from cardbus import local
+from cardbus import ceremony
 from cardbus.crypto.keystore import KeyStore
 from cardbus.processes import Worker
-from reader_agent.cards import applet_for
-from reader_agent.cards.profile import CardState
+from cards import applet_for
+from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, Checkout, EmvTap, complete_payment, run_payment
 from reader_agent.requests import Sale
 from reader_agent.session import TerminalSession
@@ -78,7 +78,7 @@ class System:
                     expiry: str = "301231") -> IssuedCard:
         """Issue a card and open its account at the running provider (a CardIssued event)."""
         adapter = adapter_for(provider_id)
-        hsm = local.provider_hsm(provider_id, self.home)
+        hsm = ceremony.provider_hsm(provider_id, self.home)
         issued = adapter.issue_card(hsm, pin=pin, opening_balance=balance, expiry=expiry)
         await publish(self.bootstrap, provider_requests_topic(provider_id),
                       issued.card.pan_token, card_issued_event(issued, hsm, now()))
@@ -152,7 +152,7 @@ class Till:
         self.states: dict[str, CardState] = {}
 
     def aids(self) -> dict[str, str]:
-        return {adapter_for(p).aid: p for p in self.terminal.card_auth}
+        return self.terminal.payment_aids()
 
     def tap(self, card: IssuedCard, amount: int, when: datetime | None = None) -> tuple[
             EmvTap, AppletLink]:
@@ -191,7 +191,7 @@ def software_terminal(terminal_id: str, home: Path) -> Terminal:
 
 
 def memory_terminal(terminal_id: str) -> Terminal:
-    from agents.sim import memory_keystore
+    from bench.sim import memory_keystore
 
     ks: KeyStore = memory_keystore()
     return Terminal.in_memory(terminal_id, ks)
@@ -223,7 +223,7 @@ async def accounts(bootstrap: str, provider_id: str) -> dict[str, Any]:
 
 async def lag(bootstrap: str, group: str, topic: str) -> int:
     """How many records of ``topic`` the consumer group ``group`` has not committed yet."""
-    from agents.bench.procs import consumer_lag
+    from bench.procs import consumer_lag
 
     return (await consumer_lag(bootstrap, {group: [(topic, topic_spec(topic).partitions)]}))[
         group]

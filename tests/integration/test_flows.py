@@ -8,9 +8,9 @@ import base64
 
 import pytest
 
-from cardbus.commands.settle import settle
-from cardbus.local import provider_hsm
+from cardbus.ceremony import provider_hsm
 from cardbus.response_codes import APPROVED, ISSUER_UNAVAILABLE
+from console.commands.settle import settle
 from schemas.deadletters import EventDeadLettered
 from schemas.payments import ReversalCompleted
 from streams import codec
@@ -198,7 +198,7 @@ async def test_suspended_terminal_is_declined_until_activated(system: System,
 
     def operator(action: str) -> None:
         done = subprocess.run(
-            [sys.executable, "-m", "cardbus.cli", "terminal", action, "--terminal-id",
+            [sys.executable, "-m", "console.cli", "terminal", action, "--terminal-id",
              till.terminal.terminal_id, "--bootstrap", system.bootstrap],
             env=system.env, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr

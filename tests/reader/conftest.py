@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from agents.providers.base import ProviderAdapter, adapter_for, discover
-from agents.sim import memory_keystore
+from bench.sim import memory_keystore
+from cardbus.cardprofile import CardProfile
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.keys import KeyUsage
-from reader_agent.cards import applet_for
-from reader_agent.cards.profile import CardProfile
-from reader_agent.cards.vpcd import VirtualCard
+from cardbus.readers import VirtualReader, virtual_readers
+from cards import applet_for
+from cards.vpcd import VirtualCard
 from reader_agent.pcsc import Context, wait_present
-from reader_agent.pcscd import Pcscd, VirtualReader, list_readers, virtual_readers
+from reader_agent.pcscd import Pcscd, list_readers
 
 READERS = 4
 

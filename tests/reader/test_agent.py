@@ -10,14 +10,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from psec.pinblock import decipher_pinblock_iso_4
 
-from agents.sim import memory_keystore
+from bench.reader import TopicBus, standalone_terminal
+from bench.sim import memory_keystore
 from cardbus.crypto import emv
 from cardbus.crypto.hsm import PlatformHsm
 from cardbus.crypto.keys import KeyUsage
 from cardbus.crypto.pan import PanCipher
+from cards.hostile import HostileApplet
 from reader_agent.agent import Armed, ReaderAgent, scripted_pins
-from reader_agent.bench import TopicBus, standalone_terminal
-from reader_agent.cards.hostile import HostileApplet
 from reader_agent.pcsc import Context, wait_present
 from reader_agent.publisher import Publisher
 from reader_agent.watcher import ReaderWatcher

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from cardbus.crypto import emv
+from cardbus.emv.tlv import find, parse
 from cardbus.errors import CardError
-from reader_agent.cards import applet_for
-from reader_agent.cards.profile import CardState
-from reader_agent.cards.tlv import find, parse
+from cards import applet_for
+from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, Checkout, apdu, run_payment
 from tests.reader.conftest import aids, card_auth_public, imk, issue
 

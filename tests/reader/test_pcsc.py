@@ -12,8 +12,8 @@ import pytest
 
 from cardbus.crypto import emv, transit
 from cardbus.errors import CardAuthenticationError, CardError
-from reader_agent.cards import applet_for
-from reader_agent.cards.hostile import HostileApplet
+from cards import applet_for
+from cards.hostile import HostileApplet
 from reader_agent.dialogue import (
     Checkout,
     complete_payment,

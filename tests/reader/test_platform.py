@@ -18,15 +18,16 @@ from typing import Any
 import pytest
 
 from agents.providers.base import adapter_for
-from cardbus import local
+from cardbus import ceremony
+from cardbus.cardprofile import CardProfile
+from cardbus.readers import VirtualReader
 from cardbus.response_codes import APPROVED
-from reader_agent.agent import Armed, ReaderAgent, card_aids, scripted_pins
-from reader_agent.cards import applet_for
-from reader_agent.cards.profile import CardProfile, CardState
-from reader_agent.cards.vpcd import VirtualCard
+from cards import applet_for
+from cards.profile import CardState
+from cards.vpcd import VirtualCard
+from reader_agent.agent import Armed, ReaderAgent, scripted_pins
 from reader_agent.dialogue import Checkout, run_payment
 from reader_agent.pcsc import CardLink, Context, wait_present
-from reader_agent.pcscd import VirtualReader
 from reader_agent.session import TerminalSession
 from reader_agent.terminal import Terminal
 from reader_agent.topup import AppliedLoads, TransitTarget, topup
@@ -75,7 +76,7 @@ async def test_tap_on_vpcd_reader_is_approved_and_card_accepts_arpc(
     card = await asyncio.to_thread(_insert, issued.profile, reader, card_home)
     try:
         terminal = session.terminal
-        agent = ReaderAgent(terminal, session, aids=card_aids(terminal),
+        agent = ReaderAgent(terminal, session, aids=terminal.payment_aids(),
                             pin_source=scripted_pins("1234"))
         out = await agent.handle_card(reader.name, card.applet.atr,
                                       Armed(1_234, "CNY", terminal.merchant))
@@ -113,7 +114,7 @@ async def _ready(system: Any, provider: str) -> None:
 def _transit_card(system: Any, balance: int) -> CardProfile:
     adapter = adapter_for("transit")
     return adapter.issue_transit_card(  # type: ignore[attr-defined,no-any-return]
-        local.provider_hsm("transit", system.home), balance=balance)
+        ceremony.provider_hsm("transit", system.home), balance=balance)
 
 
 def _pcsc_target(reader: VirtualReader, aid: str) -> TransitTarget:
@@ -127,7 +128,7 @@ async def _bank_tap(session: TerminalSession, reader: VirtualReader, amount: int
                     ) -> tuple[Any, CardLink]:
     def run() -> tuple[Any, CardLink]:
         link = Context().connect(reader.name)
-        return run_payment(link, card_aids(session.terminal), Checkout(amount=amount),
+        return run_payment(link, session.terminal.payment_aids(), Checkout(amount=amount),
                            session.terminal.card_auth_public), link
 
     return await asyncio.to_thread(run)

@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 import pytest
 
 from agents.providers import transit as operator
-from agents.sim import memory_keystore
+from bench.reader import standalone_terminal
+from bench.sim import memory_keystore
+from cardbus.cardprofile import CardProfile
 from cardbus.crypto.hsm import PlatformHsm, ProviderHsm
-from reader_agent.bench import standalone_terminal
-from reader_agent.cards import applet_for
-from reader_agent.cards.profile import CardProfile, CardState
+from cards import applet_for
+from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, Checkout, EmvTap, read_purse, run_payment
 from reader_agent.terminal import Terminal
 from reader_agent.topup import AppliedLoads, TransitTarget, topup

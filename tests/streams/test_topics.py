@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cardbus.cli import main
 from cardbus.errors import ConfigError
+from console.cli import main
 from schemas.registry import ALL_EVENTS, type_name
 from streams.topics import (
     DAY_MS,

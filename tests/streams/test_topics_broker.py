@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from cardbus.cli import main
 from cardbus.errors import BrokerError
+from console.cli import main
 from streams.admin import ensure_topics, with_prefix
 from streams.topics import NAMESPACE, TopicSettings, catalogue, topic_spec
 

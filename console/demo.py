@@ -1,0 +1,179 @@
+"""The main job: the whole system end to end, the way a new user first meets it.
+
+Starts what is not running (broker, pcscd with virtual readers), makes the keys, topics and
+workers (platform, two banks, the transit operator), issues virtual cards and puts them in the
+readers, enrolls a terminal, then runs: key provisioning and enrollment, an approved payment
+with each bank card over real PC/SC, a declined payment (wrong PIN), a transit top-up, and a
+settlement batch checked against this run's approvals. Prints a summary table and stops
+everything it started. Exit code 0 only if every step behaved as expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from console.stack import TERMINAL_ID, LocalStack
+
+BANK_A_READER, BANK_B_READER, TRANSIT_READER = 0, 1, 2
+console = Console(stderr=True)
+
+
+@dataclass
+class Step:
+    """One demo step and how it went."""
+
+    name: str
+    expected: str
+    outcome: str = "not run"
+    code: str = "--"
+    latency_ms: float | None = None
+    ok: bool = False
+
+
+def _say(msg: str) -> None:
+    console.print(f"[dim]·[/dim] {msg}")
+
+
+async def _run(stack: LocalStack, steps: list[Step]) -> None:
+    from aiokafka.errors import KafkaError
+
+    from cards import serve
+    from console.commands.cards import issue_card
+    from console.commands.settle import settle
+    from reader_agent.runner import enroll, open_terminal, pay_on_reader, run_topup
+    from reader_agent.session import TerminalSession
+
+    async def timed(step: Step, work: Callable[[], Awaitable[None]]) -> None:
+        _say(f"{step.name} ...")
+        t0 = time.perf_counter()
+        try:
+            await work()
+        except (Exception, KafkaError) as exc:  # noqa: BLE001 - reported in the summary
+            step.outcome = f"error: {exc}"[:90]
+        step.latency_ms = (time.perf_counter() - t0) * 1000
+        mark = "[green]ok[/green]" if step.ok else "[red]UNEXPECTED[/red]"
+        _say(f"{step.name}: {step.outcome} ({step.code}) {mark}")
+
+    # 1. provisioning and enrollment
+    s = steps[0]
+
+    async def provisioning() -> None:
+        await enroll(TERMINAL_ID, stack.bootstrap, timeout=120, providers=len(stack.providers))
+        term = open_terminal(TERMINAL_ID)
+        s.outcome = f"terminal {TERMINAL_ID} keys from {len(term.card_auth)} providers"
+        s.code, s.ok = "keys", term.ready and len(term.card_auth) == len(stack.providers)
+
+    await timed(s, provisioning)
+    if not s.ok:
+        return
+    await settle(stack.bootstrap, "bank-a", wait=3)  # close anything an earlier run left open
+
+    # cards into the readers
+    def issue(provider: str, **kw: Any) -> Awaitable[Any]:
+        return asyncio.to_thread(issue_card, provider, bootstrap=stack.bootstrap, **kw)
+
+    card_a: Any = await issue("bank-a", pin="1234", balance=100_000)
+    card_b: Any = await issue("bank-b", pin="4321", balance=50_000)
+    purse: Any = await issue("transit", balance=500)
+    for card, reader in ((card_a, BANK_A_READER), (card_b, BANK_B_READER),
+                         (purse, TRANSIT_READER)):
+        serve.insert(card.card_id, reader)
+    _say(f"cards: {card_a.masked()} (bank-a), {card_b.masked()} (bank-b), transit purse "
+         f"{purse.pan[-4:]} in virtual readers {BANK_A_READER}/{BANK_B_READER}/"
+         f"{TRANSIT_READER}")
+
+    terminal = open_terminal(TERMINAL_ID)
+    approved_a = 0
+    async with TerminalSession(terminal, stack.bootstrap) as session:
+
+        async def pay(step: Step, reader: int, amount: int, pin: str, want: str) -> None:
+            done, card_says = await pay_on_reader(session, reader, amount, pin=pin)
+            if done is None:
+                step.outcome = card_says
+                return
+            step.code = done.response_code
+            step.outcome = f"{done.masked_pan} {amount / 100:.2f} CNY: {done.message}; " \
+                           f"{card_says}"
+            step.ok = done.response_code == want
+
+        plan = [(steps[1], BANK_A_READER, 12_50, "1234", "00"),
+                (steps[2], BANK_B_READER, 88_00, "4321", "00"),
+                (steps[3], BANK_A_READER, 5_00, "0000", "55")]
+        for step, reader, amount, pin, want in plan:
+            await timed(step, lambda s=step, r=reader, a=amount, p=pin, w=want:  # type: ignore[misc]
+                        pay(s, r, a, p, w))
+            if step is steps[1] and step.ok:
+                approved_a += 12_50
+
+    # top-up: bank-a card pays, the purse is loaded
+    s = steps[4]
+
+    async def top_up() -> None:
+        result = await run_topup(amount=20_00, currency="CNY", bank_reader=BANK_A_READER,
+                                 transit_reader=TRANSIT_READER, operator="transit",
+                                 terminal_id=TERMINAL_ID, pin="1234",
+                                 bootstrap=stack.bootstrap)
+        s.code = result.payment.response_code if result.payment else "--"
+        s.outcome = result.summary()
+        s.ok = result.outcome == "loaded" and result.balance_after == 500 + 20_00
+
+    await timed(s, top_up)
+    if s.ok:
+        approved_a += 20_00
+
+    # settlement
+    s = steps[5]
+
+    async def settlement() -> None:
+        result = await settle(stack.bootstrap, "bank-a", wait=20)
+        assert result is not None
+        batch, parts, sums = result
+        net = sums.get("CNY", {}).get("net_amount", 0)
+        s.code = "batch"
+        s.outcome = f"{batch}: {len(parts)} part(s), net {net / 100:.2f} CNY"
+        s.ok = net == approved_a
+
+    await timed(s, settlement)
+
+
+def run_demo() -> int:
+    """Run the demo; 0 only if every step behaved as expected."""
+    steps = [
+        Step("provisioning + enrollment", "terminal gets keys for every provider"),
+        Step("payment, bank-a card", "approved 00, card accepts ARPC"),
+        Step("payment, bank-b card", "approved 00"),
+        Step("payment, wrong PIN", "declined 55"),
+        Step("transit top-up 20.00", "paid, loaded, confirmed"),
+        Step("settlement bank-a", "batch net = approvals of this run"),
+    ]
+    stack = LocalStack(say=_say)
+    t0 = time.perf_counter()
+    try:
+        stack.start_all()
+        asyncio.run(_run(stack, steps))
+        stack.check_workers()
+    except KeyboardInterrupt:
+        _say("interrupted")
+    except Exception as exc:  # noqa: BLE001 - shown, then everything is stopped
+        console.print(f"[red]demo failed:[/red] {exc}")
+    finally:
+        stack.stop()
+    table = Table(title=f"CardBus demo ({time.perf_counter() - t0:.0f}s)")
+    for col in ("step", "expected", "outcome", "code", "ms", ""):
+        table.add_column(col)
+    for st in steps:
+        table.add_row(st.name, st.expected, st.outcome, st.code,
+                      f"{st.latency_ms:.0f}" if st.latency_ms is not None else "--",
+                      "[green]ok[/green]" if st.ok else "[red]FAIL[/red]")
+    Console().print(table)
+    ok = all(st.ok for st in steps)
+    print("demo: all steps behaved as expected" if ok else "demo: some steps did not behave "
+          "as expected (logs in .cardbus/logs)")
+    return 0 if ok else 1

@@ -1,0 +1,163 @@
+"""The whole local CardBus on one machine: broker, pcscd, keys, topics, workers, a terminal.
+
+``LocalStack`` starts what is not running yet (and later stops only what it started), so the
+demo and ``cardbus up`` can be run again and find their state: keys in ``.cardbus/parties``,
+broker data in ``.cardbus/kafka``, worker tables in ``.cardbus/workers``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cardbus.errors import BrokerError, CardBusError
+from cardbus.paths import state_dir, sub_dir
+from cardbus.processes import Worker
+
+Say = Callable[[str], None]
+DEMO_PROVIDERS = ("bank-a", "bank-b", "transit")
+TERMINAL_ID = "T-0001"
+
+
+@dataclass
+class LocalStack:
+    """What the demo and ``cardbus up`` run, and what they must stop."""
+
+    providers: tuple[str, ...] = DEMO_PROVIDERS
+    readers: int = 4
+    say: Say = print
+    bootstrap: str = ""
+    workers: dict[str, Worker] = field(default_factory=dict)
+    _started_broker: bool = False
+    _pcscd: object | None = None
+
+    # -- services --------------------------------------------------------------------------------
+
+    def start_broker(self) -> str:
+        from streams import broker
+
+        env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if env:
+            self.bootstrap = env
+            self.say(f"broker: using {env} (KAFKA_BOOTSTRAP_SERVERS)")
+            return env
+        running = broker.status()
+        if running is not None:
+            self.bootstrap = running.bootstrap
+            self.say(f"broker: already running at {running.bootstrap}")
+            return self.bootstrap
+        port = int(os.environ.get("CARDBUS_KAFKA_PORT", broker.DEFAULT_PORT))
+        if broker.port_open(port):
+            port = broker.free_port_block(1, start=port + 1)
+        t0 = time.monotonic()
+        cluster, _ = broker.start(port=port, progress=self.say)
+        self._started_broker = True
+        self.bootstrap = cluster.bootstrap
+        self.say(f"broker: started at {cluster.bootstrap} in {time.monotonic() - t0:.1f}s")
+        return self.bootstrap
+
+    def start_pcscd(self) -> None:
+        from reader_agent.pcscd import Pcscd
+
+        pcscd = Pcscd(readers=self.readers)
+        if pcscd.pid() is not None:
+            self.say("pcscd: already running")
+            return
+        if Pcscd.foreign_pid() is not None:
+            raise CardBusError("a pcscd not started by CardBus is running: stop it "
+                               "(`pkill pcscd`) so CardBus can run its own with virtual readers")
+        pcscd.start()
+        self._pcscd = pcscd
+        self.say(f"pcscd: started with {self.readers} virtual readers")
+
+    def setup(self) -> None:
+        from cardbus.ceremony import setup
+        from streams.admin import ensure_topics
+        from streams.topics import TopicSettings, catalogue
+
+        report = setup(None, list(self.providers))
+        for item in report.created:
+            self.say(f"keys: created {item}")
+        import asyncio
+
+        result = asyncio.run(ensure_topics(
+            self.bootstrap, list(catalogue(self.providers, with_changelogs=True)),
+            TopicSettings.from_env()))
+        created = sum(1 for t in result.topics if t.status == "created")
+        self.say(f"topics: {len(result.topics)} ready ({created} created)")
+        if not result.ok:
+            raise BrokerError("topics differ from the catalogue: see `cardbus topics create`")
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def start_workers(self, *, platform_args: tuple[str, ...] = ()) -> None:
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+               "CARDBUS_HOME": str(state_dir()), "PYTHONUNBUFFERED": "1"}
+        logs = sub_dir("logs")
+        specs = [("platform", ["worker", "platform", *platform_args])]
+        specs += [(p, ["worker", "provider", p]) for p in self.providers]
+        for name, args in specs:
+            log = logs / f"{name}.log"
+            w = Worker(name, [*args, "--loglevel", "info"], env, log)
+            w.log_start = log.stat().st_size if log.exists() else 0
+            self.workers[name] = w.start()
+        self.say(f"workers: {', '.join(self.workers)} started (logs in {logs})")
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait until every worker has joined its group and recovered its tables (Faust
+        logs "Worker]: Ready" then)."""
+        deadline = time.monotonic() + timeout
+        pending = dict(self.workers)
+        while pending and time.monotonic() < deadline:
+            self.check_workers()
+            for name, w in list(pending.items()):
+                if w.log.exists() and "Worker]: Ready" in w.log.read_text(errors="replace")[
+                        w.log_start:]:
+                    del pending[name]
+            time.sleep(0.3)
+        if pending:
+            raise CardBusError(f"worker(s) not ready in {timeout:.0f}s: {', '.join(pending)} "
+                               f"(logs in {logs_dir()})")
+        self.say("workers: ready")
+
+    def check_workers(self) -> None:
+        dead = [w for w in self.workers.values() if not w.alive]
+        if dead:
+            raise CardBusError("worker(s) exited: " + "; ".join(
+                f"{w.name} (see {w.log})\n{w.tail(15)}" for w in dead))
+
+    def start_all(self) -> None:
+        """Everything, in order: broker, pcscd, keys and topics, workers (until ready)."""
+        self.start_broker()
+        self.start_pcscd()
+        self.setup()
+        self.start_workers()
+        self.wait_ready()
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        from cards import serve
+
+        for reader in list(serve.inserted()):
+            with contextlib.suppress(Exception):
+                serve.remove(reader)
+        for w in self.workers.values():
+            w.stop()
+        if self._pcscd is not None:
+            with contextlib.suppress(Exception):
+                self._pcscd.stop()  # type: ignore[attr-defined]
+            self.say("pcscd: stopped")
+        if self._started_broker:
+            from streams import broker
+
+            broker.stop()
+            self.say("broker: stopped")
+
+
+def logs_dir() -> Path:
+    return sub_dir("logs")

@@ -1,0 +1,92 @@
+"""State every worker of an app needs in full, read from the tables' own changelog topics.
+
+A Faust table is partitioned: a worker sees the keys of the partitions it owns. Routes,
+terminal records and key records are needed by every platform worker, whichever partition a
+payment lands on. Faust's GlobalTable is meant for that, but did not stay in sync across two
+workers here (nor in Faust's issue tracker: robinhood/faust#716, #541). So each table is written
+as an ordinary Faust table by the worker that owns the source partition, and every worker keeps
+an in-memory copy by reading the table's changelog topic, all partitions, from the beginning,
+without a consumer group. Reads wait until the copy has caught up with the changelog's end as it
+was at start; a worker's own writes are visible to it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from cardbus.logs import get_logger
+
+log = get_logger("streams.replica")
+
+
+class Replicated:
+    """A dict-like view: writes go to the Faust table (and the copy), reads to the copy."""
+
+    def __init__(self, table: Any, changelog: str, partitions: int) -> None:
+        self.table = table
+        self.changelog = changelog
+        self.partitions = partitions
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self.data.items())
+
+    def values(self) -> list[Any]:
+        return list(self.data.values())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.data))
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[key] = value
+        self.data[key] = value
+
+    def apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
+        if raw_key is None:
+            return
+        key = json.loads(raw_key)
+        if raw_value is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = json.loads(raw_value)
+
+
+class Replica:
+    """Keeps several ``Replicated`` copies current from their changelog topics."""
+
+    def __init__(self, bootstrap: str, tables: list[Replicated]) -> None:
+        self.bootstrap = bootstrap
+        self.by_topic = {t.changelog: t for t in tables}
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            tps = [TopicPartition(t.changelog, p) for t in self.by_topic.values()
+                   for p in range(t.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            while True:
+                batch = await consumer.getmany(timeout_ms=200)
+                for tp, messages in batch.items():
+                    table = self.by_topic[tp.topic]
+                    for m in messages:
+                        table.apply(m.key, m.value)
+                if not self.ready.is_set():
+                    positions = [await consumer.position(tp) for tp in tps]
+                    if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                        self.ready.set()
+                        log.info("replica caught up", tables=len(self.by_topic))
+        finally:
+            await consumer.stop()
