@@ -122,6 +122,7 @@ async def issue_cards(bootstrap: str, home: Path, count: int) -> list[Any]:
 async def cut_over(bootstrap: str, home: Path, label: str) -> None:
     """Close the open settlement batch of every partition of every provider."""
     from cardbus import ceremony
+    from schemas.base import header
     from schemas.ledger import SettlementCutoverRequested
     from streams import codec
 
@@ -132,8 +133,7 @@ async def cut_over(bootstrap: str, home: Path, label: str) -> None:
             hsm = ceremony.provider_hsm(pid, home)
             spec = provider_requests_spec(pid)
             ev = hsm.sign_event(SettlementCutoverRequested(
-                event_id=secrets.token_hex(16), correlation_id=f"cutover-{label}",
-                occurred_at=now, producer=f"provider:{pid}", provider_id=pid,
+                **header(f"provider:{pid}", f"cutover-{label}", now), provider_id=pid,
                 batch_id=f"bench-{label}"))
             value = codec.encode(ev, topic=spec.name)
             for part in range(spec.partitions):

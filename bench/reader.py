@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.providers.base import ProviderAdapter, discover
-from bench.sim import directory_entry, memory_keystore
+from bench.sim import directory_entry
 from cardbus.crypto.hsm import PlatformHsm, ProviderHsm
+from cardbus.crypto.keystore import memory_keystore
 from cardbus.readers import virtual_readers
 from cards import applet_for
 from cards.vpcd import VirtualCard

@@ -17,7 +17,7 @@ from agents.providers.announce import key_provisioning, registration
 from agents.providers.base import IssuedCard, ProviderAdapter
 from cardbus.crypto.hsm import PlatformHsm, ProviderHsm, TerminalHsm
 from cardbus.crypto.keys import KeyAlg, new_key
-from cardbus.crypto.keystore import KeyStore, StorageKeyring, b64e
+from cardbus.crypto.keystore import KeyStore, b64e, memory_keystore
 from cards import applet_for
 from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, Checkout, EmvTap, run_payment
@@ -28,11 +28,6 @@ from schemas.terminals import ProviderCardAuthKey
 from schemas.values import Merchant
 
 KeyStoreFactory = Callable[[str], KeyStore]
-
-
-def memory_keystore(_party: str = "") -> KeyStore:
-    """A key store with a fresh random storage key, in memory only."""
-    return KeyStore(StorageKeyring({1: new_key(KeyAlg.AES, 32)}))
 
 
 def directory_entry(adapter: ProviderAdapter, hsm: ProviderHsm) -> ProviderCardAuthKey:

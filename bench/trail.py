@@ -10,7 +10,6 @@ records can be published as they are. Used by the audit tests and ``cardbus benc
 from __future__ import annotations
 
 import random
-import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +27,7 @@ from cardbus.crypto.hsm import PlatformHsm, ProviderHsm, TerminalHsm
 from cards.profile import CardState
 from reader_agent.requests import Sale, tap_events
 from reader_agent.terminal import enrollment
-from schemas.base import Event, Money
+from schemas.base import Event, Money, header, new_event_id
 from schemas.clock import ClockTicked
 from schemas.ledger import SettlementCutoverRequested
 from schemas.payments import PaymentCompleted
@@ -89,7 +88,7 @@ def build_world(home: Path, provider_ids: list[str], terminal_ids: list[str],
         trail.add("provider-keys", pid, keys, ts)
         route = platform.register_provider(reg, None)
         world.routes[pid] = platform.provision_keys(keys, route, world.platform)
-    from bench.sim import memory_keystore
+    from cardbus.crypto.keystore import memory_keystore
 
     for tid in terminal_ids:
         terminal = TerminalHsm(tid, memory_keystore())
@@ -173,7 +172,7 @@ def simulate(home: Path, payments: int, *, providers: tuple[str, ...] = ("bank-a
         tapped, req = tap_events(world.terminals[tid], tap, reader="sim", atr="3B8080018080",
                                  now=clock, sale=Sale(Money(amount=amount, currency="CNY"),
                                                       MERCHANT, pin),
-                                 payment_id=secrets.token_hex(16))
+                                 payment_id=new_event_id())
         assert req is not None
         trail.add("taps", tid, tapped, ts)
         trail.add("payment-requests", req.card.pan_token, req, ts)
@@ -208,9 +207,8 @@ def simulate(home: Path, payments: int, *, providers: tuple[str, ...] = ("bank-a
                 spec = topic_spec(f"{NAMESPACE}.provider.{p_id}.requests")
                 for p in range(spec.partitions):  # one command per partition (own event id)
                     cut = hsm.sign_event(SettlementCutoverRequested(
-                        event_id=secrets.token_hex(16), correlation_id=f"B{n + 1:08d}",
-                        occurred_at=clock, producer=f"provider:{p_id}", provider_id=p_id,
-                        batch_id=f"B{n + 1:08d}"))
+                        **header(f"provider:{p_id}", f"B{n + 1:08d}", clock),
+                        provider_id=p_id, batch_id=f"B{n + 1:08d}"))
                     trail.add(f"provider.{p_id}.requests", None, cut, ts + 3, partition=p)
                     for topic, out_ev in replayers[f"{p_id}.{p}"].apply(cut):
                         trail.add(topic, p_id, out_ev, ts + 4)

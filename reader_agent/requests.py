@@ -9,13 +9,12 @@ generator (applets in process) both call it, so a benchmark pays what a real tap
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 from cardbus.crypto.hsm import TerminalHsm
 from reader_agent.dialogue import EmvTap
-from schemas.base import Money
+from schemas.base import Money, header, new_event_id
 from schemas.cards import CardRead, CardTapped
 from schemas.payments import PaymentRequested
 from schemas.values import Merchant
@@ -47,12 +46,12 @@ def tap_events(hsm: TerminalHsm, tap: EmvTap, *, reader: str, atr: str, now: dat
                sale: Sale | None, payment_id: str | None = None
                ) -> tuple[CardTapped, PaymentRequested | None]:
     """The MAC-sealed ``CardTapped`` and, with a ``sale``, the ``PaymentRequested``."""
-    payment_id = payment_id or uuid.uuid4().hex
+    payment_id = payment_id or new_event_id()
     card = card_read(hsm, tap, payment_id)
     producer = f"terminal:{hsm.terminal_id}"
     tapped = hsm.mac_event(CardTapped(
-        event_id=uuid.uuid4().hex, correlation_id=payment_id, occurred_at=now,
-        producer=producer, terminal_id=hsm.terminal_id, reader=reader, atr=atr, card=card))
+        **header(producer, payment_id, now), terminal_id=hsm.terminal_id, reader=reader,
+        atr=atr, card=card))
     if sale is None:
         return tapped, None
     pin_key_id, pin_block = None, None
@@ -60,8 +59,7 @@ def tap_events(hsm: TerminalHsm, tap: EmvTap, *, reader: str, atr: str, now: dat
         pin_key_id, block = hsm.pin_block(sale.pin, tap.pan)
         pin_block = block.hex().upper()
     request = hsm.mac_event(PaymentRequested(
-        event_id=uuid.uuid4().hex, correlation_id=payment_id, occurred_at=now,
-        producer=producer, terminal_id=hsm.terminal_id, merchant=sale.merchant,
+        **header(producer, payment_id, now), terminal_id=hsm.terminal_id, merchant=sale.merchant,
         amount=sale.amount, purpose=sale.purpose,  # type: ignore[arg-type]
         card=card, pin_block=pin_block, pin_key_id=pin_key_id))
     return tapped, request

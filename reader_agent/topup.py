@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,7 +37,7 @@ from reader_agent.dialogue import (
 )
 from reader_agent.requests import Sale
 from reader_agent.terminal import Terminal
-from schemas.base import Event, Money
+from schemas.base import Event, Money, header
 from schemas.cards import CardTapped
 from schemas.payments import PaymentCompleted, PaymentRequested
 from schemas.transit import (
@@ -213,8 +212,7 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
             return res
         res.balance_before = init.balance
         req = term.hsm.mac_event(TransitLoadRequested(
-            event_id=uuid.uuid4().hex, correlation_id=pid, occurred_at=_now(),
-            producer=f"terminal:{term.terminal_id}", terminal_id=term.terminal_id,
+            **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
             operator_id=target.operator_id, funding_payment_id=pid,
             funding_pan_token=funding_pan_token, aid=target.aid, card_serial=purse.card_number,
             amount=amount, balance_before=init.balance, load_counter=init.online_seq,
@@ -254,8 +252,7 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
                 why = f"card did not take the load: {exc}"
         if tac is None:
             res.aborted = term.hsm.mac_event(TransitLoadAborted(
-                event_id=uuid.uuid4().hex, correlation_id=pid, occurred_at=_now(),
-                producer=f"terminal:{term.terminal_id}", terminal_id=term.terminal_id,
+                **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
                 operator_id=target.operator_id, request_event_id=req.event_id,
                 funding_pan_token=funding_pan_token, card_serial=purse.card_number,
                 reason=why or "unknown"))
@@ -265,8 +262,7 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
         else:
             applied.add(req.event_id)  # before telling anyone: never credit twice
             res.applied = term.hsm.mac_event(TransitLoadApplied(
-                event_id=uuid.uuid4().hex, correlation_id=pid, occurred_at=_now(),
-                producer=f"terminal:{term.terminal_id}", terminal_id=term.terminal_id,
+                **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
                 operator_id=target.operator_id, request_event_id=req.event_id,
                 funding_pan_token=funding_pan_token, card_serial=purse.card_number,
                 amount=amount, new_balance=answer.new_balance, load_counter=init.online_seq,

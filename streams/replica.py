@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -24,7 +24,7 @@ from cardbus.logs import get_logger
 log = get_logger("streams.replica")
 
 
-class Replicated:
+class Replicated(MutableMapping[str, Any]):
     """A dict-like view: writes go to the Faust table (and the copy), reads to the copy."""
 
     def __init__(self, table: Any, changelog: str, partitions: int) -> None:
@@ -33,21 +33,22 @@ class Replicated:
         self.partitions = partitions
         self.data: dict[str, Any] = {}
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def items(self) -> list[tuple[str, Any]]:
-        return list(self.data.items())
-
-    def values(self) -> list[Any]:
-        return list(self.data.values())
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self.data))
 
+    def __len__(self) -> int:
+        return len(self.data)
+
     def __setitem__(self, key: str, value: Any) -> None:
         self.table[key] = value
         self.data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key]
+        del self.data[key]
 
     def apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
         if raw_key is None:

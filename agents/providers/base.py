@@ -27,7 +27,7 @@ from agents.providers.state import Account, CardRecord, ChainHead, OpenBatch, Pi
 from cardbus.cardprofile import CardProfile, make_pan
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.errors import ConfigError
-from schemas.base import Event, mask_pan
+from schemas.base import Event, header, mask_pan
 from schemas.ledger import CardIssued
 from schemas.payments import AuthorizationDecided, AuthorizationRequested, ReversalRequested
 from schemas.values import BinRange
@@ -114,8 +114,8 @@ def card_issued_event(issued: IssuedCard, hsm: ProviderHsm, now: datetime) -> Ca
     """The sealed event that opens ``issued``'s record and account in the provider's ledger."""
     card, account = issued.card, issued.account
     ev = CardIssued(
-        event_id=secrets.token_hex(16), correlation_id=card.pan_token[:64], occurred_at=now,
-        producer=f"provider:{hsm.provider_id}", provider_id=hsm.provider_id,
+        **header(f"provider:{hsm.provider_id}", card.pan_token[:64], now),
+        provider_id=hsm.provider_id,
         pan_token=card.pan_token, masked_pan=card.masked_pan, account_id=card.account_id,
         psn=card.psn, expiry=card.expiry, currency=account.currency,
         opening_balance=account.opening_balance, per_txn_limit=card.per_txn_limit,

@@ -277,3 +277,9 @@ class KeyStore:
             self.put(key_id, rec.usage, rec.owner, rec.alg, key, version=version)
             moved += 1
         return moved
+
+
+def memory_keystore(_party: str = "") -> KeyStore:
+    """A key store with a fresh random storage key, in memory only (software terminals, tests,
+    the load generator)."""
+    return KeyStore(StorageKeyring({1: new_key(KeyAlg.AES, 32)}))

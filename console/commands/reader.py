@@ -126,16 +126,13 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    import secrets
-    from datetime import UTC, datetime
-
     from cardbus.ceremony import platform_hsm
+    from schemas.base import header
     from schemas.terminals import TerminalStatusChanged
     from streams.topics import TERMINAL_STATUS
 
     ev = platform_hsm().sign_event(TerminalStatusChanged(
-        event_id=secrets.token_hex(16), correlation_id=args.terminal_id,
-        occurred_at=datetime.now(UTC), producer="platform", terminal_id=args.terminal_id,
+        **header("platform", args.terminal_id), terminal_id=args.terminal_id,
         status=args.status, reason=args.reason))
     from console.commands.cards import publish_one
 

@@ -191,7 +191,7 @@ def software_terminal(terminal_id: str, home: Path) -> Terminal:
 
 
 def memory_terminal(terminal_id: str) -> Terminal:
-    from bench.sim import memory_keystore
+    from cardbus.crypto.keystore import memory_keystore
 
     ks: KeyStore = memory_keystore()
     return Terminal.in_memory(terminal_id, ks)

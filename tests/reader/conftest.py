@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from agents.providers.base import ProviderAdapter, adapter_for, discover
-from bench.sim import memory_keystore
 from cardbus.cardprofile import CardProfile
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.keys import KeyUsage
+from cardbus.crypto.keystore import memory_keystore
 from cardbus.readers import VirtualReader, virtual_readers
 from cards import applet_for
 from cards.vpcd import VirtualCard

@@ -11,10 +11,10 @@ from aiokafka import AIOKafkaConsumer
 from psec.pinblock import decipher_pinblock_iso_4
 
 from bench.reader import TopicBus, standalone_terminal
-from bench.sim import memory_keystore
 from cardbus.crypto import emv
 from cardbus.crypto.hsm import PlatformHsm
 from cardbus.crypto.keys import KeyUsage
+from cardbus.crypto.keystore import memory_keystore
 from cardbus.crypto.pan import PanCipher
 from cards.hostile import HostileApplet
 from reader_agent.agent import Armed, ReaderAgent, scripted_pins

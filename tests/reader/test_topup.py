@@ -13,9 +13,9 @@ import pytest
 
 from agents.providers import transit as operator
 from bench.reader import standalone_terminal
-from bench.sim import memory_keystore
 from cardbus.cardprofile import CardProfile
 from cardbus.crypto.hsm import PlatformHsm, ProviderHsm
+from cardbus.crypto.keystore import memory_keystore
 from cards import applet_for
 from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, Checkout, EmvTap, read_purse, run_payment

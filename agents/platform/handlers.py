@@ -1,0 +1,363 @@
+"""The trusted platform's handlers: one method per consumed topic, state passed in.
+
+Each handler takes one record (``Record``: value bytes, partition, broker time), decodes it,
+reads what it needs from the tables, calls the pure decision (``agents.platform.decide``,
+``agents.platform.transit``), writes the tables and sends the events out through ``Outbox``.
+There is no Kafka and no Faust here: the Faust app (``agents.platform.app``) passes its tables
+and a sender, a unit test passes dicts and a list.
+
+Tables (dict-like, values are JSON-ready dicts):
+- ``routes`` (provider id -> ``Route``), ``terminals`` (terminal id -> ``TerminalRecord``),
+  ``keys`` (the key store's records): every platform worker needs all of them;
+- ``parked`` (provider id -> keys that arrived before the registration);
+- ``pending`` (payment id -> in-flight payment, with its partition) and ``outcomes`` (request
+  event id -> the answer sent): keyed by payment, co-partitioned with the payment topics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from agents.platform import decide, transit
+from agents.platform.tablekeys import TableKeyStore
+from cardbus.crypto.hsm import PlatformHsm
+from cardbus.logs import bind_correlation, get_logger
+from schemas.base import Event
+from schemas.clock import ClockTicked
+from schemas.payments import (
+    AuthorizationDecided,
+    PaymentCompleted,
+    PaymentRequested,
+    ReversalCompleted,
+)
+from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
+from schemas.terminals import TerminalEnrolled, TerminalStatusChanged
+from schemas.transit import (
+    TransitLoadAborted,
+    TransitLoadApplied,
+    TransitLoadAuthorized,
+    TransitLoadConfirmed,
+    TransitLoadRequested,
+)
+from streams import codec
+from streams.topics import (
+    PAYMENT_REQUESTS,
+    PROVIDER_KEYS,
+    PROVIDER_REGISTRATIONS,
+    PROVIDER_RESULTS,
+    TERMINAL_KEYS,
+    TERMINAL_RESULTS,
+    TERMINAL_STATUS,
+    TERMINALS,
+    TRANSIT_LOADS,
+    provider_requests_topic,
+)
+
+log = get_logger("platform")
+
+Table = MutableMapping[str, Any]
+Send = Callable[[str, str | None, Event], Awaitable[None]]
+"""``send(topic, key, event)``: publish one event (the app's ``Bus.send``)."""
+
+
+class Record(Protocol):
+    """What a handler reads of a consumed record (a Faust ``Message`` satisfies it)."""
+
+    @property
+    def value(self) -> Any: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def timestamp(self) -> float: ...
+
+
+def received_at(record: Record) -> datetime:
+    """The broker timestamp of a record: the platform's notion of when it arrived."""
+    return datetime.fromtimestamp(record.timestamp, UTC)
+
+
+@dataclass
+class PlatformTables:
+    """The platform's state (Faust tables in the app, dicts in unit tests)."""
+
+    routes: Table = field(default_factory=dict)
+    terminals: Table = field(default_factory=dict)
+    keys: Table = field(default_factory=dict)
+    parked: Table = field(default_factory=dict)
+    pending: Table = field(default_factory=dict)
+    outcomes: Table = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlatformRules:
+    """The platform's timing rules."""
+
+    timeout: timedelta = decide.DEFAULT_TIMEOUT
+    load_timeout: timedelta = timedelta(seconds=60)
+
+
+class Platform:
+    """The trusted platform's handlers over its tables."""
+
+    def __init__(self, tables: PlatformTables, hsm: PlatformHsm, keystore: TableKeyStore,
+                 send: Send, rules: PlatformRules | None = None) -> None:
+        self.t = tables
+        self.hsm = hsm
+        self.keystore = keystore
+        self.send = send
+        self.rules = rules or PlatformRules()
+        # partition -> payment id -> deadline: an in-memory index over ``pending`` for ticks
+        self.deadlines: dict[int, dict[str, datetime]] = {}
+
+    # -- reading state ---------------------------------------------------------------------
+
+    def routes(self) -> dict[str, decide.Route]:
+        return {k: decide.Route.model_validate(v) for k, v in list(self.t.routes.items()) if v}
+
+    def route(self, provider_id: str) -> decide.Route | None:
+        raw = self.t.routes.get(provider_id)
+        return decide.Route.model_validate(raw) if raw else None
+
+    def terminal(self, terminal_id: str) -> decide.TerminalRecord | None:
+        raw = self.t.terminals.get(terminal_id)
+        return decide.TerminalRecord.model_validate(raw) if raw else None
+
+    def load_pending(self, payment_id: str) -> tuple[decide.Pending | None, int | None]:
+        raw = self.t.pending.get(payment_id)
+        if not raw:
+            return None, None
+        raw = dict(raw)
+        part = raw.pop("partition", None)
+        return decide.Pending.model_validate(raw), part
+
+    # -- writing state and events ----------------------------------------------------------
+
+    def save_keys(self) -> None:
+        for k, v in self.keystore.flush():
+            self.t.keys[k] = v
+
+    def track(self, entry: decide.Pending, partition: int) -> None:
+        self.t.pending[entry.payment_id] = {**entry.model_dump(mode="json"),
+                                            "partition": partition}
+        if entry.waiting:
+            self.deadlines.setdefault(partition, {})[entry.payment_id] = entry.deadline
+        else:
+            self.deadlines.get(partition, {}).pop(entry.payment_id, None)
+
+    def remember_answers(self, out: decide.Out, request_event_id: str) -> None:
+        """Keep each terminal answer under its request's event id (a resend gets it again)."""
+        for _role, _key, event in out.events:
+            if isinstance(event, PaymentCompleted):
+                self.t.outcomes[request_event_id] = event.model_dump(mode="json")
+
+    async def emit(self, out: decide.Out) -> None:
+        for role, key, event in out.events:
+            if role == "terminal":
+                await self.send(TERMINAL_RESULTS.name, key, event)
+            elif role == "terminal-keys":
+                await self.send(TERMINAL_KEYS.name, key, event)
+            else:
+                await self.send(provider_requests_topic(role.split(":", 1)[1]), key, event)
+
+    async def reissue_terminal_keys(self, cause: Event) -> None:
+        current = self.routes()
+        out = decide.Out()
+        for tid, raw in list(self.t.terminals.items()):
+            if raw:
+                record = decide.TerminalRecord.model_validate(raw)
+                out.add("terminal-keys", tid,
+                        decide.keys_event(record, current, self.hsm, cause=cause))
+        await self.emit(out)
+
+    # -- providers -------------------------------------------------------------------------
+
+    async def on_provider(self, record: Record) -> None:
+        """``cardbus.providers``: a provider joined or updated its registration."""
+        ev = codec.decode_as(PROVIDER_REGISTRATIONS.name, record.value, ProviderRegistered)
+        route = decide.register_provider(ev, self.route(ev.provider_id))
+        self.t.routes[ev.provider_id] = route.model_dump(mode="json")
+        log.info("provider registered", provider=ev.provider_id, kind=ev.kind)
+        waiting = self.t.parked.get(ev.provider_id)
+        if waiting:  # its keys arrived first (another topic): take them now
+            del self.t.parked[ev.provider_id]
+            self._provision(ProviderKeysProvisioned.model_validate(waiting), route)
+        await self.reissue_terminal_keys(ev)
+
+    def _provision(self, ev: ProviderKeysProvisioned, route: decide.Route) -> None:
+        route = decide.provision_keys(ev, route, self.hsm)
+        self.save_keys()
+        self.t.routes[ev.provider_id] = route.model_dump(mode="json")
+        log.info("provider keys stored", provider=ev.provider_id, key_count=len(ev.keys))
+
+    async def on_provider_keys(self, record: Record) -> None:
+        """``cardbus.provider-keys``: a provider's key blocks (kept until it registers)."""
+        ev = codec.decode_as(PROVIDER_KEYS.name, record.value, ProviderKeysProvisioned)
+        route = self.route(ev.provider_id)
+        if route is None:  # registration not seen yet: keep the keys until it is
+            self.t.parked[ev.provider_id] = ev.model_dump(mode="json")
+            log.info("provider keys parked until registration", provider=ev.provider_id)
+            return
+        self._provision(ev, route)
+
+    # -- terminals -------------------------------------------------------------------------
+
+    async def on_enrollment(self, record: Record) -> None:
+        """``cardbus.terminals``: a terminal registered its public keys; issue its keys."""
+        ev = codec.decode_as(TERMINALS.name, record.value, TerminalEnrolled)
+        entry, keys = decide.enroll_terminal(ev, self.terminal(ev.terminal_id), self.hsm,
+                                             self.routes())
+        self.save_keys()
+        self.t.terminals[ev.terminal_id] = entry.model_dump(mode="json")
+        await self.send(TERMINAL_KEYS.name, ev.terminal_id, keys)
+        log.info("terminal enrolled", terminal=ev.terminal_id)
+
+    async def on_status(self, record: Record) -> None:
+        """``cardbus.terminal-status``: an operator activated or suspended a terminal."""
+        ev = codec.decode_as(TERMINAL_STATUS.name, record.value, TerminalStatusChanged)
+        entry = decide.change_status(ev, self.terminal(ev.terminal_id), self.hsm.verifier)
+        self.t.terminals[ev.terminal_id] = entry.model_dump(mode="json")
+        log.info("terminal status", terminal=ev.terminal_id, status=ev.status)
+
+    # -- payments --------------------------------------------------------------------------
+
+    async def on_request(self, record: Record) -> None:
+        """``cardbus.payment-requests``: a payment request, or the platform's clock tick."""
+        ev = codec.decode_as(PAYMENT_REQUESTS.name, record.value,
+                             (PaymentRequested, ClockTicked))
+        if isinstance(ev, ClockTicked):
+            await self.on_tick(ev, record.partition)
+            return
+        with bind_correlation(ev.correlation_id, terminal=ev.terminal_id):
+            answered = self.t.outcomes.get(ev.event_id)
+            if answered:  # a redelivered request: the same answer again
+                await self.send(TERMINAL_RESULTS.name, ev.terminal_id,
+                                PaymentCompleted.model_validate(answered))
+                return
+            if self.t.pending.get(ev.correlation_id):
+                return  # already in flight
+            entry, out = decide.request_payment(
+                ev, received_at=received_at(record), terminal=self.terminal(ev.terminal_id),
+                routes=self.routes(), hsm=self.hsm, timeout=self.rules.timeout)
+            if entry is not None:
+                self.track(entry, record.partition)
+                log.debug("payment routed", provider=entry.provider_id,
+                          masked_pan=entry.masked_pan, amount=entry.amount.amount)
+            else:
+                log.info("payment declined", code=_code(out))
+            self.remember_answers(out, ev.event_id)
+            await self.emit(out)
+
+    def _deadline_index(self, partition: int) -> dict[str, datetime]:
+        index = self.deadlines.get(partition)
+        if index is None:  # first tick since (re)assignment: rebuild from the table
+            index = self.deadlines[partition] = {}
+            for pid, raw in list(self.t.pending.items()):
+                if raw and raw.get("partition") == partition:
+                    entry, _ = self.load_pending(pid)
+                    if entry is not None and entry.waiting:
+                        index[pid] = entry.deadline
+        return index
+
+    async def on_tick(self, tick: ClockTicked, partition: int) -> None:
+        """Decline (91) and reverse every payment of ``partition`` past its deadline."""
+        index = self._deadline_index(partition)
+        now = tick.occurred_at
+        for payment_id, deadline in sorted(index.items(), key=lambda kv: kv[1]):
+            if deadline > now:
+                break
+            entry, _ = self.load_pending(payment_id)
+            if entry is None:
+                index.pop(payment_id, None)
+                continue
+            with bind_correlation(payment_id):
+                expired, out = decide.expire(entry, now=now, hsm=self.hsm)
+                self.track(expired, partition)
+                self.remember_answers(out, entry.request_event_id)
+                log.warning("payment timed out", provider=entry.provider_id)
+                await self.emit(out)
+
+    def forget_deadlines(self) -> None:
+        """After a rebalance: each partition's index is rebuilt at its next tick."""
+        self.deadlines.clear()
+
+    async def on_result(self, record: Record) -> None:
+        """``cardbus.provider-results``: a provider's decision, reversal or load answer."""
+        ev = codec.decode_as(PROVIDER_RESULTS.name, record.value,
+                             (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized,
+                              TransitLoadConfirmed))
+        if isinstance(ev, AuthorizationDecided):
+            await self._decision(ev)
+        elif isinstance(ev, ReversalCompleted):
+            decide.check_provider_seal(ev, self.route(ev.provider_id))
+            log.info("reversal completed", provider=ev.provider_id, reversed=ev.reversed,
+                     correlation_id=ev.correlation_id)
+        else:
+            await self._operator_answer(ev)
+
+    async def _decision(self, ev: AuthorizationDecided) -> None:
+        with bind_correlation(ev.correlation_id, provider=ev.provider_id):
+            entry, part = self.load_pending(ev.correlation_id)
+            new, out = decide.take_decision(ev, pending=entry, route=self.route(ev.provider_id),
+                                            hsm=self.hsm, load_timeout=self.rules.load_timeout)
+            if new is not None and part is not None:
+                self.track(new, part)
+            if entry is not None:
+                self.remember_answers(out, entry.request_event_id)
+            for _role, _key, event in out.events:
+                if isinstance(event, PaymentCompleted):
+                    # the bus is the record of every payment: approvals at debug level
+                    (log.debug if event.approved else log.info)(
+                        "payment answered", code=event.response_code)
+            await self.emit(out)
+
+    async def _operator_answer(self, ev: TransitLoadAuthorized | TransitLoadConfirmed) -> None:
+        with bind_correlation(ev.correlation_id, provider=ev.operator_id):
+            entry, part = self.load_pending(ev.correlation_id)
+            new, out = transit.operator_answer(ev, pending=entry,
+                                               route=self.route(ev.operator_id), hsm=self.hsm)
+            if new is not None and part is not None:
+                self.track(new, part)
+            log.info("transit load answer", step=ev.type,
+                     stage=new.load_stage if new else None)
+            await self.emit(out)
+
+    async def on_load(self, record: Record) -> None:
+        """``cardbus.transit-loads``: a top-up's load request or the card's proof of load."""
+        ev = codec.decode_as(TRANSIT_LOADS.name, record.value,
+                             (TransitLoadRequested, TransitLoadApplied, TransitLoadAborted))
+        with bind_correlation(ev.correlation_id, terminal=ev.terminal_id):
+            entry, part = self.load_pending(ev.correlation_id)
+            if isinstance(ev, TransitLoadRequested):
+                new, out = transit.request_load(ev, pending=entry, routes=self.routes(),
+                                                hsm=self.hsm, received_at=received_at(record))
+            else:
+                new, out = transit.card_report(ev, pending=entry, hsm=self.hsm,
+                                               received_at=received_at(record))
+            if part is not None:
+                self.track(new, part)
+            log.info("transit load step", step=ev.type, stage=new.load_stage)
+            await self.emit(out)
+
+    def handlers(self) -> dict[str, Callable[[Record], Awaitable[None]]]:
+        """Topic name -> handler: what the app subscribes to."""
+        return {
+            PROVIDER_REGISTRATIONS.name: self.on_provider,
+            PROVIDER_KEYS.name: self.on_provider_keys,
+            TERMINALS.name: self.on_enrollment,
+            TERMINAL_STATUS.name: self.on_status,
+            PAYMENT_REQUESTS.name: self.on_request,
+            PROVIDER_RESULTS.name: self.on_result,
+            TRANSIT_LOADS.name: self.on_load,
+        }
+
+
+def _code(out: decide.Out) -> str | None:
+    for _role, _key, event in out.events:
+        if isinstance(event, PaymentCompleted):
+            return event.response_code
+    return None

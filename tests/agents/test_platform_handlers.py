@@ -1,0 +1,172 @@
+"""The platform's handlers, one consumed topic at a time, without a broker: dict tables in,
+events out (what the Faust app would send)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from agents.platform.decide import Rejected
+from agents.providers.announce import key_provisioning, registration
+from agents.providers.bank_a import adapter as bank_a
+from agents.providers.bank_b import adapter as bank_b
+from agents.providers.transit import adapter as transit_operator
+from bench.sim import kbpk_ceremony
+from cardbus.errors import DecodeError
+from schemas.base import Money, header
+from schemas.clock import ClockTicked
+from schemas.payments import (
+    AuthorizationDecided,
+    AuthorizationRequested,
+    PaymentCompleted,
+    ReversalCompleted,
+    ReversalRequested,
+)
+from schemas.terminals import TerminalKeysIssued, TerminalStatusChanged
+from schemas.transit import TransitLoadRequested
+from streams.topics import (
+    PROVIDER_RESULTS,
+    TERMINAL_KEYS,
+    TERMINAL_RESULTS,
+    provider_requests_topic,
+)
+from tests.agents.conftest import NOW
+from tests.agents.harness import Network, Rec, only, rec
+
+T = "T-0001"
+
+
+@pytest.fixture
+async def net() -> Network:
+    network = Network(NOW)
+    await network.join(bank_a)
+    await network.enroll(T)
+    network.sent.take()
+    return network
+
+
+async def test_provider_registration_routes_and_keys_parked_until_registered() -> None:
+    network = Network(NOW)
+    provider = await network.join(bank_a)
+    route = network.platform_tables.routes["bank-a"]
+    assert route["keys_ready"] is True and route["payment_aids"] == [bank_a.aid]
+    assert network.platform_tables.parked == {}
+    # keys that arrive before their registration wait, then are taken with it
+    late = Network(NOW)
+    kbpk_ceremony(late.platform_hsm, provider.hsm)
+    await late.platform.on_provider_keys(rec(key_provisioning(provider.hsm, NOW)))
+    assert "bank-b" not in late.platform_tables.routes
+    assert set(late.platform_tables.parked) == {"bank-a"}
+    await late.platform.on_provider(rec(registration(bank_a, provider.hsm, NOW)))
+    assert late.platform_tables.parked == {}
+    assert late.platform_tables.routes["bank-a"]["keys_ready"] is True
+
+
+async def test_a_new_provider_reissues_every_terminal_key_set_with_its_aids(net: Network
+                                                                         ) -> None:
+    await net.join(bank_b)
+    issued = [ev for ev in net.sent.on(TERMINAL_KEYS.name) if isinstance(ev, TerminalKeysIssued)]
+    assert issued, "no key set reissued to the enrolled terminal"
+    directory = {e.provider_id: e for e in issued[-1].card_auth_keys}
+    assert directory["bank-b"].aids == (bank_b.aid,) and directory["bank-b"].kind == "bank"
+    assert directory["bank-a"].aids == (bank_a.aid,)
+
+
+async def test_enrollment_issues_keys_and_the_provider_directory() -> None:
+    network = Network(NOW)
+    await network.join(bank_a)
+    await network.join(transit_operator)
+    keys = await network.enroll(T)
+    assert {k.usage for k in keys.keys} == {"mac", "pin_enc", "pan_enc"}
+    directory = {e.provider_id: e for e in keys.card_auth_keys}
+    assert directory["transit"].kind == "transit"
+    assert directory["transit"].aids == transit_operator.transit_aids
+    assert network.platform_tables.terminals[T]["status"] == "active"
+    assert network.platform_tables.keys, "the terminal keys were not written to the key table"
+
+
+async def test_status_change_needs_the_operator_seal(net: Network) -> None:
+    change = TerminalStatusChanged(**header("platform", T, NOW), terminal_id=T,
+                                   status="suspended", reason="stolen")
+    with pytest.raises(Rejected):
+        await net.platform.on_status(rec(change))
+    await net.platform.on_status(rec(net.platform_hsm.sign_event(change)))
+    assert net.platform_tables.terminals[T]["status"] == "suspended"
+    card = await net.issue("bank-a")
+    net.sent.take()
+    await net.platform.on_request(rec(net.request(T, card, 500)))
+    done = only(net.sent.on(TERMINAL_RESULTS.name), PaymentCompleted)
+    assert done.response_code == "58" and not done.approved
+
+
+async def test_payment_request_decision_and_resend(net: Network) -> None:
+    card = await net.issue("bank-a")
+    net.sent.take()
+    req = net.request(T, card, 1_250)
+    await net.platform.on_request(rec(req, partition=2))
+    forwarded = net.sent.take()
+    (topic, key, auth), = forwarded
+    assert topic == provider_requests_topic("bank-a") and key == card.card.pan_token
+    assert isinstance(auth, AuthorizationRequested) and auth.seal is not None
+    assert net.platform_tables.pending[req.correlation_id]["partition"] == 2
+    await net.deliver(forwarded)
+    decision = only([ev for _t, _k, ev in net.sent.take()], AuthorizationDecided)
+    await net.platform.on_result(rec(decision, topic=PROVIDER_RESULTS.name))
+    done = only(net.sent.on(TERMINAL_RESULTS.name), PaymentCompleted)
+    assert done.approved and done.response_code == "00" and done.arpc
+    assert net.platform_tables.outcomes[req.event_id]["event_id"] == done.event_id
+    net.sent.take()
+    # the terminal resends the same request: the stored answer, nothing new to the bank
+    await net.platform.on_request(rec(req, partition=2))
+    (topic, _key, again), = net.sent.take()
+    assert topic == TERMINAL_RESULTS.name and again == done
+
+
+async def test_tick_past_the_deadline_declines_91_and_reverses(net: Network) -> None:
+    card = await net.issue("bank-a")
+    req = net.request(T, card, 700)
+    await net.platform.on_request(rec(req, partition=1))
+    net.sent.take()
+    early = ClockTicked(**header("platform", "clock-1", NOW + timedelta(seconds=1)),
+                        partition=1)
+    await net.platform.on_request(rec(early, partition=1))
+    assert net.sent.take() == []
+    late = ClockTicked(**header("platform", "clock-1", NOW + timedelta(minutes=5)),
+                       partition=1)
+    await net.platform.on_request(rec(late, partition=1))
+    sent = [ev for _t, _k, ev in net.sent.take()]
+    assert only(sent, PaymentCompleted).response_code == "91"
+    assert only(sent, ReversalRequested).reason == "timeout"
+
+
+async def test_reversal_answers_are_checked_for_the_provider_seal(net: Network) -> None:
+    card = await net.issue("bank-a")
+    provider = net.providers["bank-a"]
+    answer = ReversalCompleted(**header("provider:bank-a", "p1", NOW), provider_id="bank-a",
+                               original_event_id="a" * 32, pan_token=card.card.pan_token,
+                               amount=Money(amount=1, currency="CNY"), reversed=True,
+                               response_code="00")
+    with pytest.raises(Rejected):
+        await net.platform.on_result(rec(answer, topic=PROVIDER_RESULTS.name))
+    await net.platform.on_result(rec(provider.hsm.sign_event(answer),
+                                     topic=PROVIDER_RESULTS.name))
+    assert net.sent.take() == []  # logged, nothing to forward
+
+
+async def test_load_for_no_top_up_is_rejected(net: Network) -> None:
+    await net.join(transit_operator)
+    ev = TransitLoadRequested(
+        **header(f"terminal:{T}", "nothing-pending", NOW), terminal_id=T, operator_id="transit",
+        funding_payment_id="nothing-pending", funding_pan_token="tok_" + "A" * 20,
+        aid=transit_operator.transit_aids[0], card_serial="00000001",
+        amount=Money(amount=100, currency="CNY"),
+        balance_before=0, load_counter=0, card_random="00" * 4, mac1="00" * 4)
+    with pytest.raises(Rejected):
+        await net.platform.on_load(rec(net.terminals[T].mac_event(ev)))
+
+
+async def test_garbage_is_a_decode_error_on_every_topic(net: Network) -> None:
+    for handler in net.platform.handlers().values():
+        with pytest.raises(DecodeError):
+            await handler(Rec(b"\xff not json"))
