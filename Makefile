@@ -19,7 +19,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
-	@$(BIN)/python -m pip install -q -e '.[test,bench]'
+	@$(BIN)/python -m pip install -q -e '.[test,bench,lint]'
 	@touch $(STAMP)
 
 jars: venv  ## fetch Apache Kafka from Maven Central
@@ -31,9 +31,12 @@ test: setup  ## run the test suite (starts a real Kafka broker and pcscd for the
 demo: setup  ## run the main job end to end against a real broker, then stop everything
 	@$(BIN)/cardbus demo
 
-lint:  ## ruff, and mypy --strict on the packages (pip install -e '.[lint]' first)
+PACKAGES := schemas cardbus streams agents reader_agent cards audit bench console
+
+lint: venv  ## the layer contracts (import-linter), ruff, and mypy --strict on the packages
+	@$(BIN)/lint-imports --no-cache
 	@$(BIN)/python -m ruff check .
-	@$(BIN)/python -m mypy schemas cardbus streams agents reader_agent cards audit bench console
+	@$(BIN)/python -m mypy $(PACKAGES)
 
 clean:  ## remove the venv and local state (broker data, cards, keys)
 	-@$(BIN)/cardbus broker stop 2>/dev/null

@@ -15,12 +15,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from audit.model import Record
 from audit.scan import provider_of, topic_types
 from cardbus.errors import BrokerError
+from streams import clients
 
 STATE_TOPICS = ("providers", "provider-keys", "terminals", "terminal-keys")
 
@@ -49,10 +50,9 @@ async def read_namespace(bootstrap: str, namespace: str, *, start_ms: int | None
                          idle_timeout: float = 30.0) -> Capture:
     """Read every topic of ``namespace`` (see the module docstring)."""
     group = f"{namespace}-audit-{uuid.uuid4().hex[:8]}"
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, client_id=group,
-        enable_auto_commit=False, isolation_level="read_committed",
-        auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = clients.consumer(
+        bootstrap, party="auditor", group_id=group, client_id=group,
+        isolation_level="read_committed", max_partition_fetch_bytes=4 * 1024 * 1024)
     try:
         await consumer.start()
     except KafkaError as exc:

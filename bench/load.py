@@ -27,6 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.stats import Seen, Sent
+from streams import clients
 from streams.topics import PAYMENT_REQUESTS, TERMINAL_RESULTS
 
 LINGER_MS = 2
@@ -175,9 +176,7 @@ class Results:
         self.on_result: Callable[[], None] | None = None
 
     async def start(self) -> None:
-        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             client_id="bench-results")
+        c = clients.consumer(self.bootstrap, party="bench", client_id="bench-results")
         await c.start()
         tps = [TopicPartition(TERMINAL_RESULTS.name, p)
                for p in range(TERMINAL_RESULTS.partitions)]
@@ -227,8 +226,8 @@ class Results:
 
 
 async def new_producer(bootstrap: str) -> AIOKafkaProducer:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                         linger_ms=LINGER_MS, client_id=f"bench-load-{uuid.uuid4().hex[:6]}")
+    p = clients.producer(bootstrap, party="bench", linger_ms=LINGER_MS,
+                         client_id=f"bench-load-{uuid.uuid4().hex[:6]}")
     await p.start()
     return p
 

@@ -25,11 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from bench import stats
 from bench.load import Generator, Phase, Results, closed_loop, new_producer, open_loop
 from bench.procs import Fleet, consumer_lag, start_profile, summarize_profile
+from streams import clients
 from streams.topics import (
     NAMESPACE,
     PAYMENT_REQUESTS,
@@ -61,8 +62,7 @@ async def enroll(bootstrap: str, home: Path, count: int) -> list[str]:
 
     terms = {f"B{secrets.token_hex(3).upper()}{i:03d}": None for i in range(count)}
     made = {tid: Terminal.create(tid, home=home) for tid in terms}
-    keys = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                            enable_auto_commit=False, auto_offset_reset="earliest")
+    keys = clients.consumer(bootstrap, party="bench")
     await keys.start()
     producer = await new_producer(bootstrap)
     try:
@@ -154,8 +154,7 @@ async def settled(bootstrap: str, timeout: float = 60) -> dict[str, int]:
         if not any((await consumer_lag(bootstrap, groups)).values()):
             break
         await asyncio.sleep(0.5)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = clients.consumer(bootstrap, party="bench")
     await consumer.start()
     try:
         tps = [TopicPartition(SETTLEMENTS.name, p) for p in range(SETTLEMENTS.partitions)]
@@ -177,7 +176,7 @@ async def settled(bootstrap: str, timeout: float = 60) -> dict[str, int]:
 async def create_changelogs(bootstrap: str, home: Path) -> list[str]:
     """Create the workers' table changelog topics before the workers start (several workers
     starting at once on a busy broker can miss creating one, and the table then fails)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
     from agents.platform.app import PlatformConfig
@@ -193,7 +192,7 @@ async def create_changelogs(bootstrap: str, home: Path) -> list[str]:
              for p in PROVIDERS]
     topics = {t.changelog_topic.get_topic_name(): t.partitions or 1
               for app in apps for t in app.tables.values()}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = clients.admin(bootstrap)
     await admin.start()
     try:
         for name, parts in topics.items():

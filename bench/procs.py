@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
+
+from streams import clients
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,9 +144,8 @@ async def consumer_lag(bootstrap: str, groups: dict[str, list[tuple[str, int]]]
                        ) -> dict[str, int]:
     """Total lag (end offset - committed offset) per consumer group over its source topics
     (``groups``: group id -> [(topic, partitions)])."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
+    admin = clients.admin(bootstrap)
+    consumer = clients.consumer(bootstrap, party="bench")
     await admin.start()
     await consumer.start()
     try:

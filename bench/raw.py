@@ -13,15 +13,17 @@ import os
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
+
+from streams import clients
 
 LINGER_MS = 2  # what streams.faust_support gives the workers' producers
 WINDOW = 20_000  # sends in flight before the producer waits for acks
 
 
 async def _create(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = clients.admin(bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, partitions, 1)])
@@ -30,7 +32,7 @@ async def _create(bootstrap: str, topic: str, partitions: int) -> None:
 
 
 async def _delete(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = clients.admin(bootstrap)
     await admin.start()
     try:
         await admin.delete_topics([topic])
@@ -39,8 +41,7 @@ async def _delete(bootstrap: str, topic: str) -> None:
 
 
 async def _produce(bootstrap: str, topic: str, count: int, size: int) -> dict[str, float]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=LINGER_MS)
+    producer = clients.producer(bootstrap, party="bench", linger_ms=LINGER_MS)
     await producer.start()
     try:
         value = os.urandom(size // 2).hex().encode()[:size]
@@ -59,9 +60,8 @@ async def _produce(bootstrap: str, topic: str, count: int, size: int) -> dict[st
 
 async def _consume(bootstrap: str, topic: str, partitions: int, count: int,
                    ready: Any) -> dict[str, float]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20)
+    consumer = clients.consumer(bootstrap, party="bench", max_partition_fetch_bytes=4 << 20,
+                                fetch_max_bytes=64 << 20)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]

@@ -25,13 +25,14 @@ from cards import applet_for
 from cards.vpcd import VirtualCard
 from reader_agent.agent import Armed, ReaderAgent, TapOutcome, scripted_pins
 from reader_agent.pcscd import Pcscd, list_readers
-from reader_agent.publisher import Publisher, default_bootstrap
+from reader_agent.publisher import Publisher
 from reader_agent.terminal import Terminal
 from reader_agent.watcher import ReaderWatcher
 from schemas.base import Event
 from schemas.cards import CardTapped
 from schemas.payments import PaymentRequested
 from schemas.values import Merchant
+from streams.broker import resolve_bootstrap
 
 WARMUP = 1  # per reader, not counted: the first send creates the bench topics
 
@@ -86,7 +87,8 @@ async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = N
                                             if a.kind == "bank"}
     hsms = {p: ProviderHsm(p, memory_keystore()) for p in adapters}
     terminal = standalone_terminal(hsms)
-    publisher = Publisher(bootstrap or default_bootstrap(), client_id="cardbus-bench")
+    publisher = Publisher(resolve_bootstrap(bootstrap), client_id="cardbus-bench",
+                          party="bench")
     await publisher.start()
     bus = TopicBus(publisher, f"{topic_prefix}.taps", f"{topic_prefix}.payment-requests")
     agent = ReaderAgent(terminal, bus, aids={a.aid: p for p, a in adapters.items()},

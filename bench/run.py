@@ -17,6 +17,7 @@ from typing import Any
 
 from bench import stats
 from bench.procs import REPO, broker_pid
+from streams import clients
 
 REQUEST_BYTES = 1118  # a PaymentRequested with PIN block, as encoded (measured)
 PAYMENT_PARTITIONS = 6
@@ -130,10 +131,9 @@ def run(opts: Options) -> dict[str, Any]:
 
 def _cleanup(bootstrap: str, namespaces: list[str]) -> None:
     """Delete the run's topics (each namespace is the prefix of its topics)."""
-    from aiokafka.admin import AIOKafkaAdminClient
 
     async def go() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = clients.admin(bootstrap)
         await admin.start()
         try:
             names = [t for t in await admin.list_topics()

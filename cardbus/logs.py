@@ -17,7 +17,8 @@ import re
 import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import structlog
 
@@ -108,14 +109,22 @@ def redact(
     return event_dict
 
 
-def configure(level: str = "INFO", *, json: bool | None = None) -> None:
-    """Configure structlog and the stdlib root logger for this process."""
+def configure(level: str = "INFO", *, json: bool | None = None,
+              path: Path | None = None) -> None:
+    """Configure structlog and the stdlib root logger for this process: to stderr, or, with
+    ``path``, appended to that file as JSON lines (commands whose output is a result keep
+    their terminal for it)."""
+    stream: TextIO = sys.stderr
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stream = path.open("a", encoding="utf-8", buffering=1)  # closed at process exit
+        json = True
     if json is None:
-        json = not sys.stderr.isatty()
+        json = not stream.isatty()
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -127,11 +136,11 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
     # Libraries (aiokafka, faust, mode) log through the stdlib: keep them quiet but visible.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+    logging.basicConfig(level=logging.WARNING, stream=stream, force=True,
                         format="%(levelname)s %(name)s: %(message)s")
     # aiokafka logs transient, retried conditions (a partition leader not elected yet, a
     # coordinator moving) at ERROR; it retries them itself, and what it cannot retry reaches

@@ -12,10 +12,13 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cardbus import __version__
 from cardbus.errors import CardBusError
 from cardbus.logs import configure
+from cardbus.paths import sub_dir
+from console import exitcodes
 
 # Modules that add subcommands, in the order `cardbus --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -43,11 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
             "everything an event on Apache Kafka. Run `cardbus <command> --help` for details."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=exitcodes.epilog(),
     )
     parser.add_argument("--version", action="version", version=f"cardbus {__version__}")
     parser.add_argument("--log-level", default="INFO", help="log level (default: INFO)")
     parser.add_argument("--log-json", action="store_true", default=None,
                         help="log JSON lines even on a terminal")
+    parser.add_argument("--log-file", type=Path, default=None, metavar="PATH",
+                        help="where logs go: commands that print a result (pay, topup, demo, "
+                             "reader, cards, settle, audit, terminal, setup) log to "
+                             "<state>/logs/cardbus.log by default, the others to stderr; "
+                             "'-' is stderr")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -60,14 +69,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    configure(args.log_level, json=args.log_json)
+    configure(args.log_level, json=args.log_json, path=_log_path(args))
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args) or exitcodes.OK)
     except CardBusError as exc:
         print(f"cardbus: error: {exc}", file=sys.stderr)
-        return 1
+        return exitcodes.ERROR
     except KeyboardInterrupt:
-        return 130
+        return exitcodes.INTERRUPTED
+
+
+RESULT_COMMANDS = frozenset({"pay", "topup", "demo", "reader", "cards", "settle", "audit",
+                             "terminal", "setup"})
+"""Commands whose terminal output is their result: their logs go to a file by default."""
+
+
+def _log_path(args: argparse.Namespace) -> Path | None:
+    if args.log_file is not None:
+        return None if str(args.log_file) == "-" else Path(args.log_file)
+    if args.command in RESULT_COMMANDS:
+        return sub_dir("logs") / "cardbus.log"
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

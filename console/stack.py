@@ -17,6 +17,7 @@ from pathlib import Path
 from cardbus.errors import BrokerError, CardBusError
 from cardbus.paths import state_dir, sub_dir
 from cardbus.processes import Worker
+from cardbus.settings import settings
 
 Say = Callable[[str], None]
 DEMO_PROVIDERS = ("bank-a", "bank-b", "transit")
@@ -40,7 +41,7 @@ class LocalStack:
     def start_broker(self) -> str:
         from streams import broker
 
-        env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        env = settings().kafka_bootstrap_servers
         if env:
             self.bootstrap = env
             self.say(f"broker: using {env} (KAFKA_BOOTSTRAP_SERVERS)")
@@ -50,7 +51,7 @@ class LocalStack:
             self.bootstrap = running.bootstrap
             self.say(f"broker: already running at {running.bootstrap}")
             return self.bootstrap
-        port = int(os.environ.get("CARDBUS_KAFKA_PORT", broker.DEFAULT_PORT))
+        port = settings().kafka_port
         if broker.port_open(port):
             port = broker.free_port_block(1, start=port + 1)
         t0 = time.monotonic()

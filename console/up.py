@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from console.stack import TERMINAL_ID, LocalStack
+from streams import clients
 
 console = Console(stderr=True)
 
@@ -51,8 +52,7 @@ def _table(views: dict[str, ProviderView]) -> Table:
 
 
 async def _watch(stack: LocalStack) -> None:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka import TopicPartition
 
     from reader_agent.runner import enroll
     from schemas.payments import AuthorizationDecided
@@ -68,9 +68,8 @@ async def _watch(stack: LocalStack) -> None:
     views: dict[str, ProviderView] = defaultdict(ProviderView)
     for p in stack.providers:
         views[p] = ProviderView()
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=None,
-                                enable_auto_commit=False)
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    consumer = clients.consumer(stack.bootstrap, party="operator")
+    admin = clients.admin(stack.bootstrap)
     await consumer.start()
     await admin.start()
     tps = [TopicPartition(PROVIDER_RESULTS.name, p) for p in range(PROVIDER_RESULTS.partitions)]

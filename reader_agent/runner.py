@@ -17,12 +17,12 @@ from reader_agent.agent import (
     interactive_pin,
     scripted_pins,
 )
-from reader_agent.publisher import default_bootstrap
 from reader_agent.session import TerminalSession
 from reader_agent.terminal import Terminal
 from reader_agent.topup import AppliedLoads, TopupResult, TransitTarget, topup
 from reader_agent.watcher import ReaderWatcher
 from schemas.payments import PaymentCompleted
+from streams.broker import resolve_bootstrap
 
 log = get_logger("reader_agent.runner")
 
@@ -56,7 +56,7 @@ async def enroll(terminal_id: str, bootstrap: str | None, *, timeout: float = 60
                  providers: int = 1, home: Path | None = None) -> Terminal:
     """Create (or reopen) the terminal, publish its enrollment and wait for its keys."""
     terminal = Terminal.create(terminal_id, home=home)
-    async with TerminalSession(terminal, bootstrap or default_bootstrap()) as session:
+    async with TerminalSession(terminal, resolve_bootstrap(bootstrap)) as session:
         await session.enroll(timeout, providers=providers)
     return terminal
 
@@ -80,7 +80,7 @@ async def run_reader(*, terminal_id: str | None, amount: int | None, currency: s
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
-    async with TerminalSession(terminal, bootstrap or default_bootstrap()) as session:
+    async with TerminalSession(terminal, resolve_bootstrap(bootstrap)) as session:
         agent = ReaderAgent(terminal, session, aids=terminal.payment_aids(),
                             pin_source=scripted_pins(pin) if pin else interactive_pin)
         if amount is not None:
@@ -163,7 +163,7 @@ async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_rea
     target = TransitTarget(operator, op.aids[0], open_purse, lambda link: link.disconnect())
     applied = AppliedLoads(terminal.store.path.parent / "applied-loads.json"
                            if terminal.store is not None else None)
-    async with TerminalSession(terminal, bootstrap or default_bootstrap()) as session:
+    async with TerminalSession(terminal, resolve_bootstrap(bootstrap)) as session:
         tap, link = await asyncio.to_thread(bank_tap)
         try:
             the_pin = pin if pin is not None else await asyncio.to_thread(interactive_pin,
@@ -205,13 +205,24 @@ async def run_pay(*, reader: int, amount: int, currency: str, pin: str | None,
     """``cardbus pay``: pay with the card in one virtual reader."""
     terminal = open_terminal(terminal_id)
     the_pin = pin if pin is not None else await asyncio.to_thread(interactive_pin, "card")
-    async with TerminalSession(terminal, bootstrap or default_bootstrap()) as session:
+    async with TerminalSession(terminal, resolve_bootstrap(bootstrap)) as session:
         done, card = await pay_on_reader(session, reader, amount, pin=the_pin,
                                          currency=currency)
     if done is None:
         print(f"no payment: {card}")
-        return 1
-    verdict = "APPROVED" if done.approved else "DECLINED"
-    print(f"{done.masked_pan} {amount / 100:.2f} {currency}: {verdict} ({done.response_code}) "
-          f"{done.message}; {card}")
-    return 0 if done.approved else 2
+        return PAY_NO_ANSWER if card.startswith("no answer") else PAY_ERROR
+    print(payment_line(done, amount, currency, card))
+    return PAY_APPROVED if done.approved else PAY_DECLINED
+
+
+PAY_APPROVED, PAY_ERROR, PAY_DECLINED, PAY_NO_ANSWER = 0, 1, 3, 4
+"""``cardbus pay`` exit codes (the console's table: ok, error, the answer is no, no answer)."""
+
+
+def payment_line(done: PaymentCompleted, amount: int, currency: str, card: str) -> str:
+    """One line: ``622202******1234 12.50 CNY: APPROVED (00); card accepted (TC)``."""
+    verdict = "APPROVED" if done.approved else f"DECLINED ({done.response_code}) {done.message}"
+    if done.approved:
+        verdict = f"APPROVED ({done.response_code})"
+    card = card.removeprefix("approved, ")
+    return f"{done.masked_pan} {amount / 100:.2f} {currency}: {verdict}; {card}"

@@ -25,6 +25,7 @@ from schemas.cards import CardTapped
 from schemas.payments import PaymentCompleted, PaymentRequested
 from schemas.terminals import TerminalKeysIssued
 from schemas.transit import TransitLoadAuthorized, TransitLoadConfirmed
+from streams import clients
 from streams.codec import decode
 from streams.topics import (
     PAYMENT_REQUESTS,
@@ -40,8 +41,7 @@ log = get_logger("reader_agent.session")
 
 
 async def _reader(bootstrap: str, topic: str, *, from_start: bool) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = clients.consumer(bootstrap, party="terminal")
     await consumer.start()
     if topic not in await consumer.topics():
         await consumer.stop()
@@ -63,7 +63,8 @@ class TerminalSession:
     def __init__(self, terminal: Terminal, bootstrap: str) -> None:
         self.terminal = terminal
         self.bootstrap = bootstrap
-        self.publisher = Publisher(bootstrap, client_id=f"terminal-{terminal.terminal_id}")
+        self.publisher = Publisher(bootstrap, client_id=f"terminal-{terminal.terminal_id}",
+                                   party="terminal")
         self._results: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._waiting: dict[str, asyncio.Future[Event]] = {}

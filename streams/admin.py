@@ -18,6 +18,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from cardbus.errors import BrokerError
+from streams import clients
 from streams.topics import TopicSettings, TopicSpec
 
 _UNKNOWN_TOPIC = 3
@@ -75,8 +76,7 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec],
                         timeout_ms: int = 30_000) -> EnsureReport:
     """Create the missing topics of ``specs`` and compare the existing ones with the catalogue."""
     settings = settings or TopicSettings()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
-                                client_id="cardbus-topics")
+    admin = clients.admin(bootstrap, request_timeout_ms=timeout_ms)
     try:
         await admin.start()
     except (KafkaError, OSError) as exc:

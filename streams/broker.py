@@ -31,10 +31,12 @@ from pathlib import Path
 from cardbus.errors import BrokerError
 from cardbus.paths import REPO_ROOT, state_dir
 from cardbus.processes import pid_alive
+from cardbus.settings import DEFAULT_KAFKA_PORT, settings
+from streams import clients
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 LOG4J = REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"
-DEFAULT_PORT = 9092
+DEFAULT_PORT = DEFAULT_KAFKA_PORT
 CONTROLLER_PORT_OFFSET = 100
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
@@ -55,7 +57,7 @@ def _quiet(_msg: str) -> None:
 
 def libs_dir() -> Path:
     """Where the Kafka jars are copied (shared by every cluster folder)."""
-    return Path(os.environ.get("CARDBUS_KAFKA_LIBS") or state_dir() / "kafka-libs")
+    return settings().kafka_libs or state_dir() / "kafka-libs"
 
 
 def fetch_jars(progress: Progress = _quiet) -> Path:
@@ -336,10 +338,9 @@ def _cluster_size(cluster: Cluster) -> int:
     import asyncio
     import logging
 
-    from aiokafka.admin import AIOKafkaAdminClient
 
     async def ask() -> int:
-        admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=3000)
+        admin = clients.admin(cluster.bootstrap, request_timeout_ms=3000)
         try:
             await admin.start()
             info = await admin.describe_cluster()
@@ -395,7 +396,7 @@ def resolve_bootstrap(explicit: str | None = None) -> str:
     ``cardbus broker``; a clear error if there is none."""
     if explicit:
         return explicit
-    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    env = settings().kafka_bootstrap_servers
     if env:
         return env
     cluster = status()

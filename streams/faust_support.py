@@ -23,7 +23,7 @@ from cardbus.errors import CardBusError
 from cardbus.logs import get_logger
 from schemas.base import Event, header
 from schemas.deadletters import EventDeadLettered, original_fields
-from streams import codec
+from streams import clients, codec
 from streams.topics import DEAD_LETTERS, TopicSettings, topic_spec
 
 log = get_logger("streams.faust")
@@ -83,8 +83,9 @@ def patch_faust_clients() -> None:
     _patched = True
 
 
-def make_app(app_id: str, *, bootstrap: str, datadir: Path, guarantee: str = "at_least_once",
-             settings: TopicSettings | None = None, **extra: Any) -> faust.App:
+def make_app(app_id: str, *, party: str, bootstrap: str, datadir: Path,
+             guarantee: str = "at_least_once", settings: TopicSettings | None = None,
+             **extra: Any) -> faust.App:
     """A Faust app with CardBus's settings (rocksdb tables, idempotent producers, no web)."""
     patch_faust_clients()
     settings = settings or TopicSettings.from_env()
@@ -105,7 +106,7 @@ def make_app(app_id: str, *, bootstrap: str, datadir: Path, guarantee: str = "at
         broker_commit_interval=0.5,
         producer_linger=0.002,
         table_standby_replicas=0,
-        **extra,
+        **{**clients.faust_connection(party), **extra},
     )
 
 

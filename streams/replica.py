@@ -17,9 +17,10 @@ import json
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from cardbus.logs import get_logger
+from streams import clients
 
 log = get_logger("streams.replica")
 
@@ -63,14 +64,14 @@ class Replicated(MutableMapping[str, Any]):
 class Replica:
     """Keeps several ``Replicated`` copies current from their changelog topics."""
 
-    def __init__(self, bootstrap: str, tables: list[Replicated]) -> None:
+    def __init__(self, bootstrap: str, tables: list[Replicated], *, party: str) -> None:
         self.bootstrap = bootstrap
+        self.party = party
         self.by_topic = {t.changelog: t for t in tables}
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = clients.consumer(self.bootstrap, party=self.party)
         await consumer.start()
         try:
             tps = [TopicPartition(t.changelog, p) for t in self.by_topic.values()

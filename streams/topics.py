@@ -13,7 +13,6 @@ of the provider topics, which replay detection (ATC) and balances need.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any, Literal
 from pydantic import TypeAdapter
 
 from cardbus.errors import ConfigError
+from cardbus.settings import settings
 from schemas.base import Event
 from schemas.cards import CardTapped
 from schemas.clock import ClockTicked
@@ -48,22 +48,13 @@ from schemas.transit import (
     TransitLoadRequested,
 )
 
-NAMESPACE = os.environ.get("CARDBUS_NAMESPACE", "cardbus")
+NAMESPACE = settings().namespace
 """The prefix of every topic name and Faust app id (``cardbus`` unless ``CARDBUS_NAMESPACE``
 says otherwise: two CardBus systems, or two test runs, can share one cluster)."""
-if not re.fullmatch(r"[a-z][a-z0-9\-]{0,30}", NAMESPACE):
-    raise ConfigError(f"CARDBUS_NAMESPACE={NAMESPACE!r}: lower-case letters, digits and -")
 
 DAY_MS = 24 * 3600 * 1000
 
-def _payment_partitions() -> int:
-    raw = os.environ.get("CARDBUS_PAYMENT_PARTITIONS", "6")
-    if not raw.isdigit() or not 1 <= int(raw) <= 256:
-        raise ConfigError(f"CARDBUS_PAYMENT_PARTITIONS={raw!r}: an integer from 1 to 256")
-    return int(raw)
-
-
-PAYMENT_PARTITIONS = _payment_partitions()
+PAYMENT_PARTITIONS = settings().payment_partitions
 """Partitions of the payment-flow topics (taps, requests, results, provider requests, loads):
 the unit of scale. 6 unless ``CARDBUS_PAYMENT_PARTITIONS`` says otherwise (benchmarks)."""
 DEFAULT_RETENTION_DAYS = 400
@@ -94,20 +85,17 @@ class TopicSettings:
             )
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **override: Any) -> TopicSettings:
-        """Settings from ``CARDBUS_TOPIC_REPLICATION``, ``CARDBUS_TOPIC_MIN_ISR`` and
-        ``CARDBUS_RETENTION_DAYS``; keyword arguments that are not None win."""
-        env = dict(os.environ if env is None else env)
-        values: dict[str, int] = {}
-        for attr, var in (("replication_factor", "CARDBUS_TOPIC_REPLICATION"),
-                          ("min_insync_replicas", "CARDBUS_TOPIC_MIN_ISR"),
-                          ("retention_days", "CARDBUS_RETENTION_DAYS")):
-            raw = env.get(var)
-            if raw:
-                try:
-                    values[attr] = int(raw)
-                except ValueError:
-                    raise ConfigError(f"{var}={raw!r} is not an integer") from None
+    def from_env(cls, brokers: int = 1, **override: Any) -> TopicSettings:
+        """Settings for a cluster of ``brokers`` brokers: ``CARDBUS_TOPIC_REPLICATION``,
+        ``CARDBUS_TOPIC_MIN_ISR`` and ``CARDBUS_RETENTION_DAYS`` where set, else replication 3
+        and ``min.insync.replicas`` 2 on three or more brokers (1 and 1 on fewer); keyword
+        arguments that are not None win."""
+        s = settings()
+        replication = s.topic_replication or (3 if brokers >= 3 else 1)
+        values: dict[str, int] = {
+            "replication_factor": replication,
+            "min_insync_replicas": s.topic_min_isr or (2 if replication >= 3 else 1),
+            "retention_days": s.retention_days}
         values.update({k: v for k, v in override.items() if v is not None})
         return cls(**values)
 

@@ -53,7 +53,7 @@ class PlatformConfig:
 
 def build(cfg: PlatformConfig) -> faust.App:
     """The platform's Faust app: tables, the handlers, the clock."""
-    app = make_app(cfg.app_id, bootstrap=cfg.bootstrap, datadir=cfg.datadir,
+    app = make_app(cfg.app_id, party="platform", bootstrap=cfg.bootstrap, datadir=cfg.datadir,
                    guarantee=cfg.guarantee, **cfg.extra)
     bus = Bus(app, "platform")
     # Faust wants a table's changelog to have its source topics' partition count.
@@ -69,7 +69,7 @@ def build(cfg: PlatformConfig) -> faust.App:
     # parked keys are only read by the owner of the provider's partition
     routes, terminals, key_table = (replicated(t) for t in ("routes", "terminals",
                                                              "platform-keys"))
-    replica = Replica(cfg.bootstrap, [routes, terminals, key_table])
+    replica = Replica(cfg.bootstrap, [routes, terminals, key_table], party="platform")
     tables = PlatformTables(routes=routes, terminals=terminals, keys=key_table,
                             parked=table("parked-keys"), pending=table("pending"),
                             outcomes=table("outcomes"))

@@ -57,7 +57,8 @@ def build(cfg: ProviderConfig) -> faust.App:
     """The provider's Faust app: tables, the handlers, the announcement and cut-over timers."""
     adapter = cfg.adapter
     pid = adapter.provider_id
-    app = make_app(cfg.app_id, bootstrap=cfg.bootstrap, datadir=cfg.datadir,
+    app = make_app(cfg.app_id, party=f"provider-{pid}", bootstrap=cfg.bootstrap,
+                   datadir=cfg.datadir,
                    guarantee=cfg.guarantee, **cfg.extra)
     bus = Bus(app, f"provider:{pid}")
     spec = provider_requests_spec(pid)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cardbus.errors import ConfigError
+from cardbus.settings import settings
+from console import exitcodes
 
 
 def _timestamp_ms(text: str | None) -> int | None:
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "audit", help="replay the topics: verify seals, hash chains, re-derive decisions "
                       "and ledger, completeness, hygiene (exit 0 only if clean)")
-    p.add_argument("--namespace", default=os.environ.get("CARDBUS_NAMESPACE", "cardbus"),
+    p.add_argument("--namespace", default=settings().namespace,
                    help="topic namespace to audit (default: CARDBUS_NAMESPACE or cardbus)")
     p.add_argument("--bootstrap", default=None,
                    help="HOST:PORT (default $KAFKA_BOOTSTRAP_SERVERS or the running "
@@ -99,8 +100,7 @@ def audit_command(args: argparse.Namespace) -> int:
         capture = asyncio.run(read_namespace(args.bootstrap, args.namespace, start_ms=start_ms,
                                              end_ms=end_ms, progress=progress))
         bar.update(task, description="verifying")
-        home = args.home or (Path(os.environ["CARDBUS_HOME"]) if os.environ.get("CARDBUS_HOME")
-                             else None)
+        home = args.home or settings().home
         book = build_keybook(home, capture.key_changelog)
         options = AuditOptions(args.namespace, home=home, timeout_s=args.timeout,
                                workers=args.workers, rederive=not args.no_rederive,
@@ -111,7 +111,7 @@ def audit_command(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json()))
     else:
         render(report)
-    return 0 if report.ok else 1
+    return exitcodes.OK if report.ok else exitcodes.NO
 
 
 def bench_audit_command(args: argparse.Namespace) -> int:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
+from cardbus.settings import settings
 from streams import broker
 
 
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     start.add_argument("--brokers", type=int, choices=(1, 3), default=1,
                        help="number of nodes (1, or 3 for a fault-tolerant cluster)")
     start.add_argument("--port", type=int,
-                       default=int(os.environ.get("CARDBUS_KAFKA_PORT", broker.DEFAULT_PORT)),
+                       default=settings().kafka_port,
                        help="client port of node 1; node i uses port+i-1, controllers port+100 "
                             "(default 9092 or $CARDBUS_KAFKA_PORT)")
     start.add_argument("--free-port", action="store_true",

@@ -64,18 +64,19 @@ def issue_card(provider: str, *, pin: str = "1234", balance: int = 0,
 
         event = card_issued_event(issued, hsm, datetime.now(UTC))
         asyncio.run(publish_one(provider_requests_topic(provider), issued.card.pan_token,
-                                event, bootstrap))
+                                event, bootstrap, party=f"provider-{provider}"))
     save_profile(issued.profile)
     return issued.profile
 
 
-async def publish_one(topic: str, key: str, event: Any, bootstrap: str | None,
-                      timeout: float = 15.0) -> None:
+async def publish_one(topic: str, key: str, event: Any, bootstrap: str | None, *,
+                      party: str, timeout: float = 15.0) -> None:
     """Publish one event (acks=all) or raise ``BrokerError`` saying what to do."""
     from cardbus.errors import BrokerError
-    from reader_agent.publisher import Publisher, default_bootstrap
+    from reader_agent.publisher import Publisher
+    from streams.broker import resolve_bootstrap
 
-    pub = Publisher(bootstrap or default_bootstrap(), client_id="cardbus-cards")
+    pub = Publisher(resolve_bootstrap(bootstrap), client_id=f"cardbus-cli-{party}", party=party)
     try:
         async with asyncio.timeout(timeout):
             await pub.start()

@@ -9,6 +9,7 @@ from typing import Any
 
 from cardbus.errors import CardBusError
 from cardbus.logs import get_logger
+from console import exitcodes
 
 log = get_logger("cardbus.reader")
 
@@ -136,7 +137,8 @@ def _status(args: argparse.Namespace) -> int:
         status=args.status, reason=args.reason))
     from console.commands.cards import publish_one
 
-    asyncio.run(publish_one(TERMINAL_STATUS.name, args.terminal_id, ev, args.bootstrap))
+    asyncio.run(publish_one(TERMINAL_STATUS.name, args.terminal_id, ev, args.bootstrap,
+                            party="operator"))
     print(f"terminal {args.terminal_id}: {args.status} ({args.reason})")
     return 0
 
@@ -158,4 +160,10 @@ def _topup(args: argparse.Namespace) -> int:
         terminal_id=args.terminal_id, pin=args.pin, bootstrap=args.bootstrap,
         timeout=args.timeout))
     print(res.summary())
-    return 0 if res.outcome == "loaded" else 1
+    return TOPUP_EXIT.get(res.outcome, exitcodes.ERROR)
+
+
+TOPUP_EXIT = {"loaded": exitcodes.OK, "declined": exitcodes.NO, "refused": exitcodes.NO,
+              "timeout": exitcodes.NO_ANSWER, "unconfirmed": exitcodes.NO_ANSWER}
+"""A top-up's outcome -> exit code (anything else, such as a card that did not take the
+load, is an error)."""

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 from datetime import UTC, datetime
 
+from streams import clients
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -49,7 +51,7 @@ def _settle(args: argparse.Namespace) -> int:
 async def settle(bootstrap: str, provider_id: str, wait: float
                  ) -> tuple[str, list[object], dict[str, dict[str, int]]] | None:
     """Send the cut-over; with ``wait``, collect the batch parts and total them."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import TopicPartition
 
     from agents.providers.settle import batch_id_for, cutover_events, totals
     from cardbus.ceremony import provider_hsm
@@ -62,9 +64,8 @@ async def settle(bootstrap: str, provider_id: str, wait: float
     now = datetime.now(UTC)
     batch_id = batch_id_for(provider_id, now)
     events = cutover_events(provider_hsm(provider_id), batch_id, now, spec.partitions)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    consumer = clients.consumer(bootstrap, party="operator")
+    producer = clients.producer(bootstrap, party=f"provider-{provider_id}")
     try:
         await producer.start()
         await consumer.start()

@@ -12,7 +12,7 @@ from cardbus.errors import CardError
 from cards import applet_for
 from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, Checkout, apdu, run_payment
-from tests.reader.conftest import aids, card_auth_public, imk, issue
+from tests.reader_agent.conftest import aids, card_auth_public, imk, issue
 
 
 def test_commands_out_of_order_are_refused(issuers, card_home: Path) -> None:

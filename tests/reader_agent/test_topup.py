@@ -29,7 +29,7 @@ from schemas.transit import (
     TransitLoadApplied,
     TransitLoadRequested,
 )
-from tests.reader.conftest import aids, issue
+from tests.reader_agent.conftest import aids, issue
 
 AID = "A000000632010105"
 

@@ -24,7 +24,7 @@ from reader_agent.watcher import ReaderWatcher
 from schemas.base import contains_clear_pan
 from schemas.cards import CardTapped
 from schemas.payments import PaymentRequested
-from tests.reader.conftest import aids, imk
+from tests.reader_agent.conftest import aids, imk
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.broker]
 

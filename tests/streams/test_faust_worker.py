@@ -32,7 +32,7 @@ async def test_faust_worker_process_relays(kafka_bootstrap: str, unique_name: st
            "PYTHONPATH": str(REPO)}
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "faust", "-A", "tests.foundation.relay_app",
+        [sys.executable, "-m", "faust", "-A", "tests.streams.relay_app",
          "--datadir", str(tmp_path / "data"), "worker", "-l", "warn",
          "--web-port", str(free_port_block(1, start=46000))],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -23,7 +23,7 @@ from reader_agent.dialogue import (
     run_payment,
 )
 from reader_agent.pcsc import Context, wait_present
-from tests.reader.conftest import aids, card_auth_public, imk, issue
+from tests.reader_agent.conftest import aids, card_auth_public, imk, issue
 
 pytestmark = pytest.mark.pcsc
 
