@@ -8,6 +8,7 @@ import base64
 
 import pytest
 
+from agents.providers.base import adapter_for
 from cardbus.ceremony import provider_hsm
 from cardbus.response_codes import APPROVED, ISSUER_UNAVAILABLE
 from console.commands.settle import settle
@@ -94,8 +95,15 @@ async def test_settlement_batch_matches_the_ledger(system: System, till: Till) -
 
 
 async def test_third_provider_joins_without_restart(system: System, till: Till) -> None:
+    """A new bank joins a running system; a running terminal with no code of that bank (the
+    terminal imports nothing of the providers: the layer contracts) learns its cards' AID from
+    the platform's key set and pays with one."""
+    bank_c_aid = adapter_for("bank-c").aid
+    assert bank_c_aid not in till.terminal.payment_aids()
     system.start_provider("bank-c")
     await till.session.enroll(timeout=90, providers=3)  # the platform re-issued the key set
+    assert till.terminal.payment_aids()[bank_c_aid] == "bank-c"
+    assert till.terminal.directory["bank-c"].kind == "bank"
     await system.ready("bank-c")
     card = await system.issue("bank-c", balance=5_000)
     done, tap, link = await till.pay(card, 1_000, timeout=60)
