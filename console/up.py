@@ -39,8 +39,10 @@ class ProviderView:
         return f"{data[min(len(data) - 1, int(q * len(data)))]:.0f}"
 
 
-def _table(views: dict[str, ProviderView]) -> Table:
-    t = Table(title="CardBus up: Ctrl-C stops everything")
+def _table(views: dict[str, ProviderView], dead: Counter[str] | None = None) -> Table:
+    letters = ", ".join(f"{code}x{n}" for code, n in sorted((dead or Counter()).items()))
+    t = Table(title="CardBus up: Ctrl-C stops everything",
+              caption=f"dead letters: {letters or 'none'}")
     for col in ("provider", "decisions", "approved", "declines by code", "p50 ms", "p99 ms",
                 "lag"):
         t.add_column(col)
@@ -55,10 +57,16 @@ async def _watch(stack: LocalStack) -> None:
     from aiokafka import TopicPartition
 
     from reader_agent.runner import enroll
+    from schemas.deadletters import EventDeadLettered
     from schemas.payments import AuthorizationDecided
     from schemas.transit import TransitLoadAuthorized, TransitLoadConfirmed
     from streams import codec
-    from streams.topics import PROVIDER_RESULTS, provider_app_id, provider_requests_spec
+    from streams.topics import (
+        DEAD_LETTERS,
+        PROVIDER_RESULTS,
+        provider_app_id,
+        provider_requests_spec,
+    )
 
     await enroll(TERMINAL_ID, stack.bootstrap, timeout=120, providers=len(stack.providers))
     console.print(f"terminal {TERMINAL_ID} enrolled; pay from another shell, e.g.:\n"
@@ -72,7 +80,9 @@ async def _watch(stack: LocalStack) -> None:
     admin = clients.admin(stack.bootstrap)
     await consumer.start()
     await admin.start()
-    tps = [TopicPartition(PROVIDER_RESULTS.name, p) for p in range(PROVIDER_RESULTS.partitions)]
+    tps = [TopicPartition(spec.name, p) for spec in (PROVIDER_RESULTS, DEAD_LETTERS)
+           for p in range(spec.partitions)]
+    dead: Counter[str] = Counter()  # dead letters by error code (replay-changed, decode, ...)
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     try:
@@ -82,8 +92,10 @@ async def _watch(stack: LocalStack) -> None:
                 batch = await consumer.getmany(timeout_ms=500)
                 for msg in (m for ms in batch.values() for m in ms):
                     with contextlib.suppress(Exception):
-                        ev = codec.decode(PROVIDER_RESULTS.name, msg.value)
-                        if isinstance(ev, AuthorizationDecided):
+                        ev = codec.decode(msg.topic, msg.value)
+                        if isinstance(ev, EventDeadLettered):
+                            dead[ev.error_code] += 1
+                        elif isinstance(ev, AuthorizationDecided):
                             v = views[ev.provider_id]
                             v.decisions += 1
                             if ev.approved:
@@ -100,7 +112,7 @@ async def _watch(stack: LocalStack) -> None:
                         views[pid].lag = await _lag(admin, consumer, provider_app_id(pid),
                                                     provider_requests_spec(pid).name)
                     stack.check_workers()
-                live.update(_table(views))
+                live.update(_table(views, dead))
     finally:
         await consumer.stop()
         await admin.close()

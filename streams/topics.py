@@ -230,7 +230,7 @@ def topic_spec(name: str) -> TopicSpec:
 PLATFORM_TABLES: dict[str, int] = {
     "routes": PROVIDER_REGISTRATIONS.partitions, "parked-keys": PROVIDER_KEYS.partitions,
     "terminals": TERMINALS.partitions, "platform-keys": TERMINALS.partitions,
-    "pending": PAYMENT_REQUESTS.partitions, "outcomes": PAYMENT_REQUESTS.partitions,
+    "pending": PAYMENT_REQUESTS.partitions,
 }
 PROVIDER_TABLES: dict[str, int] = dict.fromkeys(
     ("ledger", "chain", "batch", "purses"), PAYMENT_PARTITIONS)

@@ -3,8 +3,8 @@
 Tables (rocksdb, changelog-backed):
 - ``routes``, ``terminals``, ``platform-keys``: every platform worker needs every provider
   route, terminal record and key record (kept in full from their changelogs: streams.replica);
-- ``pending`` (payment id -> in-flight payment) and ``outcomes`` (request event id -> the answer
-  sent): co-partitioned with ``cardbus.payment-requests`` and ``cardbus.provider-results``, both
+- ``pending`` (payment id -> the payment's one record: request digest, state, answer):
+  co-partitioned with ``cardbus.payment-requests`` and ``cardbus.provider-results``, both
   keyed by the card's PAN token, so one worker owns a payment from request to answer.
 
 Run with ``cardbus worker platform``.
@@ -71,8 +71,7 @@ def build(cfg: PlatformConfig) -> faust.App:
                                                              "platform-keys"))
     replica = Replica(cfg.bootstrap, [routes, terminals, key_table], party="platform")
     tables = PlatformTables(routes=routes, terminals=terminals, keys=key_table,
-                            parked=table("parked-keys"), pending=table("pending"),
-                            outcomes=table("outcomes"))
+                            parked=table("parked-keys"), pending=table("pending"))
     file_keys = vault.FileKeyStore("platform", cfg.home)
     keystore = TableKeyStore(vault.keyring("platform", cfg.home), file_keys.records(), key_table,
                              reload=lambda: vault.FileKeyStore("platform", cfg.home).records())
@@ -96,9 +95,12 @@ def build(cfg: PlatformConfig) -> faust.App:
 
     @app.timer(cfg.tick_interval)
     async def clock() -> None:
+        """A tick on each owned partition where a deadline has passed: timeouts are decided
+        in the partition's order, so a replay decides them the same way; no deadline due, no
+        tick (the payment trail is kept for years)."""
         now = datetime.now(UTC)
         for tp in list(app.consumer.assignment()):
-            if tp.topic != PAYMENT_REQUESTS.name:
+            if tp.topic != PAYMENT_REQUESTS.name or not platform.due(tp.partition, now):
                 continue
             tick = ClockTicked(**header("platform", f"clock-{tp.partition}", now,
                                         event_id=f"tick-{tp.partition}-{now.timestamp():.3f}"),

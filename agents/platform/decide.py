@@ -59,6 +59,13 @@ class Rejected(CardBusError):
     code = "rejected"
 
 
+class ReplayChanged(Rejected):
+    """A known request id (or payment id) arrived again with other content: an attack or a
+    bug, never answered."""
+
+    code = "replay-changed"
+
+
 # ---------------------------------------------------------------------------------------------
 # state
 

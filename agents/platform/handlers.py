@@ -10,12 +10,18 @@ Tables (dict-like, values are JSON-ready dicts):
 - ``routes`` (provider id -> ``Route``), ``terminals`` (terminal id -> ``TerminalRecord``),
   ``keys`` (the key store's records): every platform worker needs all of them;
 - ``parked`` (provider id -> keys that arrived before the registration);
-- ``pending`` (payment id -> in-flight payment, with its partition) and ``outcomes`` (request
-  event id -> the answer sent): keyed by payment, co-partitioned with the payment topics.
+- ``pending`` (payment id -> the payment's one record: its request's event id and digest, the
+  partition, the in-flight state (``decide.Pending``) and the answer the terminal got), written
+  once per step; co-partitioned with the payment topics.
+
+A request whose event id is known is a resend: the same bytes get the stored answer again (or
+nothing more while it is in flight); the same event id (or payment id) with other content is
+refused loudly: a dead letter, a warning, and the ``replay-changed`` count in ``cardbus up``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -90,7 +96,6 @@ class PlatformTables:
     keys: Table = field(default_factory=dict)
     parked: Table = field(default_factory=dict)
     pending: Table = field(default_factory=dict)
-    outcomes: Table = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,12 +133,11 @@ class Platform:
         return decide.TerminalRecord.model_validate(raw) if raw else None
 
     def load_pending(self, payment_id: str) -> tuple[decide.Pending | None, int | None]:
-        raw = self.t.pending.get(payment_id)
-        if not raw:
+        """The payment's in-flight state and partition (None, None if it has none)."""
+        slot = self.t.pending.get(payment_id)
+        if not slot or not slot.get("state"):
             return None, None
-        raw = dict(raw)
-        part = raw.pop("partition", None)
-        return decide.Pending.model_validate(raw), part
+        return decide.Pending.model_validate(slot["state"]), slot.get("partition")
 
     # -- writing state and events ----------------------------------------------------------
 
@@ -141,19 +145,38 @@ class Platform:
         for k, v in self.keystore.flush():
             self.t.keys[k] = v
 
-    def track(self, entry: decide.Pending, partition: int) -> None:
-        self.t.pending[entry.payment_id] = {**entry.model_dump(mode="json"),
-                                            "partition": partition}
-        if entry.waiting:
-            self.deadlines.setdefault(partition, {})[entry.payment_id] = entry.deadline
+    def save(self, payment_id: str, entry: decide.Pending | None, partition: int,
+             out: decide.Out | None = None, *, request: PaymentRequested | None = None) -> None:
+        """Write the payment's one record: ``entry``, and the answer to the terminal if ``out``
+        holds one (``request``: the first time, its event id and digest)."""
+        slot = dict(self.t.pending.get(payment_id) or {})
+        if request is not None:
+            slot.update(request_event_id=request.event_id, digest=digest(request))
+        slot["partition"] = partition
+        slot["state"] = entry.model_dump(mode="json") if entry is not None else None
+        answer = _answer(out) if out is not None else None
+        if answer is not None:
+            slot["answer"] = answer.model_dump(mode="json")
+        self.t.pending[payment_id] = slot
+        if entry is not None and entry.waiting:
+            self.deadlines.setdefault(partition, {})[payment_id] = entry.deadline
         else:
-            self.deadlines.get(partition, {}).pop(entry.payment_id, None)
+            self.deadlines.get(partition, {}).pop(payment_id, None)
 
-    def remember_answers(self, out: decide.Out, request_event_id: str) -> None:
-        """Keep each terminal answer under its request's event id (a resend gets it again)."""
-        for _role, _key, event in out.events:
-            if isinstance(event, PaymentCompleted):
-                self.t.outcomes[request_event_id] = event.model_dump(mode="json")
+    async def resend(self, ev: PaymentRequested, slot: dict[str, Any]) -> None:
+        """A request for a payment the platform knows: the stored answer, if the request is the
+        same; ``Rejected`` (loudly) if it is not."""
+        if slot.get("request_event_id") != ev.event_id:
+            raise decide.ReplayChanged(
+                f"payment id {ev.correlation_id} was requested by event "
+                f"{slot.get('request_event_id')}, not {ev.event_id}")
+        if slot.get("digest") != digest(ev):
+            raise decide.ReplayChanged(
+                f"request {ev.event_id} resent with different content")
+        answer = slot.get("answer")
+        if answer:  # the same request again: the same answer again
+            await self.send(TERMINAL_RESULTS.name, ev.terminal_id,
+                            PaymentCompleted.model_validate(answer))
 
     async def emit(self, out: decide.Out) -> None:
         for role, key, event in out.events:
@@ -233,31 +256,27 @@ class Platform:
             await self.on_tick(ev, record.partition)
             return
         with bind_correlation(ev.correlation_id, terminal=ev.terminal_id):
-            answered = self.t.outcomes.get(ev.event_id)
-            if answered:  # a redelivered request: the same answer again
-                await self.send(TERMINAL_RESULTS.name, ev.terminal_id,
-                                PaymentCompleted.model_validate(answered))
+            slot = self.t.pending.get(ev.correlation_id)
+            if slot:
+                await self.resend(ev, slot)
                 return
-            if self.t.pending.get(ev.correlation_id):
-                return  # already in flight
             entry, out = decide.request_payment(
                 ev, received_at=received_at(record), terminal=self.terminal(ev.terminal_id),
                 routes=self.routes(), hsm=self.hsm, timeout=self.rules.timeout)
+            self.save(ev.correlation_id, entry, record.partition, out, request=ev)
             if entry is not None:
-                self.track(entry, record.partition)
                 log.debug("payment routed", provider=entry.provider_id,
                           masked_pan=entry.masked_pan, amount=entry.amount.amount)
             else:
                 log.info("payment declined", code=_code(out))
-            self.remember_answers(out, ev.event_id)
             await self.emit(out)
 
     def _deadline_index(self, partition: int) -> dict[str, datetime]:
         index = self.deadlines.get(partition)
         if index is None:  # first tick since (re)assignment: rebuild from the table
             index = self.deadlines[partition] = {}
-            for pid, raw in list(self.t.pending.items()):
-                if raw and raw.get("partition") == partition:
+            for pid, slot in list(self.t.pending.items()):
+                if slot and slot.get("partition") == partition and slot.get("state"):
                     entry, _ = self.load_pending(pid)
                     if entry is not None and entry.waiting:
                         index[pid] = entry.deadline
@@ -276,10 +295,13 @@ class Platform:
                 continue
             with bind_correlation(payment_id):
                 expired, out = decide.expire(entry, now=now, hsm=self.hsm)
-                self.track(expired, partition)
-                self.remember_answers(out, entry.request_event_id)
+                self.save(payment_id, expired, partition, out)
                 log.warning("payment timed out", provider=entry.provider_id)
                 await self.emit(out)
+
+    def due(self, partition: int, now: datetime) -> bool:
+        """Whether a payment of ``partition`` is past its deadline (a tick is needed)."""
+        return any(deadline <= now for deadline in self._deadline_index(partition).values())
 
     def forget_deadlines(self) -> None:
         """After a rebalance: each partition's index is rebuilt at its next tick."""
@@ -304,10 +326,8 @@ class Platform:
             entry, part = self.load_pending(ev.correlation_id)
             new, out = decide.take_decision(ev, pending=entry, route=self.route(ev.provider_id),
                                             hsm=self.hsm, load_timeout=self.rules.load_timeout)
-            if new is not None and part is not None:
-                self.track(new, part)
-            if entry is not None:
-                self.remember_answers(out, entry.request_event_id)
+            if new is not None and part is not None and (new != entry or out.events):
+                self.save(ev.correlation_id, new, part, out)
             for _role, _key, event in out.events:
                 if isinstance(event, PaymentCompleted):
                     # the bus is the record of every payment: approvals at debug level
@@ -320,8 +340,8 @@ class Platform:
             entry, part = self.load_pending(ev.correlation_id)
             new, out = transit.operator_answer(ev, pending=entry,
                                                route=self.route(ev.operator_id), hsm=self.hsm)
-            if new is not None and part is not None:
-                self.track(new, part)
+            if new is not None and part is not None and (new != entry or out.events):
+                self.save(ev.correlation_id, new, part)
             log.info("transit load answer", step=ev.type,
                      stage=new.load_stage if new else None)
             await self.emit(out)
@@ -338,8 +358,8 @@ class Platform:
             else:
                 new, out = transit.card_report(ev, pending=entry, hsm=self.hsm,
                                                received_at=received_at(record))
-            if part is not None:
-                self.track(new, part)
+            if part is not None and (new != entry or out.events):
+                self.save(ev.correlation_id, new, part)
             log.info("transit load step", step=ev.type, stage=new.load_stage)
             await self.emit(out)
 
@@ -356,8 +376,19 @@ class Platform:
         }
 
 
-def _code(out: decide.Out) -> str | None:
+def _answer(out: decide.Out) -> PaymentCompleted | None:
+    """The answer to the terminal among ``out``'s events, if any."""
     for _role, _key, event in out.events:
         if isinstance(event, PaymentCompleted):
-            return event.response_code
+            return event
     return None
+
+
+def _code(out: decide.Out) -> str | None:
+    answer = _answer(out)
+    return answer.response_code if answer is not None else None
+
+
+def digest(event: Event) -> str:
+    """SHA-256 of an event's canonical bytes: what a resend must match."""
+    return hashlib.sha256(event.canonical_bytes()).hexdigest()

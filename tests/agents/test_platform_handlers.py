@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from agents.platform.decide import Rejected
+from agents.platform.decide import Rejected, ReplayChanged
 from agents.providers.announce import key_provisioning, registration
 from agents.providers.bank_a import adapter as bank_a
 from agents.providers.bank_b import adapter as bank_b
@@ -115,12 +115,34 @@ async def test_payment_request_decision_and_resend(net: Network) -> None:
     await net.platform.on_result(rec(decision, topic=PROVIDER_RESULTS.name))
     done = only(net.sent.on(TERMINAL_RESULTS.name), PaymentCompleted)
     assert done.approved and done.response_code == "00" and done.arpc
-    assert net.platform_tables.outcomes[req.event_id]["event_id"] == done.event_id
+    slot = net.platform_tables.pending[req.correlation_id]
+    assert slot["answer"]["event_id"] == done.event_id and slot["request_event_id"] == req.event_id
     net.sent.take()
     # the terminal resends the same request: the stored answer, nothing new to the bank
     await net.platform.on_request(rec(req, partition=2))
     (topic, _key, again), = net.sent.take()
     assert topic == TERMINAL_RESULTS.name and again == done
+
+
+async def test_a_known_request_with_changed_content_is_refused_loudly(net: Network) -> None:
+    """The same event id with another amount (re-MACed by a stolen terminal key, or a bug):
+    never the stored answer, a ReplayChanged (the agent dead-letters it and warns)."""
+    card = await net.issue("bank-a")
+    req = net.request(T, card, 100)
+    await net.platform.on_request(rec(req))
+    net.sent.take()
+    changed = net.terminals[T].mac_event(
+        req.model_copy(update={"amount": Money(amount=499_900, currency="CNY"), "seal": None}))
+    with pytest.raises(ReplayChanged, match="different content"):
+        await net.platform.on_request(rec(changed))
+    assert net.sent.take() == []
+    other_id = net.terminals[T].mac_event(req.model_copy(update={"event_id": "f" * 32,
+                                                                  "seal": None}))
+    with pytest.raises(ReplayChanged, match="was requested by event"):
+        await net.platform.on_request(rec(other_id))
+    # the untouched request is still answered as before (nothing more while in flight)
+    await net.platform.on_request(rec(req))
+    assert net.sent.take() == []
 
 
 async def test_tick_past_the_deadline_declines_91_and_reverses(net: Network) -> None:
@@ -170,3 +192,14 @@ async def test_garbage_is_a_decode_error_on_every_topic(net: Network) -> None:
     for handler in net.platform.handlers().values():
         with pytest.raises(DecodeError):
             await handler(Rec(b"\xff not json"))
+
+
+async def test_a_tick_is_due_only_where_a_deadline_has_passed(net: Network) -> None:
+    card = await net.issue("bank-a")
+    assert not net.platform.due(4, NOW + timedelta(hours=1))  # nothing pending: no tick
+    await net.platform.on_request(rec(net.request(T, card, 300), partition=4))
+    assert not net.platform.due(4, NOW + timedelta(seconds=1))
+    assert net.platform.due(4, NOW + timedelta(seconds=30))
+    assert not net.platform.due(5, NOW + timedelta(seconds=30))
+    net.platform.forget_deadlines()  # a rebalance: the index is rebuilt from the table
+    assert net.platform.due(4, NOW + timedelta(seconds=30))

@@ -164,7 +164,7 @@ async def _top_up_until_load_request(net: Network) -> TransitLoadRequested:
     net.purse_link = link  # type: ignore[attr-defined]
     card_no = read_purse(link, purse.aid).card_number
     init = init_load(link, 5_000, T)
-    pending = net.platform_tables.pending[auth.correlation_id]
+    pending = net.platform_tables.pending[auth.correlation_id]["state"]
     ev = TransitLoadRequested(
         **header(f"terminal:{T}", auth.correlation_id, NOW), terminal_id=T,
         operator_id="transit", funding_payment_id=auth.correlation_id,
@@ -202,5 +202,5 @@ async def test_a_whole_top_up_through_the_handlers(net: Network) -> None:
     assert operator.t.purses[to_terminal.card_serial]["balance"] == 6_000
     await net.platform.on_result(rec(confirmed, topic=PROVIDER_RESULTS.name))
     assert only(net.sent.on(TERMINAL_RESULTS.name), TransitLoadConfirmed).confirmed
-    pending = net.platform_tables.pending[to_terminal.correlation_id]
+    pending = net.platform_tables.pending[to_terminal.correlation_id]["state"]
     assert pending["load_stage"] == "confirmed" and not pending["reversed"]
