@@ -78,7 +78,7 @@ class LocalStack:
     def setup(self) -> None:
         from cardbus.ceremony import setup
         from streams.admin import ensure_topics
-        from streams.topics import TopicSettings, catalogue
+        from streams.topics import catalogue
 
         report = setup(None, list(self.providers))
         for item in report.created:
@@ -87,7 +87,7 @@ class LocalStack:
 
         result = asyncio.run(ensure_topics(
             self.bootstrap, list(catalogue(self.providers, with_changelogs=True)),
-            TopicSettings.from_env()))
+            None))
         created = sum(1 for t in result.topics if t.status == "created")
         self.say(f"topics: {len(result.topics)} ready ({created} created)")
         if not result.ok:

@@ -14,7 +14,7 @@ of the provider topics, which replay detection (ATC) and balances need.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
@@ -85,7 +85,8 @@ class TopicSettings:
             )
 
     @classmethod
-    def from_env(cls, brokers: int = 1, **override: Any) -> TopicSettings:
+    def from_env(cls, brokers: int = 1, overrides: Mapping[str, int | None] | None = None,
+                 **override: int | None) -> TopicSettings:
         """Settings for a cluster of ``brokers`` brokers: ``CARDBUS_TOPIC_REPLICATION``,
         ``CARDBUS_TOPIC_MIN_ISR`` and ``CARDBUS_RETENTION_DAYS`` where set, else replication 3
         and ``min.insync.replicas`` 2 on three or more brokers (1 and 1 on fewer); keyword
@@ -96,7 +97,8 @@ class TopicSettings:
             "replication_factor": replication,
             "min_insync_replicas": s.topic_min_isr or (2 if replication >= 3 else 1),
             "retention_days": s.retention_days}
-        values.update({k: v for k, v in override.items() if v is not None})
+        given = {**(overrides or {}), **override}
+        values.update({k: v for k, v in given.items() if v is not None})
         return cls(**values)
 
 

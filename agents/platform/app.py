@@ -30,7 +30,13 @@ from schemas.clock import ClockTicked
 from streams import codec
 from streams.faust_support import Bus, consume, make_app
 from streams.replica import Replica, Replicated
-from streams.topics import PAYMENT_REQUESTS, PLATFORM_TABLES, platform_app_id, topic_spec
+from streams.topics import (
+    PAYMENT_REQUESTS,
+    PLATFORM_TABLES,
+    TopicSettings,
+    platform_app_id,
+    topic_spec,
+)
 
 log = get_logger("platform")
 APP_ID = platform_app_id()
@@ -48,13 +54,14 @@ class PlatformConfig:
     tick_interval: float = 0.5
     guarantee: str = "at_least_once"
     app_id: str = APP_ID
+    topics: TopicSettings | None = None  # replication of the topics Faust makes itself
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def build(cfg: PlatformConfig) -> faust.App:
     """The platform's Faust app: tables, the handlers, the clock."""
     app = make_app(cfg.app_id, party="platform", bootstrap=cfg.bootstrap, datadir=cfg.datadir,
-                   guarantee=cfg.guarantee, **cfg.extra)
+                   guarantee=cfg.guarantee, settings=cfg.topics, **cfg.extra)
     bus = Bus(app, "platform")
     # Faust wants a table's changelog to have its source topics' partition count.
     n = PLATFORM_TABLES

@@ -29,6 +29,7 @@ from streams.topics import (
     PROVIDER_KEYS,
     PROVIDER_REGISTRATIONS,
     PROVIDER_TABLES,
+    TopicSettings,
     provider_app_id,
     provider_requests_spec,
 )
@@ -46,6 +47,7 @@ class ProviderConfig:
     home: Path | None = None
     guarantee: str = "at_least_once"
     cutover: time | None = None  # daily settlement cut-over (UTC), if any
+    topics: TopicSettings | None = None  # replication of the topics Faust makes itself
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,7 +61,7 @@ def build(cfg: ProviderConfig) -> faust.App:
     pid = adapter.provider_id
     app = make_app(cfg.app_id, party=f"provider-{pid}", bootstrap=cfg.bootstrap,
                    datadir=cfg.datadir,
-                   guarantee=cfg.guarantee, **cfg.extra)
+                   guarantee=cfg.guarantee, settings=cfg.topics, **cfg.extra)
     bus = Bus(app, f"provider:{pid}")
     spec = provider_requests_spec(pid)
     tables = ProviderTables(**{name: app.Table(name, default=None, partitions=n)

@@ -32,8 +32,13 @@ def register(sub: Any) -> None:
     ins.add_argument("card_id")
     ins.add_argument("--reader", type=int, default=0, help="virtual reader index (default 0)")
     ins.set_defaults(func=_insert)
-    rem = csub.add_parser("remove", help="take the card out of a virtual reader")
-    rem.add_argument("--reader", type=int, default=0)
+    rem = csub.add_parser("remove", help="take a card out of its virtual reader",
+                          description="Take a card out: name the card, or the reader it sits "
+                                      "in (`cards remove my-card` or `cards remove --reader 0`).")
+    rem.add_argument("card_id", nargs="?", default=None,
+                     help="the card to take out (default: whatever sits in --reader)")
+    rem.add_argument("--reader", type=int, default=None,
+                     help="virtual reader index (default 0 when no card is named)")
     rem.set_defaults(func=_remove)
     lst = csub.add_parser("list", help="issued cards and where they sit")
     lst.set_defaults(func=_list)
@@ -107,9 +112,18 @@ def _insert(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    card = serve.remove(args.reader)
-    print(f"removed {card} from reader {args.reader}" if card
-          else f"reader {args.reader} is empty")
+    reader = args.reader
+    if args.card_id is not None:
+        where = {str(v["card_id"]): k for k, v in serve.inserted().items()}
+        if args.card_id not in where:
+            raise ConfigError(f"card {args.card_id} is in no reader (`cardbus cards list`)")
+        if reader is not None and where[args.card_id] != reader:
+            raise ConfigError(f"card {args.card_id} is in reader {where[args.card_id]}, "
+                              f"not {reader}")
+        reader = where[args.card_id]
+    reader = 0 if reader is None else reader
+    card = serve.remove(reader)
+    print(f"removed {card} from reader {reader}" if card else f"reader {reader} is empty")
     return 0
 
 

@@ -35,23 +35,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--providers", default="",
-                   help="comma-separated provider ids whose request topics to include")
+    p.add_argument("--providers", default=None,
+                   help="comma-separated provider ids whose request topics (and worker "
+                        "changelogs) to include (default: every installed provider adapter)")
     p.add_argument("--retention-days", type=int, default=None,
                    help="retention of payment topics (default $CARDBUS_RETENTION_DAYS or 400; "
                         "at least 366 for audit)")
 
 
 def _providers(args: argparse.Namespace) -> list[str]:
+    if args.providers is None:
+        from agents.providers.base import discover
+
+        return sorted(discover())
     return [p.strip() for p in args.providers.split(",") if p.strip()]
 
 
-def _settings(args: argparse.Namespace) -> TopicSettings:
-    return TopicSettings.from_env(
-        replication_factor=getattr(args, "replication", None),
-        min_insync_replicas=getattr(args, "min_isr", None),
-        retention_days=args.retention_days,
-    )
+def _overrides(args: argparse.Namespace) -> dict[str, int | None]:
+    return {"replication_factor": getattr(args, "replication", None),
+            "min_insync_replicas": getattr(args, "min_isr", None),
+            "retention_days": args.retention_days}
 
 
 def _bootstrap(args: argparse.Namespace) -> str:
@@ -63,10 +66,9 @@ def _bootstrap(args: argparse.Namespace) -> str:
 def _create(args: argparse.Namespace) -> int:
     from streams.admin import ensure_topics_sync, with_prefix
 
-    settings = _settings(args)
     specs = with_prefix(catalogue(_providers(args), with_changelogs=True), args.prefix)
     bootstrap = _bootstrap(args)
-    report = ensure_topics_sync(bootstrap, specs, settings)
+    report = ensure_topics_sync(bootstrap, specs, None, _overrides(args))
     for state in report.topics:
         print(state)
     created, drift = len(report.created), len(report.drift)
@@ -79,7 +81,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = TopicSettings.from_env(1, _overrides(args))
     rows = [("topic", "key", "values", "parts", "cleanup", "retention", "producers", "consumers")]
     for spec in catalogue(_providers(args)):
         conf = spec.config(settings)

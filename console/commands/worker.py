@@ -15,6 +15,8 @@ from cardbus.paths import sub_dir
 if TYPE_CHECKING:
     import faust
 
+    from streams.topics import TopicSettings
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -74,13 +76,25 @@ def _platform(args: argparse.Namespace) -> int:
     from agents.platform.app import APP_ID, PlatformConfig, build
     from streams.broker import resolve_bootstrap
 
+    bootstrap = resolve_bootstrap(args.bootstrap)
     cfg = PlatformConfig(
-        bootstrap=resolve_bootstrap(args.bootstrap),
+        bootstrap=bootstrap,
         datadir=args.datadir or sub_dir("workers", f"{APP_ID}-{args.instance}"),
         timeout=timedelta(seconds=args.timeout),
         load_timeout=timedelta(seconds=args.load_timeout),
-        guarantee="exactly_once" if args.exactly_once else "at_least_once")
+        guarantee="exactly_once" if args.exactly_once else "at_least_once",
+        topics=_topics(bootstrap))
     return _run(build(cfg), args.loglevel)
+
+
+def _topics(bootstrap: str) -> TopicSettings:
+    """Topic settings for the cluster at ``bootstrap`` (its size decides the replication)."""
+    import asyncio
+
+    from streams.admin import cluster_size
+    from streams.topics import TopicSettings
+
+    return TopicSettings.from_env(asyncio.run(cluster_size(bootstrap)))
 
 
 def _cutover(text: str | None) -> dt_time | None:
@@ -99,8 +113,9 @@ def _provider(args: argparse.Namespace) -> int:
     from streams.broker import resolve_bootstrap
 
     adapter = adapter_for(args.provider_id)
+    bootstrap = resolve_bootstrap(args.bootstrap)
     cfg = ProviderConfig(
-        adapter=adapter, bootstrap=resolve_bootstrap(args.bootstrap),
+        adapter=adapter, bootstrap=bootstrap, topics=_topics(bootstrap),
         datadir=args.datadir or sub_dir("workers", f"provider-{adapter.provider_id}-"
                                                    f"{args.instance}"),
         guarantee="exactly_once" if args.exactly_once else "at_least_once",
