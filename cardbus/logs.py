@@ -12,6 +12,7 @@ Call ``configure()`` once per process (the CLI does). Tests assert on log output
 
 from __future__ import annotations
 
+import atexit
 import logging
 import re
 import sys
@@ -114,10 +115,12 @@ def configure(level: str = "INFO", *, json: bool | None = None,
     """Configure structlog and the stdlib root logger for this process: to stderr, or, with
     ``path``, appended to that file as JSON lines (commands whose output is a result keep
     their terminal for it)."""
+    global _log_file
+    previous, _log_file = _log_file, None
     stream: TextIO = sys.stderr
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        stream = path.open("a", encoding="utf-8", buffering=1)  # closed at process exit
+        stream = _log_file = path.open("a", encoding="utf-8", buffering=1)
         json = True
     if json is None:
         json = not stream.isatty()
@@ -147,6 +150,18 @@ def configure(level: str = "INFO", *, json: bool | None = None,
     # CardBus as an exception. Keep those two chatty loggers for real trouble only.
     for name in ("aiokafka.consumer.fetcher", "aiokafka.consumer.group_coordinator"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    if previous is not None:  # a second configure (tests run commands in process)
+        previous.close()
+
+
+_log_file: TextIO | None = None
+"""The log file ``configure`` opened, if any (closed by the next ``configure`` or at exit)."""
+
+
+@atexit.register
+def _close_log_file() -> None:
+    if _log_file is not None:
+        _log_file.close()
 
 
 def get_logger(name: str | None = None) -> Any:
