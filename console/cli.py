@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cardbus import __version__
+from cardbus.crypto import quiet_tdes_warnings
 from cardbus.errors import CardBusError
 from cardbus.logs import configure
 from cardbus.paths import sub_dir
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_tdes_warnings()  # pyemv/psec's TripleDES warning, by category: not for users' eyes
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
