@@ -21,7 +21,7 @@ from aiokafka import TopicPartition
 
 from streams import clients
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
