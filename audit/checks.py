@@ -142,11 +142,22 @@ def check_completeness(by_type: dict[str, list[Fact]], dead: set[tuple[str, int,
     for f in by_type.get("ReversalRequested", []):
         reversals[f.correlation_id].append(f)
     requested = {f.correlation_id: f for f in by_type.get("PaymentRequested", [])}
+    cancelled = {f.correlation_id: f for f in by_type.get("PaymentCancelled", [])}
+    forwarded = {f.correlation_id for f in by_type.get("AuthorizationRequested", [])}
+    counts["cancelled_by_terminal"] = len(cancelled)
     for cid, f in requested.items():
         counts["payments"] += 1
         outcomes = completed.get(cid, [])
         if (f.topic, f.partition, f.offset) in dead:
             counts["dead_lettered_requests"] += 1
+            continue
+        if cid in cancelled:  # the terminal's own outcome: "no answer"; the bank must undo
+            undone = any(r.data["reason"] in ("terminal_cancelled", "timeout")
+                         for r in reversals.get(cid, []))
+            if cid in forwarded and not undone and window.overdue(cancelled[cid]):
+                findings.append(_at(cancelled[cid], COMPLETENESS, (
+                    f"payment {cid} was cancelled by its terminal but no reversal was sent "
+                    f"to its provider")))
             continue
         if not outcomes:
             if window.overdue(f):

@@ -273,6 +273,9 @@ def fact_of(rec: Record, event: Event, canonical_bytes: bytes, *,
     elif t == "PaymentCompleted":
         d = {"code": e.response_code, "approved": e.approved, "provider_id": e.provider_id,
              "terminal_id": e.terminal_id}
+    elif t == "PaymentCancelled":
+        d = {"terminal_id": e.terminal_id, "request_event_id": e.request_event_id,
+             "reason": e.reason}
     elif t == "ReversalRequested":
         d = {"provider_id": e.provider_id, "original_event_id": e.original_event_id,
              "reason": e.reason}

@@ -67,6 +67,9 @@ class TopicBus:
         await self.publisher.send(self.requests_topic, req.card.pan_token.encode(), req)
         return asyncio.get_running_loop().create_future()
 
+    async def cancel(self, req: PaymentRequested) -> None:
+        """Nothing answers the bench's requests: nothing to cancel."""
+
 
 def _pct(values: list[float], q: float) -> float:
     if not values:

@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 RESULT_COMMANDS = frozenset({"pay", "topup", "demo", "reader", "cards", "settle", "audit",
-                             "terminal", "setup"})
+                             "reconcile", "terminal", "setup"})
 """Commands whose terminal output is their result: their logs go to a file by default."""
 
 

@@ -46,6 +46,8 @@ class Bus(Protocol):
 
     async def request(self, req: PaymentRequested) -> asyncio.Future[Event]: ...
 
+    async def cancel(self, req: PaymentRequested) -> None: ...
+
 
 def interactive_pin(masked_pan: str) -> str:
     """Hidden PIN entry on the terminal."""

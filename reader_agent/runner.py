@@ -17,6 +17,7 @@ from reader_agent.agent import (
     interactive_pin,
     scripted_pins,
 )
+from reader_agent.outcome import await_outcome
 from reader_agent.session import TerminalSession
 from reader_agent.terminal import Terminal
 from reader_agent.topup import AppliedLoads, TopupResult, TransitTarget, topup
@@ -90,12 +91,12 @@ async def run_reader(*, terminal_id: str | None, amount: int | None, currency: s
             out = await agent.handle_card(reader, atr)
             print(_show(out), flush=True)
             if out.answer is not None and out.request is not None:
-                try:
-                    result = await asyncio.wait_for(out.answer, result_timeout)
-                except TimeoutError:
+                result = await await_outcome(session, out.request, out.answer,
+                                             deadline=result_timeout)
+                if result is None:
                     await agent.release(out.request.correlation_id)
-                    print(f"[{reader}] no answer from the platform in {result_timeout:.0f}s",
-                          flush=True)
+                    print(f"[{reader}] no answer from the platform in {result_timeout:.0f}s: "
+                          "payment cancelled", flush=True)
                 else:
                     if isinstance(result, PaymentCompleted):
                         card = await agent.complete(result)
@@ -189,11 +190,10 @@ async def pay_on_reader(session: TerminalSession, reader: int, amount: int, *, p
     out = await agent.handle_card(reader_for(reader).name, b"")
     if out.error or out.answer is None or out.request is None:
         return None, f"card: {out.error or 'no payment request'}"
-    try:
-        done = await asyncio.wait_for(out.answer, timeout)
-    except TimeoutError:
+    done = await await_outcome(session, out.request, out.answer, deadline=timeout)
+    if done is None:
         await agent.release(out.request.correlation_id)
-        return None, f"no answer from the platform in {timeout:.0f}s"
+        return None, f"no answer from the platform in {timeout:.0f}s: payment cancelled"
     if not isinstance(done, PaymentCompleted):
         await agent.release(out.request.correlation_id)
         return None, f"unexpected answer {done.type}"

@@ -18,11 +18,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cardbus.errors import BrokerError, CryptoError, DecodeError
 from cardbus.logs import get_logger
+from reader_agent.outcome import await_outcome
 from reader_agent.publisher import Publisher
 from reader_agent.terminal import Terminal
-from schemas.base import Event
+from schemas.base import Event, header
 from schemas.cards import CardTapped
-from schemas.payments import PaymentCompleted, PaymentRequested
+from schemas.payments import PaymentCancelled, PaymentCompleted, PaymentRequested
 from schemas.terminals import TerminalKeysIssued
 from schemas.transit import TransitLoadAuthorized, TransitLoadConfirmed
 from streams import clients
@@ -153,10 +154,19 @@ class TerminalSession:
         await self.publisher.send(PAYMENT_REQUESTS.name, req.card.pan_token.encode(), req)
         return fut
 
-    async def pay(self, req: PaymentRequested, timeout: float = 30.0) -> PaymentCompleted:
-        fut = await self.request(req)
-        done = await asyncio.wait_for(fut, timeout)
-        assert isinstance(done, PaymentCompleted)
+    async def cancel(self, req: PaymentRequested, reason: str = "no_answer") -> None:
+        """Give up on ``req``: the platform reverses whatever the bank decided for it."""
+        ev = self.terminal.hsm.mac_event(PaymentCancelled(
+            **header(f"terminal:{self.terminal.terminal_id}", req.correlation_id),
+            terminal_id=self.terminal.terminal_id, request_event_id=req.event_id,
+            pan_token=req.card.pan_token, reason=reason))  # type: ignore[arg-type]
+        await self.publisher.send(PAYMENT_REQUESTS.name, req.card.pan_token.encode(), ev)
+
+    async def pay(self, req: PaymentRequested, timeout: float = 30.0) -> PaymentCompleted | None:
+        """Request and wait for the answer, resending meanwhile; None (and the payment
+        cancelled) when none came in ``timeout`` seconds."""
+        done = await await_outcome(self, req, await self.request(req), deadline=timeout)
+        assert done is None or isinstance(done, PaymentCompleted)
         return done
 
     async def publish_load(self, event: Event, key: str) -> None:

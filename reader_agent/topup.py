@@ -35,6 +35,7 @@ from reader_agent.dialogue import (
     init_load,
     read_purse,
 )
+from reader_agent.outcome import await_outcome
 from reader_agent.requests import Sale
 from reader_agent.terminal import Terminal
 from schemas.base import Event, Money, header
@@ -63,6 +64,8 @@ class LoadBus(Protocol):
     async def publish_tap(self, tapped: CardTapped) -> None: ...
 
     async def request(self, req: PaymentRequested) -> asyncio.Future[Event]: ...
+
+    async def cancel(self, req: PaymentRequested) -> None: ...
 
     async def publish_load(self, event: Event, key: str) -> None: ...
 
@@ -153,10 +156,8 @@ async def pay_for_topup(bus: LoadBus, tap: EmvTap, amount: Money, *, pin: str | 
                               sale=Sale(amount, term.merchant, pin, "transit_load"))
     assert req is not None
     await bus.publish_tap(tapped)
-    fut = await bus.request(req)
-    try:
-        done = await asyncio.wait_for(fut, timeout)
-    except TimeoutError:
+    done = await await_outcome(bus, req, await bus.request(req), deadline=timeout)
+    if done is None:
         return None
     if not isinstance(done, PaymentCompleted):
         done_ev = await _next(bus, req.correlation_id, (PaymentCompleted,), timeout)

@@ -72,6 +72,22 @@ def _payment_requested_v1_to_v2(raw: Raw) -> Raw:
     return raw
 
 
+class PaymentCancelled(Event):
+    """A terminal gave up on a payment it had no answer for by its deadline (it resent the
+    request meanwhile): whatever the bank decided for it must be undone. Keyed like the request
+    (``pan_token``), so it follows the request in its partition."""
+
+    SEALED_BY: ClassVar[str] = "terminal MAC key"
+
+    type: Literal["PaymentCancelled"] = "PaymentCancelled"
+    schema_version: Literal[1] = 1
+
+    terminal_id: TerminalId
+    request_event_id: str = Field(description="event id of the PaymentRequested given up on")
+    pan_token: PanToken
+    reason: Literal["no_answer", "card_removed", "operator"] = "no_answer"
+
+
 class AuthorizationRequested(Event, _PinBlockUnderKey):
     """The platform asks one provider to authorize: PIN and PAN re-encrypted to the provider."""
 
@@ -147,7 +163,8 @@ class PaymentCompleted(Event):
     message: Text
 
 
-ReversalReason = Literal["timeout", "late_approval", "transit_load_failed", "terminal_cancelled"]
+ReversalReason = Literal["timeout", "late_approval", "transit_load_failed", "terminal_cancelled",
+                         "unmatched_approval"]
 
 
 class ReversalRequested(Event):

@@ -21,6 +21,7 @@ from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
+    PaymentCancelled,
     PaymentCompleted,
     PaymentRequested,
     ReversalCompleted,
@@ -45,6 +46,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     TerminalKeysIssued,
     CardTapped,
     PaymentRequested,
+    PaymentCancelled,
     AuthorizationRequested,
     AuthorizationDecided,
     PaymentCompleted,

@@ -61,6 +61,8 @@ _BODIES: dict[str, dict[str, Any]] = {
         "terminal_id": "T-0001", "merchant": _MERCHANT, "amount": _MONEY, "card": _CARD,
         "pin_block": "0123456789ABCDEF", "pin_key_id": "T-0001/pin/1",
     },
+    "PaymentCancelled": {"terminal_id": "T-0001", "request_event_id": "e" * 32,
+                         "pan_token": "tok_" + "a" * 24, "reason": "no_answer"},
     "AuthorizationRequested": {
         "provider_id": "bank-a", "request_event_id": "e" * 32, "terminal_id": "T-0001",
         "merchant": _MERCHANT, "amount": _MONEY, "card": _CARD,

@@ -31,6 +31,7 @@ from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
+    PaymentCancelled,
     PaymentCompleted,
     PaymentRequested,
     ReversalCompleted,
@@ -162,10 +163,12 @@ TAPS = TopicSpec(
     f"{NAMESPACE}.taps", "terminal_id", (CardTapped,), PAYMENT_PARTITIONS, "delete",
     (READER,), (PLATFORM, AUDIT), "card taps (masked/tokenized/encrypted card data)")
 PAYMENT_REQUESTS = TopicSpec(
-    f"{NAMESPACE}.payment-requests", "card.pan_token", (PaymentRequested, ClockTicked),
+    f"{NAMESPACE}.payment-requests", "card.pan_token", (PaymentRequested, PaymentCancelled,
+                                                        ClockTicked),
     PAYMENT_PARTITIONS, "delete",
     (READER, PLATFORM), (PLATFORM, AUDIT),
-    "payment requests from terminals (terminal MAC); the platform's clock ticks per partition")
+    "payment requests and cancellations from terminals (terminal MAC); the platform's clock "
+    "ticks where a deadline is due")
 PROVIDER_RESULTS = TopicSpec(
     f"{NAMESPACE}.provider-results", "pan_token or card_serial",
     (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized, TransitLoadConfirmed),

@@ -31,12 +31,14 @@ from cardbus.response_codes import (
     SUSPENDED_TERMINAL,
     message,
 )
-from schemas.base import Event, Money
+from schemas.base import Event, Money, header
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
+    PaymentCancelled,
     PaymentCompleted,
     PaymentRequested,
+    ReversalReason,
     ReversalRequested,
 )
 from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
@@ -117,7 +119,7 @@ class Pending(BaseModel):
     masked_pan: str
     amount: Money
     deadline: datetime
-    state: Literal["sent", "answered", "timed_out"] = "sent"
+    state: Literal["sent", "answered", "timed_out", "cancelled"] = "sent"
     purpose: Literal["purchase", "transit_load"] = "purchase"
     approved: bool = False
     # transit top-up, after the funding payment is approved
@@ -356,15 +358,21 @@ def request_payment(req: PaymentRequested, *, received_at: datetime,
     return pending, out
 
 
-def reversal(pending: Pending,
-             reason: Literal["timeout", "late_approval", "transit_load_failed"], *,
-             at: datetime, hsm: PlatformHsm) -> ReversalRequested:
+def reversal(pending: Pending, reason: ReversalReason, *, at: datetime,
+             hsm: PlatformHsm) -> ReversalRequested:
     """A signed reversal of ``pending``'s authorization."""
+    return _reversal(pending.payment_id, pending.provider_id, pending.auth_event_id,
+                     pending.pan_token, pending.amount, reason, at=at, hsm=hsm)
+
+
+def _reversal(payment_id: str, provider_id: str, auth_event_id: str, pan_token: str,
+              amount: Money, reason: ReversalReason, *, at: datetime,
+              hsm: PlatformHsm) -> ReversalRequested:
     ev = ReversalRequested(
-        event_id=derived_id(f"reversal:{reason}", pending.auth_event_id),
-        correlation_id=pending.payment_id, occurred_at=at, producer="platform",
-        provider_id=pending.provider_id, original_event_id=pending.auth_event_id,
-        pan_token=pending.pan_token, amount=pending.amount, reason=reason)
+        **header("platform", payment_id, at, event_id=derived_id(f"reversal:{reason}",
+                                                                 auth_event_id)),
+        provider_id=provider_id, original_event_id=auth_event_id, pan_token=pan_token,
+        amount=amount, reason=reason)
     return hsm.sign_event(ev)
 
 
@@ -387,9 +395,13 @@ def take_decision(dec: AuthorizationDecided, *, pending: Pending | None, route: 
     check_provider_seal(dec, route)
     if pending is None or pending.auth_event_id != dec.request_event_id:
         raise Rejected(f"decision {dec.event_id} answers no pending payment")
+    if pending.provider_id != dec.provider_id or pending.amount != dec.amount:
+        raise Rejected(f"decision {dec.event_id} from {dec.provider_id} for {dec.amount} does "
+                       f"not match payment {pending.payment_id} ({pending.provider_id}, "
+                       f"{pending.amount})")
     if pending.state == "answered":
         return pending, out  # a redelivered decision: already forwarded
-    if pending.state == "timed_out":
+    if pending.state in ("timed_out", "cancelled"):
         if dec.approved:
             out.add(f"provider:{pending.provider_id}", pending.pan_token,
                     reversal(pending, "late_approval", at=dec.occurred_at, hsm=hsm))
@@ -403,6 +415,45 @@ def take_decision(dec: AuthorizationDecided, *, pending: Pending | None, route: 
         # the funds are held: now the transit card must be presented and loaded
         update.update(load_stage="await_load", deadline=dec.occurred_at + load_timeout)
     return pending.model_copy(update=update), out
+
+
+def cancel(ev: PaymentCancelled, pending: Pending | None, *, received_at: datetime,
+           hsm: PlatformHsm) -> tuple[Pending | None, Out]:
+    """The terminal gave up on ``pending`` (no answer by its deadline): undo whatever the bank
+    decided, once. The terminal's own "no answer" is the payment's final outcome there, so the
+    platform sends it nothing."""
+    try:
+        hsm.verify_terminal_mac(ev.terminal_id, ev)
+    except CryptoError as exc:
+        raise Rejected(f"terminal MAC of {ev.type} {ev.event_id}: {exc}") from None
+    out = Out()
+    if pending is None:
+        return None, out
+    if pending.terminal_id != ev.terminal_id or pending.request_event_id != ev.request_event_id:
+        raise Rejected(f"{ev.type} {ev.event_id} names request {ev.request_event_id} of "
+                       f"{ev.terminal_id}, not this payment's")
+    if pending.state in ("cancelled", "timed_out"):
+        return pending.model_copy(update={"state": "cancelled"}), out  # already undone
+    undo = pending.state == "sent" or (
+        pending.approved and not pending.reversed and pending.load_stage in ("none",
+                                                                             "await_load"))
+    if undo:
+        out.add(f"provider:{pending.provider_id}", pending.pan_token,
+                reversal(pending, "terminal_cancelled", at=received_at, hsm=hsm))
+    return pending.model_copy(update={"state": "cancelled",
+                                      "reversed": pending.reversed or undo}), out
+
+
+def reverse_unmatched(dec: AuthorizationDecided, *, at: datetime,
+                      hsm: PlatformHsm) -> Out:
+    """A provider's decision that no payment claimed within the grace period: an approval is
+    reversed (the provider must not keep money no terminal heard of); a decline needs nothing."""
+    out = Out()
+    if dec.approved:
+        out.add(f"provider:{dec.provider_id}", dec.pan_token, _reversal(
+            dec.correlation_id, dec.provider_id, dec.request_event_id, dec.pan_token,
+            dec.amount, "unmatched_approval", at=at, hsm=hsm))
+    return out
 
 
 def expire(pending: Pending, *, now: datetime, hsm: PlatformHsm) -> tuple[Pending, Out]:

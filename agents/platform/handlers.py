@@ -35,6 +35,7 @@ from schemas.base import Event
 from schemas.clock import ClockTicked
 from schemas.payments import (
     AuthorizationDecided,
+    PaymentCancelled,
     PaymentCompleted,
     PaymentRequested,
     ReversalCompleted,
@@ -104,6 +105,8 @@ class PlatformRules:
 
     timeout: timedelta = decide.DEFAULT_TIMEOUT
     load_timeout: timedelta = timedelta(seconds=60)
+    park_grace: timedelta = timedelta(seconds=30)
+    """How long a decision that matches no payment waits for its (resent) request."""
 
 
 class Platform:
@@ -249,16 +252,26 @@ class Platform:
     # -- payments --------------------------------------------------------------------------
 
     async def on_request(self, record: Record) -> None:
-        """``cardbus.payment-requests``: a payment request, or the platform's clock tick."""
+        """``cardbus.payment-requests``: a payment request, a terminal's cancellation, or the
+        platform's clock tick."""
         ev = codec.decode_as(PAYMENT_REQUESTS.name, record.value,
-                             (PaymentRequested, ClockTicked))
+                             (PaymentRequested, PaymentCancelled, ClockTicked))
         if isinstance(ev, ClockTicked):
             await self.on_tick(ev, record.partition)
-            return
+        elif isinstance(ev, PaymentCancelled):
+            await self.on_cancel(ev, record)
+        else:
+            await self.on_payment(ev, record)
+
+    async def on_payment(self, ev: PaymentRequested, record: Record) -> None:
+        """A payment request: decided and routed, or a resend answered from the record."""
         with bind_correlation(ev.correlation_id, terminal=ev.terminal_id):
-            slot = self.t.pending.get(ev.correlation_id)
-            if slot:
+            slot = self.t.pending.get(ev.correlation_id) or {}
+            if slot.get("request_event_id"):
                 await self.resend(ev, slot)
+                return
+            if slot.get("cancelled") == ev.event_id:
+                log.info("request cancelled by its terminal before it arrived: not routed")
                 return
             entry, out = decide.request_payment(
                 ev, received_at=received_at(record), terminal=self.terminal(ev.terminal_id),
@@ -271,33 +284,67 @@ class Platform:
                 log.info("payment declined", code=_code(out))
             await self.emit(out)
 
+    async def on_cancel(self, ev: PaymentCancelled, record: Record) -> None:
+        """The terminal gave up (no answer by its deadline): undo the bank's decision."""
+        with bind_correlation(ev.correlation_id, terminal=ev.terminal_id):
+            entry, part = self.load_pending(ev.correlation_id)
+            new, out = decide.cancel(ev, entry, received_at=received_at(record), hsm=self.hsm)
+            if new is None:  # the request never arrived (or was refused): remember the cancel
+                slot = dict(self.t.pending.get(ev.correlation_id) or {})
+                slot.update(cancelled=ev.request_event_id, partition=record.partition)
+                self.t.pending[ev.correlation_id] = slot
+            elif new != entry or out.events:
+                self.save(ev.correlation_id, new, part if part is not None else record.partition)
+            log.warning("payment cancelled by the terminal", reason=ev.reason,
+                        reversed=bool(out.events))
+            await self.emit(out)
+
     def _deadline_index(self, partition: int) -> dict[str, datetime]:
         index = self.deadlines.get(partition)
         if index is None:  # first tick since (re)assignment: rebuild from the table
             index = self.deadlines[partition] = {}
             for pid, slot in list(self.t.pending.items()):
-                if slot and slot.get("partition") == partition and slot.get("state"):
+                if not slot or slot.get("partition") != partition:
+                    continue
+                if slot.get("state"):
                     entry, _ = self.load_pending(pid)
                     if entry is not None and entry.waiting:
                         index[pid] = entry.deadline
+                elif slot.get("parked") and not slot.get("parked_done"):
+                    index[pid] = datetime.fromisoformat(slot["parked_until"])
         return index
 
     async def on_tick(self, tick: ClockTicked, partition: int) -> None:
-        """Decline (91) and reverse every payment of ``partition`` past its deadline."""
+        """Decline (91) and reverse every payment of ``partition`` past its deadline; reverse
+        every parked approval no payment claimed in its grace period."""
         index = self._deadline_index(partition)
         now = tick.occurred_at
         for payment_id, deadline in sorted(index.items(), key=lambda kv: kv[1]):
             if deadline > now:
                 break
+            index.pop(payment_id, None)
             entry, _ = self.load_pending(payment_id)
-            if entry is None:
-                index.pop(payment_id, None)
-                continue
             with bind_correlation(payment_id):
+                if entry is None:
+                    await self._release_parked(payment_id, partition, now)
+                    continue
                 expired, out = decide.expire(entry, now=now, hsm=self.hsm)
                 self.save(payment_id, expired, partition, out)
-                log.warning("payment timed out", provider=entry.provider_id)
+                if out.events:
+                    log.warning("payment timed out", provider=entry.provider_id)
                 await self.emit(out)
+
+    async def _release_parked(self, payment_id: str, partition: int, now: datetime) -> None:
+        slot = dict(self.t.pending.get(payment_id) or {})
+        if not slot.get("parked") or slot.get("parked_done") or slot.get("state"):
+            return
+        dec = AuthorizationDecided.model_validate(slot["parked"])
+        out = decide.reverse_unmatched(dec, at=now, hsm=self.hsm)
+        slot["parked_done"] = True
+        self.t.pending[payment_id] = slot
+        log.warning("decision matched no payment in its grace period",
+                    provider=dec.provider_id, approved=dec.approved, reversed=bool(out.events))
+        await self.emit(out)
 
     def due(self, partition: int, now: datetime) -> bool:
         """Whether a payment of ``partition`` is past its deadline (a tick is needed)."""
@@ -313,7 +360,7 @@ class Platform:
                              (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized,
                               TransitLoadConfirmed))
         if isinstance(ev, AuthorizationDecided):
-            await self._decision(ev)
+            await self._decision(ev, record)
         elif isinstance(ev, ReversalCompleted):
             decide.check_provider_seal(ev, self.route(ev.provider_id))
             log.info("reversal completed", provider=ev.provider_id, reversed=ev.reversed,
@@ -321,9 +368,12 @@ class Platform:
         else:
             await self._operator_answer(ev)
 
-    async def _decision(self, ev: AuthorizationDecided) -> None:
+    async def _decision(self, ev: AuthorizationDecided, record: Record) -> None:
         with bind_correlation(ev.correlation_id, provider=ev.provider_id):
             entry, part = self.load_pending(ev.correlation_id)
+            if entry is None:
+                self._park(ev, record)
+                return
             new, out = decide.take_decision(ev, pending=entry, route=self.route(ev.provider_id),
                                             hsm=self.hsm, load_timeout=self.rules.load_timeout)
             if new is not None and part is not None and (new != entry or out.events):
@@ -334,6 +384,22 @@ class Platform:
                     (log.debug if event.approved else log.info)(
                         "payment answered", code=event.response_code)
             await self.emit(out)
+
+    def _park(self, ev: AuthorizationDecided, record: Record) -> None:
+        """A decision no payment of this partition claims (its request was never processed
+        here, or its record was lost): kept for a grace period, in which a resent request
+        claims it; then an approval is reversed (``_release_parked``)."""
+        decide.check_provider_seal(ev, self.route(ev.provider_id))
+        slot = dict(self.t.pending.get(ev.correlation_id) or {})
+        if slot.get("parked"):
+            return  # the same decision again
+        until = received_at(record) + self.rules.park_grace
+        slot.update(parked=ev.model_dump(mode="json"), parked_until=until.isoformat(),
+                    partition=record.partition)
+        self.t.pending[ev.correlation_id] = slot
+        self.deadlines.setdefault(record.partition, {})[ev.correlation_id] = until
+        log.warning("decision parked: it matches no payment yet", provider=ev.provider_id,
+                    approved=ev.approved)
 
     async def _operator_answer(self, ev: TransitLoadAuthorized | TransitLoadConfirmed) -> None:
         with bind_correlation(ev.correlation_id, provider=ev.operator_id):

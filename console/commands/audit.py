@@ -54,6 +54,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=audit_command)
 
+    r = subparsers.add_parser(
+        "reconcile", help="match the banks' approvals with the terminals' outcomes (exit 0 "
+                          "only if every approval was heard or undone)",
+        description="Lists every approval a bank still holds for a payment whose terminal got "
+                    "no approval, every approval told to a terminal without a bank approval, "
+                    "and every told approval later reversed. Reads the namespace like the "
+                    "audit (its own group, commits nothing).")
+    r.add_argument("--namespace", default=settings().namespace,
+                   help="topic namespace (default: CARDBUS_NAMESPACE or cardbus)")
+    r.add_argument("--bootstrap", default=None, help="HOST:PORT (default: as for audit)")
+    r.add_argument("--grace", type=float, default=60.0,
+                   help="seconds a decision or outcome may be in flight (default 60)")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.set_defaults(func=reconcile_command)
+
     bench = subparsers.choices.get("bench") or subparsers.add_parser("bench", help="benchmarks")
     bench_sub = next((a for a in bench._actions
                       if isinstance(a, argparse._SubParsersAction)), None)
@@ -67,6 +82,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="keep the generated trail (and its keys) in this folder for re-runs")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=bench_audit_command)
+
+
+def reconcile_command(args: argparse.Namespace) -> int:
+    """Run the reconciliation; print what does not match; 0 only when everything does."""
+    import time
+
+    from audit.reader import read_namespace
+    from audit.reconcile import reconcile
+    from streams.broker import resolve_bootstrap
+
+    capture = asyncio.run(read_namespace(resolve_bootstrap(args.bootstrap), args.namespace))
+    result = reconcile(capture.records, now_ms=int(time.time() * 1000),
+                       grace_ms=int(args.grace * 1000))
+    lists = {"held_without_outcome": result.held_without_outcome,
+             "outcome_without_decision": result.outcome_without_decision,
+             "reversed_after_approval": result.reversed_after_approval,
+             "in_flight": result.in_flight}
+    if args.json:
+        print(json.dumps({"ok": result.ok, "approvals": result.decisions,
+                          "outcomes": result.outcomes, **lists}))
+    else:
+        print(f"{result.decisions} bank approvals, {result.outcomes} terminal outcomes")
+        for name, ids in lists.items():
+            print(f"{name}: {len(ids)}" + ("".join(f"\n  {pid}" for pid in ids[:50])))
+        print("reconciled" if result.ok else "NOT reconciled")
+    return exitcodes.OK if result.ok else exitcodes.NO
 
 
 def audit_command(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ events out (what the Faust app would send)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from schemas.clock import ClockTicked
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
+    PaymentCancelled,
     PaymentCompleted,
     ReversalCompleted,
     ReversalRequested,
@@ -203,3 +205,101 @@ async def test_a_tick_is_due_only_where_a_deadline_has_passed(net: Network) -> N
     assert not net.platform.due(5, NOW + timedelta(seconds=30))
     net.platform.forget_deadlines()  # a rebalance: the index is rebuilt from the table
     assert net.platform.due(4, NOW + timedelta(seconds=30))
+
+
+def _cancel(net: Network, req: Any) -> PaymentCancelled:
+    return net.terminals[T].mac_event(PaymentCancelled(
+        **header(f"terminal:{T}", req.correlation_id, NOW + timedelta(seconds=30)),
+        terminal_id=T, request_event_id=req.event_id, pan_token=req.card.pan_token))
+
+
+async def test_a_cancel_in_flight_reverses_at_the_bank_and_a_late_approval_again(
+        net: Network) -> None:
+    card = await net.issue("bank-a")
+    req = net.request(T, card, 800)
+    await net.platform.on_request(rec(req))
+    forwarded = net.sent.take()
+    await net.platform.on_request(rec(_cancel(net, req)))
+    sent = net.sent.take()
+    reversal = only([ev for _t, _k, ev in sent], ReversalRequested)
+    assert reversal.reason == "terminal_cancelled" and not net.sent.on(TERMINAL_RESULTS.name)
+    await net.platform.on_request(rec(_cancel(net, req)))  # the same cancel again: nothing
+    assert net.sent.take() == []
+    await net.deliver(forwarded)
+    decision = only([ev for _t, _k, ev in net.sent.take()], AuthorizationDecided)
+    await net.platform.on_result(rec(decision, topic=PROVIDER_RESULTS.name))
+    late = [ev for _t, _k, ev in net.sent.take()]
+    assert only(late, ReversalRequested).reason == "late_approval"
+    assert not any(isinstance(ev, PaymentCompleted) for ev in late)
+
+
+async def test_a_cancel_after_an_unheard_approval_reverses_it(net: Network) -> None:
+    card = await net.issue("bank-a")
+    req = net.request(T, card, 650)
+    await net.platform.on_request(rec(req))
+    await net.deliver(net.sent.take())
+    decision = only([ev for _t, _k, ev in net.sent.take()], AuthorizationDecided)
+    await net.platform.on_result(rec(decision, topic=PROVIDER_RESULTS.name))
+    net.sent.take()  # the approval the terminal never heard
+    await net.platform.on_request(rec(_cancel(net, req)))
+    assert only([ev for _t, _k, ev in net.sent.take()], ReversalRequested).reason == \
+        "terminal_cancelled"
+
+
+async def test_a_cancel_before_its_request_keeps_the_request_from_the_bank(net: Network
+                                                                         ) -> None:
+    card = await net.issue("bank-a")
+    req = net.request(T, card, 300)
+    await net.platform.on_request(rec(_cancel(net, req)))
+    await net.platform.on_request(rec(req))
+    assert net.sent.take() == []
+
+
+async def test_an_unclaimed_approval_is_parked_then_reversed_once(net: Network) -> None:
+    card = await net.issue("bank-a")
+    req = net.request(T, card, 1_100)
+    await net.platform.on_request(rec(req, partition=3))
+    forwarded = net.sent.take()
+    del net.platform_tables.pending[req.correlation_id]  # the platform lost its record
+    net.platform.forget_deadlines()
+    await net.deliver(forwarded)
+    decision = only([ev for _t, _k, ev in net.sent.take()], AuthorizationDecided)
+    await net.platform.on_result(rec(decision, topic=PROVIDER_RESULTS.name, partition=3))
+    assert net.sent.take() == []  # parked, not dead-lettered, not forwarded
+    soon = ClockTicked(**header("platform", "clock-3", NOW + timedelta(seconds=5)),
+                       partition=3)
+    await net.platform.on_request(rec(soon, partition=3))
+    assert net.sent.take() == []
+    late = ClockTicked(**header("platform", "clock-3", NOW + timedelta(minutes=2)),
+                       partition=3)
+    await net.platform.on_request(rec(late, partition=3))
+    reversal = only([ev for _t, _k, ev in net.sent.take()], ReversalRequested)
+    assert reversal.reason == "unmatched_approval"
+    assert reversal.original_event_id == decision.request_event_id
+    await net.platform.on_request(rec(late, partition=3))  # exactly once
+    assert net.sent.take() == []
+
+
+async def test_a_resent_request_claims_its_parked_decision(net: Network) -> None:
+    card = await net.issue("bank-a")
+    req = net.request(T, card, 450)
+    await net.platform.on_request(rec(req, partition=1))
+    forwarded = net.sent.take()
+    del net.platform_tables.pending[req.correlation_id]
+    net.platform.forget_deadlines()
+    await net.deliver(forwarded)
+    decision = only([ev for _t, _k, ev in net.sent.take()], AuthorizationDecided)
+    await net.platform.on_result(rec(decision, topic=PROVIDER_RESULTS.name, partition=1))
+    await net.platform.on_request(rec(req, partition=1))  # the terminal's resend
+    again = net.sent.take()
+    await net.deliver(again)  # the bank answers its duplicate with the same decision
+    (_t, _k, same), = net.sent.take()
+    assert same == decision
+    await net.platform.on_result(rec(same, topic=PROVIDER_RESULTS.name, partition=1))
+    done = only(net.sent.on(TERMINAL_RESULTS.name), PaymentCompleted)
+    assert done.approved
+    net.sent.take()
+    later = ClockTicked(**header("platform", "clock-1", NOW + timedelta(minutes=2)),
+                        partition=1)
+    await net.platform.on_request(rec(later, partition=1))
+    assert not any(isinstance(ev, ReversalRequested) for _t, _k, ev in net.sent.take())

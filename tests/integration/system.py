@@ -175,6 +175,7 @@ class Till:
                   timeout: float = 30) -> tuple[PaymentCompleted, EmvTap, AppletLink]:
         req, tap, link = self.request(card, amount, pin)
         done = await self.session.pay(req, timeout)
+        assert done is not None, f"no answer in {timeout:.0f} s (the terminal cancelled)"
         return done, tap, link
 
     @staticmethod

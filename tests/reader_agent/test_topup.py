@@ -51,6 +51,7 @@ class FakeBus:
         self.approve = approve
         self.repeat = repeat_authorization
         self.published: list[Event] = []
+        self.cancelled: list[PaymentRequested] = []
         self._waiting: dict[str, asyncio.Future[Event]] = {}
         self.unmatched: list[Event] = []
 
@@ -74,6 +75,9 @@ class FakeBus:
 
     async def publish_tap(self, tapped: CardTapped) -> None:
         self.published.append(tapped)
+
+    async def cancel(self, req: PaymentRequested) -> None:
+        self.cancelled.append(req)
 
     async def request(self, req: PaymentRequested) -> asyncio.Future[Event]:
         self.published.append(req)
