@@ -25,7 +25,9 @@ import hashlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
 
 from agents.platform import decide, transit
 from agents.platform.tablekeys import TableKeyStore
@@ -66,6 +68,7 @@ from streams.topics import (
 log = get_logger("platform")
 
 Table = MutableMapping[str, Any]
+M = TypeVar("M", bound=BaseModel)
 Send = Callable[[str, str | None, Event], Awaitable[None]]
 """``send(topic, key, event)``: publish one event (the app's ``Bus.send``)."""
 
@@ -86,6 +89,26 @@ class Record(Protocol):
 def received_at(record: Record) -> datetime:
     """The broker timestamp of a record: the platform's notion of when it arrived."""
     return datetime.fromtimestamp(record.timestamp, UTC)
+
+
+class Parsed(Generic[M]):
+    """Parsed models of a table's JSON records, parsed again only when a record changes (every
+    payment reads the routes and its terminal; their records change rarely)."""
+
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
+        self._cache: dict[str, tuple[Any, M]] = {}
+
+    def get(self, key: str, raw: Any) -> M | None:
+        if not raw:
+            self._cache.pop(key, None)
+            return None
+        hit = self._cache.get(key)
+        if hit is not None and (hit[0] is raw or hit[0] == raw):
+            return hit[1]
+        parsed = self.model.model_validate(raw)
+        self._cache[key] = (raw, parsed)
+        return parsed
 
 
 @dataclass
@@ -121,19 +144,25 @@ class Platform:
         self.rules = rules or PlatformRules()
         # partition -> payment id -> deadline: an in-memory index over ``pending`` for ticks
         self.deadlines: dict[int, dict[str, datetime]] = {}
+        self._routes = Parsed(decide.Route)
+        self._terminals = Parsed(decide.TerminalRecord)
 
     # -- reading state ---------------------------------------------------------------------
 
     def routes(self) -> dict[str, decide.Route]:
-        return {k: decide.Route.model_validate(v) for k, v in list(self.t.routes.items()) if v}
+        """Every provider's route (parsed once per change of its record)."""
+        out = {}
+        for key, raw in list(self.t.routes.items()):
+            route = self._routes.get(key, raw)
+            if route is not None:
+                out[key] = route
+        return out
 
     def route(self, provider_id: str) -> decide.Route | None:
-        raw = self.t.routes.get(provider_id)
-        return decide.Route.model_validate(raw) if raw else None
+        return self._routes.get(provider_id, self.t.routes.get(provider_id))
 
     def terminal(self, terminal_id: str) -> decide.TerminalRecord | None:
-        raw = self.t.terminals.get(terminal_id)
-        return decide.TerminalRecord.model_validate(raw) if raw else None
+        return self._terminals.get(terminal_id, self.t.terminals.get(terminal_id))
 
     def load_pending(self, payment_id: str) -> tuple[decide.Pending | None, int | None]:
         """The payment's in-flight state and partition (None, None if it has none)."""
