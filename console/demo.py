@@ -41,60 +41,63 @@ def _say(msg: str) -> None:
     console.print(f"[dim]·[/dim] {msg}")
 
 
-async def _run(stack: LocalStack, steps: list[Step]) -> None:
+async def _timed(step: Step, work: Callable[[Step], Awaitable[None]]) -> None:
+    """Run one step, time it and say how it went (an exception is the step's outcome)."""
     from aiokafka.errors import KafkaError
 
-    from cards import serve
-    from console.commands.cards import issue_card
-    from console.commands.settle import settle
-    from reader_agent.runner import enroll, open_terminal, pay_on_reader, run_topup
-    from reader_agent.session import TerminalSession
+    _say(f"{step.name} ...")
+    t0 = time.perf_counter()
+    try:
+        await work(step)
+    except (Exception, KafkaError) as exc:  # noqa: BLE001 - reported in the summary
+        step.outcome = f"error: {exc}"[:90]
+    step.latency_ms = (time.perf_counter() - t0) * 1000
+    mark = "[green]ok[/green]" if step.ok else "[red]UNEXPECTED[/red]"
+    _say(f"{step.name}: {step.outcome} ({step.code}) {mark}")
 
-    async def timed(step: Step, work: Callable[[], Awaitable[None]]) -> None:
-        _say(f"{step.name} ...")
-        t0 = time.perf_counter()
-        try:
-            await work()
-        except (Exception, KafkaError) as exc:  # noqa: BLE001 - reported in the summary
-            step.outcome = f"error: {exc}"[:90]
-        step.latency_ms = (time.perf_counter() - t0) * 1000
-        mark = "[green]ok[/green]" if step.ok else "[red]UNEXPECTED[/red]"
-        _say(f"{step.name}: {step.outcome} ({step.code}) {mark}")
 
-    # 1. provisioning and enrollment
-    s = steps[0]
+class DemoRun:
+    """The demo's steps over one running stack, each a method ``(step) -> None`` that fills in
+    its ``Step``."""
 
-    async def provisioning() -> None:
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
+        self.session: Any = None
+        self.approved_a = 0
+
+    async def provisioning(self, s: Step) -> None:
+        from reader_agent.runner import enroll, open_terminal
+
+        stack = self.stack
         await enroll(TERMINAL_ID, stack.bootstrap, timeout=120, providers=len(stack.providers))
         term = open_terminal(TERMINAL_ID)
         s.outcome = f"terminal {TERMINAL_ID} keys from {len(term.card_auth)} providers"
         s.code, s.ok = "keys", term.ready and len(term.card_auth) == len(stack.providers)
 
-    await timed(s, provisioning)
-    if not s.ok:
-        return
-    await settle(stack.bootstrap, "bank-a", wait=3)  # close anything an earlier run left open
+    async def cards(self) -> None:
+        """Issue the demo's cards and put them into the virtual readers."""
+        from cards import serve
+        from console.commands.cards import issue_card
 
-    # cards into the readers
-    def issue(provider: str, **kw: Any) -> Awaitable[Any]:
-        return asyncio.to_thread(issue_card, provider, bootstrap=stack.bootstrap, **kw)
+        def issue(provider: str, **kw: Any) -> Awaitable[Any]:
+            return asyncio.to_thread(issue_card, provider, bootstrap=self.stack.bootstrap, **kw)
 
-    card_a: Any = await issue("bank-a", pin="1234", balance=100_000)
-    card_b: Any = await issue("bank-b", pin="4321", balance=50_000)
-    purse: Any = await issue("transit", balance=500)
-    for card, reader in ((card_a, BANK_A_READER), (card_b, BANK_B_READER),
-                         (purse, TRANSIT_READER)):
-        serve.insert(card.card_id, reader)
-    _say(f"cards: {card_a.masked()} (bank-a), {card_b.masked()} (bank-b), transit purse "
-         f"{purse.pan[-4:]} in virtual readers {BANK_A_READER}/{BANK_B_READER}/"
-         f"{TRANSIT_READER}")
+        card_a: Any = await issue("bank-a", pin="1234", balance=100_000)
+        card_b: Any = await issue("bank-b", pin="4321", balance=50_000)
+        purse: Any = await issue("transit", balance=500)
+        for card, reader in ((card_a, BANK_A_READER), (card_b, BANK_B_READER),
+                             (purse, TRANSIT_READER)):
+            serve.insert(card.card_id, reader)
+        _say(f"cards: {card_a.masked()} (bank-a), {card_b.masked()} (bank-b), transit purse "
+             f"in virtual readers {BANK_A_READER}/{BANK_B_READER}/{TRANSIT_READER}")
 
-    terminal = open_terminal(TERMINAL_ID)
-    approved_a = 0
-    async with TerminalSession(terminal, stack.bootstrap) as session:
+    def payment(self, reader: int, amount: int, pin: str, want: str
+                ) -> Callable[[Step], Awaitable[None]]:
+        """A payment step: the card in ``reader`` pays ``amount``; ``want`` is the code."""
+        from reader_agent.runner import pay_on_reader
 
-        async def pay(step: Step, reader: int, amount: int, pin: str, want: str) -> None:
-            done, card_says = await pay_on_reader(session, reader, amount, pin=pin)
+        async def pay(step: Step) -> None:
+            done, card_says = await pay_on_reader(self.session, reader, amount, pin=pin)
             if done is None:
                 step.outcome = card_says
                 return
@@ -102,45 +105,54 @@ async def _run(stack: LocalStack, steps: list[Step]) -> None:
             step.outcome = f"{done.masked_pan} {amount / 100:.2f} CNY: {done.message}; " \
                            f"{card_says}"
             step.ok = done.response_code == want
+            if step.ok and done.approved and done.provider_id == "bank-a":
+                self.approved_a += amount
 
-        plan = [(steps[1], BANK_A_READER, 12_50, "1234", "00"),
-                (steps[2], BANK_B_READER, 88_00, "4321", "00"),
-                (steps[3], BANK_A_READER, 5_00, "0000", "55")]
-        for step, reader, amount, pin, want in plan:
-            await timed(step, lambda s=step, r=reader, a=amount, p=pin, w=want:  # type: ignore[misc]
-                        pay(s, r, a, p, w))
-            if step is steps[1] and step.ok:
-                approved_a += 12_50
+        return pay
 
-    # top-up: bank-a card pays, the purse is loaded
-    s = steps[4]
+    async def top_up(self, s: Step) -> None:
+        from reader_agent.runner import run_topup
 
-    async def top_up() -> None:
         result = await run_topup(amount=20_00, currency="CNY", bank_reader=BANK_A_READER,
                                  transit_reader=TRANSIT_READER, operator="transit",
                                  terminal_id=TERMINAL_ID, pin="1234",
-                                 bootstrap=stack.bootstrap)
+                                 bootstrap=self.stack.bootstrap)
         s.code = result.payment.response_code if result.payment else "--"
         s.outcome = result.summary()
         s.ok = result.outcome == "loaded" and result.balance_after == 500 + 20_00
+        if s.ok:
+            self.approved_a += 20_00
 
-    await timed(s, top_up)
-    if s.ok:
-        approved_a += 20_00
+    async def settlement(self, s: Step) -> None:
+        from console.commands.settle import settle
 
-    # settlement
-    s = steps[5]
-
-    async def settlement() -> None:
-        result = await settle(stack.bootstrap, "bank-a", wait=20)
+        result = await settle(self.stack.bootstrap, "bank-a", wait=20)
         assert result is not None
         batch, parts, sums = result
         net = sums.get("CNY", {}).get("net_amount", 0)
         s.code = "batch"
         s.outcome = f"{batch}: {len(parts)} part(s), net {net / 100:.2f} CNY"
-        s.ok = net == approved_a
+        s.ok = net == self.approved_a
 
-    await timed(s, settlement)
+
+async def _run(stack: LocalStack, steps: list[Step]) -> None:
+    from console.commands.settle import settle
+    from reader_agent.runner import open_terminal
+    from reader_agent.session import TerminalSession
+
+    demo = DemoRun(stack)
+    await _timed(steps[0], demo.provisioning)
+    if not steps[0].ok:
+        return
+    await settle(stack.bootstrap, "bank-a", wait=3)  # close anything an earlier run left open
+    await demo.cards()
+    async with TerminalSession(open_terminal(TERMINAL_ID), stack.bootstrap) as session:
+        demo.session = session
+        await _timed(steps[1], demo.payment(BANK_A_READER, 12_50, "1234", "00"))
+        await _timed(steps[2], demo.payment(BANK_B_READER, 88_00, "4321", "00"))
+        await _timed(steps[3], demo.payment(BANK_A_READER, 5_00, "0000", "55"))
+    await _timed(steps[4], demo.top_up)
+    await _timed(steps[5], demo.settlement)
 
 
 def run_demo() -> int:
