@@ -72,7 +72,7 @@ async def _watch(stack: LocalStack) -> None:
     console.print(f"terminal {TERMINAL_ID} enrolled; pay from another shell, e.g.:\n"
                   "  cardbus cards issue --provider bank-a --balance 100000\n"
                   "  cardbus cards insert <card-id> --reader 0\n"
-                  "  cardbus pay --amount 1250 --reader 0 --pin 1234")
+                  "  cardbus pay --amount 1250 --reader 0   (PIN 1234)")
     views: dict[str, ProviderView] = defaultdict(ProviderView)
     for p in stack.providers:
         views[p] = ProviderView()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from typing import Any
 
-from cardbus.errors import CardBusError
+from cardbus.errors import CardBusError, ConfigError
 from cardbus.logs import get_logger
 from console import exitcodes
 
@@ -26,6 +27,23 @@ def _sub(sub: Any, name: str, help_: str) -> Any:
     raise CardBusError(f"command {name} has no subcommands")  # pragma: no cover
 
 
+def _pin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pin-stdin", action="store_true",
+                   help="read the PIN from standard input (scripts: `echo 1234 | cardbus ...`); "
+                        "default: ask for it, hidden. A PIN never goes on the command line, "
+                        "where `ps` and the shell history would show it")
+
+
+def _pin(args: argparse.Namespace) -> str | None:
+    """The PIN from standard input with ``--pin-stdin``; None means: ask for it."""
+    if not args.pin_stdin:
+        return None
+    pin = sys.stdin.readline().strip()
+    if not pin.isdigit() or not 4 <= len(pin) <= 12:
+        raise ConfigError("--pin-stdin: expected 4 to 12 digits on standard input")
+    return pin
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("reader", help="run the reader agent on every PC/SC reader")
     p.add_argument("--terminal-id", default=None,
@@ -33,7 +51,7 @@ def register(sub: Any) -> None:
     p.add_argument("--amount", type=int, default=None,
                    help="arm a checkout: amount in minor units (for the next card)")
     p.add_argument("--currency", default="CNY")
-    p.add_argument("--pin", default=None, help="scripted PIN (demo/tests); default: ask")
+    _pin_option(p)
     p.add_argument("--bootstrap", default=None)
     p.add_argument("--once", action="store_true", help="exit after the first card")
     p.set_defaults(func=_reader)
@@ -46,7 +64,7 @@ def register(sub: Any) -> None:
                    help="virtual reader of the transit card")
     t.add_argument("--operator", default="transit", help="transit operator (provider id)")
     t.add_argument("--terminal-id", default=None)
-    t.add_argument("--pin", default=None, help="scripted PIN (demo/tests); default: ask")
+    _pin_option(t)
     t.add_argument("--bootstrap", default=None)
     t.add_argument("--timeout", type=float, default=30.0)
     t.set_defaults(func=_topup)
@@ -58,7 +76,7 @@ def register(sub: Any) -> None:
     pay.add_argument("--amount", type=int, required=True, help="amount in minor units")
     pay.add_argument("--currency", default="CNY")
     pay.add_argument("--reader", type=int, default=0, help="virtual reader index (default 0)")
-    pay.add_argument("--pin", default=None, help="scripted PIN (demo/tests); default: ask")
+    _pin_option(pay)
     pay.add_argument("--terminal-id", default=None)
     pay.add_argument("--bootstrap", default=None)
     pay.set_defaults(func=_pay)
@@ -94,7 +112,7 @@ def _pay(args: argparse.Namespace) -> int:
     from reader_agent.runner import run_pay
 
     return asyncio.run(run_pay(reader=args.reader, amount=args.amount, currency=args.currency,
-                               pin=args.pin, terminal_id=args.terminal_id,
+                               pin=_pin(args), terminal_id=args.terminal_id,
                                bootstrap=args.bootstrap))
 
 
@@ -147,7 +165,7 @@ def _reader(args: argparse.Namespace) -> int:
     from reader_agent.runner import run_reader
 
     return asyncio.run(run_reader(terminal_id=args.terminal_id, amount=args.amount,
-                                  currency=args.currency, pin=args.pin,
+                                  currency=args.currency, pin=_pin(args),
                                   bootstrap=args.bootstrap, once=args.once))
 
 
@@ -157,7 +175,7 @@ def _topup(args: argparse.Namespace) -> int:
     res = asyncio.run(run_topup(
         amount=args.amount, currency=args.currency, bank_reader=args.bank_reader,
         transit_reader=args.transit_reader, operator=args.operator,
-        terminal_id=args.terminal_id, pin=args.pin, bootstrap=args.bootstrap,
+        terminal_id=args.terminal_id, pin=_pin(args), bootstrap=args.bootstrap,
         timeout=args.timeout))
     print(res.summary())
     return TOPUP_EXIT.get(res.outcome, exitcodes.ERROR)
