@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     kafka_libs: Path | None = Field(
         default=None, description="folder of the Apache Kafka jars (default: "
                                   "<home>/kafka-libs, fetched from Maven Central)")
+    faust_patches: str = Field(
+        default="all", pattern=r"^[a-z_,]*$",
+        description="which of the Faust patches (streams/faust_patches.py) workers apply: "
+                    "all, none, or a comma-separated list of names (for measurements)")
+    faust_trace: bool = Field(
+        default=False,
+        description="workers log Faust's offset bookkeeping (queue clears, gaps, commits, "
+                    "seeks, recovery end offsets): for diagnosis")
 
 
 def settings() -> Settings:

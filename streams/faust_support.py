@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from cardbus.errors import CardBusError
 from cardbus.logs import get_logger
+from cardbus.settings import settings as cardbus_settings
 from schemas.base import Event, header
 from schemas.deadletters import EventDeadLettered, original_fields
-from streams import clients, codec
+from streams import clients, codec, faust_patches, faust_trace
 from streams.topics import DEAD_LETTERS, TopicSettings, topic_spec
 
 log = get_logger("streams.faust")
@@ -34,60 +34,14 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{hostport.strip()}" for hostport in bootstrap.split(",") if hostport.strip()]
 
 
-_patched = False
-
-
-FETCH_MAX_WAIT_MS = 10
-"""How long the broker may hold a worker's fetch. Faust hard-codes 1,500 ms. A worker's one
-fetch covers every partition it owns; measured here under load, the broker answered it only
-at the end of the wait (the round trip equalled the setting: 250-440 ms at 1,500, 21 ms at 20,
-6 ms at 5), and the platform idled at 30% CPU with a 1.5 s backlog in Kafka. 10 ms costs at
-most 100 empty fetches a second when idle."""
-
-
-def patch_faust_clients() -> None:
-    """Make every Faust producer idempotent with acks=all, transactional or not; let the
-    broker hold a worker's fetch for ``FETCH_MAX_WAIT_MS`` only; skip a commit that has no
-    partition the consumer still holds."""
-    global _patched
-    if _patched:
-        return
-    original = faust_aiokafka.Producer._settings_extra
-
-    def settings_extra(self: Any) -> dict[str, Any]:
-        return {**original(self), "acks": "all", "enable_idempotence": True}
-
-    faust_aiokafka.Producer._settings_extra = settings_extra  # type: ignore[method-assign]
-    make_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
-
-    def worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = make_consumer(self, transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when its fetcher starts
-        return consumer
-
-    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = (  # type: ignore[method-assign]
-        worker_consumer)
-    commit = faust_aiokafka.AIOKafkaConsumerThread._commit
-
-    async def commit_assigned(self: Any, offsets: Any) -> bool:
-        # During a rebalance Faust may ask to commit only partitions the consumer thread no
-        # longer holds; it filters them out and hands aiokafka 0.14 an empty dict, which raises
-        # ValueError and crashed the worker (seen with 2 workers and 12 partitions). Nothing
-        # to commit is not committed.
-        assignment = self.assignment()
-        if not any(tp in assignment for tp in offsets):
-            return False
-        return bool(await commit(self, offsets))
-
-    faust_aiokafka.AIOKafkaConsumerThread._commit = commit_assigned  # type: ignore[method-assign]
-    _patched = True
-
-
 def make_app(app_id: str, *, party: str, bootstrap: str, datadir: Path,
              guarantee: str = "at_least_once", settings: TopicSettings | None = None,
              **extra: Any) -> faust.App:
-    """A Faust app with CardBus's settings (rocksdb tables, idempotent producers, no web)."""
-    patch_faust_clients()
+    """A Faust app with CardBus's settings (rocksdb tables, idempotent producers, no web);
+    Faust's internals patched (``streams.faust_patches``, once per process)."""
+    applied = faust_patches.apply()
+    if cardbus_settings().faust_trace:
+        faust_trace.install()
     settings = settings or TopicSettings.from_env()
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
@@ -101,7 +55,9 @@ def make_app(app_id: str, *, party: str, bootstrap: str, datadir: Path,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        stream_wait_empty=False,
+        # a revoke waits for the records in flight and commits them (with the patch that
+        # keeps their acknowledgements until then: see faust_patches.commit_on_revoke)
+        stream_wait_empty="commit_on_revoke" in applied,
         broker_commit_every=100,
         broker_commit_interval=0.5,
         producer_linger=0.002,
