@@ -24,6 +24,8 @@ from bench import faults, stats
 from bench.procs import REPO
 from streams import broker
 
+SCENARIO_TIMEOUT_S = 900.0
+"""A scenario that takes longer has hung: it is stopped and reported as failed."""
 
 @dataclass(frozen=True)
 class Options:
@@ -69,18 +71,27 @@ def run_scenario(opts: Options, scenario: str, cluster: broker.Cluster, root: Pa
     env = {**os.environ, **opts.extra_env, "CARDBUS_NAMESPACE": ns, "CARDBUS_HOME": str(home),
            "CARDBUS_PAYMENT_PARTITIONS": str(opts.partitions),
            "KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap, "CARDBUS_FAUST_PATCHES": opts.patches,
+           "CARDBUS_KAFKA_LIBS": cluster.libs or str(broker.libs_dir()),
            "CARDBUS_FAUST_TRACE": "1" if opts.trace else "0", "PYTHONUNBUFFERED": "1"}
     err = home / "chaos-child.log"
     cfg = child_config(opts, scenario, cluster.bootstrap, home, cluster.home)
     with err.open("wb") as errf:
-        proc = subprocess.run([sys.executable, "-m", "bench.chaos_run", json.dumps(cfg)],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=errf,
-                              check=False)
+        proc = subprocess.Popen([sys.executable, "-m", "bench.chaos_run", json.dumps(cfg)],
+                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=errf)
+        try:
+            stdout, _ = proc.communicate(timeout=SCENARIO_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # the child stops its workers on SIGTERM
+            try:
+                stdout, _ = proc.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, _ = proc.communicate()
     if proc.returncode != 0:
         tail = "\n".join(err.read_text(errors="replace").splitlines()[-30:])
         return {"scenario": scenario, "ok": False, "error": f"exit {proc.returncode}",
                 "log": str(err), "tail": tail, "workdir": str(home)}
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
     out["workdir"] = str(home)
     return out
 

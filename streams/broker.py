@@ -115,6 +115,7 @@ class Cluster:
     port: int = DEFAULT_PORT
     cluster_id: str = ""
     pids: list[int] = field(default_factory=list)
+    libs: str = ""  # the jars it runs on (a node started again uses the same)
 
     @property
     def bootstrap(self) -> str:
@@ -152,7 +153,8 @@ class Cluster:
             return None
         data = json.loads(path.read_text())
         data["home"] = Path(data["home"])
-        return cls(**data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def default_home() -> Path:
@@ -267,7 +269,8 @@ def start(
         previous = None
     home.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(home=home, brokers=brokers, port=port,
-                      cluster_id=previous.cluster_id if previous else _new_cluster_id())
+                      cluster_id=previous.cluster_id if previous else _new_cluster_id(),
+                      libs=str(libs))
     busy = [p for p in cluster.client_ports + cluster.controller_ports if port_open(p)]
     if busy:
         raise BrokerError(
@@ -464,7 +467,8 @@ def start_node(cluster: Cluster, node: int, *, progress: Progress = _quiet, wait
     ``wait``, until the cluster has all its nodes again."""
     if not pid_alive(cluster.pids[node - 1]):
         progress(f"starting Kafka node {node} of {cluster.brokers} again ...")
-        cluster.pids[node - 1] = _launch(java_binary(), libs_dir(), cluster.node_dir(node))
+        libs = Path(cluster.libs) if cluster.libs else libs_dir()
+        cluster.pids[node - 1] = _launch(java_binary(), libs, cluster.node_dir(node))
         cluster.save()
     if wait:
         wait_ready(cluster, timeout_s)

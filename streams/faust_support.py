@@ -34,6 +34,10 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{hostport.strip()}" for hostport in bootstrap.split(",") if hostport.strip()]
 
 
+SESSION_TIMEOUT_S = 10.0
+HEARTBEAT_S = 2.0
+
+
 def make_app(app_id: str, *, party: str, bootstrap: str, datadir: Path,
              guarantee: str = "at_least_once", settings: TopicSettings | None = None,
              **extra: Any) -> faust.App:
@@ -58,6 +62,11 @@ def make_app(app_id: str, *, party: str, bootstrap: str, datadir: Path,
         # a revoke waits for the records in flight and commits them (with the patch that
         # keeps their acknowledgements until then: see faust_patches.commit_on_revoke)
         stream_wait_empty="commit_on_revoke" in applied,
+        # a worker that dies (kill -9, a host lost) holds its partitions until its session
+        # expires: Faust's 60 s stalled them that long; heartbeats come from the consumer's
+        # own thread, so a busy event loop does not miss them
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=HEARTBEAT_S,
         broker_commit_every=100,
         broker_commit_interval=0.5,
         producer_linger=0.002,

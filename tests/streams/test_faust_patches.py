@@ -11,10 +11,13 @@ from importlib.metadata import version
 from typing import Any
 
 import pytest
+from faust.tables import recovery as faust_recovery
 from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from intervaltree import IntervalTree
+from mode import Service
+from yarl import URL
 
 from cardbus.errors import BrokerError
 from streams import faust_patches as fp
@@ -317,3 +320,56 @@ async def test_flush_raises_when_the_buffer_stalls(monkeypatch: pytest.MonkeyPat
     buf = _Buffer(2)  # nobody sends
     with pytest.raises(fp.ProducerStalledError, match="sent nothing"):
         await patched("flush_all")(buf)
+
+
+# -- recovery waits -----------------------------------------------------------------------------------
+
+
+class _Recovering(Service):
+    """What ``Recovery._wait`` touches: a service with the rebalance signal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signal_recovery_start = asyncio.Event()
+        self.waiting_for_leaders = False
+
+
+async def test_a_recovery_step_that_only_timed_out_is_not_a_stop() -> None:
+    async def slow() -> None:
+        await asyncio.sleep(0.5)
+
+    with pytest.raises(faust_recovery.ServiceStopped):  # the original: recovery just ends
+        await fp.original("recovery_timeout")(_Recovering(), slow(), timeout=0.1)
+    with pytest.raises(fp.RecoveryStuckError, match=r"more than 0\.1 s"):
+        await patched("recovery_timeout")(_Recovering(), slow(), timeout=0.1)
+    waiting = _Recovering()
+    waiting.waiting_for_leaders = True  # a step waiting for leaders has the time it needs
+    await patched("recovery_timeout")(waiting, slow(), timeout=0.1)
+    again = _Recovering()
+    again.signal_recovery_start.set()
+    with pytest.raises(faust_recovery.RebalanceAgain):
+        await patched("recovery_timeout")(again, slow(), timeout=0.1)
+
+
+async def test_changelog_end_offsets_are_read_once_every_partition_has_a_leader(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[list[tuple[str, int]]] = []
+    order: list[str] = []
+
+    async def wait(bootstrap: str, partitions: list[tuple[str, int]], **kw: Any) -> float:
+        asked.append(partitions)
+        order.append(f"leaders of {bootstrap}")
+        return 0.0
+
+    async def build(self: Any, consumer: Any, tps: Any, destination: Any, title: str) -> None:
+        assert self.waiting_for_leaders is False
+        order.append("end offsets")
+
+    monkeypatch.setattr(fp, "wait_for_leaders", wait)
+    rec = type("R", (), {})()
+    rec.app = type("A", (), {})()
+    rec.app.conf = type("C", (), {"broker": [URL("kafka://127.0.0.1:1"),
+                                             URL("kafka://127.0.0.1:2")]})()
+    await fp._leader_wait(build)(rec, None, [TP("c", 0), TP("c", 1)], {}, "active")
+    assert order == ["leaders of 127.0.0.1:1,127.0.0.1:2", "end offsets"]
+    assert asked == [[("c", 0), ("c", 1)]]
