@@ -187,7 +187,7 @@ class Run:
             self.out["max_payments_per_s"] = round(best.done_count / span, 1) if span else 0.0
             rate = max(10.0, float(cfg["fraction"]) * self.out["max_payments_per_s"])
         self.out["offered_per_s"] = round(float(rate), 1)
-        seconds = float(cfg["seconds"])
+        seconds = max(float(cfg["seconds"]), self.scenario.min_seconds)
         reqs = self.prepare(gen, int(float(rate) * seconds))
         await asyncio.sleep(1.0)
         t0 = time.time()

@@ -42,6 +42,7 @@ class Scenario:
     title: str
     steps: tuple[Step, ...]
     brokers: int = 1
+    min_seconds: float = 0.0  # load at least this long (a broker takes long to start again)
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -59,12 +60,12 @@ SCENARIOS: tuple[Scenario, ...] = (
              (Step(FAULT_AT, "pause", "bank-a-1"),
               Step(FAULT_AT + 5, "resume", "bank-a-1", fault=False))),
     Scenario("broker-restart", "restart of the single broker mid-load (down 3 s)",
-             (Step(FAULT_AT, "broker-restart", "1", down=3.0),)),
+             (Step(FAULT_AT, "broker-restart", "1", down=3.0),), min_seconds=60.0),
     Scenario("broker-kill-3",
              "3 brokers (replication 3, min.insync.replicas 2): kill -9 of one mid-load, "
              "restarted 8 s later",
              (Step(FAULT_AT, "broker-kill", "lead"),
-              Step(FAULT_AT + 8, "broker-start", "lead")), brokers=3),
+              Step(FAULT_AT + 8, "broker-start", "lead")), brokers=3, min_seconds=50.0),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
 

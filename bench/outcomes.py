@@ -110,14 +110,16 @@ def recoveries(latency_by_send: Iterable[tuple[float, float | None]], start: flo
                faults: Sequence[float], *, steady_from: float = 2.0, window: float = 1.0,
                hold: int = 3, factor: float = 1.5, slack_ms: float = 25.0
                ) -> tuple[float | None, list[Recovery]]:
-    """The steady p99 (payments sent from ``steady_from`` s until the first fault), and for
+    """The steady p99 (payments sent from ``steady_from`` s and answered before the first
+    fault: those in flight at the fault belong to it), and for
     each fault (seconds after ``start``) the time from the fault to the end of the last
     one-second window (of payments by send time, before the next fault) whose p99 exceeded
     ``max(factor * steady, steady + slack_ms)``: 0 if none did, None if the last ``hold``
     windows of the run still did (not recovered). A cancelled payment is infinitely late."""
     rel = sorted((t - start, lat) for t, lat in latency_by_send)
     first_fault = min(faults) if faults else float("inf")
-    steady = p99([lat for t, lat in rel if steady_from <= t < first_fault and lat is not None])
+    steady = p99([lat for t, lat in rel
+                  if lat is not None and steady_from <= t and t + lat / 1000 < first_fault])
     if steady is None:
         return None, [Recovery(f, None, None) for f in faults]
     limit = max(factor * steady, steady + slack_ms)

@@ -52,6 +52,13 @@ def test_time_to_recover_from_each_fault() -> None:
         (6.0, 6.0, 4000.0), (14.0, 3.0, 500.0)]
 
 
+def test_the_steady_p99_leaves_out_payments_in_flight_at_the_fault() -> None:
+    # sent 5.0-5.9 s, answered after the fault at 6 s: they belong to the fault
+    series = [(t, lat if t < 105 else 8000.0) for t, lat in _series({})]
+    steady, _ = recoveries(series, 100.0, [6.0])
+    assert steady == 20.0
+
+
 def test_no_disturbance_is_zero_and_a_run_that_ends_slow_never_recovered() -> None:
     _, recs = recoveries(_series({}), 100.0, [6.0])
     assert recs[0].seconds == 0.0
