@@ -33,7 +33,7 @@ class Options:
 
     scenarios: tuple[str, ...] = tuple(s.name for s in faults.SCENARIOS)
     partitions: int = 6
-    seconds: float = 30.0
+    seconds: float = 45.0
     rate: float | None = None
     fraction: float = 0.5
     max_payments: int = 1500

@@ -219,8 +219,12 @@ class Run:
             await asyncio.sleep(2.0)
         self.out.update(result.as_dict())
         self.out["approvals_unreversed"] = len(open_)
-        self.out["approvals_reversed"] = sum(1 for c in completed if c.reversed)
-        self.out["reversals_by_reason"] = dict(Counter(r.reason for r in asked))
+        # payments whose approval the bank reversed (a payment may be asked twice: at its
+        # timeout and again when the late approval came)
+        self.out["approvals_reversed"] = len({c.original_event_id for c in completed
+                                              if c.reversed})
+        self.out["reversals_by_reason"] = dict(Counter(
+            r.reason for r in {(r.original_event_id, r.reason): r for r in asked}.values()))
         self.out["decisions"] = len({d.request_event_id for d in decisions})
         self.out["resent_payments"], self.out["resends"] = len(terms.resent), terms.resends
         await asyncio.sleep(1.0)

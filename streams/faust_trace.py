@@ -132,13 +132,33 @@ def _getmany(original: Callable[..., Any]) -> Callable[..., Any]:
     return getmany
 
 
+def _unacked(self: Any, partitions: Any) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for message in list(self._unacked_messages):
+        if message.tp in partitions and not message.acked:
+            counts[f"{message.tp.topic}:{message.tp.partition}"] += 1
+    return dict(counts)
+
+
+def _late_acks(self: Any) -> dict[str, list[int]]:
+    """Acknowledgements kept for a partition that has no committed mark (landed after it was
+    revoked and its bookkeeping forgotten)."""
+    return {f"{tp.topic}:{tp.partition}": sorted(offsets)[:5]
+            for tp, offsets in list(self._acked.items())
+            if offsets and self._committed_offset.get(tp) is None}
+
+
 def _rebalance(original: Callable[..., Any], what: str) -> Callable[..., Any]:
     async def handler(self: Any, partitions: Any, *args: Any) -> None:
         log.info(f"faust partitions {what}", generation=self.app.consumer_generation_id,
                  partitions=sorted(f"{tp.topic.rsplit('.', 1)[-1]}:{tp.partition}"
-                                   for tp in partitions if "changelog" not in tp.topic))
+                                   for tp in partitions if "changelog" not in tp.topic),
+                 unacked_in_them=_unacked(self, partitions) or None,
+                 acks_without_mark=_late_acks(self) or None)
         await original(self, partitions, *args)
-        log.info(f"faust partitions {what}: done")
+        log.info(f"faust partitions {what}: done",
+                 unacked_in_them=_unacked(self, partitions) or None,
+                 acks_without_mark=_late_acks(self) or None)
 
     return handler
 
@@ -176,7 +196,7 @@ def install() -> None:
     _wrap(mode_queues.FlowControlEvent, "clear", _clear)
     _wrap(faust_consumer.Consumer, "_add_gap", _add_gap)
     _wrap(faust_consumer.Consumer, "_commit_offsets", _commit_offsets)
-    _wrap(faust_consumer.Consumer, "ack", _ack)
+    _wrap(faust_consumer.Consumer, "ack", _ack)  # the pure-Python path (Cython inlines it)
     _wrap(faust_consumer.Consumer, "perform_seek", _perform_seek)
     _wrap(faust_recovery.Recovery, "_build_highwaters", _highwaters)
     _wrap(faust_consumer.Consumer, "getmany", _getmany)

@@ -67,8 +67,9 @@ def _register_chaos(bench: Any) -> None:
                    help=f"comma-separated, from: {', '.join(names)} (default all)")
     c.add_argument("--partitions", type=int, default=6,
                    help="partitions of the payment topics (default 6)")
-    c.add_argument("--seconds", type=float, default=30.0,
-                   help="open-loop load per scenario (default 30; faults at 6 and 14 s)")
+    c.add_argument("--seconds", type=float, default=45.0,
+                   help="open-loop load per scenario (default 45; faults at 6 and 14 s; the "
+                        "broker scenarios at least 60 and 50)")
     c.add_argument("--rate", type=float, default=None,
                    help="offered payments/s (default: --fraction of the measured maximum)")
     c.add_argument("--fraction", type=float, default=0.5)
