@@ -62,11 +62,13 @@ class LocalStack:
         return self.bootstrap
 
     def start_pcscd(self) -> None:
-        from reader_agent.pcscd import Pcscd
+        from cardbus.readers import virtual_readers
+        from reader_agent.pcscd import Pcscd, list_readers
 
         pcscd = Pcscd(readers=self.readers)
-        if pcscd.pid() is not None:
-            self.say("pcscd: already running")
+        if pcscd.pid() is not None or (
+                {r.name for r in virtual_readers(self.readers)} <= set(list_readers())):
+            self.say("pcscd: already running with the CardBus virtual readers")
             return
         if Pcscd.foreign_pid() is not None:
             raise CardBusError("a pcscd not started by CardBus is running: stop it "

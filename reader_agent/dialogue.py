@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from cardbus.emv import cardcrypto
-from cardbus.emv.data import CID_ARQC, PPSE_NAME, arqc_data, cvr_from_iad
+from cardbus.emv.data import CARD_TOKEN_TAG, CID_ARQC, PPSE_NAME, arqc_data, cvr_from_iad
 from cardbus.emv.tlv import dol, fill_dol, find, find_all
 from cardbus.errors import CardError
 
@@ -241,7 +241,8 @@ def complete_payment(link: Link, tap: EmvTap, arc: bytes, arpc: bytes) -> Comple
 @dataclass(frozen=True)
 class PurseTap:
     aid: str
-    card_number: str
+    card_number: str  # shown masked at the terminal, never published
+    card_token: str  # what the bus carries for this card
     balance: int
 
 
@@ -257,11 +258,16 @@ class LoadInit:
 
 def read_purse(link: Link, aid: str) -> PurseTap:
     fci = _call(link, "select purse", apdu(0x00, 0xA4, 0x04, 0x00, bytes.fromhex(aid)))
-    number = find(fci).get("9F0C", b"").decode(errors="replace")
+    tags = find(fci)
+    number = tags.get("9F0C", b"").decode(errors="replace")
+    token = tags.get(CARD_TOKEN_TAG, b"").decode(errors="replace")
+    if not token.startswith("tok_"):
+        raise CardError("select purse: the card carries no card token")
     bal = _call(link, "get balance", apdu(0x80, 0x5C, 0x00, 0x02, le=4))
     if len(bal) != 4:
         raise CardError("get balance: answer is not 4 bytes")
-    return PurseTap(aid=aid, card_number=number, balance=int.from_bytes(bal, "big"))
+    return PurseTap(aid=aid, card_number=number, card_token=token,
+                    balance=int.from_bytes(bal, "big"))
 
 
 def init_load(link: Link, amount: int, terminal_id: str) -> LoadInit:

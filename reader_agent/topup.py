@@ -215,7 +215,7 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
         req = term.hsm.mac_event(TransitLoadRequested(
             **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
             operator_id=target.operator_id, funding_payment_id=pid,
-            funding_pan_token=funding_pan_token, aid=target.aid, card_serial=purse.card_number,
+            funding_pan_token=funding_pan_token, aid=target.aid, card_token=purse.card_token,
             amount=amount, balance_before=init.balance, load_counter=init.online_seq,
             card_random=init.random.hex().upper(), mac1=init.mac1.hex().upper()))
         res.request = req
@@ -255,7 +255,7 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
             res.aborted = term.hsm.mac_event(TransitLoadAborted(
                 **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
                 operator_id=target.operator_id, request_event_id=req.event_id,
-                funding_pan_token=funding_pan_token, card_serial=purse.card_number,
+                funding_pan_token=funding_pan_token, card_token=purse.card_token,
                 reason=why or "unknown"))
             await bus.publish_load(res.aborted, funding_pan_token)
             log.warning("transit load aborted", reason=why)
@@ -265,7 +265,7 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
             res.applied = term.hsm.mac_event(TransitLoadApplied(
                 **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
                 operator_id=target.operator_id, request_event_id=req.event_id,
-                funding_pan_token=funding_pan_token, card_serial=purse.card_number,
+                funding_pan_token=funding_pan_token, card_token=purse.card_token,
                 amount=amount, new_balance=answer.new_balance, load_counter=init.online_seq,
                 tac=tac.hex().upper()))
             res.balance_after = answer.new_balance

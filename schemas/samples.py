@@ -86,26 +86,26 @@ _BODIES: dict[str, dict[str, Any]] = {
     "TransitLoadRequested": {
         "terminal_id": "T-0001", "operator_id": "transit", "funding_payment_id": "pay-1",
         "funding_pan_token": "tok_" + "a" * 24, "aid": "A000000632010105",
-        "card_serial": "0102030405060708", "amount": _MONEY, "balance_before": 300,
+        "card_token": "tok_" + "c" * 24, "amount": _MONEY, "balance_before": 300,
         "load_counter": 4, "card_random": "0A0B0C0D", "mac1": "11223344",
     },
     "TransitLoadAuthorized": {
         "operator_id": "transit", "request_event_id": "f" * 32, "terminal_id": "T-0001",
-        "card_serial": "0102030405060708", "amount": _MONEY, "new_balance": 1550,
+        "card_token": "tok_" + "c" * 24, "amount": _MONEY, "new_balance": 1550,
         "load_counter": 4, "date_time": "20250115103000", "mac2": "55667788",
     },
     "TransitLoadApplied": {
         "terminal_id": "T-0001", "operator_id": "transit", "request_event_id": "f" * 32,
-        "funding_pan_token": "tok_" + "a" * 24, "card_serial": "0102030405060708",
+        "funding_pan_token": "tok_" + "a" * 24, "card_token": "tok_" + "c" * 24,
         "amount": _MONEY, "new_balance": 1550, "load_counter": 5, "tac": "99AABBCC",
     },
     "TransitLoadAborted": {
         "terminal_id": "T-0001", "operator_id": "transit", "request_event_id": "f" * 32,
-        "funding_pan_token": "tok_" + "a" * 24, "card_serial": "0102030405060708",
+        "funding_pan_token": "tok_" + "a" * 24, "card_token": "tok_" + "c" * 24,
         "reason": "card removed before the load",
     },
     "TransitLoadConfirmed": {"operator_id": "transit", "request_event_id": "f" * 32,
-                             "card_serial": "0102030405060708", "confirmed": True,
+                             "card_token": "tok_" + "c" * 24, "confirmed": True,
                              "balance": 1550},
     "SettlementBatchClosed": {
         "provider_id": "bank-a", "batch_id": "bank-a-2025-01-15", "opened_at": _AT,

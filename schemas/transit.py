@@ -10,15 +10,22 @@ answers ``TransitLoadConfirmed``. The correlation id is the funding payment's id
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
 from schemas.base import Event, Money, PanToken, ProviderId, TerminalId
+from schemas.upcast import Raw, upcaster
 from schemas.values import Aid, Amount, Counter, Mac4, Text, hex_bytes
 
-CardSerial = Annotated[str, hex_bytes(4, 10)]
-"""The transit card's serial (e-purse application serial number): not a payment PAN."""
+CardToken = PanToken
+"""A transit card on the bus: the operator's keyed token of the card, personalised onto the card
+at issue (v2). The card's number stays on the card (v1 carried it in clear as ``card_serial``,
+a Luhn-valid 16-digit number any PAN scanner flags)."""
+
+TRANSIT_EVENTS = ("TransitLoadRequested", "TransitLoadAuthorized", "TransitLoadApplied",
+                  "TransitLoadAborted", "TransitLoadConfirmed")
 
 
 class TransitLoadRequested(Event):
@@ -27,7 +34,7 @@ class TransitLoadRequested(Event):
     SEALED_BY: ClassVar[str] = "terminal MAC key, then platform identity key when forwarded"
 
     type: Literal["TransitLoadRequested"] = "TransitLoadRequested"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
 
     terminal_id: TerminalId
     operator_id: ProviderId
@@ -36,7 +43,7 @@ class TransitLoadRequested(Event):
         description="token of the paying bank card: the key that keeps the top-up's events in "
                     "the partition of its funding payment")
     aid: Aid
-    card_serial: CardSerial
+    card_token: CardToken
     amount: Money
     balance_before: Amount
     load_counter: Counter
@@ -51,12 +58,12 @@ class TransitLoadAuthorized(Event):
     SEALED_BY: ClassVar[str] = "operator identity key"
 
     type: Literal["TransitLoadAuthorized"] = "TransitLoadAuthorized"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
 
     operator_id: ProviderId
     request_event_id: str
     terminal_id: TerminalId
-    card_serial: CardSerial
+    card_token: CardToken
     amount: Money
     new_balance: Amount
     load_counter: Counter
@@ -71,13 +78,13 @@ class TransitLoadApplied(Event):
     SEALED_BY: ClassVar[str] = "terminal MAC key"
 
     type: Literal["TransitLoadApplied"] = "TransitLoadApplied"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
 
     terminal_id: TerminalId
     operator_id: ProviderId
     request_event_id: str
     funding_pan_token: PanToken
-    card_serial: CardSerial
+    card_token: CardToken
     amount: Money
     new_balance: Amount
     load_counter: Counter
@@ -91,13 +98,13 @@ class TransitLoadAborted(Event):
     SEALED_BY: ClassVar[str] = "terminal MAC key"
 
     type: Literal["TransitLoadAborted"] = "TransitLoadAborted"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
 
     terminal_id: TerminalId
     operator_id: ProviderId
     request_event_id: str
     funding_pan_token: PanToken
-    card_serial: CardSerial
+    card_token: CardToken
     reason: Text
 
 
@@ -107,11 +114,24 @@ class TransitLoadConfirmed(Event):
     SEALED_BY: ClassVar[str] = "operator identity key"
 
     type: Literal["TransitLoadConfirmed"] = "TransitLoadConfirmed"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
 
     operator_id: ProviderId
     request_event_id: str
-    card_serial: CardSerial
+    card_token: CardToken
     confirmed: bool
     balance: Amount
     reason: Text | None = None
+
+
+def _card_serial_to_token(raw: Raw) -> Raw:
+    """v1 -> v2: the clear ``card_serial`` becomes a reference that does not hold the number
+    (its SHA-256): old events stay readable, and no clear card number is made from them."""
+    serial = str(raw.pop("card_serial", ""))
+    raw["card_token"] = "tok_v1-" + hashlib.sha256(serial.encode()).hexdigest()[:40]
+    raw["schema_version"] = 2
+    return raw
+
+
+for _name in TRANSIT_EVENTS:
+    upcaster(_name, 1)(_card_serial_to_token)

@@ -170,7 +170,7 @@ PAYMENT_REQUESTS = TopicSpec(
     "payment requests and cancellations from terminals (terminal MAC); the platform's clock "
     "ticks where a deadline is due")
 PROVIDER_RESULTS = TopicSpec(
-    f"{NAMESPACE}.provider-results", "pan_token or card_serial",
+    f"{NAMESPACE}.provider-results", "pan_token or card_token",
     (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized, TransitLoadConfirmed),
     PAYMENT_PARTITIONS, "delete", (PROVIDERS,), (PLATFORM, AUDIT), "signed provider answers")
 TERMINAL_RESULTS = TopicSpec(
@@ -213,7 +213,7 @@ def provider_requests_topic(provider_id: str) -> str:
 def provider_requests_spec(provider_id: str) -> TopicSpec:
     """The catalogue entry of one provider's request topic."""
     return TopicSpec(
-        provider_requests_topic(provider_id), "pan_token or card_serial", PROVIDER_REQUEST_VALUES,
+        provider_requests_topic(provider_id), "pan_token or card_token", PROVIDER_REQUEST_VALUES,
         PAYMENT_PARTITIONS, "delete", (PLATFORM,), (f"provider:{provider_id}", AUDIT),
         f"requests for {provider_id}, signed by the platform",
     )

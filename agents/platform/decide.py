@@ -127,7 +127,7 @@ class Pending(BaseModel):
                         "confirmed", "failed"] = "none"
     load_request_id: str | None = None
     operator_id: str | None = None
-    card_serial: str | None = None
+    card_token: str | None = None
     reversed: bool = False
 
     @property

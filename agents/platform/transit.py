@@ -39,6 +39,9 @@ from schemas.transit import (
     TransitLoadRequested,
 )
 
+NO_CARD = "tok_no-card-presented"
+"""The card token of a timeout notice for a top-up whose card never came to be loaded."""
+
 
 def _terminal_mac(ev: TransitLoadRequested | TransitLoadApplied | TransitLoadAborted,
                   hsm: PlatformHsm) -> None:
@@ -79,10 +82,10 @@ def request_load(ev: TransitLoadRequested, *, pending: Pending | None,
                        f"{ev.aid}")
     forwarded = hsm.sign_event(ev.model_copy(update={"occurred_at": received_at,
                                                      "producer": "platform"}))
-    out.add(f"provider:{ev.operator_id}", ev.card_serial, forwarded)
+    out.add(f"provider:{ev.operator_id}", ev.card_token, forwarded)
     return pending.model_copy(update={
         "load_stage": "requested", "load_request_id": ev.event_id,
-        "operator_id": ev.operator_id, "card_serial": ev.card_serial}), out
+        "operator_id": ev.operator_id, "card_token": ev.card_token}), out
 
 
 def _fail(pending: Pending, out: Out, *, at: datetime, hsm: PlatformHsm) -> Pending:
@@ -91,6 +94,14 @@ def _fail(pending: Pending, out: Out, *, at: datetime, hsm: PlatformHsm) -> Pend
         out.add(f"provider:{pending.provider_id}", pending.pan_token,
                 reversal(pending, "transit_load_failed", at=at, hsm=hsm))
     return pending.model_copy(update={"load_stage": "failed", "reversed": True})
+
+
+def _forwarded(ev: TransitLoadAuthorized | TransitLoadConfirmed, hsm: PlatformHsm
+               ) -> TransitLoadAuthorized | TransitLoadConfirmed:
+    """The operator's answer as the platform forwards it to the terminal: produced and sealed
+    by the platform (the terminal checks one key; the operator's own copy stays on the
+    provider results)."""
+    return hsm.sign_event(ev.model_copy(update={"producer": "platform"}))
 
 
 def operator_answer(ev: TransitLoadAuthorized | TransitLoadConfirmed, *,
@@ -112,10 +123,10 @@ def operator_answer(ev: TransitLoadAuthorized | TransitLoadConfirmed, *,
         new = pending.model_copy(update={"load_stage": "confirmed"})
     else:
         if pending.load_stage == "failed" and pending.reversed:
-            out.add("terminal", pending.terminal_id, hsm.sign_event(ev))
+            out.add("terminal", pending.terminal_id, _forwarded(ev, hsm))
             return pending, out
         new = _fail(pending, out, at=ev.occurred_at, hsm=hsm)
-    out.add("terminal", pending.terminal_id, hsm.sign_event(ev))
+    out.add("terminal", pending.terminal_id, _forwarded(ev, hsm))
     return new, out
 
 
@@ -132,7 +143,7 @@ def card_report(ev: TransitLoadApplied | TransitLoadAborted, *, pending: Pending
         return pending, out  # redelivered
     forwarded = hsm.sign_event(ev.model_copy(update={"occurred_at": received_at,
                                                      "producer": "platform"}))
-    out.add(f"provider:{pending.operator_id}", ev.card_serial, forwarded)
+    out.add(f"provider:{pending.operator_id}", ev.card_token, forwarded)
     if isinstance(ev, TransitLoadApplied):
         return pending.model_copy(update={"load_stage": "applied"}), out
     return _fail(pending, out, at=received_at, hsm=hsm), out
@@ -148,7 +159,7 @@ def expire_load(pending: Pending, *, now: datetime, hsm: PlatformHsm) -> tuple[P
         correlation_id=pending.payment_id, occurred_at=pending.deadline, producer="platform",
         operator_id=pending.operator_id or "transit",
         request_event_id=pending.load_request_id or pending.request_event_id,
-        card_serial=pending.card_serial or "00000000", confirmed=False, balance=0,
+        card_token=pending.card_token or NO_CARD, confirmed=False, balance=0,
         reason="top-up timed out before the card was loaded: payment reversed")
     out.add("terminal", pending.terminal_id, hsm.sign_event(notice))
     del now

@@ -189,7 +189,7 @@ class Provider:
         if not isinstance(adapter, TransitOperator):
             raise DecodeError(f"type: {ev.type}: {self.pid} is not a transit operator",
                               field="type")
-        purse = _load(self.t.purses, ev.card_serial, Purse)
+        purse = _load(self.t.purses, ev.card_token, Purse)
         with bind_correlation(ev.correlation_id, provider=self.pid):
             if isinstance(ev, TransitLoadRequested):
                 answer = adapter.authorize_load(ev, purse, self.operator)
@@ -197,7 +197,7 @@ class Provider:
                 answer = adapter.confirm_load(ev, purse, self.operator)
             else:
                 answer = adapter.abort_load(ev, purse, self.operator)
-            _store(self.t.purses, ev.card_serial, answer.purse)
+            _store(self.t.purses, ev.card_token, answer.purse)
             log.info("transit load", step=ev.type, answer=answer.event.type,
                      confirmed=getattr(answer.event, "confirmed", None))
             await self.send(PROVIDER_RESULTS.name, ev.funding_pan_token, answer.event)

@@ -55,7 +55,7 @@ class Purse(BaseModel):
 
     model_config = _STATE
 
-    card_serial: str
+    card_token: str
     balance: int = 0  # as last proven by the card (TAC)
     loads: int = 0
     loaded_amount: int = 0
@@ -100,7 +100,7 @@ def _refusal(req: TransitLoadRequested | TransitLoadApplied | TransitLoadAborted
         occurred_at=req.occurred_at, producer=f"provider:{crypto.provider_id}",
         operator_id=crypto.provider_id,
         request_event_id=getattr(req, "request_event_id", req.event_id),
-        card_serial=req.card_serial, confirmed=False, balance=purse.balance, reason=reason)
+        card_token=req.card_token, confirmed=False, balance=purse.balance, reason=reason)
     sealed = crypto.seal(ev)
     assert isinstance(sealed, TransitLoadConfirmed)
     return sealed
@@ -109,7 +109,7 @@ def _refusal(req: TransitLoadRequested | TransitLoadApplied | TransitLoadAborted
 def authorize_load(req: TransitLoadRequested, purse: Purse | None,
                    crypto: OperatorCrypto) -> Answer:
     """Check MAC1 and answer MAC2 (or refuse with the reason)."""
-    purse = purse or Purse(card_serial=req.card_serial, balance=req.balance_before)
+    purse = purse or Purse(card_token=req.card_token, balance=req.balance_before)
     if req.event_id in purse.authorized:  # the same request again: the same answer
         return Answer(purse, TransitLoadAuthorized.model_validate(
             purse.authorized[req.event_id].answer))
@@ -133,7 +133,7 @@ def authorize_load(req: TransitLoadRequested, purse: Purse | None,
         event_id=_id("authorized", req.event_id), correlation_id=req.correlation_id,
         occurred_at=req.occurred_at, producer=f"provider:{crypto.provider_id}",
         operator_id=crypto.provider_id, request_event_id=req.event_id,
-        terminal_id=req.terminal_id, card_serial=req.card_serial, amount=req.amount,
+        terminal_id=req.terminal_id, card_token=req.card_token, amount=req.amount,
         new_balance=new_balance, load_counter=req.load_counter, date_time=date_time,
         mac2=mac2.hex().upper())
     sealed = crypto.seal(answer)
@@ -154,7 +154,7 @@ def _remember(purse: Purse, request_id: str, answer: TransitLoadConfirmed) -> An
 def confirm_load(applied: TransitLoadApplied, purse: Purse | None,
                  crypto: OperatorCrypto) -> Answer:
     """Check the card's TAC and book the load, once."""
-    purse = purse or Purse(card_serial=applied.card_serial)
+    purse = purse or Purse(card_token=applied.card_token)
     rid = applied.request_event_id
     if rid in purse.done:
         return Answer(purse, TransitLoadConfirmed.model_validate(purse.done[rid]))
@@ -169,7 +169,7 @@ def confirm_load(applied: TransitLoadApplied, purse: Purse | None,
     ev = TransitLoadConfirmed(
         event_id=_id("confirmed", rid), correlation_id=applied.correlation_id,
         occurred_at=applied.occurred_at, producer=f"provider:{crypto.provider_id}",
-        operator_id=crypto.provider_id, request_event_id=rid, card_serial=applied.card_serial,
+        operator_id=crypto.provider_id, request_event_id=rid, card_token=applied.card_token,
         confirmed=True, balance=auth.new_balance)
     sealed = crypto.seal(ev)
     assert isinstance(sealed, TransitLoadConfirmed)
@@ -184,7 +184,7 @@ def confirm_load(applied: TransitLoadApplied, purse: Purse | None,
 def abort_load(aborted: TransitLoadAborted, purse: Purse | None,
                crypto: OperatorCrypto) -> Answer:
     """The card did not take the load: void the authorization."""
-    purse = purse or Purse(card_serial=aborted.card_serial)
+    purse = purse or Purse(card_token=aborted.card_token)
     rid = aborted.request_event_id
     if rid in purse.done:
         return Answer(purse, TransitLoadConfirmed.model_validate(purse.done[rid]))
@@ -208,12 +208,12 @@ class HsmOperator:
 
     def mac2(self, req: TransitLoadRequested, date_time: str) -> bytes:
         return self.hsm.authorize_load(
-            req.card_serial, bytes.fromhex(req.card_random), req.load_counter,
+            req.card_token, bytes.fromhex(req.card_random), req.load_counter,
             req.balance_before, req.amount.amount, req.terminal_id, date_time,
             bytes.fromhex(req.mac1))
 
     def check_tac(self, applied: TransitLoadApplied, auth: Authorized) -> None:
-        self.hsm.verify_load_tac(applied.card_serial, auth.new_balance, auth.load_counter,
+        self.hsm.verify_load_tac(applied.card_token, auth.new_balance, auth.load_counter,
                                  auth.amount, auth.terminal_id, auth.date_time,
                                  bytes.fromhex(applied.tac))
 
@@ -230,11 +230,12 @@ class TransitOperator(ProviderAdapter):
                            ) -> CardProfile:
         """Personalise an e-purse with keys derived from the operator's load and TAC keys."""
         card_no = card_no or make_pan(self.card_bin)
-        dlk, dtk = hsm.transit_card_keys(card_no)
+        token = hsm.transit_card_token(card_no)
+        dlk, dtk = hsm.transit_card_keys(token)
         return CardProfile(
             card_id=card_id or f"{self.provider_id}-{card_no[-4:]}",
             provider=self.provider_id, kind="transit", aid=self.aid, label=self.label,
-            pan=card_no, expiry="301231", load_key=dlk.hex().upper(),
+            pan=card_no, pan_token=token, expiry="301231", load_key=dlk.hex().upper(),
             tac_key=dtk.hex().upper(), initial_balance=balance)
 
     authorize_load = staticmethod(authorize_load)

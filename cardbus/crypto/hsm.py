@@ -352,24 +352,32 @@ class ProviderHsm(_Role):
 
     # -- transit (this provider as an operator) ------------------------------------------
 
-    def transit_card_keys(self, card_no: str) -> tuple[bytes, bytes]:
-        """Personalisation: the card's (DLK load key, DTK TAC key)."""
-        return (transit.derive_card_key(self._k("load", KeyUsage.TRANSIT_LOAD), card_no),
-                transit.derive_card_key(self._k("tac", KeyUsage.TRANSIT_TAC), card_no))
+    def transit_card_token(self, card_no: str) -> str:
+        """Personalisation: the token that stands for a transit card on the bus (the card's
+        number never leaves the card)."""
+        return self._tokenizer.token(card_no)
 
-    def authorize_load(self, card_no: str, card_random: bytes, online_seq: int, balance: int,
+    def transit_card_keys(self, card_token: str) -> tuple[bytes, bytes]:
+        """Personalisation: the card's (DLK load key, DTK TAC key), diversified by its token."""
+        div = transit.diversifier(card_token)
+        return (transit.derive_card_key(self._k("load", KeyUsage.TRANSIT_LOAD), div),
+                transit.derive_card_key(self._k("tac", KeyUsage.TRANSIT_TAC), div))
+
+    def authorize_load(self, card_token: str, card_random: bytes, online_seq: int, balance: int,
                        amount: int, terminal_id: str, date_time: str, mac1: bytes) -> bytes:
         """Verify the card's MAC1 and answer MAC2 authorising the load."""
-        dlk = transit.derive_card_key(self._k("load", KeyUsage.TRANSIT_LOAD), card_no)
+        dlk = transit.derive_card_key(self._k("load", KeyUsage.TRANSIT_LOAD),
+                                      transit.diversifier(card_token))
         transit.verify_card_mac1(dlk, card_random, online_seq, balance, amount, terminal_id,
                                  mac1)
         return transit.operator_mac2(dlk, card_random, online_seq, amount, terminal_id,
                                      date_time)
 
-    def verify_load_tac(self, card_no: str, new_balance: int, online_seq: int, amount: int,
+    def verify_load_tac(self, card_token: str, new_balance: int, online_seq: int, amount: int,
                         terminal_id: str, date_time: str, tac: bytes) -> None:
         """Verify the card's proof of load."""
-        dtk = transit.derive_card_key(self._k("tac", KeyUsage.TRANSIT_TAC), card_no)
+        dtk = transit.derive_card_key(self._k("tac", KeyUsage.TRANSIT_TAC),
+                                      transit.diversifier(card_token))
         transit.verify_card_tac(dtk, new_balance, online_seq, amount, terminal_id, date_time,
                                 tac)
 

@@ -49,6 +49,14 @@ def _mac(key: bytes, data: bytes) -> bytes:
     return mac_iso9797_3(key[:8], key[8:], data, 2, 4)
 
 
+def diversifier(card_token: str) -> str:
+    """The 16 digits a card's keys are diversified by, from its token (SHA-256, reduced to
+    decimal digits): every card gets its own keys and its number is not needed to derive them
+    (only the token travels)."""
+    return str(int.from_bytes(hashlib.sha256(card_token.encode()).digest()[:8], "big")
+               % 10**16).zfill(16)
+
+
 def derive_card_key(master_key: bytes, card_no: str) -> bytes:
     """Per-card key (DLK or DTK) from an operator master key and the card number."""
     return kd.derive_icc_mk_a(master_key, card_no)

@@ -8,6 +8,9 @@ the provider: CDOL1 data || AIP || ATC (EMV Book 2 8.1.1).
 from __future__ import annotations
 
 PPSE_NAME = b"2PAY.SYS.DDF01"
+CARD_TOKEN_TAG = "DF01"  # noqa: S105 - a TLV tag, not a secret
+"""Proprietary FCI tag of a transit purse: the operator's token of the card, what stands for
+the card on the bus (the card number, tag 9F0C, stays between the card and the terminal)."""
 AIP = bytes.fromhex("5800")  # DDA-like card auth + cardholder verification (the AIP
 # cardbus.crypto.emv.arqc_data assumes by default: CardRead carries no AIP)
 AFL = bytes.fromhex("08010200")  # SFI 1, records 1..2

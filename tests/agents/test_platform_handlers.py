@@ -183,7 +183,7 @@ async def test_load_for_no_top_up_is_rejected(net: Network) -> None:
     ev = TransitLoadRequested(
         **header(f"terminal:{T}", "nothing-pending", NOW), terminal_id=T, operator_id="transit",
         funding_payment_id="nothing-pending", funding_pan_token="tok_" + "A" * 20,
-        aid=transit_operator.transit_aids[0], card_serial="00000001",
+        aid=transit_operator.transit_aids[0], card_token="tok_" + "c" * 24,
         amount=Money(amount=100, currency="CNY"),
         balance_before=0, load_counter=0, card_random="00" * 4, mac1="00" * 4)
     with pytest.raises(Rejected):

@@ -108,6 +108,7 @@ def test_transit_load_over_pcsc_persists_balance(pcscd, make_card, issuers, card
     link = ctx.connect(pcscd[2].name)
     purse = read_purse(link, profile.aid)
     assert purse.balance == 500 and purse.card_number == profile.pan
+    assert purse.card_token == profile.pan_token and purse.card_token.startswith("tok_")
     init = init_load(link, 2000, "T-0001")
     dlk = bytes.fromhex(profile.load_key)
     transit.verify_card_mac1(dlk, init.random, init.online_seq, 500, 2000, "T-0001", init.mac1)

@@ -76,3 +76,14 @@ def test_current_versions_have_nothing_to_upcast() -> None:
     for name, version in CURRENT_VERSIONS.items():
         raw = sample_raw(name)
         assert upcast(dict(raw), version) == raw
+
+
+def test_transit_v1_card_serial_becomes_a_reference_without_the_number() -> None:
+    raw = sample_raw("TransitLoadRequested")
+    raw.pop("card_token")
+    raw["schema_version"] = 1
+    raw["card_serial"] = "3100001234567893"  # a v1 event: the clear card number
+    event, original = decode_raw(None, _bytes(raw))
+    assert event.schema_version == 2 and original["card_serial"] == "3100001234567893"
+    token = event.card_token  # type: ignore[attr-defined]
+    assert token.startswith("tok_v1-") and "1234567893" not in token
