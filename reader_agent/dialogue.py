@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from cardbus.crypto.transit import card_time
 from cardbus.emv import cardcrypto
 from cardbus.emv.data import CARD_TOKEN_TAG, CID_ARQC, PPSE_NAME, arqc_data, cvr_from_iad
 from cardbus.emv.tlv import dol, fill_dol, find, find_all
@@ -283,8 +284,9 @@ def init_load(link: Link, amount: int, terminal_id: str) -> LoadInit:
                     mac1=data[12:16], amount=amount, terminal_id=terminal_id)
 
 
-def credit_load(link: Link, date_time: str, mac2: bytes) -> bytes:
-    """CREDIT FOR LOAD (``date_time`` YYYYMMDDhhmmss, the operator's MAC2) -> the TAC."""
+def credit_load(link: Link, when: datetime, mac2: bytes) -> bytes:
+    """CREDIT FOR LOAD (the operator's time of the load, its MAC2) -> the TAC."""
+    date_time = card_time(when)
     data = _call(link, "credit for load",
                  apdu(0x80, 0x52, 0x00, 0x00, bytes.fromhex(date_time) + mac2, le=4))
     if len(data) != 4:

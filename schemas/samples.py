@@ -92,7 +92,7 @@ _BODIES: dict[str, dict[str, Any]] = {
     "TransitLoadAuthorized": {
         "operator_id": "transit", "request_event_id": "f" * 32, "terminal_id": "T-0001",
         "card_token": "tok_" + "c" * 24, "amount": _MONEY, "new_balance": 1550,
-        "load_counter": 4, "date_time": "20250115103000", "mac2": "55667788",
+        "load_counter": 4, "date_time": "2025-01-15T10:30:00Z", "mac2": "55667788",
     },
     "TransitLoadApplied": {
         "terminal_id": "T-0001", "operator_id": "transit", "request_event_id": "f" * 32,

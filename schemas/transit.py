@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
-from schemas.base import Event, Money, PanToken, ProviderId, TerminalId
+from schemas.base import Event, Money, PanToken, ProviderId, TerminalId, UtcDatetime
 from schemas.upcast import Raw, upcaster
 from schemas.values import Aid, Amount, Counter, Mac4, Text, hex_bytes
 
@@ -67,8 +67,9 @@ class TransitLoadAuthorized(Event):
     amount: Money
     new_balance: Amount
     load_counter: Counter
-    date_time: Annotated[str, StringConstraints(pattern=r"^\d{14}$")] = Field(
-        description="YYYYMMDDhhmmss the operator authorized at; MAC2 and the TAC cover it")
+    date_time: UtcDatetime = Field(
+        description="when the operator authorized the load (to the second): MAC2 and the TAC "
+                    "cover it as YYYYMMDDhhmmss (v1 carried that 14-digit form)")
     mac2: Mac4
 
 
@@ -128,6 +129,10 @@ def _card_serial_to_token(raw: Raw) -> Raw:
     """v1 -> v2: the clear ``card_serial`` becomes a reference that does not hold the number
     (its SHA-256): old events stay readable, and no clear card number is made from them."""
     serial = str(raw.pop("card_serial", ""))
+    stamp = raw.get("date_time")
+    if isinstance(stamp, str) and len(stamp) == 14 and stamp.isdigit():
+        raw["date_time"] = (f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[8:10]}:"
+                            f"{stamp[10:12]}:{stamp[12:]}Z")
     raw["card_token"] = "tok_v1-" + hashlib.sha256(serial.encode()).hexdigest()[:40]
     raw["schema_version"] = 2
     return raw

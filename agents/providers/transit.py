@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.providers.base import ProviderAdapter
 from cardbus.cardprofile import CardProfile, make_pan
 from cardbus.crypto.hsm import ProviderHsm
+from cardbus.crypto.transit import card_time
 from cardbus.errors import CryptoError
 from schemas.base import Event
 from schemas.transit import (
@@ -45,7 +47,7 @@ class Authorized(BaseModel):
     currency: str
     load_counter: int
     terminal_id: str
-    date_time: str
+    date_time: datetime
     new_balance: int
     answer: dict[str, object]  # the TransitLoadAuthorized sent (same answer on a repeat)
 
@@ -70,7 +72,7 @@ class OperatorCrypto(Protocol):
 
     def verify_platform(self, event: Event) -> None: ...
 
-    def mac2(self, req: TransitLoadRequested, date_time: str) -> bytes: ...
+    def mac2(self, req: TransitLoadRequested, date_time: datetime) -> bytes: ...
 
     def check_tac(self, applied: TransitLoadApplied, auth: Authorized) -> None: ...
 
@@ -81,8 +83,9 @@ def _id(kind: str, source: str) -> str:
     return hashlib.sha256(f"transit:{kind}:{source}".encode()).hexdigest()[:32]
 
 
-def _stamp(event: Event) -> str:
-    return event.occurred_at.strftime("%Y%m%d%H%M%S")
+def _stamp(event: Event) -> datetime:
+    """The load's date and time (to the second: the card's clock field)."""
+    return event.occurred_at.replace(microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -206,15 +209,15 @@ class HsmOperator:
     def verify_platform(self, event: Event) -> None:
         self._platform_check.verify_platform(event)  # type: ignore[attr-defined]
 
-    def mac2(self, req: TransitLoadRequested, date_time: str) -> bytes:
+    def mac2(self, req: TransitLoadRequested, date_time: datetime) -> bytes:
         return self.hsm.authorize_load(
             req.card_token, bytes.fromhex(req.card_random), req.load_counter,
-            req.balance_before, req.amount.amount, req.terminal_id, date_time,
+            req.balance_before, req.amount.amount, req.terminal_id, card_time(date_time),
             bytes.fromhex(req.mac1))
 
     def check_tac(self, applied: TransitLoadApplied, auth: Authorized) -> None:
         self.hsm.verify_load_tac(applied.card_token, auth.new_balance, auth.load_counter,
-                                 auth.amount, auth.terminal_id, auth.date_time,
+                                 auth.amount, auth.terminal_id, card_time(auth.date_time),
                                  bytes.fromhex(applied.tac))
 
     def seal(self, event: Event) -> Event:

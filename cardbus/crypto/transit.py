@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import UTC, datetime
 
 from pyemv import kd
 from pyemv.mac import mac_iso9797_3
@@ -47,6 +48,13 @@ def _when(date_time: str) -> bytes:
 
 def _mac(key: bytes, data: bytes) -> bytes:
     return mac_iso9797_3(key[:8], key[8:], data, 2, 4)
+
+
+def card_time(when: datetime) -> str:
+    """A load's date and time as the card's field: YYYYMMDDhhmmss, UTC (MAC2 and the TAC cover
+    it). Events carry it as an ISO 8601 time: a 14-digit run on the bus looks like a PAN to a
+    scanner one time in ten."""
+    return when.astimezone(UTC).strftime("%Y%m%d%H%M%S")
 
 
 def diversifier(card_token: str) -> str:
