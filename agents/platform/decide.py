@@ -198,12 +198,13 @@ def provision_keys(ev: ProviderKeysProvisioned, route: Route | None, hsm: Platfo
 def card_auth_keys(routes: dict[str, Route]) -> tuple[ProviderCardAuthKey, ...]:
     """The terminals' provider directory: each provider's kind, the AIDs its cards carry and
     its card-authentication public key. A terminal learns a new provider's cards from this,
-    with no code of that provider installed on it."""
+    with no code of that provider installed on it; a provider whose keys the platform does not
+    hold yet is left out (its cards could not be routed)."""
     return tuple(ProviderCardAuthKey(
         provider_id=r.provider_id, kind=r.kind,
         aids=r.payment_aids if r.kind == "bank" else r.transit_aids,
         key_id=r.card_auth_key_id, public_key=r.card_auth_public_key)
-        for r in sorted(routes.values(), key=lambda r: r.provider_id))
+        for r in sorted(routes.values(), key=lambda r: r.provider_id) if r.keys_ready)
 
 
 # ---------------------------------------------------------------------------------------------

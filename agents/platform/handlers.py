@@ -240,14 +240,16 @@ class Platform:
         waiting = self.t.parked.get(ev.provider_id)
         if waiting:  # its keys arrived first (another topic): take them now
             del self.t.parked[ev.provider_id]
-            self._provision(ProviderKeysProvisioned.model_validate(waiting), route)
-        await self.reissue_terminal_keys(ev)
+            route = self._provision(ProviderKeysProvisioned.model_validate(waiting), route)
+        if route.keys_ready:  # terminals learn a provider once its cards can be routed
+            await self.reissue_terminal_keys(ev)
 
-    def _provision(self, ev: ProviderKeysProvisioned, route: decide.Route) -> None:
+    def _provision(self, ev: ProviderKeysProvisioned, route: decide.Route) -> decide.Route:
         route = decide.provision_keys(ev, route, self.hsm)
         self.save_keys()
         self.t.routes[ev.provider_id] = route.model_dump(mode="json")
         log.info("provider keys stored", provider=ev.provider_id, key_count=len(ev.keys))
+        return route
 
     async def on_provider_keys(self, record: Record) -> None:
         """``cardbus.provider-keys``: a provider's key blocks (kept until it registers)."""
@@ -257,7 +259,10 @@ class Platform:
             self.t.parked[ev.provider_id] = ev.model_dump(mode="json")
             log.info("provider keys parked until registration", provider=ev.provider_id)
             return
+        was_ready = route.keys_ready
         self._provision(ev, route)
+        if not was_ready:  # its cards can be routed now: the terminals learn the provider
+            await self.reissue_terminal_keys(ev)
 
     # -- terminals -------------------------------------------------------------------------
 
