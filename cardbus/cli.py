@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cardbus.commands.worker",
     "cardbus.commands.audit",
     "cardbus.commands.settle",
+    "console.isohost",
 )
 
 
