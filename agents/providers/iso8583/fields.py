@@ -80,7 +80,7 @@ Doc = dict[str, Any]
 
 
 def encode(doc: Doc) -> bytes:
-    """A message (``{"t": "0100", "2": ..., ...}``; DE 52/55 as bytes) -> its bytes."""
+    """A message (``{"t": "0100", "2": ..., ...}``; DE 52/55 as hex) -> its bytes."""
     try:
         raw, _ = iso8583.encode(dict(doc), SPEC)
     except (Iso8583EncodeError, KeyError, TypeError, ValueError) as exc:

@@ -109,10 +109,10 @@ def authorization(req: AuthorizationRequested, *, pan: str, pin_block: bytes | N
         "41": terminal_field(req.terminal_id),
         "42": req.merchant.merchant_id[:15].ljust(15),
         "49": CURRENCY_NUMERIC.get(req.amount.currency, "000"),
-        "55": icc_data(req.card),
+        "55": icc_data(req.card).hex().upper(),
     }
     if pin_block is not None:
-        doc["52"] = pin_block
+        doc["52"] = pin_block.hex().upper()
     return doc
 
 
@@ -162,7 +162,7 @@ def read_answer(doc: Doc) -> HostAnswer:
     arpc = None
     if "55" in doc:
         try:
-            issuer_auth = tlv.decode(doc["55"]).get("91")
+            issuer_auth = tlv.decode(bytes.fromhex(str(doc["55"]))).get("91")
         except Exception as exc:  # noqa: BLE001 - pyemv raises its own TLV errors
             raise DecodeError(f"DE 55 is not BER-TLV: {exc}", field="55") from None
         if isinstance(issuer_auth, bytes | bytearray) and len(issuer_auth) >= 8:

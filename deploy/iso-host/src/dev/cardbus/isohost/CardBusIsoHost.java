@@ -55,6 +55,8 @@ public final class CardBusIsoHost implements ISORequestListener {
         JCESecurityModule sm = new JCESecurityModule();
         SimpleConfiguration cfg = new SimpleConfiguration();
         cfg.put("rebuildlmk", "true");  // fresh LMKs in memory: no LMK file, nothing at rest
+        // BouncyCastle (a jPOS dependency): Java 17 does not open SunJCE's class to jPOS
+        cfg.put("provider", "org.bouncycastle.jce.provider.BouncyCastleProvider");
         sm.setConfiguration(cfg);
         SecureDESKey zpk = form(sm, SMAdapter.TYPE_ZPK, keys, "zpk");
         SecureDESKey imk = form(sm, SMAdapter.TYPE_MK_AC, keys, "imk_ac");
