@@ -43,6 +43,7 @@ JVM_OPTS = ("-Xms64m", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"
             "-Djava.awt.headless=true")
 
 Progress = Callable[[str], None]
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # hosts this process started (reaped on stop)
 
 
 def _quiet(_msg: str) -> None:
@@ -171,6 +172,7 @@ def start(home: Path | None = None, *, port: int = DEFAULT_PORT, progress: Progr
              str(card_file_path(home))],
             stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=host_home(home))
+    _CHILDREN[proc.pid] = proc
     assert proc.stdin is not None
     proc.stdin.write(keys.encode())
     proc.stdin.close()
@@ -180,6 +182,7 @@ def start(home: Path | None = None, *, port: int = DEFAULT_PORT, progress: Progr
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            _CHILDREN.pop(proc.pid, None)
             raise IsoHostError(f"the ISO 8583 host exited during start-up "
                                f"(code {proc.returncode}).\n{log_tail(home)}")
         if _answers(port):
@@ -201,8 +204,10 @@ def _terminate(pid: int, timeout_s: float = 10.0) -> None:
     if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, 0)
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(5)
 
 
 def stop(home: Path | None = None) -> HostState | None:

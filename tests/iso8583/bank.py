@@ -42,6 +42,7 @@ class IsoBank:
             store.save()
         self.hsm: BridgeHsm = bridge_hsm("bank-iso", home)
         self.atc: dict[str, int] = {}
+        self.port = 0  # the host's, once started
 
     def issue(self, *, balance: int = 100_000, pin: str = "1234", expiry: str = "301231",
               **flags: object) -> IssuedCard:

@@ -6,7 +6,8 @@ changes. One AES-256-GCM record under the bridge's ``hostfile`` key (the host ge
 its stdin); inside, Java properties: ``<PAN>.expiry``, ``.psn``, ``.balance`` (opening, minor
 units), ``.currency`` (ISO 4217 numeric), ``.pvki``, ``.pvv``, ``.status`` (active, lost,
 stolen, refused) and the test flags ``.delay_ms`` (answer late), ``.drop`` (drop the connection
-instead of answering) and ``.answer`` (normal, bad-bitmap, short, unknown-stan).
+instead of answering), ``.answer`` (normal, bad-bitmap, short, unknown-stan) and
+``.ignore_reversals`` (leave that many reversals of the card unanswered).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class HostCard:
     delay_ms: int = 0
     drop: bool = False
     answer: AnswerMode = "normal"
+    ignore_reversals: int = 0
 
     def __repr__(self) -> str:  # never a PAN or a PVV in a repr
         return f"HostCard({self.pan[:6]}...{self.pan[-4:]}, status={self.status})"
@@ -94,7 +96,8 @@ def read_cards(path: Path, aead: AESGCM) -> dict[str, HostCard]:
                 status=fields.get("status", "active"),  # type: ignore[arg-type]
                 delay_ms=int(fields.get("delay_ms", "0")),
                 drop=fields.get("drop", "false") == "true",
-                answer=fields.get("answer", "normal"))  # type: ignore[arg-type]
+                answer=fields.get("answer", "normal"),  # type: ignore[arg-type]
+                ignore_reversals=int(fields.get("ignore_reversals", "0")))
     return cards
 
 

@@ -25,7 +25,7 @@ On the wire each message is preceded by its length, 2 bytes big-endian.
 | 49 | currency | n3 | ``amount.currency`` as ISO 4217 numeric |
 | 52 | PIN block | b8 | ``pin_block``: format 4 under the provider key -> format 0 under the ZPK |
 | 54 | additional amounts | LLLVAR ans..120 | balance inquiry answer |
-| 55 | ICC data | LLLVAR b..255 | ``card``: CDOL1 data as tags, ATC, ARQC (9F26), PSN; back: 91 = ARPC + ARC |
+| 55 | ICC data | LLLVAR b..255 | ``card``: CDOL1 tags, ATC, ARQC, PSN; back: 91 = ARPC+ARC |
 | 70 | network management code | n3 | 001 sign-on, 002 sign-off, 301 echo |
 | 90 | original data elements | n42 | a reversal's original MTI, STAN, DE 7 |
 """

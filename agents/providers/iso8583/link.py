@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import secrets
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
@@ -89,7 +90,9 @@ class Link:
         self.stats = LinkStats()
         self._on_bad_frame = on_bad_frame
         self._clock = clock
-        self._stan = itertools.count(1)
+        # a restarted link must not reuse the STANs it sent in the same second (the host takes
+        # a repeated STAN + DE 7 + DE 41 for a retransmission): start anywhere
+        self._stan = itertools.count(1 + secrets.randbelow(999_000))
         self._pending: dict[tuple[str, str], asyncio.Future[Doc]] = {}
         self._expired: OrderedDict[tuple[str, str], Doc] = OrderedDict()
         self._reversals: dict[tuple[str, str], _Reversal] = {}

@@ -39,7 +39,10 @@ from schemas.payments import AuthorizationDecided, AuthorizationRequested
 AUTH, AUTH_ANSWER = "0100", "0110"
 REVERSAL, REVERSAL_REPEAT, REVERSAL_ANSWER = "0400", "0401", "0410"
 NETWORK, NETWORK_ANSWER = "0800", "0810"
-SIGN_ON, SIGN_OFF, ECHO = "001", "002", "301"
+NetworkCode = Literal["001", "002", "301"]
+SIGN_ON: NetworkCode = "001"
+SIGN_OFF: NetworkCode = "002"
+ECHO: NetworkCode = "301"
 PURCHASE, BALANCE_INQUIRY = "000000", "310000"
 POS_ENTRY_CONTACTLESS_CHIP = "071"
 
@@ -125,13 +128,13 @@ def balance_inquiry(*, pan: str, terminal_id: str, stan: str, sent_at: datetime)
 def reversal(original: Doc, *, stan: str, repeat: bool) -> Doc:
     """The 0400 (or its repeat, 0401) of the 0100 ``original``: same PAN, amount and terminal;
     DE 90 = original MTI, STAN and DE 7 (acquirer and forwarder ids zero)."""
-    doc = {k: original[k] for k in ("2", "3", "4", "7", "41", "42", "49") if k in original}
+    doc: Doc = {k: original[k] for k in ("2", "3", "4", "7", "41", "42", "49") if k in original}
     doc.update({"t": REVERSAL_REPEAT if repeat else REVERSAL, "11": stan,
                 "90": f"{original['t']}{original['11']}{original['7']}" + "0" * 22})
     return doc
 
 
-def network(code: Literal["001", "002", "301"], *, stan: str, sent_at: datetime) -> Doc:
+def network(code: NetworkCode, *, stan: str, sent_at: datetime) -> Doc:
     """An 0800: sign-on, sign-off or echo."""
     return {"t": NETWORK, "7": transmission_time(sent_at), "11": stan, "70": code}
 

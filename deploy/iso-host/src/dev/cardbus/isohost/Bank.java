@@ -268,6 +268,19 @@ final class Bank {
         Txn txn = original == null || original.length() < 20 ? null
                 : txns.get(m.getString(41) + "|" + original.substring(4, 10) + "|"
                         + original.substring(10, 20));
+        CardTable.Card card = null;
+        if (txn != null) {
+            try {
+                card = cards.find(txn.pan);
+            } catch (IOException e) {
+                throw new ISOException("card file: " + e.getMessage());
+            }
+        }
+        if (card != null && card.ignoreReversals > 0) {
+            card.ignoreReversals--;
+            CardBusIsoHost.log("mti=" + m.getMTI() + " stan=" + stan + " ignored (card flag)");
+            return null;
+        }
         String outcome;
         if (txn == null) {
             r.set(39, "25");
@@ -276,12 +289,6 @@ final class Bank {
             r.set(39, "00");
             if (txn.approved && !txn.reversed) {
                 txn.reversed = true;
-                CardTable.Card card;
-                try {
-                    card = cards.find(txn.pan);
-                } catch (IOException e) {
-                    throw new ISOException("card file: " + e.getMessage());
-                }
                 if (card != null) {
                     card.available += txn.amount;
                 }

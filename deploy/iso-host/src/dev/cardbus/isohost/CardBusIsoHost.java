@@ -142,13 +142,23 @@ public final class CardBusIsoHost implements ISORequestListener {
                     log("dropping the connection (card flag) stan=" + a.stan);
                     ((BaseChannel) source).disconnect();
                 }
-                case "short" -> ((BaseChannel) source).send("011".getBytes(StandardCharsets.US_ASCII));
-                case "bad-bitmap" -> ((BaseChannel) source).send(badBitmap());
+                case "short" -> sendRaw(source, "011".getBytes(StandardCharsets.US_ASCII));
+                case "bad-bitmap" -> sendRaw(source, badBitmap());
                 default -> source.send(a.msg);
             }
         } catch (ISOException | IOException e) {
             log("send failed stan=" + a.stan + ": " + e.getMessage());
         }
+    }
+
+    /** ``payload`` framed by hand (jPOS's raw send writes no length prefix). */
+    private static void sendRaw(ISOSource source, byte[] payload)
+            throws IOException, ISOException {
+        byte[] framed = new byte[payload.length + 2];
+        framed[0] = (byte) (payload.length >> 8);
+        framed[1] = (byte) payload.length;
+        System.arraycopy(payload, 0, framed, 2, payload.length);
+        ((BaseChannel) source).send(framed);
     }
 
     /** An 0110 whose bitmap announces DE 2 and DE 39 but whose body is neither. */

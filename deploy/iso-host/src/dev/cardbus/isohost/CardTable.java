@@ -35,6 +35,7 @@ final class CardTable {
         long delayMs;  // answer this late
         boolean drop;  // drop the connection instead of answering
         String answer = "normal";  // normal, bad-bitmap, short, unknown-stan
+        int ignoreReversals;  // leave this many reversals of the card unanswered
         long available;
         int pinTries;
         int lastAtc = -1;
@@ -107,6 +108,8 @@ final class CardTable {
             card.delayMs = Long.parseLong(table.getProperty(pan + ".delay_ms", "0"));
             card.drop = Boolean.parseBoolean(table.getProperty(pan + ".drop", "false"));
             card.answer = table.getProperty(pan + ".answer", "normal");
+            card.ignoreReversals = Integer.parseInt(
+                    table.getProperty(pan + ".ignore_reversals", "0"));
         }
         loadedVersion = version;
     }

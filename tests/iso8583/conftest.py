@@ -1,0 +1,36 @@
+"""The real jPOS bank host, started once per test session (``console.isohost``), with a small
+in-process CardBus around the bank-iso bridge whose keys it shares."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cardbus.paths import REPO_ROOT
+from tests.iso8583.bank import IsoBank
+
+
+@pytest.fixture(scope="session")
+def iso_libs() -> None:
+    """Share the jPOS jars `make setup` fetched (``.cardbus/iso-host/libs``) across homes."""
+    os.environ.setdefault("CARDBUS_ISO_HOST_LIBS",
+                          str(REPO_ROOT / ".cardbus" / "iso-host" / "libs"))
+
+
+@pytest.fixture(scope="session")
+def iso_bank(tmp_path_factory: pytest.TempPathFactory, iso_libs: None) -> Iterator[IsoBank]:
+    """Keys for the platform, bank-iso and a terminal in a session home, and the jPOS host
+    running on a free port with those keys."""
+    from console import isohost
+
+    home = Path(tmp_path_factory.mktemp("iso-home"))
+    bank = IsoBank(home)
+    state, _ = isohost.start(home, port=isohost.free_port())
+    bank.port = state.port
+    try:
+        yield bank
+    finally:
+        isohost.stop(home)
