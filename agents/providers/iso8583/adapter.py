@@ -58,4 +58,5 @@ adapter = IsoBridgeAdapter(
     bin_ranges=(BinRange(low="356999", high="356999"),),
     card_bin="356999",
     currency="CNY",
+    replayable=False,
 )
