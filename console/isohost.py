@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from agents.providers.iso8583.cardfile import card_file_path
 from agents.providers.iso8583.hsm import bridge_hsm
+from cardbus.commands.reader import _sub
 from cardbus.errors import IsoHostError
 from cardbus.paths import REPO_ROOT, state_dir
 from cardbus.processes import pid_alive
@@ -70,8 +72,8 @@ def _digest(paths: list[Path]) -> str:
 
 def build(home: Path | None = None, progress: Progress = _quiet) -> tuple[Path, Path]:
     """Fetch jPOS (Maven) and compile the host (javac), each only when its inputs changed.
-    Returns ``(libs, classes)``. The jars live in ``CARDBUS_ISO_HOST_LIBS`` if set (shared by
-    test sessions), else under the state folder."""
+    Returns ``(libs, classes)``. The jars live in ``CARDBUS_ISO_HOST_LIBS`` and the classes in
+    ``CARDBUS_ISO_HOST_CLASSES`` if set (shared by test homes), else under the state folder."""
     base = host_home(home)
     libs = Path(os.environ.get("CARDBUS_ISO_HOST_LIBS") or base / "libs")
     marker = libs / f".fetched-{_digest([POM])}"
@@ -88,7 +90,7 @@ def build(home: Path | None = None, progress: Progress = _quiet) -> tuple[Path, 
         if proc.returncode != 0:
             raise IsoHostError(f"fetching jPOS failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
         marker.touch()
-    classes = base / "classes"
+    classes = Path(os.environ.get("CARDBUS_ISO_HOST_CLASSES") or base / "classes")
     stamp = classes / f".built-{_digest([POM, *_sources()])}"
     if not stamp.exists():
         javac = _javac()
@@ -246,6 +248,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     actions.add_parser("status", help="say whether the host runs").set_defaults(func=_status)
     actions.add_parser("fetch", help="only fetch jPOS and compile the host").set_defaults(
         func=_fetch)
+    bench = _sub(sub, "bench", "benchmarks").add_parser(
+        "iso", help="the bank-iso bridge's rate and latency against the jPOS host",
+        description=("Start a jPOS host in a throw-away state folder, make software-card "
+                     "requests, and run them through the bridge's handler over one ISO 8583 "
+                     "link with a window in flight (no Kafka in the loop): requests/s and "
+                     "p50/p95/p99 latency."))
+    bench.add_argument("--requests", type=int, default=3_000)
+    bench.add_argument("--window", type=int, default=64, help="requests in flight")
+    bench.add_argument("--cards", type=int, default=100)
+    bench.add_argument("--warmup", type=int, default=200)
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=_bench)
 
 
 def _say(msg: str) -> None:
@@ -274,6 +288,26 @@ def _status(_args: argparse.Namespace) -> int:
         return 3
     print(f"ISO 8583 host running at {state.address} (pid {state.pid}, log {state.log})")
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from agents.bench.iso import IsoBenchOptions, prepare, run, text
+
+    opts = IsoBenchOptions(requests=args.requests, window=args.window, cards=args.cards,
+                           warmup=args.warmup)
+    shared_libs = host_home() / "libs"  # the jars `make setup` fetched, if any
+    if shared_libs.exists():
+        os.environ.setdefault("CARDBUS_ISO_HOST_LIBS", str(shared_libs))
+    with tempfile.TemporaryDirectory(prefix="cardbus-bench-iso-") as tmp:
+        home = Path(tmp)
+        world = prepare(home)
+        state, _ = start(home, port=free_port(), progress=_say)
+        try:
+            result = run(world, home, state.port, opts)
+        finally:
+            stop(home)
+    print(json.dumps(result) if args.json else text(result))
+    return 0 if not result["timed_out"] else 1
 
 
 def _fetch(_args: argparse.Namespace) -> int:

@@ -13,11 +13,17 @@ from cardbus.paths import REPO_ROOT
 from tests.iso8583.bank import IsoBank
 
 
+# where `make setup` (`cardbus iso-host fetch`) put the jPOS jars: read before any fixture
+# points CARDBUS_HOME at a test folder
+SHARED_LIBS = Path(os.environ.get("CARDBUS_HOME") or REPO_ROOT / ".cardbus") / "iso-host" / "libs"
+
+
 @pytest.fixture(scope="session")
-def iso_libs() -> None:
-    """Share the jPOS jars `make setup` fetched (``.cardbus/iso-host/libs``) across homes."""
-    os.environ.setdefault("CARDBUS_ISO_HOST_LIBS",
-                          str(REPO_ROOT / ".cardbus" / "iso-host" / "libs"))
+def iso_libs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test home shares the jPOS jars (a missing folder is fetched into once) and the
+    host's classes (compiled once per session)."""
+    os.environ.setdefault("CARDBUS_ISO_HOST_LIBS", str(SHARED_LIBS))
+    os.environ.setdefault("CARDBUS_ISO_HOST_CLASSES", str(tmp_path_factory.mktemp("iso-classes")))
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ malformed answers. No Kafka: the handler's tables are dicts, its publish a list.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,3 +188,21 @@ def test_host_log_has_no_pan(iso_bank: IsoBank) -> None:
     pans = [line for line in text.splitlines() if any(ch.isdigit() for ch in line)
             and "******" not in line and "card=" in line and "unknown" not in line]
     assert not pans, pans[:3]
+
+
+def test_a_host_that_cannot_start_shows_its_log(tmp_path: Path, iso_libs: None) -> None:
+    from agents.providers.iso8583.cardfile import card_file_path
+    from cardbus.errors import IsoHostError
+    from console import isohost
+
+    IsoBank(tmp_path)  # the bank's keys
+    path = card_file_path(tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("format=cardbus-iso-host-cards-v1\nnonce=AAAAAAAAAAAAAAAA\n"
+                    f"ct={base64.urlsafe_b64encode(bytes(48)).decode()}\n")  # not under its key
+    try:
+        with pytest.raises(IsoHostError, match="does not open under the host's key"):
+            isohost.start(tmp_path, port=isohost.free_port())
+        assert isohost.status(tmp_path) is None
+    finally:
+        isohost.stop(tmp_path)

@@ -98,8 +98,9 @@ class Bridge:
             async with self._locks.setdefault(partition, asyncio.Lock()):
                 decision = self._record(req, answer, sent, partition, answers, chains)
                 await self.publish(token, decision)
-            log.info("authorization decided", code=decision.response_code,
-                     host_code=answer.host_code, masked_pan=req.card.masked_pan)
+            (log.debug if decision.approved else log.info)(
+                "authorization decided", code=decision.response_code,
+                host_code=answer.host_code, masked_pan=req.card.masked_pan)
             fut.set_result(decision)
             return decision
         except BaseException as exc:

@@ -43,8 +43,17 @@ public final class CardBusIsoHost implements ISORequestListener {
         this.bank = bank;
     }
 
+    public static void main(String[] args) {
+        try {
+            run(args);
+        } catch (Exception e) {  // the server thread would keep a half-started host alive
+            System.err.println("iso-host: cannot start: " + e.getMessage());
+            System.exit(1);
+        }
+    }
+
     @SuppressWarnings("deprecation")  // ISOServer takes jPOS 2.1's ThreadPool
-    public static void main(String[] args) throws Exception {
+    private static void run(String[] args) throws Exception {
         if (args.length != 2) {
             System.err.println("usage: CardBusIsoHost PORT CARD_FILE (keys on stdin)");
             System.exit(2);
@@ -64,6 +73,7 @@ public final class CardBusIsoHost implements ISORequestListener {
         byte[] fileKey = hex(required(keys, "card_file_key"));
         keys.clear();
         CardTable table = new CardTable(Path.of(args[1]), fileKey);
+        int cards = table.size();  // a card file that does not open stops the start here
         Bank bank = new Bank(sm, zpk, imk, pvk, table);
         ISOServer server = new ISOServer(port, new PostChannel(new CardBus87Packager()),
                 new ThreadPool(1, 64));
@@ -75,7 +85,7 @@ public final class CardBusIsoHost implements ISORequestListener {
             server.shutdown();
             log("stopped");
         }));
-        log("listening on 127.0.0.1:" + port + " cards=" + table.size()
+        log("listening on 127.0.0.1:" + port + " cards=" + cards
                 + " (jPOS 2.1.10, ISO 8583:1987, 2-byte length prefix)");
     }
 
