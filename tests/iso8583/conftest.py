@@ -12,7 +12,6 @@ import pytest
 from cardbus.paths import REPO_ROOT
 from tests.iso8583.bank import IsoBank
 
-
 # where `make setup` (`cardbus iso-host fetch`) put the jPOS jars: read before any fixture
 # points CARDBUS_HOME at a test folder
 SHARED_LIBS = Path(os.environ.get("CARDBUS_HOME") or REPO_ROOT / ".cardbus") / "iso-host" / "libs"
