@@ -95,7 +95,7 @@ class Link:
         self._stan = itertools.count(1 + secrets.randbelow(999_000))
         self._pending: dict[tuple[str, str], asyncio.Future[Doc]] = {}
         self._expired: OrderedDict[tuple[str, str], Doc] = OrderedDict()
-        self._reversals: dict[tuple[str, str], _Reversal] = {}
+        self._reversals: OrderedDict[tuple[str, str], _Reversal] = OrderedDict()
         self._writer: asyncio.StreamWriter | None = None
         self._up = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -182,7 +182,14 @@ class Link:
             job = _Reversal(original, self.next_stan(),
                             asyncio.get_running_loop().create_future())
             self._reversals[key] = job
+            self._reversals.move_to_end(key)
+            while len(self._reversals) > KEPT_EXPIRED:  # forget the oldest answered ones
+                oldest = next(iter(self._reversals))
+                if not self._reversals[oldest].done.done():
+                    break
+                del self._reversals[oldest]
             log.info("reversal queued", reason=reason, stan=original["11"])
+            self._tasks = [t for t in self._tasks if not t.done()]
             self._tasks.append(asyncio.create_task(self._run_reversal(job),
                                                    name=f"iso-reversal-{job.stan}"))
         return job.done

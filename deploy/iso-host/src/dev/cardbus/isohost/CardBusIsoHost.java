@@ -77,6 +77,7 @@ public final class CardBusIsoHost implements ISORequestListener {
         Bank bank = new Bank(sm, zpk, imk, pvk, table);
         ISOServer server = new ISOServer(port, new PostChannel(new CardBus87Packager()),
                 new ThreadPool(1, 64));
+        server.setConfiguration(new SimpleConfiguration());  // its shutdown hook reads it
         server.setSocketFactory(p -> new ServerSocket(p, 50, InetAddress.getLoopbackAddress()));
         server.addISORequestListener(new CardBusIsoHost(bank));
         Thread t = new Thread(server, "iso-server");
