@@ -303,7 +303,7 @@ def _bench(args: argparse.Namespace) -> int:
         world = prepare(home)
         state, _ = start(home, port=free_port(), progress=_say)
         try:
-            result = run(world, home, state.port, opts)
+            result = run(world, home, state.port, opts, host_pid=state.pid)
         finally:
             stop(home)
     print(json.dumps(result) if args.json else text(result))

@@ -77,8 +77,17 @@ def requests(world: World, count: int, cards: int) -> list[AuthorizationRequeste
     return out
 
 
+def _host_cpu(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
 async def _run(world: World, home: Path, port: int, work: list[AuthorizationRequested],
-               opts: IsoBenchOptions) -> dict[str, Any]:
+               opts: IsoBenchOptions, host_pid: int | None) -> dict[str, Any]:
     hsm = bridge_hsm("bank-iso", home)
     link = Link(LinkSettings(port=port, deadline=5.0))
     codes: dict[str, int] = {}
@@ -112,23 +121,29 @@ async def _run(world: World, home: Path, port: int, work: list[AuthorizationRequ
     try:
         await drive(work[:opts.warmup], measure=False)
         codes.clear()
+        cpu0, host0 = time.process_time(), _host_cpu(host_pid)
         elapsed = await drive(work[opts.warmup:], measure=True)
+        cpu, host = time.process_time() - cpu0, _host_cpu(host_pid) - host0
     finally:
         await link.stop()
     measured = len(work) - opts.warmup
     return {"requests": measured, "window": opts.window, "cards": opts.cards,
             "seconds": round(elapsed, 3), "per_second": round(measured / elapsed, 1),
+            "cpu_ms_per_request": {"bridge": round(cpu * 1000 / measured, 3),
+                                   "host": round(host * 1000 / measured, 3)},
             "latency_ms": {k: round(v, 2) for k, v in percentiles(latencies).items()},
             "codes": codes, "timed_out": link.stats.timed_out,
             "reversals": link.stats.reversals_sent}
 
 
-def run(world: World, home: Path, port: int, opts: IsoBenchOptions) -> dict[str, Any]:
-    """Make the requests, then run them through the bridge against the host on ``port``."""
+def run(world: World, home: Path, port: int, opts: IsoBenchOptions,
+        host_pid: int | None = None) -> dict[str, Any]:
+    """Make the requests, then run them through the bridge against the host on ``port``
+    (``host_pid``: the host's process, for its CPU time)."""
     t0 = time.perf_counter()
     work = requests(world, opts.requests + opts.warmup, opts.cards)
     made = time.perf_counter() - t0
-    result = asyncio.run(_run(world, home, port, work, opts))
+    result = asyncio.run(_run(world, home, port, work, opts, host_pid))
     result.update(machine=describe(), setup_seconds=round(made, 1))
     return result
 
@@ -141,6 +156,8 @@ def text(result: dict[str, Any]) -> str:
         f"  {result['requests']} authorizations in {result['seconds']} s: "
         f"{result['per_second']}/s",
         f"  latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  max {lat['max']}",
+        f"  CPU per request: bridge {result['cpu_ms_per_request']['bridge']} ms (one Python "
+        f"process), host {result['cpu_ms_per_request']['host']} ms (JVM, all threads)",
         f"  host answers: {result['codes']}  timed out: {result['timed_out']}",
         f"  machine: {result['machine']['cores']} cores, {result['machine']['cpu']}, load "
         f"{result['machine']['load_average_at_start']} (shared: compare within one run)",
