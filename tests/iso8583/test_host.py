@@ -206,3 +206,76 @@ def test_a_host_that_cannot_start_shows_its_log(tmp_path: Path, iso_libs: None) 
         assert isohost.status(tmp_path) is None
     finally:
         isohost.stop(tmp_path)
+
+
+class Proxy:
+    """A TCP relay in front of the host that the test can take down and bring back."""
+
+    def __init__(self, port: int, target: int) -> None:
+        self.port, self.target = port, target
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def up(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def down(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.close()
+        await self.server.wait_closed()
+        self.writers.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host_reader, host_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self.writers += [writer, host_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(4096):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, host_writer), pipe(host_reader, writer),
+                             return_exceptions=True)
+
+
+async def test_host_unreachable_then_back_reconnects_with_backoff(iso_bank: IsoBank) -> None:
+    from console.isohost import free_port
+
+    proxy = Proxy(free_port(), iso_bank.port)
+    link = Link(LinkSettings(port=proxy.port, deadline=0.8, backoff_max=0.4))
+
+    async def none(_key: str, _event: Any) -> None:
+        return None
+
+    bridge = Bridge("bank-iso", iso_bank.hsm,
+                    HsmIssuer(iso_bank.hsm, iso_bank.world.platform.verifier), link, none)
+    card = iso_bank.issue(balance=3_000)
+
+    async def pay(amount: int) -> AuthorizationDecided:
+        return await bridge.authorize(iso_bank.request(card, amount), 0, {}, {})
+
+    await link.start(wait=None)
+    try:
+        down = await pay(100)
+        assert down.response_code == ISSUER_UNAVAILABLE
+        assert link.stats.reversals_sent == 0  # never on the wire: nothing to reverse
+        await proxy.up()
+        await asyncio.wait_for(until(lambda: link.connected), 5)
+        assert (await pay(200)).approved
+        await proxy.down()  # the connection drops
+        await asyncio.wait_for(until(lambda: not link.connected), 5)
+        await proxy.up()
+        await asyncio.wait_for(until(lambda: link.connected), 5)
+        assert (await pay(300)).approved
+        assert link.stats.connects == 2
+    finally:
+        await link.stop()
+        await proxy.down()
+
+
+async def until(check: Any) -> None:
+    while not check():
+        await asyncio.sleep(0.05)

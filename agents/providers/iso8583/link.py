@@ -94,6 +94,7 @@ class Link:
         # a repeated STAN + DE 7 + DE 41 for a retransmission): start anywhere
         self._stan = itertools.count(1 + secrets.randbelow(999_000))
         self._pending: dict[tuple[str, str], asyncio.Future[Doc]] = {}
+        self._written: set[tuple[str, str]] = set()  # 0100s on the wire, not yet answered
         self._expired: OrderedDict[tuple[str, str], Doc] = OrderedDict()
         self._reversals: OrderedDict[tuple[str, str], _Reversal] = OrderedDict()
         self._writer: asyncio.StreamWriter | None = None
@@ -163,13 +164,17 @@ class Link:
         """Send a 0100 and wait for its 0110. No answer by the deadline: reverse it at the
         host (0400, then 0401 until answered) and raise ``IsoLinkError``."""
         self.stats.sent += 1
+        key = messages.matching_key(doc)
         try:
             answer = await self.request(doc)
         except IsoLinkError:
             self.stats.timed_out += 1
-            self._remember_expired(doc)
-            self.reverse(doc, reason="timeout")
+            if key in self._written:  # it may have reached the host: undo it there
+                self._remember_expired(doc)
+                self.reverse(doc, reason="timeout")
             raise
+        finally:
+            self._written.discard(key)
         self.stats.answered += 1
         return answer
 
@@ -278,6 +283,8 @@ class Link:
         if writer is None:
             raise IsoLinkError("not connected")
         writer.write(fields.frame(fields.encode(doc)))
+        if doc.get("t") == messages.AUTH:
+            self._written.add(messages.matching_key(doc))
         self._last_traffic = asyncio.get_running_loop().time()
         try:
             await writer.drain()
