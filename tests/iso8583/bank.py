@@ -15,6 +15,7 @@ from agents.providers.iso8583.hsm import BridgeHsm, bridge_hsm
 from agents.sim import World
 from cardbus import vault
 from cardbus.crypto.keystore import KeyStore
+from reader_agent.cards.profile import CardState
 from schemas.payments import AuthorizationRequested
 
 TERMINAL = "T-ISO-0001"
@@ -58,8 +59,6 @@ class IsoBank:
     def request(self, issued: IssuedCard, amount: int, *, pin: str | None = "1234",
                 when: datetime | None = None) -> AuthorizationRequested:
         """The platform's signed AuthorizationRequested for a tap of ``issued``."""
-        from reader_agent.cards.profile import CardState
-
         cid = issued.profile.card_id
         self.atc[cid] = self.atc.get(cid, 0)
         state = CardState(None, atc=self.atc[cid])
