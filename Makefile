@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-setup: system venv jars  ## install everything: apt packages, the venv, the Kafka jars
+setup: system venv jars  ## install everything: apt packages, the venv, the Kafka and jPOS jars
 
 system:  ## install missing Debian packages (Java, Maven, pcscd, vpcd, pcsc-tools, swig, kcat)
 	@deploy/install-system.sh
@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml Makefile
 	@$(BIN)/python -m pip install -q -e '.[test,bench,lint]'
 	@touch $(STAMP)
 
-jars: venv  ## fetch Apache Kafka from Maven Central
+jars: venv  ## fetch Apache Kafka and jPOS (the ISO 8583 bank host) from Maven Central
 	@$(BIN)/cardbus broker fetch
+	@$(BIN)/cardbus iso-host fetch
 
 test: setup  ## run the test suite (starts a real Kafka broker and pcscd for the session)
 	@scripts/test.sh
@@ -40,4 +41,5 @@ lint: venv  ## the layer contracts (import-linter), ruff, and mypy --strict on t
 
 clean:  ## remove the venv and local state (broker data, cards, keys)
 	-@$(BIN)/cardbus broker stop 2>/dev/null
+	-@$(BIN)/cardbus iso-host stop 2>/dev/null
 	rm -rf $(VENV) .cardbus

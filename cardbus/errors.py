@@ -7,7 +7,9 @@ The tree::
     │   └── MissingKeyError         a required key is not there; never a silent default
     ├── ServiceError                a local service is not running or did not start
     │   ├── BrokerError             the Kafka broker (deploy/ broker, or the configured cluster)
-    │   └── PcscError               pcscd / the PC/SC layer
+    │   ├── PcscError               pcscd / the PC/SC layer
+    │   ├── IsoHostError            the local ISO 8583 bank host (jPOS) did not start or stop
+    │   └── IsoLinkError            the ISO 8583 link to a bank host is down or timed out
     ├── DecodeError                 bytes from the bus that do not fit the schema (-> dead letter)
     ├── EncodeError                 an event that may not go on the bus (wrong topic, too large)
     ├── CryptoError                 anything the crypto core refuses
@@ -66,6 +68,19 @@ class PcscError(ServiceError):
     """pcscd or the PC/SC layer is not available."""
 
     code = "pcsc"
+
+
+class IsoHostError(ServiceError):
+    """The local ISO 8583 bank host (jPOS) is not running or failed to start."""
+
+    code = "iso_host"
+    retriable = False
+
+
+class IsoLinkError(ServiceError):
+    """The ISO 8583 link to a bank host is down, or the host did not answer in time."""
+
+    code = "iso_link"
 
 
 class DecodeError(CardBusError):

@@ -7,6 +7,8 @@ DO_NOT_HONOUR = "05"  # the platform's signature on the request did not verify
 WRONG_CURRENCY = "12"  # invalid transaction: the account is in another currency
 INVALID_CARD = "14"  # unknown card / account
 NO_ORIGINAL = "25"  # reversal: the original authorization is not known
+LOST_CARD = "41"  # the issuer reports the card lost
+STOLEN_CARD = "43"  # the issuer reports the card stolen
 INSUFFICIENT_FUNDS = "51"
 EXPIRED_CARD = "54"
 INCORRECT_PIN = "55"
@@ -25,6 +27,8 @@ MESSAGES: dict[str, str] = {
     WRONG_CURRENCY: "invalid transaction (currency)",
     INVALID_CARD: "invalid card",
     NO_ORIGINAL: "original not found",
+    LOST_CARD: "lost card",
+    STOLEN_CARD: "stolen card",
     INSUFFICIENT_FUNDS: "insufficient funds",
     EXPIRED_CARD: "expired card",
     INCORRECT_PIN: "incorrect PIN",

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from cardbus.errors import ConfigError
 
 DEFAULT_KAFKA_PORT = 9092
+DEFAULT_ISO_PORT = 8583
 
 
 class Settings(BaseSettings):
@@ -53,6 +54,18 @@ class Settings(BaseSettings):
     kafka_libs: Path | None = Field(
         default=None, description="folder of the Apache Kafka jars (default: "
                                   "<home>/kafka-libs, fetched from Maven Central)")
+    iso_host: str | None = Field(
+        default=None, pattern=r"^[^:\s]*:\d{1,5}$",
+        description="HOST:PORT of the ISO 8583 bank host the bank-iso bridge talks to "
+                    "(default: the running `cardbus iso-host`)")
+    iso_port: int = Field(
+        default=DEFAULT_ISO_PORT, ge=1, le=65535,
+        description="port `cardbus iso-host start` listens on (127.0.0.1)")
+    iso_host_libs: Path | None = Field(
+        default=None, description="folder of the jPOS jars (default: <home>/iso-host/libs)")
+    iso_host_classes: Path | None = Field(
+        default=None, description="folder of the compiled host (default: "
+                                  "<home>/iso-host/classes)")
 
 
 def settings() -> Settings:

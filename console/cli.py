@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "console.commands.worker",
     "console.commands.audit",
     "console.commands.settle",
+    "console.commands.isohost",
 )
 
 

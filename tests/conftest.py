@@ -84,7 +84,7 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 
 # -- one running CardBus per session (tests/integration and tests/reader share it) ----------
 
-SYSTEM_PROVIDERS = ["bank-a", "bank-b", "bank-c", "transit"]
+SYSTEM_PROVIDERS = ["bank-a", "bank-b", "bank-c", "transit", "bank-iso"]
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,7 @@ class ProviderAdapter:
     currency: str = "CNY"
     per_txn_limit: int = 500_000
     card_bin: str = ""
+    replayable: bool = True  # False: a host outside CardBus decides; audit cannot re-derive
 
     # -- the four operations (pure; override to change a provider's rules) -------------------
 

@@ -110,10 +110,13 @@ def _cutover(text: str | None) -> dt_time | None:
 def _provider(args: argparse.Namespace) -> int:
     from agents.providers.app import ProviderConfig, build
     from agents.providers.base import adapter_for
+    from agents.providers.iso8583.adapter import IsoBridgeAdapter
     from streams.broker import resolve_bootstrap
 
     adapter = adapter_for(args.provider_id)
     bootstrap = resolve_bootstrap(args.bootstrap)
+    if isinstance(adapter, IsoBridgeAdapter):  # a bank behind an ISO 8583 host: its bridge
+        from agents.providers.iso8583.app import build
     cfg = ProviderConfig(
         adapter=adapter, bootstrap=bootstrap, topics=_topics(bootstrap),
         datadir=args.datadir or sub_dir("workers", f"provider-{adapter.provider_id}-"
