@@ -10,9 +10,6 @@ from pathlib import Path
 import pytest
 
 from cardbus.cardprofile import CardProfile
-from cardbus.crypto.hsm import ProviderHsm
-from cardbus.crypto.keys import KeyUsage
-from cardbus.crypto.pan import PanCipher
 from cardbus.emv.data import CDOL1_LEN, CID_AAC, CID_ARQC, PDOL
 from cardbus.emv.tlv import find
 from cardbus.errors import CardError
@@ -21,21 +18,13 @@ from cards.applet import BaseApplet
 from cards.emv_applet import EmvApplet
 from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, Checkout, apdu, run_payment
-from schemas.base import EncryptedBlob
-from tests.reader_agent.conftest import aids, card_auth_public, issue
+from tests.reader_agent.conftest import aids, card_auth_public, issue, pan_blob
 
 
 def _applet(profile: CardProfile, home: Path, multi: bool) -> BaseApplet:
     if multi:
         return applet_for(profile, home)
     return EmvApplet(profile, CardState.for_profile(profile, home))  # a single-app card
-
-
-def _pan_blob(hsm: ProviderHsm, pan: str, context: str) -> EncryptedBlob:
-    """The PAN as the issuer receives it (under its PAN key), to ask its HSM for a script."""
-    key_id = f"pan:{hsm.provider_id}"
-    vid = f"{key_id}.v{hsm.keys.latest_version(key_id)}"
-    return PanCipher(vid, hsm.keys.key(key_id, KeyUsage.PAN_ENC)).encrypt(pan, context)
 
 
 def _first_ac(link: AppletLink, aid: str) -> tuple[int, int, bytes, int]:
@@ -60,7 +49,7 @@ def test_block_then_unblock(issuers, card_home: Path, multi: bool) -> None:
     profile = issue("bank-a", bank)
     link = AppletLink(_applet(profile, card_home, multi))
     tap = run_payment(link, aids(), Checkout(amount=100), lambda _p: card_auth_public(bank))
-    blob = _pan_blob(bank, profile.pan, "pay-1")
+    blob = pan_blob(bank, profile.pan, "pay-1")
     block = bank.issuer_script(blob, "pay-1", tap.psn, tap.atc, tap.arqc, block=True)
     assert block[:5] == bytes.fromhex("841E000008")
     assert link.transmit(block)[1] == 0x9000
@@ -82,7 +71,7 @@ def test_tampered_replayed_or_early_scripts_are_refused(issuers, card_home: Path
                                                         multi: bool) -> None:
     bank = issuers["bank-a"]
     profile = issue("bank-a", bank)
-    blob = _pan_blob(bank, profile.pan, "c")
+    blob = pan_blob(bank, profile.pan, "c")
     link = AppletLink(_applet(profile, card_home, multi))
     tap = run_payment(link, aids(), Checkout(amount=100), lambda _p: card_auth_public(bank))
     block = bank.issuer_script(blob, "c", tap.psn, tap.atc, tap.arqc, block=True)
@@ -97,6 +86,6 @@ def test_tampered_replayed_or_early_scripts_are_refused(issuers, card_home: Path
     state = CardState.for_profile(profile, card_home)
     assert state["script_failures"] == 3 and state["blocked"] == 0
     other = issuers["bank-b"]  # another issuer's keys cannot block this card
-    forged = other.issuer_script(_pan_blob(other, profile.pan, "c"), "c", tap2.psn, tap2.atc,
+    forged = other.issuer_script(pan_blob(other, profile.pan, "c"), "c", tap2.psn, tap2.atc,
                                  tap2.arqc, block=True)
     assert link.transmit(forged)[1] == 0x6988
