@@ -14,6 +14,7 @@ from cardbus.gp.card import (
     DGI_PURSE_LOAD_KEY,
     DGI_PURSE_NUMBER,
     DGI_PURSE_TAC_KEY,
+    DGI_PURSE_TOKEN,
     ISD_AID,
     ISD_PRIVILEGES,
     LOAD_FILE_LOADED,
@@ -127,16 +128,17 @@ class Personalisation:
 def personalise(content: CardContent, perso: Personalisation) -> int:
     """The last STORE DATA block: check the e-purse's DGIs, then personalise it at once."""
     dgis = perso.dgis
-    number = dgis.get(DGI_PURSE_NUMBER, b"")
-    if not number.isdigit() or len(dgis.get(DGI_PURSE_LOAD_KEY, b"")) != 16 \
+    number, token = dgis.get(DGI_PURSE_NUMBER, b""), dgis.get(DGI_PURSE_TOKEN, b"")
+    if not number.isdigit() or not token.isascii() or not token \
+            or len(dgis.get(DGI_PURSE_LOAD_KEY, b"")) != 16 \
             or len(dgis.get(DGI_PURSE_TAC_KEY, b"")) != 16:
         return Sw.WRONG_DATA
     inst = content.instance(bytes.fromhex(perso.instance.aid))
     if inst is None or inst.life != AppLife.SELECTABLE:
         return Sw.CONDITIONS_NOT_SATISFIED
     inst.perso = {f"{t:04X}": v.hex().upper() for t, v in dgis.items()
-                  if t in (DGI_PURSE_NUMBER, DGI_PURSE_LABEL, DGI_PURSE_LOAD_KEY,
-                           DGI_PURSE_TAC_KEY)}
+                  if t in (DGI_PURSE_NUMBER, DGI_PURSE_TOKEN, DGI_PURSE_LABEL,
+                           DGI_PURSE_LOAD_KEY, DGI_PURSE_TAC_KEY)}
     inst.life = AppLife.PERSONALIZED
     inst.counters = {"balance": 0, "online_seq": 0}
     content.save()

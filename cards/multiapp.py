@@ -27,6 +27,7 @@ from cardbus.gp.card import (
     DGI_PURSE_LOAD_KEY,
     DGI_PURSE_NUMBER,
     DGI_PURSE_TAC_KEY,
+    DGI_PURSE_TOKEN,
     ISD_AID,
     CardLife,
 )
@@ -52,7 +53,8 @@ def purse_profile(card_id: str, inst: Instance) -> CardProfile:
     return CardProfile(
         card_id=f"{card_id}/{inst.aid}", provider="installed", kind="transit", aid=inst.aid,
         label=perso.get(DGI_PURSE_LABEL, b"TRANSIT PURSE").decode("ascii", errors="replace"),
-        pan=perso[DGI_PURSE_NUMBER].decode("ascii"), expiry="301231",
+        pan=perso[DGI_PURSE_NUMBER].decode("ascii"),
+        pan_token=perso[DGI_PURSE_TOKEN].decode("ascii"), expiry="301231",
         load_key=perso[DGI_PURSE_LOAD_KEY].hex().upper(),
         tac_key=perso[DGI_PURSE_TAC_KEY].hex().upper())
 

@@ -121,6 +121,7 @@ def load_file_for(kind: AppKind) -> LoadFile:
 # security domain's Key-DEK (the EMV CPS convention).
 DGI_PURSE_NUMBER = 0x0101  # card number, ASCII digits
 DGI_PURSE_LABEL = 0x0102  # application label, ASCII
+DGI_PURSE_TOKEN = 0x0103  # the operator's token of the card (what stands for it on the bus)
 DGI_PURSE_LOAD_KEY = 0x8001  # DLK, 16 bytes
 DGI_PURSE_TAC_KEY = 0x8002  # DTK, 16 bytes
 ENCRYPTED_DGI = 0x8000

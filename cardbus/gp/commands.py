@@ -21,6 +21,7 @@ from cardbus.gp.card import (
     DGI_PURSE_LOAD_KEY,
     DGI_PURSE_NUMBER,
     DGI_PURSE_TAC_KEY,
+    DGI_PURSE_TOKEN,
     INSTALL_AND_MAKE_SELECTABLE,
     INSTALL_FOR_PERSONALIZATION,
     SET_STATUS_APP,
@@ -178,11 +179,13 @@ def store_data(block: int, dgis: bytes, *, last: bool, encrypted: bool) -> bytes
     return apdu(CLA_GP, Ins.STORE_DATA, p1, block, dgis)
 
 
-def purse_personalisation(dek: bytes, card_number: str, load_key: bytes, tac_key: bytes,
-                          label: str = "TRANSIT PURSE") -> list[bytes]:
-    """The STORE DATA commands that personalise an e-purse: its number and label in the
-    clear, its load and TAC keys encrypted under the security domain's Key-DEK."""
+def purse_personalisation(dek: bytes, card_number: str, card_token: str, load_key: bytes,
+                          tac_key: bytes, label: str = "TRANSIT PURSE") -> list[bytes]:
+    """The STORE DATA commands that personalise an e-purse: its number, the operator's token
+    of it and its label in the clear, its load and TAC keys encrypted under the security
+    domain's Key-DEK."""
     clear = dgi(DGI_PURSE_NUMBER, card_number.encode("ascii")) \
+        + dgi(DGI_PURSE_TOKEN, card_token.encode("ascii")) \
         + dgi(DGI_PURSE_LABEL, label.encode("ascii"))
     secret = dgi(DGI_PURSE_LOAD_KEY, scp03.encrypt_sensitive(dek, load_key)) \
         + dgi(DGI_PURSE_TAC_KEY, scp03.encrypt_sensitive(dek, tac_key))

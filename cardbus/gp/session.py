@@ -64,6 +64,7 @@ class PursePersonalisation:
     """What STORE DATA writes into a new e-purse (keys encrypted under Key-DEK on the way)."""
 
     card_number: str
+    card_token: str  # the operator's token: the purse's keys are diversified by it
     load_key: bytes = field(repr=False)
     tac_key: bytes = field(repr=False)
     label: str = "TRANSIT PURSE"
@@ -281,8 +282,8 @@ def _plan(op: Operation, dek: bytes) -> list[Planned]:
             out.append(Planned(commands.install_for_personalization(op.instance),
                                f"install for personalization {name}"))
             out += [Planned(c, f"store data {name} block {i}") for i, c in enumerate(
-                commands.purse_personalisation(dek, p.card_number, p.load_key, p.tac_key,
-                                               p.label))]
+                commands.purse_personalisation(dek, p.card_number, p.card_token, p.load_key,
+                                               p.tac_key, p.label))]
         return out
     if isinstance(op, LockApp):
         verb = "lock" if op.lock else "unlock"

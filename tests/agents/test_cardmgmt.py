@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from agents.platform import cardmgmt
-from agents.sim import World
+from bench.sim import World
 from cardbus.crypto.keys import KeyUsage
 from cardbus.errors import CardManagementRefused, KeyBlockHeaderMismatch
 from cardbus.gp import session
 from cardbus.gp.card import TRANSIT_LOAD_FILE
-from reader_agent.cards import applet_for
+from cards import applet_for
 from reader_agent.dialogue import AppletLink
 
 PURSE = bytes.fromhex("A000000632010105")
-PERSO = session.PursePersonalisation("3100001111222233", bytes(16), bytes(16))
+PERSO = session.PursePersonalisation("3100001111222233", "tok_purse", bytes(16), bytes(16))
 POLICY = cardmgmt.IssuerPolicy("bank-a", installable=frozenset({"transit"}),
                                protected=frozenset({bytes.fromhex("A000000333010101")}))
 
@@ -59,7 +59,7 @@ def test_platform_manages_a_card_with_the_issuers_key_block(world: World,
     link = AppletLink(applet_for(profile, tmp_path))
     dlk, dtk = os.urandom(16), os.urandom(16)  # the operator's purse keys (made up here)
     script = cardmgmt.script_for(POLICY, (cardmgmt.InstallApp(
-        "transit", session.PursePersonalisation("3100001111222233", dlk, dtk)),))
+        "transit", session.PursePersonalisation("3100001111222233", "tok_purse", dlk, dtk)),))
     outcome = session.run(script, os.urandom(8), lambda steps: session.relay(link.transmit, steps),
                           lambda kdd: world.platform.isd_card_keys("bank-a", kdd))
     assert outcome.ok, outcome.reason

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from cardbus.cardprofile import CardProfile
 from cardbus.crypto import scp03
 from cardbus.crypto.hsm import ProviderHsm
+from cardbus.crypto.transit import card_time
 from cardbus.gp import commands, session
 from cardbus.gp.card import (
     EMV_LOAD_FILE,
@@ -81,20 +83,22 @@ def card(issuers: dict[str, ProviderHsm], card_home: Path) -> Card:
 
 
 def _purse_install(issuers: dict[str, ProviderHsm]) -> session.InstallApp:
-    dlk, dtk = issuers["transit"].transit_card_keys(PURSE_NO)
+    token = issuers["transit"].transit_card_token(PURSE_NO)
+    dlk, dtk = issuers["transit"].transit_card_keys(token)
     return session.InstallApp(TRANSIT_LOAD_FILE, PURSE,
-                              session.PursePersonalisation(PURSE_NO, dlk, dtk))
+                              session.PursePersonalisation(PURSE_NO, token, dlk, dtk))
 
 
-def _load(link: AppletLink, op: ProviderHsm, amount: int, when: str = "20261201101500") -> int:
+def _load(link: AppletLink, op: ProviderHsm, amount: int,
+          when: datetime = datetime(2026, 12, 1, 10, 15, tzinfo=UTC)) -> int:
     """A load through the transit dialogue code, the operator's HSM answering MAC2."""
     purse = read_purse(link, PURSE.hex().upper())
     init = init_load(link, amount, "T-0001")
-    mac2 = op.authorize_load(purse.card_number, init.random, init.online_seq, init.balance,
-                             amount, "T-0001", when, init.mac1)
+    mac2 = op.authorize_load(purse.card_token, init.random, init.online_seq, init.balance,
+                             amount, "T-0001", card_time(when), init.mac1)
     tac = credit_load(link, when, mac2)
-    op.verify_load_tac(purse.card_number, init.balance + amount, init.online_seq, amount,
-                       "T-0001", when, tac)
+    op.verify_load_tac(purse.card_token, init.balance + amount, init.online_seq, amount,
+                       "T-0001", card_time(when), tac)
     return init.balance + amount
 
 
@@ -113,7 +117,7 @@ def test_install_personalise_list_and_load_a_purse(card: Card, issuers, level: i
                        TRANSIT_LOAD_FILE.aid: (TRANSIT_LOAD_FILE.module,)}
     assert _load(card.link, issuers["transit"], 2_000) == 2_000
     card.tap()  # the purse, its keys and its balance survive the card leaving the field
-    assert _load(card.link, issuers["transit"], 500, "20261201101600") == 2_500
+    assert _load(card.link, issuers["transit"], 500, datetime(2026, 12, 1, 10, 16, tzinfo=UTC)) == 2_500
 
 
 def test_payment_app_still_pays_and_ppse_lists_only_payment_apps(card: Card, issuers) -> None:
@@ -296,9 +300,10 @@ def test_content_management_refusals(card: Card, ops: tuple[session.Operation, .
 def test_store_data_out_of_order_or_unannounced_is_refused(card: Card, issuers) -> None:
     assert card.run(session.InstallApp(TRANSIT_LOAD_FILE, PURSE)).ok
     ch, _ = _open(card, 0x13)
-    dlk, dtk = issuers["transit"].transit_card_keys(PURSE_NO)
+    token = issuers["transit"].transit_card_token(PURSE_NO)
+    dlk, dtk = issuers["transit"].transit_card_keys(token)
     dek = card.bank.isd_card_keys(H(card.profile.isd_kdd)).dek
-    blocks = commands.purse_personalisation(dek, PURSE_NO, dlk, dtk)
+    blocks = commands.purse_personalisation(dek, PURSE_NO, token, dlk, dtk)
     ch, cmd = scp03.wrap_command(ch, blocks[1])
     assert card.send(cmd)[1] == Sw.CONDITIONS_NOT_SATISFIED  # no INSTALL [for perso] first
     ch, cmd = scp03.wrap_command(ch, commands.install_for_personalization(PURSE))

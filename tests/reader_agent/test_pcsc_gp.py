@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from cardbus.cardprofile import CardProfile
 from cardbus.crypto import scp03
 from cardbus.crypto.hsm import ProviderHsm
+from cardbus.crypto.transit import card_time
 from cardbus.emv.data import CDOL1_LEN, CID_AAC, PDOL
 from cardbus.emv.tlv import find
 from cardbus.errors import CardError
@@ -59,19 +61,20 @@ def _manage(link: CardLink, bank: ProviderHsm, *ops: session.Operation,
 
 
 def _install(issuers: dict[str, ProviderHsm]) -> session.InstallApp:
-    dlk, dtk = issuers["transit"].transit_card_keys(PURSE_NO)
+    token = issuers["transit"].transit_card_token(PURSE_NO)
+    dlk, dtk = issuers["transit"].transit_card_keys(token)
     return session.InstallApp(TRANSIT_LOAD_FILE, PURSE,
-                              session.PursePersonalisation(PURSE_NO, dlk, dtk))
+                              session.PursePersonalisation(PURSE_NO, token, dlk, dtk))
 
 
-def _load(link: CardLink, op: ProviderHsm, amount: int, when: str) -> int:
+def _load(link: CardLink, op: ProviderHsm, amount: int, when: datetime) -> int:
     purse = read_purse(link, PURSE.hex().upper())
     init = init_load(link, amount, "T-0001")
-    mac2 = op.authorize_load(purse.card_number, init.random, init.online_seq, init.balance,
-                             amount, "T-0001", when, init.mac1)
+    mac2 = op.authorize_load(purse.card_token, init.random, init.online_seq, init.balance,
+                             amount, "T-0001", card_time(when), init.mac1)
     tac = credit_load(link, when, mac2)
-    op.verify_load_tac(purse.card_number, init.balance + amount, init.online_seq, amount,
-                       "T-0001", when, tac)
+    op.verify_load_tac(purse.card_token, init.balance + amount, init.online_seq, amount,
+                       "T-0001", card_time(when), tac)
     return init.balance + amount
 
 
@@ -88,7 +91,7 @@ def test_install_transit_purse_on_bank_card_list_and_load(pcscd, make_card, issu
                         PURSE: AppLife.PERSONALIZED}
         purse = read_purse(link, PURSE.hex().upper())
         assert (purse.card_number, purse.balance) == (PURSE_NO, 0)
-        assert _load(link, issuers["transit"], 2_000, "20261201090000") == 2_000
+        assert _load(link, issuers["transit"], 2_000, datetime(2026, 12, 1, 9, 0, tzinfo=UTC)) == 2_000
         tap = run_payment(link, aids(), Checkout(amount=1250),
                           lambda _p: card_auth_public(bank))  # the bank app still pays
         assert tap.aid == profile.aid and tap.atc == 1
@@ -98,7 +101,7 @@ def test_install_transit_purse_on_bank_card_list_and_load(pcscd, make_card, issu
     try:
         assert read_purse(link, PURSE.hex().upper()).balance == 2_000
         assert PURSE in {e.aid for e in _manage(link, bank, session.ListContent()).applications}
-        assert _load(link, issuers["transit"], 300, "20261201090100") == 2_300
+        assert _load(link, issuers["transit"], 300, datetime(2026, 12, 1, 9, 1, tzinfo=UTC)) == 2_300
     finally:
         link.disconnect()
 

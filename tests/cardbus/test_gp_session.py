@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from agents.providers.base import adapter_for
-from agents.sim import memory_keystore
 from cardbus.crypto import scp03
 from cardbus.crypto.hsm import ProviderHsm
+from cardbus.crypto.keystore import memory_keystore
 from cardbus.errors import SecureChannelError
 from cardbus.gp import commands, session
 from cardbus.gp.card import ISD_AID, TRANSIT_LOAD_FILE, Sw
-from reader_agent.cards import applet_for
+from cards import applet_for
 from reader_agent.dialogue import AppletLink
 
 PURSE = bytes.fromhex("A000000632010105")
@@ -35,7 +35,8 @@ def link(bank: ProviderHsm, tmp_path: Path) -> AppletLink:
 
 
 def _install_and_list() -> session.Script:
-    perso = session.PursePersonalisation("3100001111222233", os.urandom(16), os.urandom(16))
+    perso = session.PursePersonalisation("3100001111222233", "tok_purse", os.urandom(16),
+                                         os.urandom(16))
     return session.Script((session.InstallApp(TRANSIT_LOAD_FILE, PURSE, perso),
                            session.ListContent()))
 
