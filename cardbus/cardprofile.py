@@ -38,6 +38,14 @@ class CardProfile(BaseModel):
     load_key: str = ""  # transit: the card's load key (DLK)
     tac_key: str = ""  # transit: the card's TAC key (DTK)
     initial_balance: int = 0
+    icc_smi_key: str = ""  # EMV: the card's MK-SMI, checks issuer script MACs
+    # GlobalPlatform issuer security domain (a bank card with these is a multi-application
+    # card, ``cards.multiapp``): SCP03 key set (AES-128), key version, diversification data.
+    isd_enc: str = ""
+    isd_mac: str = ""
+    isd_dek: str = ""
+    isd_kvn: int = 0x30
+    isd_kdd: str = ""
 
     def masked(self) -> str:
         return self.pan[:6] + "*" * (len(self.pan) - 10) + self.pan[-4:]

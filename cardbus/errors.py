@@ -22,8 +22,10 @@ The tree::
     │   ├── CryptogramInvalid       an ARQC / ARPC / TC that does not verify
     │   │   └── AtcReplayed         an ATC not above the last one seen for the card
     │   ├── CardAuthenticationError a card that cannot prove it holds its key
-    │   └── PinBlockError           a PIN block that is malformed or does not decrypt
-    └── CardError                   the card dialogue failed (removed card, bad status word)
+    │   ├── PinBlockError           a PIN block that is malformed or does not decrypt
+    │   └── SecureChannelError      a GlobalPlatform secure channel step that does not verify
+    ├── CardError                   the card dialogue failed (removed card, bad status word)
+    └── CardManagementRefused       an issuer's policy or a card refuses a card-management step
 
 Infrastructure errors (aiokafka, pyscard, OSError) are converted at the edge, where they
 happen, into one of these, so callers handle one family.
@@ -171,8 +173,20 @@ class PinBlockError(CryptoError):
     code = "pin_block"
 
 
+class SecureChannelError(CryptoError):
+    """A GlobalPlatform secure channel step failed: cryptogram, MAC, padding or sequence."""
+
+    code = "secure_channel"
+
+
 class CardError(CardBusError):
     """The card dialogue failed: card removed, unsupported card, or an error status word."""
 
     code = "card"
     retriable = True
+
+
+class CardManagementRefused(CardBusError):
+    """A card-management operation is not allowed (issuer policy) or the card refused it."""
+
+    code = "card_management_refused"

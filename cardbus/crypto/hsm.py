@@ -7,8 +7,9 @@ key version still opens after a rotation while new work uses the newest version.
 
 Key ids: ``kbpk:<p>`` ``pin:<p>`` ``pan:<p>`` (provider keys the platform holds), ``tpk:<t>``
 ``tmk:<t>`` ``tpan:<t>`` (terminal PIN, MAC, PAN keys), ``sign:<who>``, ``token:<who>``,
-``imk:<p>`` ``pvk:<p>`` ``cardca:<p>`` ``load:<p>`` ``tac:<p>`` (provider-only keys),
-``kex:<t>`` (terminal key agreement).
+``imk:<p>`` ``smi:<p>`` ``pvk:<p>`` ``cardca:<p>`` ``load:<p>`` ``tac:<p>`` (provider-only keys),
+``isd:<p>`` (an issuer's master for its cards' security-domain keys; the platform gets it by
+TR-31 to run card management), ``kex:<t>`` (terminal key agreement).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any, ClassVar, TypeVar
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from cardbus.crypto import card_auth, emv, pin, transit
-from cardbus.crypto.keys import KeyAlg, KeyUsage, kcv
+from cardbus.crypto import card_auth, emv, issuer_script, pin, scp03, transit
+from cardbus.crypto.keys import KeyAlg, KeyUsage, kcv, new_key
 from cardbus.crypto.keystore import KeyStore, StoredKey
 from cardbus.crypto.pan import PanCipher, PanTokenizer
 from cardbus.crypto.signing import MacSealer, Signer, Verifier, seal_event, verify_event
@@ -114,7 +115,7 @@ class PlatformHsm(_Role):
         owner = f"provider:{provider_id}"
         kbpk = self.keys.key(f"kbpk:{provider_id}", KeyUsage.KBPK, owner=owner)
         key, _ = unwrap_key_block(kbpk, key_block, usage)
-        prefix = {KeyUsage.PIN_ENC: "pin", KeyUsage.PAN_ENC: "pan"}[usage]
+        prefix = _BLOCK_PREFIX[usage]
         key_id = f"{prefix}:{provider_id}"
         try:
             existing = self.keys.record(key_id, version)
@@ -124,6 +125,14 @@ class PlatformHsm(_Role):
                 version is None or existing.version == version):
             return existing  # the same block again: idempotent
         return self.keys.put(key_id, usage, owner, KeyAlg.AES, key, version=version)
+
+    def isd_card_keys(self, issuer_id: str, kdd: bytes) -> scp03.StaticKeys:
+        """One card's SCP03 key set, diversified from the issuer's ISD master (received by
+        ``accept_key_block``) with the card's key diversification data. For the card manager's
+        session only: it lives in that session's memory and is never stored."""
+        master = self.keys.key(f"isd:{issuer_id}", KeyUsage.GP_ISD_MASTER,
+                               owner=f"provider:{issuer_id}")
+        return scp03.diversify_kdf3(master, kdd)
 
     # -- terminals -----------------------------------------------------------------------
 
@@ -207,6 +216,13 @@ class CardProfile:
     pan_token: str
     pvv: str = field(repr=False)
     pvki: str = "1"
+    icc_mk_smi: bytes = field(default=b"", repr=False)  # issuer scripts (MK-SMI)
+    isd_kdd: bytes = b""  # key diversification data of the card's security domain
+    isd_keys: scp03.StaticKeys | None = field(default=None, repr=False)
+
+
+_BLOCK_PREFIX = {KeyUsage.PIN_ENC: "pin", KeyUsage.PAN_ENC: "pan",
+                 KeyUsage.GP_ISD_MASTER: "isd"}
 
 
 class ProviderHsm(_Role):
@@ -225,6 +241,10 @@ class ProviderHsm(_Role):
                                    (f"load:{p}", KeyUsage.TRANSIT_LOAD, KeyAlg.TDES),
                                    (f"tac:{p}", KeyUsage.TRANSIT_TAC, KeyAlg.TDES)):
             self._ensure(key_id, usage, alg)
+        self._ensure(f"smi:{p}", KeyUsage.EMV_IMK_SMI, KeyAlg.TDES)
+        if f"isd:{p}" not in self.keys:  # AES-128: the SCP03 key sets here are AES-128
+            self.keys.put(f"isd:{p}", KeyUsage.GP_ISD_MASTER, self.identity, KeyAlg.AES,
+                          new_key(KeyAlg.AES, 16))
         self._tokenizer = PanTokenizer(self.keys.key(f"token:{p}", KeyUsage.PAN_TOKEN))
         self._icc_keys: dict[tuple[bytes, str, str], bytes] = {}
         self._last_pan: tuple[tuple[str, str, str, str], str] | None = None
@@ -243,8 +263,9 @@ class ProviderHsm(_Role):
                              KeyAlg.AES, kbpk)
 
     def export_key_block(self, usage: KeyUsage) -> str:
-        """The newest PIN or PAN key in a TR-31 block under the KBPK, for the platform."""
-        prefix = {KeyUsage.PIN_ENC: "pin", KeyUsage.PAN_ENC: "pan"}.get(usage)
+        """The newest PIN, PAN or ISD master key in a TR-31 block under the KBPK, for the
+        platform."""
+        prefix = _BLOCK_PREFIX.get(usage)
         if prefix is None:
             raise KeyUsageError(f"{usage.value} keys are not exported to the platform")
         return wrap_key_block(self._k("kbpk", KeyUsage.KBPK), usage, self._k(prefix, usage))
@@ -264,8 +285,25 @@ class ProviderHsm(_Role):
         cert = card_auth.issue_card_certificate(self.card_ca, self.provider_id, pub, pan, token,
                                                 expiry)
         pvv = pin.visa_pvv(self._k("pvk", KeyUsage.PIN_VERIFY), "1", pin_value, pan)
+        kdd = new_key(KeyAlg.AES, 10)  # the card's key diversification data: random, public
         return CardProfile(pan=pan, psn=psn, expiry=expiry, icc_master_key=icc_mk,
-                           card_private_key=priv, certificate=cert, pan_token=token, pvv=pvv)
+                           card_private_key=priv, certificate=cert, pan_token=token, pvv=pvv,
+                           icc_mk_smi=emv.derive_icc_master_key(
+                               self._k("smi", KeyUsage.EMV_IMK_SMI), pan, psn),
+                           isd_kdd=kdd, isd_keys=self.isd_card_keys(kdd))
+
+    def isd_card_keys(self, kdd: bytes) -> scp03.StaticKeys:
+        """The SCP03 key set of this issuer's card with key diversification data ``kdd``."""
+        return scp03.diversify_kdf3(self._k("isd", KeyUsage.GP_ISD_MASTER), kdd)
+
+    def issuer_script(self, pan_blob: EncryptedBlob, context: str, psn: str, atc: int,
+                      application_cryptogram: bytes, *, block: bool) -> bytes:
+        """APPLICATION BLOCK (or UNBLOCK) with its script MAC for the card in ``pan_blob``,
+        bound to the transaction's ATC and cryptogram."""
+        mk_smi = emv.derive_icc_master_key(self._k("smi", KeyUsage.EMV_IMK_SMI),
+                                           self._pan(pan_blob, context), psn)
+        make = issuer_script.application_block if block else issuer_script.application_unblock
+        return make(mk_smi, atc, application_cryptogram)
 
     def _pan(self, pan_blob: EncryptedBlob, context: str) -> str:
         """The PAN in ``pan_blob``. One decision asks for it up to five times (token, ARQC,
