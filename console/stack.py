@@ -20,7 +20,8 @@ from cardbus.processes import Worker
 from cardbus.settings import settings
 
 Say = Callable[[str], None]
-DEMO_PROVIDERS = ("bank-a", "bank-b", "transit")
+DEMO_PROVIDERS = ("bank-a", "bank-b", "transit", "bank-iso")
+ISO_BRIDGE = "bank-iso"  # its worker talks ISO 8583 to a bank host (jPOS): started first
 TERMINAL_ID = "T-0001"
 
 
@@ -34,6 +35,7 @@ class LocalStack:
     bootstrap: str = ""
     workers: dict[str, Worker] = field(default_factory=dict)
     _started_broker: bool = False
+    _started_iso_host: bool = False
     _pcscd: object | None = None
 
     # -- services --------------------------------------------------------------------------------
@@ -95,6 +97,20 @@ class LocalStack:
         if not result.ok:
             raise BrokerError("topics differ from the catalogue: see `cardbus topics create`")
 
+    def start_iso_host(self) -> None:
+        """The bank host behind the ISO 8583 bridge (after the keys: it takes the bridge's)."""
+        if ISO_BRIDGE not in self.providers or settings().iso_host:
+            return
+        from console.commands import isohost
+
+        port = settings().iso_port
+        if isohost.status() is None and isohost.port_answers(port):
+            port = isohost.free_port()
+        state, started = isohost.start(port=port, progress=self.say)
+        self._started_iso_host = started
+        self.say(f"ISO 8583 bank host: {'started' if started else 'already running'} at "
+                 f"{state.address}")
+
     # -- workers ---------------------------------------------------------------------------------
 
     def start_workers(self, *, platform_args: tuple[str, ...] = ()) -> None:
@@ -138,6 +154,7 @@ class LocalStack:
         self.start_broker()
         self.start_pcscd()
         self.setup()
+        self.start_iso_host()
         self.start_workers()
         self.wait_ready()
 
@@ -151,6 +168,11 @@ class LocalStack:
                 serve.remove(reader)
         for w in self.workers.values():
             w.stop()
+        if self._started_iso_host:
+            from console.commands import isohost
+
+            isohost.stop()
+            self.say("ISO 8583 bank host: stopped")
         if self._pcscd is not None:
             with contextlib.suppress(Exception):
                 self._pcscd.stop()  # type: ignore[attr-defined]

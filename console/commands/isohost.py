@@ -145,7 +145,7 @@ def status(home: Path | None = None) -> HostState | None:
     return state if state is not None and pid_alive(state.pid) else None
 
 
-def _answers(port: int) -> bool:
+def port_answers(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.3)
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -163,7 +163,7 @@ def start(home: Path | None = None, *, port: int = DEFAULT_PORT, progress: Progr
     running = status(home)
     if running is not None:
         return running, False
-    if _answers(port):
+    if port_answers(port):
         raise IsoHostError(f"port {port} on 127.0.0.1 is in use: choose another with --port")
     libs, classes = build(home, progress)
     hsm = bridge_hsm(PROVIDER, home)
@@ -188,7 +188,7 @@ def start(home: Path | None = None, *, port: int = DEFAULT_PORT, progress: Progr
             _CHILDREN.pop(proc.pid, None)
             raise IsoHostError(f"the ISO 8583 host exited during start-up "
                                f"(code {proc.returncode}).\n{log_tail(home)}")
-        if _answers(port):
+        if port_answers(port):
             return state, True
         time.sleep(0.1)
     _terminate(proc.pid)
