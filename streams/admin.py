@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -72,11 +72,14 @@ def with_prefix(specs: Iterable[TopicSpec], prefix: str | None) -> list[TopicSpe
 
 async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec],
                         settings: TopicSettings | None = None, *,
-                        timeout_ms: int = 30_000) -> EnsureReport:
-    """Create the missing topics of ``specs`` and compare the existing ones with the catalogue."""
+                        timeout_ms: int = 30_000,
+                        auth: Mapping[str, Any] | None = None) -> EnsureReport:
+    """Create the missing topics of ``specs`` and compare the existing ones with the catalogue.
+    ``auth``: the client's security settings (the operator's on a secured cluster:
+    ``streams.security.client_security("operator", bootstrap).aiokafka()``)."""
     settings = settings or TopicSettings()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
-                                client_id="cardbus-topics")
+                                client_id="cardbus-topics", **(auth or {}))
     try:
         await admin.start()
     except (KafkaError, OSError) as exc:
@@ -94,9 +97,10 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec],
 
 
 def ensure_topics_sync(bootstrap: str, specs: Sequence[TopicSpec],
-                       settings: TopicSettings | None = None) -> EnsureReport:
+                       settings: TopicSettings | None = None, *,
+                       auth: Mapping[str, Any] | None = None) -> EnsureReport:
     """``ensure_topics`` for callers without an event loop (the CLI)."""
-    return asyncio.run(ensure_topics(bootstrap, specs, settings))
+    return asyncio.run(ensure_topics(bootstrap, specs, settings, auth=auth))
 
 
 async def _ensure(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec],
