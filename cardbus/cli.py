@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cardbus.commands.bench",
     "cardbus.commands.schemas",
     "cardbus.commands.topics",
+    "cardbus.commands.credentials",
     "cardbus.commands.setup",
     "cardbus.commands.worker",
     "cardbus.commands.audit",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -66,11 +66,35 @@ class ProvisionReport:
     acls: int = 0
 
 
+def admin_as(party: str, bootstrap: str) -> AdminClient:
+    """An admin client connected as ``party``."""
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 15000,
+                            **client_security(party, bootstrap).librdkafka()}
+    return AdminClient(conf)
+
+
 def operator_admin(bootstrap: str) -> AdminClient:
     """An admin client connected as the operator."""
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 15000,
-                            **client_security(OPERATOR_PARTY, bootstrap).librdkafka()}
-    return AdminClient(conf)
+    return admin_as(OPERATOR_PARTY, bootstrap)
+
+
+def authorized_operations(bootstrap: str, party: str, topics: Iterable[str]
+                          ) -> dict[str, set[str]]:
+    """What the cluster itself says ``party`` may do on each topic (KIP-430: the broker's
+    authorizer answers for the asking principal; nothing is read or written). A topic the party
+    may not even describe maps to an empty set."""
+    names = list(dict.fromkeys(topics))
+    admin = admin_as(party, bootstrap)  # kept referenced until every future is resolved
+    futures = admin.describe_topics(TopicCollection(names), include_authorized_operations=True)
+    out: dict[str, set[str]] = {}
+    for name, fut in futures.items():
+        try:
+            desc = fut.result(timeout=TIMEOUT_S)
+        except KafkaException:
+            out[name] = set()
+            continue
+        out[name] = {op.name for op in (desc.authorized_operations or [])}
+    return out
 
 
 def _wait(futures: dict[Any, Future[Any]], what: str) -> None:
