@@ -18,6 +18,7 @@ On a cluster started ``--insecure`` there is nothing to do: no authentication, n
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from streams.brokersec import SCRAM_ITERATIONS, new_password, secret_name
 from streams.security import bus_mode, client_security, vault_home
 
 log = get_logger("streams.credentials")
+_LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 _OPERATIONS: dict[str, Operation] = {o: o for o in ("READ", "WRITE", "CREATE", "DESCRIBE")}
 TIMEOUT_S = 30.0
 _RESOURCE: dict[GrantResource, ResourceType] = {
@@ -69,6 +71,7 @@ class ProvisionReport:
 def admin_as(party: str, bootstrap: str) -> AdminClient:
     """An admin client connected as ``party``."""
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 15000,
+                            "logger": _LIBRDKAFKA_LOG,  # through logging, not straight to fd 2
                             **client_security(party, bootstrap).librdkafka()}
     return AdminClient(conf)
 

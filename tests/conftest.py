@@ -6,13 +6,20 @@ The broker, in order of preference:
 3. otherwise the deploy/ broker (real Apache Kafka from Maven Central, KRaft), started in a
    temporary folder on free ports and stopped at the end of the session.
 Never an in-memory fake.
+
+``CARDBUS_TEST_BUS=secured`` starts that deploy/ broker secured (TLS, SCRAM, ACLs) and points
+every client at it (``CARDBUS_KAFKA_CLUSTER``); the default stays ``insecure`` until every client
+takes ``streams.security`` settings (issue 17). The bus security tests get a secured cluster
+either way (``secured_bus``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +75,78 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from streams import broker
 
     home = Path(tmp_path_factory.mktemp("kafka"))
-    cluster = broker.start_on_free_ports(home)
+    secured = TEST_BUS == "secured"
+    cluster = broker.start_on_free_ports(home, insecure=not secured)
+    if secured:  # every client (and worker process) finds the mode and the CA there
+        os.environ["CARDBUS_KAFKA_CLUSTER"] = str(home)
     try:
         yield cluster.bootstrap
     finally:
         broker.stop(home)
+
+
+TEST_BUS = os.environ.get("CARDBUS_TEST_BUS", "insecure")
+SECURED_PROVIDERS = ("bank-a", "bank-b")
+
+
+@dataclass(frozen=True)
+class SecuredBus:
+    """A secured cluster with every party's credentials, ACLs and topics."""
+
+    bootstrap: str
+    cluster_home: Path  # what CARDBUS_KAFKA_CLUSTER must say (mode, CA, operator's vault)
+    vault_home: Path  # what CARDBUS_HOME must say (the parties' vaults)
+    providers: tuple[str, ...] = SECURED_PROVIDERS
+
+    def env(self) -> dict[str, str]:
+        return {"CARDBUS_KAFKA_CLUSTER": str(self.cluster_home),
+                "CARDBUS_HOME": str(self.vault_home)}
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def secured_bus(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[SecuredBus]:
+    """The session's broker if it runs secured, else a secured one of its own; with the
+    parties of ``SECURED_PROVIDERS`` and the catalogue's topics (made as the operator)."""
+    from streams import broker, credentials
+    from streams.admin import ensure_topics_sync
+    from streams.security import client_security
+    from streams.topics import catalogue
+
+    vaults = Path(tmp_path_factory.mktemp("bus-vaults"))
+    own: Path | None = None
+    session = broker.Cluster.load(broker.default_home())
+    if TEST_BUS == "secured" and session is not None and not session.insecure:
+        home, bootstrap = session.home, kafka_bootstrap
+    else:
+        own = home = Path(tmp_path_factory.mktemp("kafka-secured"))
+        with _environ({"CARDBUS_KAFKA_CLUSTER": str(home)}):
+            bootstrap = broker.start_on_free_ports(home, start_port=31092).bootstrap
+    bus = SecuredBus(bootstrap, home, vaults)
+    try:
+        with _environ(bus.env()):
+            credentials.ensure_parties(bootstrap, bus.providers)
+            operator = client_security("operator", bootstrap).aiokafka()
+            ensure_topics_sync(bootstrap, list(catalogue(bus.providers, with_changelogs=True)),
+                               auth=operator)
+        yield bus
+    finally:
+        if own is not None:
+            broker.stop(own)
 
 
 @pytest.fixture

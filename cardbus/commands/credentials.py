@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import confluent_kafka
-from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from cardbus.errors import ConfigError
 from cardbus.paths import state_dir
@@ -105,14 +105,13 @@ def _check(args: argparse.Namespace) -> int:
 async def _connect(bootstrap: str, party: str) -> None:
     """Open a real client connection as ``party`` (a refused one raises the diagnosed cause)."""
     sec = client_security(party, bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, request_timeout_ms=10000,
-                                **sec.aiokafka())
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000,
+                                 **sec.aiokafka())
     try:
         async with access.guarded(sec, bootstrap, operation="connect", resource=bootstrap):
-            await consumer.start()
+            await client.start()
     finally:
-        await consumer.stop()
+        await client.close()
 
 
 def _kafka_config(args: argparse.Namespace) -> int:
