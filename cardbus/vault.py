@@ -131,7 +131,7 @@ def open_secret(party: str, name: str, home: Path | None = None) -> str:
     entry = json.loads(path.read_text()).get(name) if path.exists() else None
     if entry is None:
         raise MissingKeyError(f"{party} has no secret {name!r} in {path}: run "
-                              "`cardbus broker start` (or `cardbus credentials create`) first")
+                              "`cardbus broker start` (or `cardbus credentials ensure`) first")
     version = int(entry["storage_version"])
     clear = keyring(party, home).decrypt(version, b64d(entry["nonce"]), b64d(entry["ct"]),
                                          _secret_aad(party, name, version))

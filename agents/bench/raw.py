@@ -3,6 +3,9 @@
 Same message size and partition count as the payment requests, ``acks=all``, idempotent
 producer with the linger the Faust workers use. The rate is messages consumed divided by the
 time from the first send to the last message read.
+
+``party``: connect as that bus party (``streams.security``: TLS + SCRAM on a secured cluster;
+each process opens the party's vault itself, an ``SSLContext`` does not cross processes).
 """
 
 from __future__ import annotations
@@ -16,12 +19,18 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streams.security import client_security
+
 LINGER_MS = 2  # what streams.faust_support gives the workers' producers
 WINDOW = 20_000  # sends in flight before the producer waits for acks
 
 
-async def _create(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+def _auth(bootstrap: str, party: str | None) -> dict[str, Any]:
+    return client_security(party, bootstrap).aiokafka() if party else {}
+
+
+async def _create(bootstrap: str, topic: str, partitions: int, party: str | None) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_auth(bootstrap, party))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, partitions, 1)])
@@ -29,8 +38,8 @@ async def _create(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
-async def _delete(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _delete(bootstrap: str, topic: str, party: str | None) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_auth(bootstrap, party))
     await admin.start()
     try:
         await admin.delete_topics([topic])
@@ -38,9 +47,11 @@ async def _delete(bootstrap: str, topic: str) -> None:
         await admin.close()
 
 
-async def _produce(bootstrap: str, topic: str, count: int, size: int) -> dict[str, float]:
+async def _produce(bootstrap: str, topic: str, count: int, size: int,
+                   party: str | None) -> dict[str, float]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=LINGER_MS)
+                                enable_idempotence=True, linger_ms=LINGER_MS,
+                                **_auth(bootstrap, party))
     await producer.start()
     try:
         value = os.urandom(size // 2).hex().encode()[:size]
@@ -58,10 +69,11 @@ async def _produce(bootstrap: str, topic: str, count: int, size: int) -> dict[st
 
 
 async def _consume(bootstrap: str, topic: str, partitions: int, count: int,
-                   ready: Any) -> dict[str, float]:
+                   ready: Any, party: str | None) -> dict[str, float]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20)
+                                max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20,
+                                **_auth(bootstrap, party))
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -84,32 +96,34 @@ async def _consume(bootstrap: str, topic: str, partitions: int, count: int,
 
 
 def _producer_main(bootstrap: str, topic: str, count: int, size: int, ready: Any,
-                   out: Any) -> None:
+                   out: Any, party: str | None) -> None:
     ready.wait(60)
-    out.put(("producer", asyncio.run(_produce(bootstrap, topic, count, size))))
+    out.put(("producer", asyncio.run(_produce(bootstrap, topic, count, size, party))))
 
 
 def _consumer_main(bootstrap: str, topic: str, partitions: int, count: int, ready: Any,
-                   out: Any) -> None:
-    out.put(("consumer", asyncio.run(_consume(bootstrap, topic, partitions, count, ready))))
+                   out: Any, party: str | None) -> None:
+    out.put(("consumer", asyncio.run(_consume(bootstrap, topic, partitions, count, ready,
+                                              party))))
 
 
 def single_hop(bootstrap: str, *, topic: str, partitions: int, size: int,
-               count: int) -> dict[str, Any]:
-    """Run the one-hop measurement in two fresh processes; returns its figures."""
-    asyncio.run(_create(bootstrap, topic, partitions))
+               count: int, party: str | None = None) -> dict[str, Any]:
+    """Run the one-hop measurement in two fresh processes (as ``party`` when given); returns
+    its figures."""
+    asyncio.run(_create(bootstrap, topic, partitions, party))
     ctx = mp.get_context("spawn")
     ready, out = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_consumer_main, args=(bootstrap, topic, partitions, count,
-                                                      ready, out)),
+                                                      ready, out, party)),
              ctx.Process(target=_producer_main, args=(bootstrap, topic, count, size, ready,
-                                                      out))]
+                                                      out, party))]
     for p in procs:
         p.start()
     got = dict(out.get(timeout=600) for _ in procs)
     for p in procs:
         p.join(30)
-    asyncio.run(_delete(bootstrap, topic))
+    asyncio.run(_delete(bootstrap, topic, party))
     prod, cons = got["producer"], got["consumer"]
     elapsed = cons["last_read"] - prod["first_send"]
     return {"messages": count, "message_bytes": size, "partitions": partitions,
