@@ -10,7 +10,9 @@ kcat), and ``properties()`` files for kcat and Kafka's own tools.
 
 The mode, in this order: ``CARDBUS_KAFKA_SECURITY`` (``sasl_ssl`` or ``plaintext``) with
 ``CARDBUS_KAFKA_CA`` (the CA file); else what the local cluster's state records
-(``cardbus broker start`` secured, or ``--insecure``); else ``sasl_ssl``, which then needs a CA.
+(``cardbus broker start`` secured, or ``--insecure``: the cluster ``CARDBUS_KAFKA_CLUSTER``
+names, or the default one when the bootstrap is its address); else ``sasl_ssl``, which then
+needs a CA.
 
 Where the vaults are: the ``operator`` is the cluster's administrator, so its vault sits with the
 cluster (``<cluster>/parties/operator``); every other party's vault is in the state folder
@@ -67,9 +69,13 @@ def bus_mode(bootstrap: str | None = None) -> BusMode:
 
 
 def _local_cluster(bootstrap: str | None) -> broker.Cluster | None:
+    """The local cluster's record: the one ``CARDBUS_KAFKA_CLUSTER`` names (whatever address
+    reaches it, a proxy too), else the default one if ``bootstrap`` is its address."""
     cluster = broker.Cluster.load(broker.default_home())
     if cluster is None:
         return None
+    if os.environ.get("CARDBUS_KAFKA_CLUSTER"):
+        return cluster
     if bootstrap and set(bootstrap.split(",")) != set(cluster.bootstrap.split(",")):
         return None
     return cluster
