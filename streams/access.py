@@ -29,7 +29,7 @@ from aiokafka.errors import (
 )
 
 from cardbus.errors import BusAccessError, BusAuthenticationError, BusAuthorizationError
-from streams.security import ClientSecurity
+from streams.security import ClientSecurity, settle_tls_closes
 
 HINT = "no ACL grants it (`cardbus topics list --acls` shows who may do what)"
 
@@ -78,6 +78,7 @@ async def guarded(sec: ClientSecurity, bootstrap: str, *, operation: str,
         yield
     except KafkaConnectionError as exc:
         found = await diagnose_connect(bootstrap, sec)
+        await settle_tls_closes()
         if found is not None:
             raise found from None
         raise exc

@@ -21,6 +21,7 @@ cluster (``<cluster>/parties/operator``); every other party's vault is in the st
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 from dataclasses import dataclass, field
@@ -157,6 +158,18 @@ class ClientSecurity:
                       f'required username="{self.username}" password="{pw}";',
                       "ssl.truststore.type=PEM", f"ssl.truststore.location={self.ca}"]
         return "\n".join(lines) + "\n"
+
+
+TLS_CLOSE_GRACE_S = 0.25
+"""aiokafka closes a TLS connection without waiting for the TLS shutdown (close_notify, one
+round trip to the broker); an event loop closed at once leaves such a transport to the garbage
+collector (a ``ResourceWarning``, an error under pytest). Short-lived loops (a CLI command's
+``asyncio.run``, a test) wait this long after closing their clients."""
+
+
+async def settle_tls_closes() -> None:
+    """Let TLS connections that aiokafka just closed finish their shutdown (see above)."""
+    await asyncio.sleep(TLS_CLOSE_GRACE_S)
 
 
 def client_security(party: str, bootstrap: str | None = None, *,

@@ -69,6 +69,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
             .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
         )
+        os.environ.setdefault("CARDBUS_KAFKA_SECURITY", "plaintext")  # the container's listener
         with container:
             yield container.get_bootstrap_server()
         return
@@ -77,8 +78,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = Path(tmp_path_factory.mktemp("kafka"))
     secured = TEST_BUS == "secured"
     cluster = broker.start_on_free_ports(home, insecure=not secured)
-    if secured:  # every client (and worker process) finds the mode and the CA there
-        os.environ["CARDBUS_KAFKA_CLUSTER"] = str(home)
+    # every client (and worker process) finds the cluster's mode (and CA) there
+    os.environ["CARDBUS_KAFKA_CLUSTER"] = str(home)
     try:
         yield cluster.bootstrap
     finally:

@@ -23,7 +23,7 @@ from cardbus.errors import ConfigError
 from cardbus.paths import state_dir
 from streams import access, credentials
 from streams.broker import resolve_bootstrap
-from streams.security import client_security, write_properties
+from streams.security import client_security, settle_tls_closes, write_properties
 
 PARTY_HELP = "platform, provider-<id>, terminal, auditor or operator"
 
@@ -112,6 +112,7 @@ async def _connect(bootstrap: str, party: str) -> None:
             await client.start()
     finally:
         await client.close()
+        await settle_tls_closes()
 
 
 def _kafka_config(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,12 @@ from cardbus.errors import BusAuthenticationError, BusAuthorizationError
 from streams import access, credentials
 from streams.acls import grants, principal
 from streams.brokersec import secret_name
-from streams.security import ClientSecurity, client_security, faust_settings
+from streams.security import (
+    ClientSecurity,
+    client_security,
+    faust_settings,
+    settle_tls_closes,
+)
 from streams.topics import (
     NAMESPACE,
     PROVIDER_RESULTS,
@@ -41,6 +47,13 @@ BANK_A_REQUESTS = provider_requests_topic("bank-a")
 def _bus_env(secured_bus: SecuredBus, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in secured_bus.env().items():
         monkeypatch.setenv(key, value)
+
+
+@pytest.fixture(autouse=True)
+async def _tls_closed() -> AsyncIterator[None]:
+    """Each test's loop lets the TLS connections its clients closed finish closing."""
+    yield
+    await settle_tls_closes()
 
 
 async def produce(bootstrap: str, sec: ClientSecurity, topic: str, value: bytes) -> None:
