@@ -18,9 +18,11 @@ On a cluster started ``--insecure`` there is nothing to do: no authentication, n
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,15 +44,25 @@ from confluent_kafka.admin import (
 from cardbus import vault
 from cardbus.errors import BrokerError
 from cardbus.logs import get_logger
+from streams.access import diagnose_connect
 from streams.acls import OPERATOR_PARTY, Grant, Operation, Pattern, grants, parties, user_name
 from streams.acls import ResourceType as GrantResource
 from streams.brokersec import SCRAM_ITERATIONS, new_password, secret_name
-from streams.security import bus_mode, client_security, vault_home
+from streams.security import (
+    ClientSecurity,
+    bus_mode,
+    client_security,
+    settle_tls_closes,
+    vault_home,
+)
 
 log = get_logger("streams.credentials")
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 _OPERATIONS: dict[str, Operation] = {o: o for o in ("READ", "WRITE", "CREATE", "DESCRIBE")}
 TIMEOUT_S = 30.0
+USABLE_TIMEOUT_S = 60.0
+"""How long to wait for a written credential to authenticate: a KRaft broker applies it when
+its metadata record reaches it (seen up to ~3 s on a loaded 2-core machine)."""
 _RESOURCE: dict[GrantResource, ResourceType] = {
     "topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
     "transactional_id": ResourceType.TRANSACTIONAL_ID}
@@ -147,6 +159,8 @@ def ensure_parties(bootstrap: str, providers: Iterable[str], *,
     admin = operator_admin(bootstrap)
     _upsert(admin, passwords)
     report.users = sorted(passwords)
+    _await_usable(bootstrap, [client_security(p, bootstrap, home=home)
+                              for p in parties(ids) if p != OPERATOR_PARTY])
     wanted = grants(ids)
     _wait(admin.create_acls([_binding(g) for g in wanted]), "creating ACL")
     report.acls = len(wanted)
@@ -167,9 +181,33 @@ def rotate(bootstrap: str, party: str, *, home: Path | None = None) -> str:
                           "ensure` first")
     password = new_password()
     _upsert(operator_admin(bootstrap), {user_name(party): password})
+    old = client_security(party, bootstrap, home=home)
+    _await_usable(bootstrap, [ClientSecurity(party, old.protocol, old.username, old.ca,
+                                             password)])
     vault.seal_secret(party, name, password, where)
     log.info("bus credential rotated", party=party, user=user_name(party))
     return user_name(party)
+
+
+def _await_usable(bootstrap: str, who: list[ClientSecurity]) -> None:
+    """Return once each of ``who`` authenticates (``BrokerError`` after
+    ``USABLE_TIMEOUT_S``); runs its own event loop on a helper thread, so callers may have one."""
+
+    async def check() -> list[str]:
+        pending = list(who)
+        deadline = time.monotonic() + USABLE_TIMEOUT_S
+        while pending and time.monotonic() < deadline:
+            pending = [s for s in pending if await diagnose_connect(bootstrap, s) is not None]
+            if pending:
+                await asyncio.sleep(0.2)
+        await settle_tls_closes()
+        return [s.principal for s in pending]
+
+    with ThreadPoolExecutor(1) as pool:
+        refused = pool.submit(asyncio.run, check()).result()
+    if refused:
+        raise BrokerError(f"credentials written but still refused after {USABLE_TIMEOUT_S:.0f}s:"
+                          f" {', '.join(refused)}")
 
 
 def cluster_grants(bootstrap: str) -> set[Grant]:

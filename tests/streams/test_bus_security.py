@@ -275,3 +275,21 @@ def test_faust_gets_sasl_ssl_through_its_own_aiokafka_mapping(secured_bus: Secur
     assert auth["sasl_mechanism"] == "SCRAM-SHA-512"
     assert auth["sasl_plain_username"] == f"{NAMESPACE}-platform"
     assert auth["ssl_context"].verify_mode.name == "CERT_REQUIRED"
+
+
+def test_setup_of_a_new_bank_makes_its_principal_and_acls(
+        secured_bus: SecuredBus, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cardbus setup --providers bank-c` on a running secured cluster: bank-c gets a password
+    in its vault and its ACLs; it reads its own request topic and no other bank's."""
+    assert not vault.has_secret("provider-bank-c", secret_name("provider-bank-c"))
+    assert main(["setup", "--providers", "bank-c"]) == 0
+    assert "bus identities:" in capsys.readouterr().out
+    assert vault.has_secret("provider-bank-c", secret_name("provider-bank-c"))
+    assert main(["topics", "create", "--providers", "bank-c"]) == 0  # as the operator
+    capsys.readouterr()
+    bank_c = provider_requests_topic("bank-c")
+    assert main(["credentials", "check", "provider-bank-c", "--read", bank_c]) == 0
+    assert main(["credentials", "check", "provider-bank-c", "--read", BANK_A_REQUESTS]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"cardbus: error: bus: {principal('provider-bank-c')} may not READ topic "
+                   f"{BANK_A_REQUESTS}: {access.HINT}"]
