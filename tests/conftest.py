@@ -119,8 +119,15 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def secured_bus(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[SecuredBus]:
+def cardbus_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's state folder (CARDBUS_HOME of the running system): every party's vault,
+    so one principal never has two passwords in two vaults."""
+    return Path(tmp_path_factory.mktemp("cardbus-home"))
+
+
+@pytest.fixture(scope="session")
+def secured_bus(kafka_bootstrap: str, cardbus_home: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBus]:
     """The session's broker if it runs secured, else a secured one of its own; with the
     parties of ``SECURED_PROVIDERS`` and the catalogue's topics (made as the operator)."""
     from streams import broker, credentials
@@ -128,7 +135,7 @@ def secured_bus(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
     from streams.security import client_security
     from streams.topics import catalogue
 
-    vaults = Path(tmp_path_factory.mktemp("bus-vaults"))
+    vaults = cardbus_home
     own: Path | None = None
     session = broker.Cluster.load(broker.default_home())
     if TEST_BUS == "secured" and session is not None and not session.insecure:
@@ -163,8 +170,7 @@ SYSTEM_PROVIDERS = ["bank-a", "bank-b", "bank-c", "transit"]
 
 
 @pytest.fixture(scope="session")
-def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Any]:
+def system(kafka_bootstrap: str, cardbus_home: Path) -> Iterator[Any]:
     """Key setup, topics, the platform worker and the bank-a and bank-b workers (other
     providers, such as ``transit``, are set up and started on demand)."""
     from cardbus import local
@@ -172,7 +178,7 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
     from streams.topics import TopicSettings, catalogue
     from tests.integration.system import System
 
-    home = Path(tmp_path_factory.mktemp("cardbus-home"))
+    home = cardbus_home
     env = {**os.environ, "CARDBUS_HOME": str(home), "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
            "PYTHONUNBUFFERED": "1"}
     old_home = os.environ.get("CARDBUS_HOME")
