@@ -176,7 +176,7 @@ class Results:
         self.on_result: Callable[[], None] | None = None
 
     async def start(self) -> None:
-        c = clients.consumer(self.bootstrap, party="bench", client_id="bench-results")
+        c = clients.consumer(self.bootstrap, party="terminal", client_id="bench-results")
         await c.start()
         tps = [TopicPartition(TERMINAL_RESULTS.name, p)
                for p in range(TERMINAL_RESULTS.partitions)]
@@ -226,7 +226,7 @@ class Results:
 
 
 async def new_producer(bootstrap: str) -> AIOKafkaProducer:
-    p = clients.producer(bootstrap, party="bench", linger_ms=LINGER_MS,
+    p = clients.producer(bootstrap, party="terminal", linger_ms=LINGER_MS,
                          client_id=f"bench-load-{uuid.uuid4().hex[:6]}")
     await p.start()
     return p

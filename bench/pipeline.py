@@ -62,7 +62,7 @@ async def enroll(bootstrap: str, home: Path, count: int) -> list[str]:
 
     terms = {f"B{secrets.token_hex(3).upper()}{i:03d}": None for i in range(count)}
     made = {tid: Terminal.create(tid, home=home) for tid in terms}
-    keys = clients.consumer(bootstrap, party="bench")
+    keys = clients.consumer(bootstrap, party="terminal")
     await keys.start()
     producer = await new_producer(bootstrap)
     try:
@@ -154,7 +154,7 @@ async def settled(bootstrap: str, timeout: float = 60) -> dict[str, int]:
         if not any((await consumer_lag(bootstrap, groups)).values()):
             break
         await asyncio.sleep(0.5)
-    consumer = clients.consumer(bootstrap, party="bench")
+    consumer = clients.consumer(bootstrap, party="operator")
     await consumer.start()
     try:
         tps = [TopicPartition(SETTLEMENTS.name, p) for p in range(SETTLEMENTS.partitions)]

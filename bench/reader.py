@@ -91,7 +91,7 @@ async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = N
     hsms = {p: ProviderHsm(p, memory_keystore()) for p in adapters}
     terminal = standalone_terminal(hsms)
     publisher = Publisher(resolve_bootstrap(bootstrap), client_id="cardbus-bench",
-                          party="bench")
+                          party="terminal")
     await publisher.start()
     bus = TopicBus(publisher, f"{topic_prefix}.taps", f"{topic_prefix}.payment-requests")
     agent = ReaderAgent(terminal, bus, aids={a.aid: p for p, a in adapters.items()},

@@ -10,6 +10,9 @@ The tree::
     │   ├── PcscError               pcscd / the PC/SC layer
     │   ├── IsoHostError            the local ISO 8583 bank host (jPOS) did not start or stop
     │   └── IsoLinkError            the ISO 8583 link to a bank host is down or timed out
+    ├── BusAccessError              the Kafka cluster refused this party
+    │   ├── BusAuthenticationError  wrong or unknown credentials, or a client without TLS
+    │   └── BusAuthorizationError   no ACL grants the party this operation
     ├── DecodeError                 bytes from the bus that do not fit the schema (-> dead letter)
     ├── EncodeError                 an event that may not go on the bus (wrong topic, too large)
     ├── CryptoError                 anything the crypto core refuses
@@ -83,6 +86,31 @@ class IsoLinkError(ServiceError):
     """The ISO 8583 link to a bank host is down, or the host did not answer in time."""
 
     code = "iso_link"
+
+
+class BusAccessError(CardBusError):
+    """The Kafka cluster refused this party (authentication or authorization)."""
+
+    code = "bus_access"
+
+    def __init__(self, message: str, *, principal: str = "", operation: str = "",
+                 resource: str = "") -> None:
+        super().__init__(message)
+        self.principal = principal
+        self.operation = operation
+        self.resource = resource
+
+
+class BusAuthenticationError(BusAccessError):
+    """The cluster did not accept the party's credentials, or the client spoke without TLS."""
+
+    code = "bus_authentication"
+
+
+class BusAuthorizationError(BusAccessError):
+    """No ACL grants the party the operation it asked for."""
+
+    code = "bus_authorization"
 
 
 class DecodeError(CardBusError):

@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "console.commands.bench",
     "console.commands.schemas",
     "console.commands.topics",
+    "console.commands.credentials",
     "console.commands.setup",
     "console.commands.worker",
     "console.commands.audit",
