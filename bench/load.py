@@ -225,8 +225,8 @@ class Results:
             await self._consumer.stop()
 
 
-async def new_producer(bootstrap: str) -> AIOKafkaProducer:
-    p = clients.producer(bootstrap, party="terminal", linger_ms=LINGER_MS,
+async def new_producer(bootstrap: str, party: str = "terminal") -> AIOKafkaProducer:
+    p = clients.producer(bootstrap, party=party, linger_ms=LINGER_MS,
                          client_id=f"bench-load-{uuid.uuid4().hex[:6]}")
     await p.start()
     return p

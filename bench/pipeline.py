@@ -99,7 +99,7 @@ async def issue_cards(bootstrap: str, home: Path, count: int) -> list[Any]:
     from cardbus import ceremony
     from streams import codec
 
-    producer = await new_producer(bootstrap)
+    producer = await new_producer(bootstrap, party="operator")  # the banks' card issuance
     profiles = []
     try:
         for i, pid in enumerate(PROVIDERS):
@@ -126,7 +126,7 @@ async def cut_over(bootstrap: str, home: Path, label: str) -> None:
     from schemas.ledger import SettlementCutoverRequested
     from streams import codec
 
-    producer = await new_producer(bootstrap)
+    producer = await new_producer(bootstrap, party="operator")  # the banks' cut-overs
     try:
         now = datetime.now(UTC)
         for pid in PROVIDERS:
@@ -207,12 +207,15 @@ async def create_changelogs(bootstrap: str, home: Path) -> list[str]:
 async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration; returns its figures."""
     from cardbus import ceremony
+    from streams import credentials
     from streams.admin import ensure_topics
     from streams.topics import TopicSettings, catalogue
 
     bootstrap, home = cfg["bootstrap"], Path(cfg["home"])
     workers, window = int(cfg["workers_per_stage"]), int(cfg["window"])
     ceremony.setup(home, list(PROVIDERS))
+    # this namespace's parties on a secured bus: principals, passwords (in home), ACLs
+    await asyncio.to_thread(credentials.ensure_parties, bootstrap, list(PROVIDERS), home=home)
     await ensure_topics(bootstrap, list(catalogue(PROVIDERS)), TopicSettings())
     await create_changelogs(bootstrap, home)
     import os

@@ -9,6 +9,7 @@ variable. Per-party secrets are not settings: a party's storage key comes from
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,16 @@ class Settings(BaseSettings):
     kafka_port: int = Field(
         default=DEFAULT_KAFKA_PORT, ge=1, le=65535,
         description="client port of the local broker `cardbus broker start` runs")
+    kafka_security: Literal["sasl_ssl", "plaintext"] | None = Field(
+        default=None, description="how clients reach the cluster (default: what the local "
+                                  "cluster's record says, else sasl_ssl)")
+    kafka_ca: Path | None = Field(
+        default=None, description="the CA file clients trust (default: the local cluster's "
+                                  "own CA)")
+    kafka_cluster: Path | None = Field(
+        default=None, description="folder of the local cluster `cardbus broker` runs: its "
+                                  "mode, CA and the operator's vault (default: "
+                                  "<home>/kafka/cluster)")
     kafka_libs: Path | None = Field(
         default=None, description="folder of the Apache Kafka jars (default: "
                                   "<home>/kafka-libs, fetched from Maven Central)")

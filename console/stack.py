@@ -49,11 +49,6 @@ class LocalStack:
             self.say(f"broker: using {env} (KAFKA_BOOTSTRAP_SERVERS)")
             return env
         running = broker.status()
-        if running is not None and not running.insecure:
-            raise BrokerError(
-                f"the broker at {running.bootstrap} runs secured (TLS, SCRAM, ACLs) and the "
-                "demo's clients do not take credentials yet (issue 17): `cardbus broker stop`, "
-                "or start it with `cardbus broker start --insecure`")
         if running is not None:
             self.bootstrap = running.bootstrap
             self.say(f"broker: already running at {running.bootstrap}")
@@ -62,8 +57,7 @@ class LocalStack:
         if broker.port_open(port):
             port = broker.free_port_block(1, start=port + 1)
         t0 = time.monotonic()
-        # plaintext until every client takes streams.security settings (issue 17)
-        cluster, _ = broker.start(port=port, progress=self.say, insecure=True)
+        cluster, _ = broker.start(port=port, progress=self.say)  # TLS, SCRAM, ACLs
         self._started_broker = True
         self.bootstrap = cluster.bootstrap
         self.say(f"broker: started at {cluster.bootstrap} in {time.monotonic() - t0:.1f}s")
@@ -84,6 +78,17 @@ class LocalStack:
         pcscd.start()
         self._pcscd = pcscd
         self.say(f"pcscd: started with {self.readers} virtual readers")
+
+    def bus_identities(self) -> None:
+        """Each party's principal, password (sealed in its vault) and ACLs on a secured bus
+        (the operator's credential comes with the cluster); nothing on a plaintext one."""
+        from streams import credentials
+
+        report = credentials.ensure_parties(self.bootstrap, list(self.providers))
+        if report.secured:
+            self.say(f"bus: {len(report.users)} principals, {report.acls} ACLs (TLS + SCRAM)")
+        else:
+            self.say("bus: plaintext (the broker runs --insecure)")
 
     def setup(self) -> None:
         from cardbus.ceremony import setup
@@ -159,6 +164,7 @@ class LocalStack:
         """Everything, in order: broker, pcscd, keys and topics, workers (until ready)."""
         self.start_broker()
         self.start_pcscd()
+        self.bus_identities()
         self.setup()
         self.start_iso_host()
         self.start_workers()

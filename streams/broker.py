@@ -174,8 +174,7 @@ class Cluster:
 
 def default_home() -> Path:
     """The local cluster's folder: ``$CARDBUS_KAFKA_CLUSTER``, else ``<state>/kafka/cluster``."""
-    env = os.environ.get("CARDBUS_KAFKA_CLUSTER")
-    return Path(env) if env else state_dir() / "kafka" / "cluster"
+    return settings().kafka_cluster or state_dir() / "kafka" / "cluster"
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

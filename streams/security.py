@@ -32,6 +32,7 @@ import faust
 
 from cardbus import vault
 from cardbus.errors import ConfigError
+from cardbus.settings import settings
 from streams import broker, tls
 from streams.acls import OPERATOR_PARTY, user_name
 from streams.brokersec import MECHANISM, secret_name
@@ -51,11 +52,10 @@ class BusMode:
 
 def bus_mode(bootstrap: str | None = None) -> BusMode:
     """The cluster's security mode (see the module docstring)."""
-    env = os.environ.get(ENV_SECURITY, "").strip().lower()
+    s = settings()
+    env = s.kafka_security
     if env:
-        if env not in ("sasl_ssl", "plaintext"):
-            raise ConfigError(f"{ENV_SECURITY}={env!r}: sasl_ssl or plaintext")
-        ca = os.environ.get(ENV_CA)
+        ca = s.kafka_ca
         local = _local_cluster(bootstrap)
         return BusMode("SASL_SSL" if env == "sasl_ssl" else "PLAINTEXT",
                        Path(ca) if ca else (tls.ca_file(local.home) if local else None),
@@ -65,7 +65,7 @@ def bus_mode(bootstrap: str | None = None) -> BusMode:
         if local.insecure:
             return BusMode("PLAINTEXT", None, local.home)
         return BusMode("SASL_SSL", tls.ca_file(local.home), local.home)
-    ca = os.environ.get(ENV_CA)
+    ca = s.kafka_ca
     return BusMode("SASL_SSL", Path(ca) if ca else None)
 
 
@@ -75,7 +75,7 @@ def _local_cluster(bootstrap: str | None) -> broker.Cluster | None:
     cluster = broker.Cluster.load(broker.default_home())
     if cluster is None:
         return None
-    if os.environ.get("CARDBUS_KAFKA_CLUSTER"):
+    if settings().kafka_cluster:
         return cluster
     if bootstrap and set(bootstrap.split(",")) != set(cluster.bootstrap.split(",")):
         return None

@@ -7,10 +7,11 @@ The broker, in order of preference:
    temporary folder on free ports and stopped at the end of the session.
 Never an in-memory fake.
 
-``CARDBUS_TEST_BUS=secured`` starts that deploy/ broker secured (TLS, SCRAM, ACLs) and points
-every client at it (``CARDBUS_KAFKA_CLUSTER``); the default stays ``insecure`` until every client
-takes ``streams.security`` settings (issue 17). The bus security tests get a secured cluster
-either way (``secured_bus``).
+The deploy/ broker runs secured, as everywhere (TLS, SCRAM-SHA-512, ACLs), and every client
+finds its mode, CA and the operator's vault through ``CARDBUS_KAFKA_CLUSTER``;
+``CARDBUS_TEST_BUS=insecure`` runs the suite on a plaintext broker instead. The running system's
+parties get their credentials in the session's state folder (``cardbus_home``); a test's own raw
+clients connect as the operator (``tests.kafka_auth``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``host:port[,host:port]`` of a real Kafka broker for the whole test session."""
     env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if env:
+        from streams import broker
+
+        # a broker this machine started (CI): its record says the mode; keep finding it when
+        # tests point CARDBUS_HOME elsewhere
+        local = broker.Cluster.load(broker.default_home())
+        if local is not None and "CARDBUS_KAFKA_CLUSTER" not in os.environ:
+            os.environ["CARDBUS_KAFKA_CLUSTER"] = str(local.home)
         yield env
         return
     if _docker_answers():
@@ -86,7 +94,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker.stop(home)
 
 
-TEST_BUS = os.environ.get("CARDBUS_TEST_BUS", "insecure")
+TEST_BUS = os.environ.get("CARDBUS_TEST_BUS", "secured")
 SECURED_PROVIDERS = ("bank-a", "bank-b")
 
 
@@ -132,7 +140,6 @@ def secured_bus(kafka_bootstrap: str, cardbus_home: Path,
     parties of ``SECURED_PROVIDERS`` and the catalogue's topics (made as the operator)."""
     from streams import broker, credentials
     from streams.admin import ensure_topics_sync
-    from streams.security import client_security
     from streams.topics import catalogue
 
     vaults = cardbus_home
@@ -148,9 +155,7 @@ def secured_bus(kafka_bootstrap: str, cardbus_home: Path,
     try:
         with _environ(bus.env()):
             credentials.ensure_parties(bootstrap, bus.providers)
-            operator = client_security("operator", bootstrap).aiokafka()
-            ensure_topics_sync(bootstrap, list(catalogue(bus.providers, with_changelogs=True)),
-                               auth=operator)
+            ensure_topics_sync(bootstrap, list(catalogue(bus.providers, with_changelogs=True)))
         yield bus
     finally:
         if own is not None:
@@ -174,6 +179,7 @@ def system(kafka_bootstrap: str, cardbus_home: Path) -> Iterator[Any]:
     """Key setup, topics, the platform worker and the bank-a and bank-b workers (other
     providers, such as ``transit``, are set up and started on demand)."""
     from cardbus import ceremony
+    from streams import credentials
     from streams.admin import ensure_topics_sync
     from streams.topics import TopicSettings, catalogue
     from tests.integration.system import System
@@ -184,6 +190,8 @@ def system(kafka_bootstrap: str, cardbus_home: Path) -> Iterator[Any]:
     old_home = os.environ.get("CARDBUS_HOME")
     os.environ["CARDBUS_HOME"] = str(home)
     ceremony.setup(home, SYSTEM_PROVIDERS)
+    # each party's principal, password (sealed in home) and ACLs (nothing on a plaintext bus)
+    credentials.ensure_parties(kafka_bootstrap, SYSTEM_PROVIDERS, home=home)
     report = ensure_topics_sync(kafka_bootstrap, list(catalogue(SYSTEM_PROVIDERS, with_changelogs=True)),
                                 TopicSettings())
     assert report is not None

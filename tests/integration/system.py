@@ -27,6 +27,7 @@ from schemas.base import Event, Money
 from schemas.payments import PaymentCompleted, PaymentRequested
 from streams import codec
 from streams.topics import PROVIDER_TABLES, provider_requests_topic, topic_spec
+from tests.kafka_auth import operator
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,7 +92,7 @@ def now() -> datetime:
 
 async def publish(bootstrap: str, topic: str, key: str | None, *events: Event,
                   partition: int | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**operator(bootstrap), bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for ev in events:
@@ -102,7 +103,7 @@ async def publish(bootstrap: str, topic: str, key: str | None, *events: Event,
 
 
 async def publish_raw(bootstrap: str, topic: str, values: Iterable[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(**operator(bootstrap), bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for value in values:
@@ -113,7 +114,7 @@ async def publish_raw(bootstrap: str, topic: str, values: Iterable[bytes]) -> No
 
 async def read_all(bootstrap: str, topic: str, *, partitions: int | None = None) -> list[Any]:
     """Every record of ``topic`` from the beginning to its current end (no group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(**operator(bootstrap), bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:

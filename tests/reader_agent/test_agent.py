@@ -24,13 +24,14 @@ from reader_agent.watcher import ReaderWatcher
 from schemas.base import contains_clear_pan
 from schemas.cards import CardTapped
 from schemas.payments import PaymentRequested
+from tests.kafka_auth import operator
 from tests.reader_agent.conftest import aids, imk
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.broker]
 
 
 async def _read_all(bootstrap: str, topic: str, expect: int, timeout: float = 10) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(topic, **operator(bootstrap), bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     out: list[bytes] = []
