@@ -117,7 +117,7 @@ def configure(level: str = "INFO", *, json: bool | None = None,
     their terminal for it)."""
     global _log_file
     previous, _log_file = _log_file, None
-    stream: TextIO = sys.stderr
+    stream: TextIO = _STDERR
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         stream = _log_file = path.open("a", encoding="utf-8", buffering=1)
@@ -154,6 +154,21 @@ def configure(level: str = "INFO", *, json: bool | None = None,
         previous.close()
 
 
+class _Stderr:
+    """``sys.stderr`` as it is at each write (a test runner swaps it per test; a handler that
+    kept the first one would write to a closed file)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+_STDERR: Any = _Stderr()
 _log_file: TextIO | None = None
 """The log file ``configure`` opened, if any (closed by the next ``configure`` or at exit)."""
 

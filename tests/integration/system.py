@@ -155,6 +155,15 @@ class Till:
     def aids(self) -> dict[str, str]:
         return self.terminal.payment_aids()
 
+    async def learn(self, provider: str, timeout: float = 90) -> None:
+        """Enroll again until the platform's key set vouches for ``provider`` too (other tests
+        of the session may have brought other providers in meanwhile)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while provider not in self.terminal.card_auth:
+            await self.session.enroll(timeout=max(1.0, deadline - loop.time()),
+                                      providers=len(self.terminal.card_auth) + 1)
+
     def tap(self, card: IssuedCard, amount: int, when: datetime | None = None) -> tuple[
             EmvTap, AppletLink]:
         state = self.states.setdefault(card.profile.card_id, CardState(None, atc=0))
