@@ -6,13 +6,14 @@ APPROVED = "00"
 DO_NOT_HONOUR = "05"  # the platform's signature on the request did not verify
 WRONG_CURRENCY = "12"  # invalid transaction: the account is in another currency
 INVALID_CARD = "14"  # unknown card / account
+FORMAT_ERROR = "30"  # the request's card data is malformed (cryptogram data not CDOL1)
 NO_ORIGINAL = "25"  # reversal: the original authorization is not known
 INSUFFICIENT_FUNDS = "51"
 EXPIRED_CARD = "54"
 INCORRECT_PIN = "55"
 EXCEEDS_LIMIT = "61"
 PIN_TRIES_EXCEEDED = "75"  # the card is blocked by the PIN-try counter
-BAD_CRYPTOGRAM = "82"  # the ARQC does not verify
+BAD_CRYPTOGRAM = "82"  # the ARQC does not verify, or covers another transaction
 ISSUER_UNAVAILABLE = "91"  # the platform's timeout answer
 REPLAYED_ATC = "94"  # duplicate transmission: ATC replayed or outside the window
 SUSPENDED_TERMINAL = "58"  # transaction not permitted to the terminal
@@ -24,6 +25,7 @@ MESSAGES: dict[str, str] = {
     DO_NOT_HONOUR: "do not honour",
     WRONG_CURRENCY: "invalid transaction (currency)",
     INVALID_CARD: "invalid card",
+    FORMAT_ERROR: "format error",
     NO_ORIGINAL: "original not found",
     INSUFFICIENT_FUNDS: "insufficient funds",
     EXPIRED_CARD: "expired card",

@@ -64,10 +64,11 @@ class ProviderAdapter:
     def authorize(self, req: AuthorizationRequested, *, card: CardRecord | None,
                   account: Account | None, chain: ChainHead, batch: OpenBatch,
                   processed: AuthorizationDecided | None,
-                  crypto: decide.IssuerCrypto) -> decide.Authorized:
-        """Decide on an authorization request."""
+                  crypto: decide.IssuerCrypto, now: datetime | None = None
+                  ) -> decide.Authorized:
+        """Decide on an authorization request (``now``: the provider's clock)."""
         return decide.authorize(req, card=card, account=account, chain=chain, batch=batch,
-                                processed=processed, crypto=crypto)
+                                processed=processed, crypto=crypto, now=now)
 
     def reverse(self, rev: ReversalRequested, *, account: Account | None, batch: OpenBatch,
                 decision: AuthorizationDecided | None,
