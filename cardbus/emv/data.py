@@ -102,7 +102,7 @@ def parse_arqc_data(data: bytes) -> ArqcInput:
         at += size
     date = fields["9A"].hex()
     _bcd_int(fields["9A"], "9A date")
-    datetime.strptime(date, "%y%m%d")  # noqa: DTZ007 - a calendar date, no time zone
+    datetime.strptime(date, "%y%m%d")  # a real calendar date (ValueError if not)
     return ArqcInput(
         amount=_bcd_int(fields["9F02"], "9F02 amount"),
         amount_other=_bcd_int(fields["9F03"], "9F03 amount other"),
