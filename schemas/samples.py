@@ -106,7 +106,7 @@ _BODIES: dict[str, dict[str, Any]] = {
     },
     "TransitLoadConfirmed": {"operator_id": "transit", "request_event_id": "f" * 32,
                              "card_serial": "0102030405060708", "confirmed": True,
-                             "balance": 1550},
+                             "outcome": "booked", "balance": 1550},
     "SettlementBatchClosed": {
         "provider_id": "bank-a", "batch_id": "bank-a-2025-01-15", "opened_at": _AT,
         "closed_at": "2025-01-15T23:59:59Z", "first_sequence": 0, "last_sequence": 41,

@@ -124,7 +124,7 @@ class Pending(BaseModel):
     approved: bool = False
     # transit top-up, after the funding payment is approved
     load_stage: Literal["none", "await_load", "requested", "authorized", "applied",
-                        "confirmed", "failed"] = "none"
+                        "voiding", "reconcile", "confirmed", "failed"] = "none"
     load_request_id: str | None = None
     operator_id: str | None = None
     card_serial: str | None = None

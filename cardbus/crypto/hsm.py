@@ -366,6 +366,14 @@ class ProviderHsm(_Role):
         return transit.operator_mac2(dlk, card_random, online_seq, amount, terminal_id,
                                      date_time)
 
+    def verify_purse_probe(self, card_no: str, card_random: bytes, online_seq: int,
+                           balance: int, amount: int, mac2: bytes, mac1: bytes) -> None:
+        """Verify the card's MAC1 over a probe made with the challenge of ``mac2`` (the card's
+        balance and online sequence number, as the card itself states them)."""
+        dlk = transit.derive_card_key(self._k("load", KeyUsage.TRANSIT_LOAD), card_no)
+        transit.verify_card_mac1(dlk, card_random, online_seq, balance, amount,
+                                 transit.probe_terminal_id(mac2), mac1)
+
     def verify_load_tac(self, card_no: str, new_balance: int, online_seq: int, amount: int,
                         terminal_id: str, date_time: str, tac: bytes) -> None:
         """Verify the card's proof of load."""
