@@ -4,7 +4,8 @@ A platform worker sends a ``ClockTicked`` to each partition of the payment-reque
 owns where a deadline is due, sealed with the platform's identity key: terminals write that
 topic too, so an unsealed tick (or one far ahead of the broker's time of its record) is refused
 (``agents.platform.decide.accept_tick``). The decision code sees the tick's ``occurred_at``
-as "now" (to time out payments), and an audit replay sees the same ticks in the same order: the same outcome.
+as "now" (to time out payments), and an audit replay sees the same ticks in the same order:
+the same outcome.
 """
 
 from __future__ import annotations
