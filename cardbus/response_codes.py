@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 APPROVED = "00"
+PIN_REQUIRED = "1A"  # additional cardholder verification required: above the adapter's floor
+# without an online PIN (a soft decline: try again with the PIN)
 DO_NOT_HONOUR = "05"  # the platform's signature on the request did not verify
 WRONG_CURRENCY = "12"  # invalid transaction: the account is in another currency
 INVALID_CARD = "14"  # unknown card / account
@@ -19,6 +21,7 @@ REPLAYED_ATC = "94"  # duplicate transmission: ATC replayed or outside the windo
 SUSPENDED_TERMINAL = "58"  # transaction not permitted to the terminal
 NO_ROUTE = "92"  # no provider for this card (no BIN / AID route)
 SYSTEM_ERROR = "96"
+CARD_AUTH_FAILED = "Q1"  # the terminal reports the card failed card authentication
 
 MESSAGES: dict[str, str] = {
     APPROVED: "approved",
@@ -38,6 +41,8 @@ MESSAGES: dict[str, str] = {
     SUSPENDED_TERMINAL: "terminal not permitted",
     NO_ROUTE: "no route to issuer",
     SYSTEM_ERROR: "system error",
+    PIN_REQUIRED: "PIN required",
+    CARD_AUTH_FAILED: "card authentication failed",
 }
 
 

@@ -57,6 +57,7 @@ class ProviderAdapter:
     transit_aids: tuple[str, ...] = ()
     currency: str = "CNY"
     per_txn_limit: int = 500_000
+    cvm_floor: int = decide.DEFAULT_CVM_FLOOR  # above it, an online PIN is required
     card_bin: str = ""
 
     # -- the four operations (pure; override to change a provider's rules) -------------------
@@ -68,7 +69,8 @@ class ProviderAdapter:
                   ) -> decide.Authorized:
         """Decide on an authorization request (``now``: the provider's clock)."""
         return decide.authorize(req, card=card, account=account, chain=chain, batch=batch,
-                                processed=processed, crypto=crypto, now=now)
+                                processed=processed, crypto=crypto, now=now,
+                                cvm_floor=self.cvm_floor)
 
     def reverse(self, rev: ReversalRequested, *, account: Account | None, batch: OpenBatch,
                 decision: AuthorizationDecided | None,

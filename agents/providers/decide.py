@@ -7,8 +7,10 @@ inputs reproduces every decision byte for byte (audit), and unit tests need no b
 The authorization steps, in order (each a small named check, jPOS-participant style):
 duplicate? -> platform signature -> card known -> what the cryptogram covers is this request
 (CDOL1: amount, currency, date, unpredictable number, ATC) -> cryptogram (ARQC) -> card blocked
--> expiry (the provider's own clock) -> account currency -> ATC replay/window -> PIN (tries
-counter, block at the limit) -> per-transaction limit -> available funds -> approve (a hold).
+-> expiry (the provider's own clock) -> account currency -> ATC replay/window -> card
+authentication (the terminal's outcome) -> cardholder verification policy (an online PIN above
+the adapter's floor) -> PIN (tries counter, block at the limit) -> per-transaction limit ->
+available funds -> approve (a hold).
 
 The cryptogram is checked before any decline that carries an ARPC: an ARPC is only ever made
 for an ARQC that verified, so a bad cryptogram on a blocked or expired card is a decline (82),
@@ -20,7 +22,10 @@ not BCD, not a date); ``82`` (negative cryptogram result) when the ARQC does not
 when it verifies but over other data than the request's own: another amount (9F02), an amount
 other (9F03) that is not zero, another currency (5F2A), an unknown currency, a date (9A) more
 than a day from the request's time, another unpredictable number (9F37) or ATC, or a
-transaction type (9C) that is not a purchase. (The ATC needs no comparison: the session key
+transaction type (9C) that is not a purchase. Cardholder verification: ``Q1`` when the
+terminal reports the card failed card authentication; ``1A`` (additional customer
+authentication required, a soft decline) above the adapter's CVM floor without an online PIN
+(no PIN block, or CVM results 9F34 that do not say online PIN). (The ATC needs no comparison: the session key
 the ARQC is checked under comes from the request's ATC.)
 """
 
@@ -46,6 +51,7 @@ from cardbus.errors import CryptoError, PinBlockError
 from cardbus.response_codes import (
     APPROVED,
     BAD_CRYPTOGRAM,
+    CARD_AUTH_FAILED,
     DO_NOT_HONOUR,
     EXCEEDS_LIMIT,
     EXPIRED_CARD,
@@ -54,6 +60,7 @@ from cardbus.response_codes import (
     INSUFFICIENT_FUNDS,
     INVALID_CARD,
     NO_ORIGINAL,
+    PIN_REQUIRED,
     PIN_TRIES_EXCEEDED,
     REPLAYED_ATC,
     WRONG_CURRENCY,
@@ -70,6 +77,8 @@ from schemas.payments import (
 from schemas.settlement import CurrencyTotal, SettlementBatchClosed
 
 ATC_WINDOW = 100  # an ATC jump larger than this is refused as out of window
+CVM_ONLINE_PIN = 0x02  # 9F34 byte 1, low six bits: enciphered PIN verified online
+DEFAULT_CVM_FLOOR = 100_000  # minor units above which an online PIN is required (1,000.00)
 DATE_SLACK = timedelta(days=1)  # 9A is the terminal's local date: a day either side of UTC
 
 
@@ -141,7 +150,7 @@ def settle(account: Account, open_batch: int) -> Account:
 
 
 def _check(req: AuthorizationRequested, card: CardRecord | None, account: Account | None,
-           crypto: IssuerCrypto, batch: int, now: datetime) -> _Draft:
+           crypto: IssuerCrypto, batch: int, now: datetime, cvm_floor: int) -> _Draft:
     """Run the checks in order; return the response code and the updated card/account."""
     try:
         crypto.verify_platform(req)
@@ -171,7 +180,18 @@ def _check(req: AuthorizationRequested, card: CardRecord | None, account: Accoun
     if card.last_atc is not None and not card.last_atc < atc <= card.last_atc + ATC_WINDOW:
         return _Draft(REPLAYED_ATC, card, account, arpc_needed=False)
     card = card.model_copy(update={"last_atc": atc})
+    if req.card.card_auth == "failed":
+        return _Draft(CARD_AUTH_FAILED, card, account)
+    if req.amount.amount > cvm_floor and not online_pin(req):
+        return _Draft(PIN_REQUIRED, card, account)
     return _after_cryptogram(req, card, account, crypto, batch)
+
+
+def online_pin(req: AuthorizationRequested) -> bool:
+    """Whether the cardholder was verified by an online PIN: a PIN block, and CVM results
+    (9F34) whose method is enciphered PIN online (02, with or without the "next CVM" bit)."""
+    return (req.pin_block is not None and req.pin_key_id is not None
+            and int(req.card.cvm_results[:2], 16) & 0x3F == CVM_ONLINE_PIN)
 
 
 def _after_cryptogram(req: AuthorizationRequested, card: CardRecord, account: Account,
@@ -236,6 +256,7 @@ def authorize(
     processed: AuthorizationDecided | None,
     crypto: IssuerCrypto,
     now: datetime | None = None,
+    cvm_floor: int = DEFAULT_CVM_FLOOR,
 ) -> Authorized:
     """Decide on one authorization request. A duplicate gets the original decision, unchanged.
 
@@ -246,7 +267,7 @@ def authorize(
     if account is not None:
         account = settle(account, batch.number)
     draft = _check(req, card, account, crypto, batch.number,
-                   req.occurred_at if now is None else now)
+                   req.occurred_at if now is None else now, cvm_floor)
     approved = draft.code == APPROVED
     sequence = chain.sequence + 1
     decision = AuthorizationDecided(

@@ -127,7 +127,7 @@ def test_canonical_bytes_ignore_the_seal_and_cover_every_other_field() -> None:
 
 def test_registry_covers_every_model_once_with_its_version() -> None:
     assert set(EVENT_TYPES) == set(NAMES) and len(NAMES) == len(set(NAMES))
-    assert CURRENT_VERSIONS["PaymentRequested"] == 2
+    assert CURRENT_VERSIONS["PaymentRequested"] == 3
     assert all(v >= 1 for v in CURRENT_VERSIONS.values())
 
 
