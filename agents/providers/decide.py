@@ -25,8 +25,8 @@ than a day from the request's time, another unpredictable number (9F37) or ATC, 
 transaction type (9C) that is not a purchase. Cardholder verification: ``Q1`` when the
 terminal reports the card failed card authentication; ``1A`` (additional customer
 authentication required, a soft decline) above the adapter's CVM floor without an online PIN
-(no PIN block, or CVM results 9F34 that do not say online PIN). (The ATC needs no comparison: the session key
-the ARQC is checked under comes from the request's ATC.)
+(no PIN block, or CVM results 9F34 that do not say online PIN). (The ATC needs no
+comparison: the session key the ARQC is checked under comes from the request's ATC.)
 """
 
 from __future__ import annotations
