@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from cardbus.crypto import pin as pin_module
-
 import json
 import os
 import stat
@@ -11,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cardbus.crypto import pin as pin_module
 from cardbus.crypto.keys import KeyAlg, KeyUsage, kcv, new_key
 from cardbus.crypto.keystore import (
     ENV_VAR,

@@ -108,3 +108,25 @@ def test_the_platform_s_result_is_accepted(world: World) -> None:
     term, _ = enrolled(world)
     ev = session.accept_result(term, _completed(world, term.terminal_id, world.platform))
     assert ev is not None and ev.correlation_id == "pay-1"
+
+
+def test_reprs_never_show_a_pan_or_card_keys() -> None:
+    from cardbus.cardprofile import CardProfile
+
+    profile = CardProfile(card_id="c1", provider="bank-a", kind="emv", aid="A0000003330101",
+                          label="X", pan="4111111111111111", expiry="301231",
+                          icc_master_key="AB" * 16, card_private_key="CD" * 32,
+                          load_key="EF" * 16, tac_key="12" * 16)
+    text = repr(profile)
+    for secret in ("4111111111111111", "AB" * 16, "CD" * 32, "EF" * 16, "12" * 16):
+        assert secret not in text
+
+
+def test_an_unknown_currency_is_refused_by_the_terminal() -> None:
+    from reader_agent.agent import ReaderAgent
+
+    agent = ReaderAgent.__new__(ReaderAgent)
+    agent.armed = None
+    with pytest.raises(ConfigError, match="XTS"):
+        agent.arm(100, "XTS")
+    assert agent.armed is None
