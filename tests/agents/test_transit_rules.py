@@ -116,7 +116,7 @@ def test_mac2_goes_to_the_terminal_once(world: World) -> None:
 
 
 def test_an_answer_for_no_load_in_progress_is_refused(world: World) -> None:
-    top, auth = authorized(world)
+    _top, auth = authorized(world)
     with pytest.raises(platform.Rejected, match="answers no top-up in progress"):
         platform_transit.operator_answer(auth, pending=None, route=world.routes["transit"],
                                          hsm=world.platform)
