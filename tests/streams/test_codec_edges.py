@@ -36,7 +36,7 @@ def test_decode_as_names_the_types_it_expected() -> None:
 
 def test_a_duplicate_key_is_named() -> None:
     text = '{"type":"ClockTicked","schema_version":1,"partition":1,"partition":2}'
-    with pytest.raises(DecodeError, match="^partition: duplicate key") as info:
+    with pytest.raises(DecodeError, match=r"^partition: duplicate key") as info:
         decode(None, text.encode())
     assert info.value.field == "partition"
 
@@ -56,7 +56,7 @@ def test_malformed_payloads_say_why(payload: bytes, reason: str) -> None:
 
 def test_a_nested_payload_is_refused_as_too_deep() -> None:
     deep = b'{"type":"X","schema_version":1,"x":' + b"[" * 30_000 + b"]" * 30_000 + b"}"
-    with pytest.raises(DecodeError, match="^payload: JSON nested too deeply$"):
+    with pytest.raises(DecodeError, match=r"^payload: JSON nested too deeply$"):
         decode(None, deep)
 
 
