@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from cardbus import vault
+from cardbus.emv.data import currency_numeric
 from cardbus.errors import ConfigError
 from cardbus.logs import get_logger
 from reader_agent.agent import (
-    CURRENCY_NUMERIC,
     ReaderAgent,
     TapOutcome,
     interactive_pin,
@@ -150,7 +150,7 @@ async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_rea
         try:
             return run_payment(link, terminal.payment_aids(),
                                Checkout(amount=amount,
-                                        currency_numeric=CURRENCY_NUMERIC.get(currency, 156)),
+                                        currency_numeric=currency_numeric(currency)),
                                terminal.card_auth_public), link
         except BaseException:
             link.disconnect()

@@ -180,20 +180,28 @@ class TerminalSession:
             for msg in (m for ms in batch.values() for m in ms):
                 if msg.key != tid:
                     continue
-                try:
-                    ev = decode(TERMINAL_RESULTS.name, msg.value)
-                    if self.terminal.platform is not None:
-                        from cardbus.crypto.signing import verify_event
-
-                        platform = self.terminal.platform
-                        verify_event(ev, {platform.key_id: platform}.get)
-                except Exception as exc:  # noqa: BLE001 - set aside, keep reading
-                    log.warning("result set aside", error=str(exc), offset=msg.offset)
+                ev = accept_result(self.terminal, msg.value, offset=msg.offset)
+                if ev is None:
                     continue
-                if isinstance(ev, PaymentCompleted | TransitLoadAuthorized
-                              | TransitLoadConfirmed):
-                    fut = self._waiting.pop(ev.correlation_id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(ev)
-                    else:
-                        self.unmatched.append(ev)
+                fut = self._waiting.pop(ev.correlation_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(ev)
+                else:
+                    self.unmatched.append(ev)
+
+
+def accept_result(terminal: Terminal, value: bytes | None, *, offset: int = -1
+                  ) -> Event | None:
+    """A result from ``cardbus.terminal-results`` this terminal may act on: decoded, for this
+    terminal, and sealed by the platform; anything else is logged and set aside (None)."""
+    try:
+        ev = decode(TERMINAL_RESULTS.name, value)
+        if not isinstance(ev, PaymentCompleted | TransitLoadAuthorized | TransitLoadConfirmed):
+            raise DecodeError(f"type: {ev.type} is not a result")
+        if isinstance(ev, PaymentCompleted) and ev.terminal_id != terminal.terminal_id:
+            raise DecodeError(f"result for terminal {ev.terminal_id}", field="terminal_id")
+        terminal.check_platform(ev)
+    except (DecodeError, CryptoError) as exc:
+        log.warning("result set aside", error=str(exc), offset=offset)
+        return None
+    return ev

@@ -37,7 +37,7 @@ from schemas.payments import (
     ReversalCompleted,
     ReversalRequested,
 )
-from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
+from schemas.providers import ProviderAdmitted, ProviderKeysProvisioned, ProviderRegistered
 from schemas.registry import type_name, union_adapter
 from schemas.settlement import SettlementBatchClosed
 from schemas.terminals import TerminalEnrolled, TerminalKeysIssued, TerminalStatusChanged
@@ -131,12 +131,16 @@ class TopicSpec:
         return union_adapter(self.values)
 
     def config(self, settings: TopicSettings | None = None) -> dict[str, str]:
-        """The broker topic config this spec asks for."""
+        """The broker topic config this spec asks for. Every event topic stamps its records
+        with the broker's clock (``LogAppendTime``): the time a consumer reads as "when it
+        arrived" (deadlines, a tick's bound, a card's expiry) is never a producer's claim."""
         settings = settings or TopicSettings()
         conf = {
             "cleanup.policy": self.cleanup,
             "min.insync.replicas": str(settings.min_insync_replicas),
         }
+        if self.values:  # event topics; a table's changelog keeps Faust's own timestamps
+            conf["message.timestamp.type"] = "LogAppendTime"
         if self.cleanup == "delete":
             conf["retention.ms"] = str(settings.retention_days * DAY_MS)
         conf.update(dict(self.extra_config))
@@ -152,6 +156,10 @@ OPERATOR = "operator"
 PROVIDER_REGISTRATIONS = TopicSpec(
     f"{NAMESPACE}.providers", "provider_id", (ProviderRegistered,), 3, "compact",
     (PROVIDERS,), (PLATFORM, AUDIT), "provider registrations: routing by BIN / transit AID")
+PROVIDER_ADMISSIONS = TopicSpec(
+    f"{NAMESPACE}.provider-admissions", "provider_id", (ProviderAdmitted,), 3, "compact",
+    (OPERATOR,), (PLATFORM, AUDIT),
+    "operator-signed admissions: the identity key and card ranges a provider may register")
 PROVIDER_KEYS = TopicSpec(
     f"{NAMESPACE}.provider-keys", "provider_id", (ProviderKeysProvisioned,), 3, "compact",
     (PROVIDERS,), (PLATFORM, AUDIT), "TR-31 key blocks, the provider's whole current key set")
@@ -197,7 +205,8 @@ DEAD_LETTERS = TopicSpec(
     (PLATFORM, PROVIDERS), (AUDIT, OPERATOR), "messages set aside, with reason")
 
 STATIC_TOPICS: tuple[TopicSpec, ...] = (
-    PROVIDER_REGISTRATIONS, PROVIDER_KEYS, TERMINALS, TERMINAL_STATUS, TERMINAL_KEYS, TAPS,
+    PROVIDER_REGISTRATIONS, PROVIDER_ADMISSIONS, PROVIDER_KEYS, TERMINALS, TERMINAL_STATUS,
+    TERMINAL_KEYS, TAPS,
     PAYMENT_REQUESTS, PROVIDER_RESULTS, TERMINAL_RESULTS, TRANSIT_LOADS, SETTLEMENTS,
     DEAD_LETTERS,
 )

@@ -209,3 +209,21 @@ def system(kafka_bootstrap: str, cardbus_home: Path) -> Iterator[Any]:
             os.environ["CARDBUS_HOME"] = old_home
 
 
+
+
+_SERVICE_FIXTURES = {"kafka_bootstrap": "broker", "system": "broker"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses the real broker must be marked ``broker`` (a "unit" selection,
+    ``-m 'not broker and not pcsc'``, must never start one): collection fails otherwise."""
+    unmarked = []
+    for item in items:
+        needs = {_SERVICE_FIXTURES[f] for f in getattr(item, "fixturenames", ())
+                 if f in _SERVICE_FIXTURES}
+        missing = needs - {m.name for m in item.iter_markers()}
+        if missing:
+            unmarked.append(f"{item.nodeid} (needs {', '.join(sorted(missing))})")
+    if unmarked:
+        raise pytest.UsageError("tests using a service without its marker:\n  "
+                                + "\n  ".join(unmarked))

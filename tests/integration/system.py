@@ -201,11 +201,12 @@ def software_terminal(terminal_id: str, home: Path) -> Terminal:
     return Terminal.create(terminal_id, home=home)
 
 
-def memory_terminal(terminal_id: str) -> Terminal:
+def memory_terminal(terminal_id: str, home: Path) -> Terminal:
+    from cardbus import vault
     from cardbus.crypto.keystore import memory_keystore
 
     ks: KeyStore = memory_keystore()
-    return Terminal.in_memory(terminal_id, ks)
+    return Terminal.in_memory(terminal_id, ks, platform=vault.identity("platform", home))
 
 
 async def table(bootstrap: str, app_id: str, name: str) -> dict[str, Any]:
