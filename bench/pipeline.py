@@ -223,6 +223,8 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "CARDBUS_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     fleet = Fleet(env, home, cfg.get("log_level", "INFO"))
     common = ["--bootstrap", bootstrap, "--loglevel", cfg.get("loglevel", "warn")]
+    if cfg.get("profile_seconds"):
+        common.append("--dumpable")  # py-spy attaches to the hottest worker
     for i in range(1, workers + 1):
         fleet.start_worker(f"platform-{i}", "platform", "--timeout", "60", "--instance", str(i),
                            "--datadir", str(home / f"w-platform-{i}"), *common)

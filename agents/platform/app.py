@@ -109,9 +109,10 @@ def build(cfg: PlatformConfig) -> faust.App:
         for tp in list(app.consumer.assignment()):
             if tp.topic != PAYMENT_REQUESTS.name or not platform.due(tp.partition, now):
                 continue
-            tick = ClockTicked(**header("platform", f"clock-{tp.partition}", now,
-                                        event_id=f"tick-{tp.partition}-{now.timestamp():.3f}"),
-                               partition=tp.partition)
+            tick = platform.hsm.sign_event(ClockTicked(
+                **header("platform", f"clock-{tp.partition}", now,
+                         event_id=f"tick-{tp.partition}-{now.timestamp():.3f}"),
+                partition=tp.partition))  # sealed: terminals write this topic too
             await requests_topic.send(value=codec.encode(tick), partition=tp.partition)
 
     @app.timer(2.0)

@@ -291,7 +291,9 @@ class Platform:
         ev = codec.decode_as(PAYMENT_REQUESTS.name, record.value,
                              (PaymentRequested, PaymentCancelled, ClockTicked))
         if isinstance(ev, ClockTicked):
-            await self.on_tick(ev, record.partition)
+            now = decide.accept_tick(ev, broker_time=received_at(record),
+                                     platform=self.hsm.verifier)
+            await self.on_tick(ev.model_copy(update={"occurred_at": now}), record.partition)
         elif isinstance(ev, PaymentCancelled):
             await self.on_cancel(ev, record)
         else:

@@ -23,7 +23,8 @@ from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, Checkout, run_payment
 from reader_agent.requests import Sale, tap_events
 from reader_agent.terminal import enrollment
-from schemas.base import Event, Money
+from schemas.base import Event, Money, header
+from schemas.clock import ClockTicked
 from schemas.payments import PaymentRequested
 from schemas.terminals import TerminalKeysIssued
 from schemas.values import Merchant
@@ -127,6 +128,11 @@ class Network:
                                       purpose))
         assert req is not None
         return req
+
+    def tick(self, partition: int, at: datetime) -> ClockTicked:
+        """The platform's sealed clock tick for ``partition`` at ``at``."""
+        return self.platform_hsm.sign_event(ClockTicked(
+            **header("platform", f"clock-{partition}", at), partition=partition))
 
     async def deliver(self, items: list[tuple[str, str | None, Event]]) -> None:
         """Hand events the platform sent to providers to those providers' handlers."""

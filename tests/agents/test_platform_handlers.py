@@ -16,7 +16,6 @@ from agents.providers.transit import adapter as transit_operator
 from bench.sim import kbpk_ceremony
 from cardbus.errors import DecodeError
 from schemas.base import Money, header
-from schemas.clock import ClockTicked
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
@@ -152,12 +151,10 @@ async def test_tick_past_the_deadline_declines_91_and_reverses(net: Network) -> 
     req = net.request(T, card, 700)
     await net.platform.on_request(rec(req, partition=1))
     net.sent.take()
-    early = ClockTicked(**header("platform", "clock-1", NOW + timedelta(seconds=1)),
-                        partition=1)
+    early = net.tick(1, NOW + timedelta(seconds=1))
     await net.platform.on_request(rec(early, partition=1))
     assert net.sent.take() == []
-    late = ClockTicked(**header("platform", "clock-1", NOW + timedelta(minutes=5)),
-                       partition=1)
+    late = net.tick(1, NOW + timedelta(minutes=5))
     await net.platform.on_request(rec(late, partition=1))
     sent = [ev for _t, _k, ev in net.sent.take()]
     assert only(sent, PaymentCompleted).response_code == "91"
@@ -266,12 +263,10 @@ async def test_an_unclaimed_approval_is_parked_then_reversed_once(net: Network) 
     decision = only([ev for _t, _k, ev in net.sent.take()], AuthorizationDecided)
     await net.platform.on_result(rec(decision, topic=PROVIDER_RESULTS.name, partition=3))
     assert net.sent.take() == []  # parked, not dead-lettered, not forwarded
-    soon = ClockTicked(**header("platform", "clock-3", NOW + timedelta(seconds=5)),
-                       partition=3)
+    soon = net.tick(3, NOW + timedelta(seconds=5))
     await net.platform.on_request(rec(soon, partition=3))
     assert net.sent.take() == []
-    late = ClockTicked(**header("platform", "clock-3", NOW + timedelta(minutes=2)),
-                       partition=3)
+    late = net.tick(3, NOW + timedelta(minutes=2))
     await net.platform.on_request(rec(late, partition=3))
     reversal = only([ev for _t, _k, ev in net.sent.take()], ReversalRequested)
     assert reversal.reason == "unmatched_approval"
@@ -299,7 +294,6 @@ async def test_a_resent_request_claims_its_parked_decision(net: Network) -> None
     done = only(net.sent.on(TERMINAL_RESULTS.name), PaymentCompleted)
     assert done.approved
     net.sent.take()
-    later = ClockTicked(**header("platform", "clock-1", NOW + timedelta(minutes=2)),
-                        partition=1)
+    later = net.tick(1, NOW + timedelta(minutes=2))
     await net.platform.on_request(rec(later, partition=1))
     assert not any(isinstance(ev, ReversalRequested) for _t, _k, ev in net.sent.take())
