@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "console.commands.topics",
     "console.commands.credentials",
     "console.commands.setup",
+    "console.commands.admit",
     "console.commands.worker",
     "console.commands.audit",
     "console.commands.settle",

@@ -108,6 +108,10 @@ class LocalStack:
         self.say(f"topics: {len(result.topics)} ready ({created} created)")
         if not result.ok:
             raise BrokerError("topics differ from the catalogue: see `cardbus topics create`")
+        from console.commands.admit import admit
+
+        asyncio.run(admit(self.bootstrap, list(self.providers)))
+        self.say(f"providers admitted by the operator: {', '.join(self.providers)}")
 
     def start_iso_host(self) -> None:
         """The bank host behind the ISO 8583 bridge (after the keys: it takes the bridge's)."""

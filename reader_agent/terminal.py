@@ -49,6 +49,7 @@ class Terminal:
         self.store = store
         self.card_auth: dict[str, Verifier] = {}  # provider id -> its card-auth key
         self.directory: dict[str, ProviderCardAuthKey] = {}  # provider id -> kind, AIDs, key
+        self.status = "suspended"  # what the platform's last key set said
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -67,6 +68,7 @@ class Terminal:
             term.merchant = Merchant.model_validate(data["merchant"])
             for entry in data.get("providers", []):
                 term.trust(ProviderCardAuthKey.model_validate(entry))
+            term.status = data.get("status", "suspended")
         term.save()
         return term
 
@@ -94,6 +96,7 @@ class Terminal:
             "terminal_id": self.terminal_id,
             "merchant": self.merchant.model_dump(mode="json"),
             "providers": [e.model_dump(mode="json") for _, e in sorted(self.directory.items())],
+            "status": self.status,
         }, indent=1))
 
     def trust(self, entry: ProviderCardAuthKey) -> None:
@@ -137,6 +140,7 @@ class Terminal:
             self.hsm.install(issued.wrapped)
         for entry in ev.card_auth_keys:
             self.trust(entry)
+        self.status = ev.status
         self.save()
 
     def check_platform(self, ev: Event) -> None:

@@ -54,6 +54,7 @@ _BODIES: dict[str, dict[str, Any]] = {
         "keys": [{"key_id": "T-0001/mac/1", "usage": "mac", "kcv": "ABCDEF", "wrapped": _WRAP}],
         "card_auth_keys": [{"provider_id": "bank-a", "key_id": "bank-a/ca/1",
                             "public_key": _B64}],
+        "status": "active",
     },
     "CardTapped": {"terminal_id": "T-0001", "reader": "Virtual PCD 00 00",
                    "atr": "3B8F8001804F0CA000000306030001000000006A", "card": _CARD},

@@ -250,6 +250,8 @@ def topic_spec(name: str) -> TopicSpec:
 # Faust tables (name -> partitions: a table's changelog must have its source topics' count)
 PLATFORM_TABLES: dict[str, int] = {
     "routes": PROVIDER_REGISTRATIONS.partitions, "parked-keys": PROVIDER_KEYS.partitions,
+    "admissions": PROVIDER_ADMISSIONS.partitions,
+    "parked-registrations": PROVIDER_REGISTRATIONS.partitions,
     "terminals": TERMINALS.partitions, "platform-keys": TERMINALS.partitions,
     "pending": PAYMENT_REQUESTS.partitions,
 }

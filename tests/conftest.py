@@ -16,6 +16,7 @@ clients connect as the operator (``tests.kafka_auth``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -179,6 +180,7 @@ def system(kafka_bootstrap: str, cardbus_home: Path) -> Iterator[Any]:
     """Key setup, topics, the platform worker and the bank-a and bank-b workers (other
     providers, such as ``transit``, are set up and started on demand)."""
     from cardbus import ceremony
+    from console.commands.admit import admit
     from streams import credentials
     from streams.admin import ensure_topics_sync
     from streams.topics import TopicSettings, catalogue
@@ -195,6 +197,7 @@ def system(kafka_bootstrap: str, cardbus_home: Path) -> Iterator[Any]:
     report = ensure_topics_sync(kafka_bootstrap, list(catalogue(SYSTEM_PROVIDERS, with_changelogs=True)),
                                 TopicSettings())
     assert report is not None
+    asyncio.run(admit(kafka_bootstrap, SYSTEM_PROVIDERS, home))  # the operator's act
     sys_ = System(kafka_bootstrap, home, env)
     sys_.worker("platform", "platform", "--timeout", "10")
     sys_.start_provider("bank-a")

@@ -264,6 +264,7 @@ def keys_event(record: TerminalRecord, routes: dict[str, Route], hsm: PlatformHs
         terminal_id=record.terminal_id,
         keys=record.issued,
         card_auth_keys=card_auth_keys(routes),
+        status=record.status,
     )
     return hsm.sign_event(ev)
 

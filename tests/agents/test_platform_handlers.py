@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agents.platform.decide import Rejected, ReplayChanged
-from agents.providers.announce import key_provisioning, registration
+from agents.providers.announce import admission_for, key_provisioning, registration
 from agents.providers.bank_a import adapter as bank_a
 from agents.providers.bank_b import adapter as bank_b
 from agents.providers.transit import adapter as transit_operator
@@ -59,9 +59,44 @@ async def test_provider_registration_routes_and_keys_parked_until_registered() -
     await late.platform.on_provider_keys(rec(key_provisioning(provider.hsm, NOW)))
     assert "bank-b" not in late.platform_tables.routes
     assert set(late.platform_tables.parked) == {"bank-a"}
+    # a registration without the operator's admission waits for it, then is routed
     await late.platform.on_provider(rec(registration(bank_a, provider.hsm, NOW)))
-    assert late.platform_tables.parked == {}
+    assert "bank-a" not in late.platform_tables.routes
+    assert set(late.platform_tables.parked_registrations) == {"bank-a"}
+    admitted = late.platform_hsm.sign_event(admission_for(bank_a, provider.hsm.verifier, NOW))
+    await late.platform.on_admission(rec(admitted))
+    assert late.platform_tables.parked == {} and late.platform_tables.parked_registrations == {}
     assert late.platform_tables.routes["bank-a"]["keys_ready"] is True
+
+
+async def test_admission_is_the_operators_and_ranges_may_not_overlap() -> None:
+    network = Network(NOW)
+    provider = await network.join(bank_a)
+    forged = admission_for(bank_b, provider.hsm.verifier, NOW)  # unsealed: nobody's act
+    with pytest.raises(Rejected):
+        await network.platform.on_admission(rec(forged))
+    rival = network.platform_hsm.sign_event(admission_for(
+        bank_a.__class__(**{**bank_a.__dict__, "provider_id": "bank-x"}),
+        provider.hsm.verifier, NOW))  # bank-a's ranges for another provider
+    with pytest.raises(Rejected, match="overlap"):
+        await network.platform.on_admission(rec(rival))
+    assert set(network.platform_tables.admissions) == {"bank-a"}
+
+
+async def test_a_new_terminal_is_suspended_until_the_operator_activates_it() -> None:
+    network = Network(NOW)
+    await network.join(bank_a)
+    keys = await network.enroll("T-NEW", activate=False)
+    assert keys.status == "suspended"
+    assert network.platform_tables.terminals["T-NEW"]["status"] == "suspended"
+    card = await network.issue("bank-a")
+    network.sent.take()
+    await network.platform.on_request(rec(network.request("T-NEW", card, 100)))
+    assert only(network.sent.on(TERMINAL_RESULTS.name), PaymentCompleted).response_code == "58"
+    network.sent.take()
+    await network.platform.on_status(rec(network.status("T-NEW", "active")))
+    reissued = only(network.sent.on(TERMINAL_KEYS.name), TerminalKeysIssued)
+    assert reissued.status == "active" and reissued.terminal_id == "T-NEW"
 
 
 async def test_a_new_provider_reissues_every_terminal_key_set_with_its_aids(net: Network

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from reader_agent.session import TerminalSession
-from tests.integration.system import System, Till, software_terminal
+from tests.integration.system import System, Till, enroll_active, software_terminal
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -21,7 +21,7 @@ async def till(system: System, unique_name: str) -> AsyncIterator[Till]:
     session = TerminalSession(terminal, system.bootstrap)
     await session.start()
     try:
-        await session.enroll(timeout=90, providers=2)
+        await enroll_active(session)
     except Exception:
         await session.stop()
         print(system.logs())

@@ -197,6 +197,17 @@ class Till:
         return result.issuer_authenticated
 
 
+async def enroll_active(session: TerminalSession, *, providers: int = 2,
+                        timeout: float = 90) -> None:
+    """Enroll the session's terminal, then activate it as the operator (a new terminal is
+    suspended until then) and wait until its key set says it is active."""
+    from console.commands.reader import set_terminal_status
+
+    await session.enroll(timeout=timeout, providers=providers)
+    await set_terminal_status(session.bootstrap, session.terminal.terminal_id)
+    await session.until_active(timeout)
+
+
 def software_terminal(terminal_id: str, home: Path) -> Terminal:
     return Terminal.create(terminal_id, home=home)
 

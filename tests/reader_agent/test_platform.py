@@ -33,6 +33,7 @@ from reader_agent.terminal import Terminal
 from reader_agent.topup import AppliedLoads, TransitTarget, topup
 from schemas.base import Money
 from schemas.payments import PaymentCompleted
+from tests.integration.system import enroll_active
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.broker, pytest.mark.slow]
 
@@ -45,7 +46,7 @@ async def session(system: Any) -> AsyncIterator[TerminalSession]:
     sess = TerminalSession(terminal, system.bootstrap)
     await sess.start()
     try:
-        await sess.enroll(timeout=90, providers=2)
+        await enroll_active(sess)
     except Exception:
         await sess.stop()
         print(system.logs())
