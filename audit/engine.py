@@ -188,6 +188,9 @@ def _replay_plan(by_tp: dict[tuple[str, int], list[Record]], options: AuditOptio
         if pid not in adapters:
             notes.append(f"decisions of {pid} not re-derived: no adapter installed")
             continue
+        if not adapters[pid].replayable:
+            notes.append(f"decisions of {pid} not re-derived: its own host decides them")
+            continue
         try:
             provider_hsm(pid, options.home)
         except CardBusError as exc:

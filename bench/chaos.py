@@ -2,7 +2,9 @@
 stall and brokers restart or die; every payment must end in exactly one outcome at its terminal
 and every ledger must match those outcomes.
 
-The run owns its brokers (it restarts and kills them): a single node on free loopback ports for
+The run owns its brokers (it restarts and kills them), secured as everywhere (TLS, SCRAM, ACLs;
+each scenario makes its namespace's parties, admits its banks and activates its terminals as
+``cardbus bench pipeline`` does): a single node on free loopback ports for
 the worker scenarios and the broker restart, a three-node cluster (replication 3,
 ``min.insync.replicas=2``) for the broker loss. Each scenario runs in its own topic namespace in
 a child process (``bench.chaos_run``). The scenarios are in ``bench.faults``.
@@ -10,12 +12,14 @@ a child process (``bench.chaos_run``). The scenarios are in ``bench.faults``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +76,8 @@ def run_scenario(opts: Options, scenario: str, cluster: broker.Cluster, root: Pa
            "CARDBUS_PAYMENT_PARTITIONS": str(opts.partitions),
            "KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap, "CARDBUS_FAUST_PATCHES": opts.patches,
            "CARDBUS_KAFKA_LIBS": cluster.libs or str(broker.libs_dir()),
+           # the run's own cluster: its mode, CA and the operator's vault
+           "CARDBUS_KAFKA_CLUSTER": str(cluster.home),
            "CARDBUS_FAUST_TRACE": "1" if opts.trace else "0", "PYTHONUNBUFFERED": "1"}
     err = home / "chaos-child.log"
     cfg = child_config(opts, scenario, cluster.bootstrap, home, cluster.home)
@@ -96,6 +102,21 @@ def run_scenario(opts: Options, scenario: str, cluster: broker.Cluster, root: Pa
     return out
 
 
+@contextlib.contextmanager
+def _cluster_env(home: Path) -> Iterator[None]:
+    """``CARDBUS_KAFKA_CLUSTER`` names ``home`` meanwhile (how clients find a secured cluster's
+    CA and the operator's vault)."""
+    old = os.environ.get("CARDBUS_KAFKA_CLUSTER")
+    os.environ["CARDBUS_KAFKA_CLUSTER"] = str(home)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CARDBUS_KAFKA_CLUSTER", None)
+        else:
+            os.environ["CARDBUS_KAFKA_CLUSTER"] = old
+
+
 def run(opts: Options) -> dict[str, Any]:
     """Every chosen scenario; one JSON-able dict with a ``scenarios`` list."""
     unknown = [s for s in opts.scenarios if s not in faults.BY_NAME]
@@ -110,12 +131,13 @@ def run(opts: Options) -> dict[str, Any]:
         if not chosen:
             continue
         home = root / f"kafka-{size}"
-        cluster = broker.start_on_free_ports(home, brokers=size, start_port=39092)
-        try:
-            for name in chosen:
-                result["scenarios"].append(run_scenario(opts, name, cluster, root))
-        finally:
-            broker.stop(home)
+        with _cluster_env(home):  # secured, as everywhere: the operator's vault lives there
+            cluster = broker.start_on_free_ports(home, brokers=size, start_port=39092)
+            try:
+                for name in chosen:
+                    result["scenarios"].append(run_scenario(opts, name, cluster, root))
+            finally:
+                broker.stop(home)
     order = list(opts.scenarios)
     result["scenarios"].sort(key=lambda s: order.index(s["scenario"]))
     result["ok"] = all(s.get("ok") for s in result["scenarios"])

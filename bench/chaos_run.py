@@ -2,12 +2,13 @@
 ``CARDBUS_PAYMENT_PARTITIONS`` are read at import, so ``bench.chaos`` starts this module as a
 child process per scenario with its environment set).
 
-Steps: keys and topics (replication follows the cluster); a platform worker and one worker per
-bank; terminals enrolled, cards issued; a warm-up; the closed-loop maximum (unless a rate is
-given); open-loop load at a fraction of it for the run's length while the scenario's faults
-happen; the terminals resend and cancel as real ones do; then the drain (every payment answered
-or cancelled, every approval no terminal was told about reversed), the final cut-over and the
-accounting.
+Steps: keys, the parties' bus credentials and ACLs, topics (replication follows the cluster),
+the operator's admission of the banks; a platform worker and one worker per bank; terminals
+enrolled and activated by the operator, cards issued; a warm-up; the closed-loop maximum
+(unless a rate is given); open-loop load at a fraction of it for the run's length while the
+scenario's faults happen; the terminals resend and cancel as real ones do; then the drain (every
+payment answered or cancelled, every approval no terminal was told about reversed), the final
+cut-over and the accounting.
 
     python -m bench.chaos_run '<json config>'   # prints one JSON object
 """
@@ -41,13 +42,13 @@ from bench.load import (
     new_producer,
     open_loop,
 )
-from bench.pipeline import cut_over, enroll, issue_cards, settled
+from bench.pipeline import admit_providers, cut_over, enroll, issue_cards, settled
 from bench.procs import Fleet, consumer_lag
 from bench.stats import Sent
 from cardbus import ceremony
 from schemas.deadletters import EventDeadLettered
 from schemas.payments import AuthorizationDecided, ReversalCompleted, ReversalRequested
-from streams import clients, codec
+from streams import clients, codec, credentials
 from streams.admin import ensure_topics
 from streams.topics import (
     DEAD_LETTERS,
@@ -69,7 +70,7 @@ LOG_MARKERS = ("decision parked", "decision matched no payment", "payment cancel
 
 async def read_topic(bootstrap: str, topic: str, partitions: int) -> list[Any]:
     """Every record of ``topic`` up to its current end, decoded (no group)."""
-    consumer = clients.consumer(bootstrap, party="bench")
+    consumer = clients.consumer(bootstrap, party="operator")
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -135,7 +136,12 @@ class Run:
 
     async def setup(self) -> list[str]:
         ceremony.setup(self.home, list(PROVIDERS))
+        # this namespace's parties on the secured bus (principals, passwords in home, ACLs),
+        # its topics, and the operator's admission of the banks (the platform routes no other)
+        await asyncio.to_thread(credentials.ensure_parties, self.bootstrap, list(PROVIDERS),
+                                home=self.home)
         await ensure_topics(self.bootstrap, list(catalogue(PROVIDERS, with_changelogs=True)))
+        await admit_providers(self.bootstrap, self.home)
         for name in ("platform-1", *(f"{p}-1" for p in PROVIDERS)):
             self.stage.start(name)
         self.stage.fleet.watch("load-generator", os.getpid())

@@ -79,7 +79,7 @@ def _reopen(cls: Any, terminal_id: str, home: Path) -> Any:
     party = f"terminal-{terminal_id}"
     data = json.loads((vault.party_dir(party, home) / "terminal.json").read_text())
     term = cls(TerminalHsm(terminal_id, vault.FileKeyStore(party, home)),
-               Merchant.model_validate(data["merchant"]))
+               Merchant.model_validate(data["merchant"]), platform=vault.identity("platform", home))
     for entry in data.get("providers", []):
         term.trust(ProviderCardAuthKey.model_validate(entry))
     return term
@@ -183,7 +183,7 @@ class Results:
         self.on_answer: Callable[[str], None] | None = None  # every answer, by payment id
 
     async def start(self) -> None:
-        c = clients.consumer(self.bootstrap, party="bench", client_id="bench-results")
+        c = clients.consumer(self.bootstrap, party="terminal", client_id="bench-results")
         await c.start()
         tps = [TopicPartition(TERMINAL_RESULTS.name, p)
                for p in range(TERMINAL_RESULTS.partitions)]
@@ -235,8 +235,8 @@ class Results:
             await self._consumer.stop()
 
 
-async def new_producer(bootstrap: str) -> AIOKafkaProducer:
-    p = clients.producer(bootstrap, party="bench", linger_ms=LINGER_MS,
+async def new_producer(bootstrap: str, party: str = "terminal") -> AIOKafkaProducer:
+    p = clients.producer(bootstrap, party=party, linger_ms=LINGER_MS,
                          client_id=f"bench-load-{uuid.uuid4().hex[:6]}")
     await p.start()
     return p

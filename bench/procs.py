@@ -145,7 +145,7 @@ async def consumer_lag(bootstrap: str, groups: dict[str, list[tuple[str, int]]]
     """Total lag (end offset - committed offset) per consumer group over its source topics
     (``groups``: group id -> [(topic, partitions)])."""
     admin = clients.admin(bootstrap)
-    consumer = clients.consumer(bootstrap, party="bench")
+    consumer = clients.consumer(bootstrap, party="operator")
     await admin.start()
     await consumer.start()
     try:

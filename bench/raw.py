@@ -3,6 +3,9 @@
 Same message size and partition count as the payment requests, ``acks=all``, idempotent
 producer with the linger the Faust workers use. The rate is messages consumed divided by the
 time from the first send to the last message read.
+
+``party``: connect as that bus party (``streams.clients``: TLS + SCRAM on a secured cluster;
+each process opens the party's vault itself, an ``SSLContext`` does not cross processes).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ LINGER_MS = 2  # what streams.faust_support gives the workers' producers
 WINDOW = 20_000  # sends in flight before the producer waits for acks
 
 
-async def _create(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = clients.admin(bootstrap)
+async def _create(bootstrap: str, topic: str, partitions: int, party: str) -> None:
+    admin = clients.admin(bootstrap, party=party)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, partitions, 1)])
@@ -31,8 +34,8 @@ async def _create(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
-async def _delete(bootstrap: str, topic: str) -> None:
-    admin = clients.admin(bootstrap)
+async def _delete(bootstrap: str, topic: str, party: str) -> None:
+    admin = clients.admin(bootstrap, party=party)
     await admin.start()
     try:
         await admin.delete_topics([topic])
@@ -40,8 +43,9 @@ async def _delete(bootstrap: str, topic: str) -> None:
         await admin.close()
 
 
-async def _produce(bootstrap: str, topic: str, count: int, size: int) -> dict[str, float]:
-    producer = clients.producer(bootstrap, party="bench", linger_ms=LINGER_MS)
+async def _produce(bootstrap: str, topic: str, count: int, size: int,
+                   party: str) -> dict[str, float]:
+    producer = clients.producer(bootstrap, party=party, linger_ms=LINGER_MS)
     await producer.start()
     try:
         value = os.urandom(size // 2).hex().encode()[:size]
@@ -59,8 +63,8 @@ async def _produce(bootstrap: str, topic: str, count: int, size: int) -> dict[st
 
 
 async def _consume(bootstrap: str, topic: str, partitions: int, count: int,
-                   ready: Any) -> dict[str, float]:
-    consumer = clients.consumer(bootstrap, party="bench", max_partition_fetch_bytes=4 << 20,
+                   ready: Any, party: str) -> dict[str, float]:
+    consumer = clients.consumer(bootstrap, party=party, max_partition_fetch_bytes=4 << 20,
                                 fetch_max_bytes=64 << 20)
     await consumer.start()
     try:
@@ -84,32 +88,34 @@ async def _consume(bootstrap: str, topic: str, partitions: int, count: int,
 
 
 def _producer_main(bootstrap: str, topic: str, count: int, size: int, ready: Any,
-                   out: Any) -> None:
+                   out: Any, party: str) -> None:
     ready.wait(60)
-    out.put(("producer", asyncio.run(_produce(bootstrap, topic, count, size))))
+    out.put(("producer", asyncio.run(_produce(bootstrap, topic, count, size, party))))
 
 
 def _consumer_main(bootstrap: str, topic: str, partitions: int, count: int, ready: Any,
-                   out: Any) -> None:
-    out.put(("consumer", asyncio.run(_consume(bootstrap, topic, partitions, count, ready))))
+                   out: Any, party: str) -> None:
+    out.put(("consumer", asyncio.run(_consume(bootstrap, topic, partitions, count, ready,
+                                              party))))
 
 
 def single_hop(bootstrap: str, *, topic: str, partitions: int, size: int,
-               count: int) -> dict[str, Any]:
-    """Run the one-hop measurement in two fresh processes; returns its figures."""
-    asyncio.run(_create(bootstrap, topic, partitions))
+               count: int, party: str = "operator") -> dict[str, Any]:
+    """Run the one-hop measurement in two fresh processes (as ``party`` when given); returns
+    its figures."""
+    asyncio.run(_create(bootstrap, topic, partitions, party))
     ctx = mp.get_context("spawn")
     ready, out = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_consumer_main, args=(bootstrap, topic, partitions, count,
-                                                      ready, out)),
+                                                      ready, out, party)),
              ctx.Process(target=_producer_main, args=(bootstrap, topic, count, size, ready,
-                                                      out))]
+                                                      out, party))]
     for p in procs:
         p.start()
     got = dict(out.get(timeout=600) for _ in procs)
     for p in procs:
         p.join(30)
-    asyncio.run(_delete(bootstrap, topic))
+    asyncio.run(_delete(bootstrap, topic, party))
     prod, cons = got["producer"], got["consumer"]
     elapsed = cons["last_read"] - prod["first_send"]
     return {"messages": count, "message_bytes": size, "partitions": partitions,

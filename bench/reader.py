@@ -43,7 +43,8 @@ def standalone_terminal(providers: dict[str, ProviderHsm], terminal_id: str = "B
     TerminalHsm operations, wrapped keys and card-auth trust as an enrolled terminal."""
     platform = platform or PlatformHsm(memory_keystore())
     terminal = Terminal.in_memory(terminal_id, memory_keystore(),
-                                  Merchant(merchant_id="BENCH", name="Bench shop", mcc="5411"))
+                                  Merchant(merchant_id="BENCH", name="Bench shop", mcc="5411"),
+                                  platform=platform.verifier)
     for blob in platform.enroll_terminal(terminal_id, terminal.hsm.public_kex()):
         terminal.hsm.install(blob)
     adapters = discover()
@@ -91,7 +92,7 @@ async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = N
     hsms = {p: ProviderHsm(p, memory_keystore()) for p in adapters}
     terminal = standalone_terminal(hsms)
     publisher = Publisher(resolve_bootstrap(bootstrap), client_id="cardbus-bench",
-                          party="bench")
+                          party="terminal")
     await publisher.start()
     bus = TopicBus(publisher, f"{topic_prefix}.taps", f"{topic_prefix}.payment-requests")
     agent = ReaderAgent(terminal, bus, aids={a.aid: p for p, a in adapters.items()},

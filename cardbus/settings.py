@@ -9,6 +9,7 @@ variable. Per-party secrets are not settings: a party's storage key comes from
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from cardbus.errors import ConfigError
 
 DEFAULT_KAFKA_PORT = 9092
+DEFAULT_ISO_PORT = 8583
 
 
 class Settings(BaseSettings):
@@ -50,6 +52,16 @@ class Settings(BaseSettings):
     kafka_port: int = Field(
         default=DEFAULT_KAFKA_PORT, ge=1, le=65535,
         description="client port of the local broker `cardbus broker start` runs")
+    kafka_security: Literal["sasl_ssl", "plaintext"] | None = Field(
+        default=None, description="how clients reach the cluster (default: what the local "
+                                  "cluster's record says, else sasl_ssl)")
+    kafka_ca: Path | None = Field(
+        default=None, description="the CA file clients trust (default: the local cluster's "
+                                  "own CA)")
+    kafka_cluster: Path | None = Field(
+        default=None, description="folder of the local cluster `cardbus broker` runs: its "
+                                  "mode, CA and the operator's vault (default: "
+                                  "<home>/kafka/cluster)")
     kafka_libs: Path | None = Field(
         default=None, description="folder of the Apache Kafka jars (default: "
                                   "<home>/kafka-libs, fetched from Maven Central)")
@@ -61,6 +73,18 @@ class Settings(BaseSettings):
         default=False,
         description="workers log Faust's offset bookkeeping (queue clears, gaps, commits, "
                     "seeks, recovery end offsets): for diagnosis")
+    iso_host: str | None = Field(
+        default=None, pattern=r"^[^:\s]*:\d{1,5}$",
+        description="HOST:PORT of the ISO 8583 bank host the bank-iso bridge talks to "
+                    "(default: the running `cardbus iso-host`)")
+    iso_port: int = Field(
+        default=DEFAULT_ISO_PORT, ge=1, le=65535,
+        description="port `cardbus iso-host start` listens on (127.0.0.1)")
+    iso_host_libs: Path | None = Field(
+        default=None, description="folder of the jPOS jars (default: <home>/iso-host/libs)")
+    iso_host_classes: Path | None = Field(
+        default=None, description="folder of the compiled host (default: "
+                                  "<home>/iso-host/classes)")
 
 
 def settings() -> Settings:

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 SW_OK = b"\x90\x00"
 SW_WRONG_LENGTH = b"\x67\x00"
+SW_BLOCKED = b"\x62\x83"  # selected file invalidated: a blocked application
 SW_SECURITY = b"\x69\x82"
 SW_CONDITIONS = b"\x69\x85"
+SW_SM_DATA = b"\x69\x88"  # incorrect secure messaging data objects (a bad script MAC)
 SW_WRONG_DATA = b"\x6a\x80"
 SW_NOT_FOUND = b"\x6a\x82"
 SW_RECORD_NOT_FOUND = b"\x6a\x83"

@@ -4,7 +4,12 @@ Commands: SELECT PPSE, SELECT AID, GET PROCESSING OPTIONS (PDOL), READ RECORD (A
 AUTHENTICATE (card signs the terminal's unpredictable number and the transaction ATC with its
 private key, certified by the provider), GENERATE AC (first: ARQC, the ATC incremented and
 persisted before the answer; second: checks the issuer's ARPC and answers TC or AAC),
-GET DATA ATC.
+GET DATA ATC. Issuer scripts (EMV Book 3 6.5, secure messaging format 2): APPLICATION BLOCK
+(``84 1E``) and APPLICATION UNBLOCK (``84 18``), accepted after the first GENERATE AC of the
+session with a MAC under the session key of that transaction's cryptogram
+(``cardbus.crypto.issuer_script``); a wrong MAC answers '6988' and is counted. A blocked
+application answers SELECT with its FCI and '6283' and every GENERATE AC with an AAC; the
+block persists in the card's state.
 
 ``arqc_data`` is the one definition of what the ARQC covers, used by the card, the terminal and
 the provider: CDOL1 data || AIP || ATC.
@@ -35,13 +40,16 @@ from cardbus.emv.data import (
     iad,
 )
 from cardbus.emv.tlv import dol_encode, tlv
+from cardbus.errors import MacInvalid
 from cards.applet import (
+    SW_BLOCKED,
     SW_CLA,
     SW_CONDITIONS,
     SW_INS,
     SW_NOT_FOUND,
     SW_OK,
     SW_RECORD_NOT_FOUND,
+    SW_SM_DATA,
     SW_WRONG_DATA,
     SW_WRONG_LENGTH,
     SW_WRONG_P1P2,
@@ -78,11 +86,12 @@ class EmvApplet(BaseApplet):
         self.txn_atc: int | None = None
         self.session_key: bytes | None = None
         self.arqc: bytes | None = None
+        self.script_context: tuple[int, bytes] | None = None  # (ATC, first AC) for scripts
 
     # -- dispatch -------------------------------------------------------------------------
 
     def command(self, apdu: Apdu) -> bytes:
-        if apdu.cla not in (0x00, 0x80):
+        if apdu.cla not in (0x00, 0x80, 0x84):
             return SW_CLA
         handler = {
             (0x00, 0xA4): self._select,
@@ -91,6 +100,8 @@ class EmvApplet(BaseApplet):
             (0x00, 0x88): self._internal_authenticate,
             (0x80, 0xAE): self._generate_ac,
             (0x80, 0xCA): self._get_data,
+            (0x84, 0x1E): self._issuer_script,
+            (0x84, 0x18): self._issuer_script,
         }.get((apdu.cla, apdu.ins))
         if handler is None:
             return SW_INS
@@ -108,7 +119,8 @@ class EmvApplet(BaseApplet):
         if apdu.data and self.aid.startswith(apdu.data):
             self.selected = "AID"
             prop = tlv("50", self.profile.label.encode()) + tlv("9F38", dol_encode(PDOL))
-            return tlv("6F", tlv("84", self.aid) + tlv("A5", prop)) + SW_OK
+            return tlv("6F", tlv("84", self.aid) + tlv("A5", prop)) + (
+                SW_BLOCKED if self.blocked else SW_OK)
         return SW_NOT_FOUND
 
     def _gpo(self, apdu: Apdu) -> bytes:
@@ -156,8 +168,9 @@ class EmvApplet(BaseApplet):
         self.txn_atc = atc
         self.session_key = cardcrypto.derive_session_key(self.icc_mk, atc)
         requested = apdu.p1 & 0xC0
-        cid = CID_AAC if requested == CID_AAC else CID_ARQC
+        cid = CID_AAC if requested == CID_AAC or self.blocked else CID_ARQC
         ac = cardcrypto.generate_arqc(self.session_key, arqc_data(apdu.data, AIP, atc))
+        self.script_context = (atc, ac)
         if cid == CID_ARQC:
             self.arqc = ac
         return self._ac_response(cid, atc, ac, CVR_ONLINE)
@@ -184,6 +197,28 @@ class EmvApplet(BaseApplet):
     def _ac_response(cid: int, atc: int, ac: bytes, cvr: bytes) -> bytes:
         return tlv("77", tlv("9F27", bytes([cid])) + tlv("9F36", atc.to_bytes(2, "big"))
                    + tlv("9F26", ac) + tlv("9F10", iad(cvr))) + SW_OK
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.state.values.get("blocked", 0))
+
+    def _issuer_script(self, apdu: Apdu) -> bytes:
+        """APPLICATION BLOCK / UNBLOCK with its script MAC (bound to this session's ATC and
+        first cryptogram)."""
+        if self.script_context is None or not self.profile.icc_smi_key:
+            return SW_CONDITIONS
+        if apdu.p1 or apdu.p2:
+            return SW_WRONG_P1P2
+        atc, ac = self.script_context
+        command = bytes([apdu.cla, apdu.ins, apdu.p1, apdu.p2, len(apdu.data)]) + apdu.data
+        try:
+            cardcrypto.verify_script_command(bytes.fromhex(self.profile.icc_smi_key), command,
+                                             atc, ac)
+        except MacInvalid:
+            self.state.set(script_failures=self.state.values.get("script_failures", 0) + 1)
+            return SW_SM_DATA
+        self.state.set(blocked=1 if apdu.ins == 0x1E else 0)
+        return SW_OK
 
     def _get_data(self, apdu: Apdu) -> bytes:
         if (apdu.p1, apdu.p2) == (0x9F, 0x36):

@@ -68,7 +68,8 @@ class CardState:
     @classmethod
     def for_profile(cls, profile: CardProfile, home: Path | None = None) -> CardState:
         path = (home or cards_dir()) / f"{profile.card_id}.state.json"
-        return cls(path, atc=0, balance=profile.initial_balance, online_seq=0)
+        return cls(path, atc=0, balance=profile.initial_balance, online_seq=0, blocked=0,
+                   script_failures=0)
 
     def __getitem__(self, key: str) -> int:
         return self.values[key]

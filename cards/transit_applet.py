@@ -17,6 +17,7 @@ import secrets
 
 from cardbus.cardprofile import CardProfile
 from cardbus.emv import cardcrypto
+from cardbus.emv.data import CARD_TOKEN_TAG
 from cardbus.emv.tlv import tlv
 from cardbus.errors import MacInvalid
 from cards.applet import (
@@ -76,7 +77,9 @@ class TransitApplet(BaseApplet):
         self.reset_session()
         if apdu.p1 == 0x04 and apdu.data and self.aid.startswith(apdu.data):
             self.selected = "AID"
-            prop = tlv("50", self.profile.label.encode()) + tlv("9F0C", self.profile.pan.encode())
+            prop = (tlv("50", self.profile.label.encode())
+                    + tlv("9F0C", self.profile.pan.encode())
+                    + tlv(CARD_TOKEN_TAG, self.profile.pan_token.encode()))
             return tlv("6F", tlv("84", self.aid) + tlv("A5", prop)) + SW_OK
         self.selected = None
         return SW_NOT_FOUND

@@ -3,7 +3,8 @@
 Starts what is not running (broker, pcscd with virtual readers), makes the keys, topics and
 workers (platform, two banks, the transit operator), issues virtual cards and puts them in the
 readers, enrolls a terminal, then runs: key provisioning and enrollment, an approved payment
-with each bank card over real PC/SC, a declined payment (wrong PIN), a transit top-up, and a
+with each bank card over real PC/SC, a declined payment (wrong PIN), a payment with the card of
+a bank that runs an ISO 8583 host (jPOS, behind the bank-iso bridge), a transit top-up, and a
 settlement batch checked against this run's approvals. Prints a summary table and stops
 everything it started. Exit code 0 only if every step behaved as expected.
 """
@@ -21,7 +22,7 @@ from rich.table import Table
 
 from console.stack import TERMINAL_ID, LocalStack
 
-BANK_A_READER, BANK_B_READER, TRANSIT_READER = 0, 1, 2
+BANK_A_READER, BANK_B_READER, TRANSIT_READER, ISO_READER = 0, 1, 2, 3
 console = Console(stderr=True)
 
 
@@ -66,10 +67,12 @@ class DemoRun:
         self.approved_a = 0
 
     async def provisioning(self, s: Step) -> None:
+        from console.commands.reader import set_terminal_status
         from reader_agent.runner import enroll, open_terminal
 
         stack = self.stack
-        await enroll(TERMINAL_ID, stack.bootstrap, timeout=120, providers=len(stack.providers))
+        await enroll(TERMINAL_ID, stack.bootstrap, timeout=120, providers=len(stack.providers),
+                     activate=lambda: set_terminal_status(stack.bootstrap, TERMINAL_ID))
         term = open_terminal(TERMINAL_ID)
         s.outcome = f"terminal {TERMINAL_ID} keys from {len(term.card_auth)} providers"
         s.code, s.ok = "keys", term.ready and len(term.card_auth) == len(stack.providers)
@@ -85,11 +88,13 @@ class DemoRun:
         card_a: Any = await issue("bank-a", pin="1234", balance=100_000)
         card_b: Any = await issue("bank-b", pin="4321", balance=50_000)
         purse: Any = await issue("transit", balance=500)
+        card_iso: Any = await issue("bank-iso", pin="2468", balance=30_000)
         for card, reader in ((card_a, BANK_A_READER), (card_b, BANK_B_READER),
-                             (purse, TRANSIT_READER)):
+                             (purse, TRANSIT_READER), (card_iso, ISO_READER)):
             serve.insert(card.card_id, reader)
-        _say(f"cards: {card_a.masked()} (bank-a), {card_b.masked()} (bank-b), transit purse "
-             f"in virtual readers {BANK_A_READER}/{BANK_B_READER}/{TRANSIT_READER}")
+        _say(f"cards: {card_a.masked()} (bank-a), {card_b.masked()} (bank-b), transit purse, "
+             f"{card_iso.masked()} (bank-iso, an ISO 8583 host) in virtual readers "
+             f"{BANK_A_READER}/{BANK_B_READER}/{TRANSIT_READER}/{ISO_READER}")
 
     def payment(self, reader: int, amount: int, pin: str, want: str
                 ) -> Callable[[Step], Awaitable[None]]:
@@ -151,8 +156,9 @@ async def _run(stack: LocalStack, steps: list[Step]) -> None:
         await _timed(steps[1], demo.payment(BANK_A_READER, 12_50, "1234", "00"))
         await _timed(steps[2], demo.payment(BANK_B_READER, 88_00, "4321", "00"))
         await _timed(steps[3], demo.payment(BANK_A_READER, 5_00, "0000", "55"))
-    await _timed(steps[4], demo.top_up)
-    await _timed(steps[5], demo.settlement)
+        await _timed(steps[4], demo.payment(ISO_READER, 64_00, "2468", "00"))
+    await _timed(steps[5], demo.top_up)
+    await _timed(steps[6], demo.settlement)
 
 
 def run_demo() -> int:
@@ -162,6 +168,7 @@ def run_demo() -> int:
         Step("payment, bank-a card", "approved 00, card accepts ARPC"),
         Step("payment, bank-b card", "approved 00"),
         Step("payment, wrong PIN", "declined 55"),
+        Step("payment, ISO 8583 bank card", "approved 00 by the jPOS host, card accepts ARPC"),
         Step("transit top-up 20.00", "paid, loaded, confirmed"),
         Step("settlement bank-a", "batch net = approvals of this run"),
     ]

@@ -14,13 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cardbus import vault
 from cardbus.errors import BrokerError, CardBusError
 from cardbus.paths import state_dir, sub_dir
-from cardbus.processes import Worker
+from cardbus.processes import Worker, child_env
 from cardbus.settings import settings
 
 Say = Callable[[str], None]
-DEMO_PROVIDERS = ("bank-a", "bank-b", "transit")
+DEMO_PROVIDERS = ("bank-a", "bank-b", "transit", "bank-iso")
+ISO_BRIDGE = "bank-iso"  # its worker talks ISO 8583 to a bank host (jPOS): started first
 TERMINAL_ID = "T-0001"
 
 
@@ -34,6 +36,7 @@ class LocalStack:
     bootstrap: str = ""
     workers: dict[str, Worker] = field(default_factory=dict)
     _started_broker: bool = False
+    _started_iso_host: bool = False
     _pcscd: object | None = None
 
     # -- services --------------------------------------------------------------------------------
@@ -57,18 +60,20 @@ class LocalStack:
         if broker.port_open(port):
             port = broker.free_port_block(1, start=port + 1)
         t0 = time.monotonic()
-        cluster, _ = broker.start(port=port, progress=self.say)
+        cluster, _ = broker.start(port=port, progress=self.say)  # TLS, SCRAM, ACLs
         self._started_broker = True
         self.bootstrap = cluster.bootstrap
         self.say(f"broker: started at {cluster.bootstrap} in {time.monotonic() - t0:.1f}s")
         return self.bootstrap
 
     def start_pcscd(self) -> None:
-        from reader_agent.pcscd import Pcscd
+        from cardbus.readers import virtual_readers
+        from reader_agent.pcscd import Pcscd, list_readers
 
         pcscd = Pcscd(readers=self.readers)
-        if pcscd.pid() is not None:
-            self.say("pcscd: already running")
+        if pcscd.pid() is not None or (
+                {r.name for r in virtual_readers(self.readers)} <= set(list_readers())):
+            self.say("pcscd: already running with the CardBus virtual readers")
             return
         if Pcscd.foreign_pid() is not None:
             raise CardBusError("a pcscd not started by CardBus is running: stop it "
@@ -76,6 +81,17 @@ class LocalStack:
         pcscd.start()
         self._pcscd = pcscd
         self.say(f"pcscd: started with {self.readers} virtual readers")
+
+    def bus_identities(self) -> None:
+        """Each party's principal, password (sealed in its vault) and ACLs on a secured bus
+        (the operator's credential comes with the cluster); nothing on a plaintext one."""
+        from streams import credentials
+
+        report = credentials.ensure_parties(self.bootstrap, list(self.providers))
+        if report.secured:
+            self.say(f"bus: {len(report.users)} principals, {report.acls} ACLs (TLS + SCRAM)")
+        else:
+            self.say("bus: plaintext (the broker runs --insecure)")
 
     def setup(self) -> None:
         from cardbus.ceremony import setup
@@ -94,6 +110,24 @@ class LocalStack:
         self.say(f"topics: {len(result.topics)} ready ({created} created)")
         if not result.ok:
             raise BrokerError("topics differ from the catalogue: see `cardbus topics create`")
+        from console.commands.admit import admit
+
+        asyncio.run(admit(self.bootstrap, list(self.providers)))
+        self.say(f"providers admitted by the operator: {', '.join(self.providers)}")
+
+    def start_iso_host(self) -> None:
+        """The bank host behind the ISO 8583 bridge (after the keys: it takes the bridge's)."""
+        if ISO_BRIDGE not in self.providers or settings().iso_host:
+            return
+        from console.commands import isohost
+
+        port = settings().iso_port
+        if isohost.status() is None and isohost.port_answers(port):
+            port = isohost.free_port()
+        state, started = isohost.start(port=port, progress=self.say)
+        self._started_iso_host = started
+        self.say(f"ISO 8583 bank host: {'started' if started else 'already running'} at "
+                 f"{state.address}")
 
     # -- workers ---------------------------------------------------------------------------------
 
@@ -105,7 +139,9 @@ class LocalStack:
         specs += [(p, ["worker", "provider", p]) for p in self.providers]
         for name, args in specs:
             log = logs / f"{name}.log"
-            w = Worker(name, [*args, "--loglevel", "info"], env, log)
+            party = "platform" if name == "platform" else f"provider-{name}"
+            own = child_env(env, keep=[vault.storage_key_env(party)])  # its own key only
+            w = Worker(name, [*args, "--loglevel", "info"], own, log)
             w.log_start = log.stat().st_size if log.exists() else 0
             self.workers[name] = w.start()
         self.say(f"workers: {', '.join(self.workers)} started (logs in {logs})")
@@ -137,7 +173,9 @@ class LocalStack:
         """Everything, in order: broker, pcscd, keys and topics, workers (until ready)."""
         self.start_broker()
         self.start_pcscd()
+        self.bus_identities()
         self.setup()
+        self.start_iso_host()
         self.start_workers()
         self.wait_ready()
 
@@ -151,6 +189,11 @@ class LocalStack:
                 serve.remove(reader)
         for w in self.workers.values():
             w.stop()
+        if self._started_iso_host:
+            from console.commands import isohost
+
+            isohost.stop()
+            self.say("ISO 8583 bank host: stopped")
         if self._pcscd is not None:
             with contextlib.suppress(Exception):
                 self._pcscd.stop()  # type: ignore[attr-defined]

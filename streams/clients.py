@@ -3,7 +3,7 @@
 Producers are idempotent with ``acks=all`` (aiokafka's defaults are neither); consumers read
 without auto commit and from the earliest offset unless told otherwise; admin clients are the
 operator's. ``party`` names who the client acts for (``platform``, ``provider-<id>``,
-``terminal``, ``auditor``, ``operator``, ``bench``): it is the client id prefix, and on a secured
+``terminal``, ``auditor``, ``operator``): it is the client id prefix, and on a secured
 bus the principal whose credentials the client presents (``connection``).
 """
 
@@ -14,21 +14,23 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-PARTIES = ("platform", "terminal", "auditor", "operator", "bench")
-"""The fixed parties; each provider is ``provider-<id>``."""
+from streams.security import client_security
+
+PARTIES = ("platform", "terminal", "auditor", "operator")
+"""The fixed parties (each with its principal and ACLs: ``streams.acls``); each provider is
+``provider-<id>``."""
 
 
-def connection(party: str) -> dict[str, Any]:
-    """How ``party`` connects: security protocol and credentials (plaintext when the bus is
-    not secured)."""
-    del party
-    return {}
+def connection(party: str, bootstrap: str) -> dict[str, Any]:
+    """How ``party`` connects to the cluster at ``bootstrap``: SASL_SSL with its SCRAM
+    credentials (from its vault) and the cluster's CA, or plaintext on an ``--insecure``
+    cluster (``streams.security``)."""
+    return client_security(party, bootstrap).aiokafka()
 
 
-def faust_connection(party: str) -> dict[str, Any]:
-    """The same as ``connection``, as Faust app settings (``broker_credentials`` ...)."""
-    del party
-    return {}
+def faust_connection(party: str, bootstrap: str) -> dict[str, Any]:
+    """The same as ``connection``, as Faust app settings (``broker_credentials``)."""
+    return client_security(party, bootstrap).faust()
 
 
 def producer(bootstrap: str, *, party: str, **overrides: Any) -> AIOKafkaProducer:
@@ -36,7 +38,7 @@ def producer(bootstrap: str, *, party: str, **overrides: Any) -> AIOKafkaProduce
     settings: dict[str, Any] = {"acks": "all", "enable_idempotence": True,
                                 "client_id": f"cardbus-{party}"}
     return AIOKafkaProducer(bootstrap_servers=bootstrap,
-                            **{**settings, **connection(party), **overrides})
+                            **{**settings, **connection(party, bootstrap), **overrides})
 
 
 def consumer(bootstrap: str, *topics: str, party: str, **overrides: Any) -> AIOKafkaConsumer:
@@ -46,11 +48,11 @@ def consumer(bootstrap: str, *topics: str, party: str, **overrides: Any) -> AIOK
                                 "auto_offset_reset": "earliest",
                                 "client_id": f"cardbus-{party}"}
     return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap,
-                            **{**settings, **connection(party), **overrides})
+                            **{**settings, **connection(party, bootstrap), **overrides})
 
 
 def admin(bootstrap: str, *, party: str = "operator", **overrides: Any) -> AIOKafkaAdminClient:
     """An admin client (topics, ACLs, cluster metadata), by default the operator's."""
     settings: dict[str, Any] = {"client_id": f"cardbus-{party}"}
     return AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                               **{**settings, **connection(party), **overrides})
+                               **{**settings, **connection(party, bootstrap), **overrides})

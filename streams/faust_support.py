@@ -71,7 +71,7 @@ def make_app(app_id: str, *, party: str, bootstrap: str, datadir: Path,
         broker_commit_interval=0.5,
         producer_linger=0.002,
         table_standby_replicas=0,
-        **{**clients.faust_connection(party), **extra},
+        **{**clients.faust_connection(party, bootstrap), **extra},
     )
 
 

@@ -37,7 +37,7 @@ from schemas.payments import (
     ReversalCompleted,
     ReversalRequested,
 )
-from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
+from schemas.providers import ProviderAdmitted, ProviderKeysProvisioned, ProviderRegistered
 from schemas.registry import type_name, union_adapter
 from schemas.settlement import SettlementBatchClosed
 from schemas.terminals import TerminalEnrolled, TerminalKeysIssued, TerminalStatusChanged
@@ -61,6 +61,9 @@ the unit of scale. 6 unless ``CARDBUS_PAYMENT_PARTITIONS`` says otherwise (bench
 DEFAULT_RETENTION_DAYS = 400
 MIN_AUDIT_RETENTION_DAYS = 366
 _PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,31}$")
+PROVIDER_REQUESTS_PREFIX = f"{NAMESPACE}.provider."
+"""Every provider request topic starts with this (a prefixed ACL covers providers that join
+later); no other topic does."""
 _PROVIDER_TOPIC = re.compile(
     rf"^{re.escape(NAMESPACE)}\.provider\.([a-z0-9][a-z0-9\-]{{0,31}})\.requests$")
 
@@ -128,12 +131,16 @@ class TopicSpec:
         return union_adapter(self.values)
 
     def config(self, settings: TopicSettings | None = None) -> dict[str, str]:
-        """The broker topic config this spec asks for."""
+        """The broker topic config this spec asks for. Every event topic stamps its records
+        with the broker's clock (``LogAppendTime``): the time a consumer reads as "when it
+        arrived" (deadlines, a tick's bound, a card's expiry) is never a producer's claim."""
         settings = settings or TopicSettings()
         conf = {
             "cleanup.policy": self.cleanup,
             "min.insync.replicas": str(settings.min_insync_replicas),
         }
+        if self.values:  # event topics; a table's changelog keeps Faust's own timestamps
+            conf["message.timestamp.type"] = "LogAppendTime"
         if self.cleanup == "delete":
             conf["retention.ms"] = str(settings.retention_days * DAY_MS)
         conf.update(dict(self.extra_config))
@@ -142,10 +149,17 @@ class TopicSpec:
 
 PLATFORM, READER, AUDIT = "trusted-platform", "reader-agent", "audit-replay"
 PROVIDERS = "provider adapters"
+OPERATOR = "operator"
+"""Who writes and reads each topic (``producers``/``consumers``): these roles are what
+``streams.acls`` turns into each party's Kafka ACLs, so a role listed here is a permission."""
 
 PROVIDER_REGISTRATIONS = TopicSpec(
     f"{NAMESPACE}.providers", "provider_id", (ProviderRegistered,), 3, "compact",
     (PROVIDERS,), (PLATFORM, AUDIT), "provider registrations: routing by BIN / transit AID")
+PROVIDER_ADMISSIONS = TopicSpec(
+    f"{NAMESPACE}.provider-admissions", "provider_id", (ProviderAdmitted,), 3, "compact",
+    (OPERATOR,), (PLATFORM, AUDIT),
+    "operator-signed admissions: the identity key and card ranges a provider may register")
 PROVIDER_KEYS = TopicSpec(
     f"{NAMESPACE}.provider-keys", "provider_id", (ProviderKeysProvisioned,), 3, "compact",
     (PROVIDERS,), (PLATFORM, AUDIT), "TR-31 key blocks, the provider's whole current key set")
@@ -154,14 +168,14 @@ TERMINALS = TopicSpec(
     (READER,), (PLATFORM, AUDIT), "terminal enrollments (public keys)")
 TERMINAL_STATUS = TopicSpec(
     f"{NAMESPACE}.terminal-status", "terminal_id", (TerminalStatusChanged,), 3, "compact",
-    (PLATFORM, "cli"), (PLATFORM, AUDIT),
+    (OPERATOR,), (PLATFORM, AUDIT),
     "active/suspended; its own topic so compaction never drops an enrollment")
 TERMINAL_KEYS = TopicSpec(
     f"{NAMESPACE}.terminal-keys", "terminal_id", (TerminalKeysIssued,), 3, "compact",
     (PLATFORM,), (READER, AUDIT), "terminal keys wrapped to each terminal, card-auth keys")
 TAPS = TopicSpec(
     f"{NAMESPACE}.taps", "terminal_id", (CardTapped,), PAYMENT_PARTITIONS, "delete",
-    (READER,), (PLATFORM, AUDIT), "card taps (masked/tokenized/encrypted card data)")
+    (READER,), (AUDIT,), "card taps (masked/tokenized/encrypted card data)")
 PAYMENT_REQUESTS = TopicSpec(
     f"{NAMESPACE}.payment-requests", "card.pan_token", (PaymentRequested, PaymentCancelled,
                                                         ClockTicked),
@@ -170,7 +184,7 @@ PAYMENT_REQUESTS = TopicSpec(
     "payment requests and cancellations from terminals (terminal MAC); the platform's clock "
     "ticks where a deadline is due")
 PROVIDER_RESULTS = TopicSpec(
-    f"{NAMESPACE}.provider-results", "pan_token or card_serial",
+    f"{NAMESPACE}.provider-results", "pan_token or card_token",
     (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized, TransitLoadConfirmed),
     PAYMENT_PARTITIONS, "delete", (PROVIDERS,), (PLATFORM, AUDIT), "signed provider answers")
 TERMINAL_RESULTS = TopicSpec(
@@ -185,13 +199,14 @@ TRANSIT_LOADS = TopicSpec(
     "transit top-up requests and card proofs of load")
 SETTLEMENTS = TopicSpec(
     f"{NAMESPACE}.settlements", "provider_id", (SettlementBatchClosed,), 3, "delete",
-    (PROVIDERS,), (PLATFORM, AUDIT), "closed settlement batches")
+    (PROVIDERS,), (OPERATOR, AUDIT), "closed settlement batches")
 DEAD_LETTERS = TopicSpec(
     f"{NAMESPACE}.dead-letters", "original topic", (EventDeadLettered,), 3, "delete",
-    (PLATFORM, PROVIDERS, READER), (AUDIT, "operators"), "messages set aside, with reason")
+    (PLATFORM, PROVIDERS), (AUDIT, OPERATOR), "messages set aside, with reason")
 
 STATIC_TOPICS: tuple[TopicSpec, ...] = (
-    PROVIDER_REGISTRATIONS, PROVIDER_KEYS, TERMINALS, TERMINAL_STATUS, TERMINAL_KEYS, TAPS,
+    PROVIDER_REGISTRATIONS, PROVIDER_ADMISSIONS, PROVIDER_KEYS, TERMINALS, TERMINAL_STATUS,
+    TERMINAL_KEYS, TAPS,
     PAYMENT_REQUESTS, PROVIDER_RESULTS, TERMINAL_RESULTS, TRANSIT_LOADS, SETTLEMENTS,
     DEAD_LETTERS,
 )
@@ -213,9 +228,10 @@ def provider_requests_topic(provider_id: str) -> str:
 def provider_requests_spec(provider_id: str) -> TopicSpec:
     """The catalogue entry of one provider's request topic."""
     return TopicSpec(
-        provider_requests_topic(provider_id), "pan_token or card_serial", PROVIDER_REQUEST_VALUES,
-        PAYMENT_PARTITIONS, "delete", (PLATFORM,), (f"provider:{provider_id}", AUDIT),
-        f"requests for {provider_id}, signed by the platform",
+        provider_requests_topic(provider_id), "pan_token or card_token", PROVIDER_REQUEST_VALUES,
+        PAYMENT_PARTITIONS, "delete", (PLATFORM, f"provider:{provider_id}", OPERATOR),
+        (f"provider:{provider_id}", AUDIT),
+        f"requests for {provider_id}, signed by the platform (cut-overs: the provider's own)",
     )
 
 
@@ -234,6 +250,8 @@ def topic_spec(name: str) -> TopicSpec:
 # Faust tables (name -> partitions: a table's changelog must have its source topics' count)
 PLATFORM_TABLES: dict[str, int] = {
     "routes": PROVIDER_REGISTRATIONS.partitions, "parked-keys": PROVIDER_KEYS.partitions,
+    "admissions": PROVIDER_ADMISSIONS.partitions,
+    "parked-registrations": PROVIDER_REGISTRATIONS.partitions,
     "terminals": TERMINALS.partitions, "platform-keys": TERMINALS.partitions,
     "pending": PAYMENT_REQUESTS.partitions,
 }
@@ -254,16 +272,30 @@ def provider_app_id(provider_id: str) -> str:
 def changelog_specs(providers: Iterable[str] = ()) -> tuple[TopicSpec, ...]:
     """The Faust table changelog topics (compacted), made up front with the other topics so a
     worker never writes a table whose changelog the cluster has not announced yet."""
-    out = [_changelog(platform_app_id(), t, n, PLATFORM) for t, n in PLATFORM_TABLES.items()]
+    out = [_changelog(platform_app_id(), t, n, PLATFORM,
+                      AUDIT if t in AUDITED_TABLES else None)
+           for t, n in PLATFORM_TABLES.items()]
     for pid in dict.fromkeys(providers):
         out += [_changelog(provider_app_id(pid), t, n, f"provider:{pid}")
                 for t, n in PROVIDER_TABLES.items()]
     return tuple(out)
 
 
-def _changelog(app_id: str, table: str, partitions: int, owner: str) -> TopicSpec:
+AUDITED_TABLES = ("platform-keys",)
+"""Platform tables whose changelog the audit reads (the key records: terminal MAC keys)."""
+
+
+def leader_topic(app_id: str) -> str:
+    """The topic Faust's partition assignor makes for an app (``<app id>-__assignor-__leader``):
+    the app's own, like its changelogs."""
+    return f"{app_id}-__assignor-__leader"
+
+
+def _changelog(app_id: str, table: str, partitions: int, owner: str,
+               also_read_by: str | None = None) -> TopicSpec:
+    readers = (owner, also_read_by) if also_read_by else (owner,)
     return TopicSpec(f"{app_id}-{table}-changelog", "table key", (), partitions, "compact",
-                     (owner,), (owner,), f"changelog of the {table} table (state, not events)")
+                     (owner,), readers, f"changelog of the {table} table (state, not events)")
 
 
 def catalogue(providers: Iterable[str] = (), *, with_changelogs: bool = False

@@ -72,13 +72,16 @@ def build(cfg: PlatformConfig) -> faust.App:
     def replicated(name: str) -> Replicated:
         return Replicated(table(name), f"{cfg.app_id}-{name}-changelog", n[name])
 
-    # routes, terminals and key records: every worker needs them all (see streams.replica);
-    # parked keys are only read by the owner of the provider's partition
-    routes, terminals, key_table = (replicated(t) for t in ("routes", "terminals",
-                                                             "platform-keys"))
-    replica = Replica(cfg.bootstrap, [routes, terminals, key_table], party="platform")
-    tables = PlatformTables(routes=routes, terminals=terminals, keys=key_table,
-                            parked=table("parked-keys"), pending=table("pending"))
+    # routes, admissions, terminals and key records: every worker needs them all (see
+    # streams.replica); parked keys and registrations only the owner of the provider's partition
+    routes, admissions, terminals, key_table = (
+        replicated(t) for t in ("routes", "admissions", "terminals", "platform-keys"))
+    replica = Replica(cfg.bootstrap, [routes, admissions, terminals, key_table],
+                      party="platform")
+    tables = PlatformTables(routes=routes, admissions=admissions, terminals=terminals,
+                            keys=key_table, parked=table("parked-keys"),
+                            parked_registrations=table("parked-registrations"),
+                            pending=table("pending"))
     file_keys = vault.FileKeyStore("platform", cfg.home)
     keystore = TableKeyStore(vault.keyring("platform", cfg.home), file_keys.records(), key_table,
                              reload=lambda: vault.FileKeyStore("platform", cfg.home).records())
@@ -109,9 +112,10 @@ def build(cfg: PlatformConfig) -> faust.App:
         for tp in list(app.consumer.assignment()):
             if tp.topic != PAYMENT_REQUESTS.name or not platform.due(tp.partition, now):
                 continue
-            tick = ClockTicked(**header("platform", f"clock-{tp.partition}", now,
-                                        event_id=f"tick-{tp.partition}-{now.timestamp():.3f}"),
-                               partition=tp.partition)
+            tick = platform.hsm.sign_event(ClockTicked(
+                **header("platform", f"clock-{tp.partition}", now,
+                         event_id=f"tick-{tp.partition}-{now.timestamp():.3f}"),
+                partition=tp.partition))  # sealed: terminals write this topic too
             await requests_topic.send(value=codec.encode(tick), partition=tp.partition)
 
     @app.timer(2.0)

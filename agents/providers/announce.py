@@ -14,9 +14,15 @@ from agents.providers.base import ProviderAdapter
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.keys import KeyUsage
 from cardbus.crypto.keystore import b64e
+from cardbus.crypto.signing import Verifier
 from schemas.base import header
 from schemas.providers import KeyUsage as KeyUsageName
-from schemas.providers import ProviderKeysProvisioned, ProviderRegistered, ProvisionedKey
+from schemas.providers import (
+    ProviderAdmitted,
+    ProviderKeysProvisioned,
+    ProviderRegistered,
+    ProvisionedKey,
+)
 
 
 def registration(adapter: ProviderAdapter, hsm: ProviderHsm, now: datetime) -> ProviderRegistered:
@@ -46,3 +52,15 @@ def key_provisioning(hsm: ProviderHsm, now: datetime) -> ProviderKeysProvisioned
         **header(f"provider:{hsm.provider_id}", hsm.provider_id, now),
         provider_id=hsm.provider_id, kbpk_id=f"kbpk:{hsm.provider_id}", keys=tuple(keys))
     return hsm.sign_event(ev)
+
+
+def admission_for(adapter: ProviderAdapter, identity: Verifier,
+                  now: datetime | None = None) -> ProviderAdmitted:
+    """What the operator admits a provider with (unsealed: the operator seals it): its id and
+    kind, the identity key it must register with, its BIN ranges and AIDs, nothing more."""
+    return ProviderAdmitted(
+        **header("platform", adapter.provider_id, now), provider_id=adapter.provider_id,
+        kind=adapter.kind, identity_key_id=identity.key_id,
+        identity_public_key=b64e(identity.public_bytes()), bin_ranges=adapter.bin_ranges,
+        payment_aids=(adapter.aid,) if adapter.kind == "bank" else (),
+        transit_aids=adapter.transit_aids, reason="admitted by the operator")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -52,6 +53,9 @@ class Record(Protocol):
 
     @property
     def partition(self) -> int: ...
+
+    @property
+    def timestamp(self) -> float: ...
 
 
 @dataclass
@@ -96,7 +100,8 @@ class Provider:
         """The provider's request topic: dispatch by event type."""
         ev = codec.decode(self.topic, record.value)
         if isinstance(ev, AuthorizationRequested):
-            await self.on_authorization(ev, record.partition)
+            await self.on_authorization(ev, record.partition,
+                                        now=datetime.fromtimestamp(record.timestamp, UTC))
         elif isinstance(ev, ReversalRequested):
             await self.on_reversal(ev, record.partition)
         elif isinstance(ev, CardIssued):
@@ -108,8 +113,11 @@ class Provider:
         else:
             raise DecodeError(f"type: {ev.type} is not handled by a provider", field="type")
 
-    async def on_authorization(self, req: AuthorizationRequested, partition: int) -> None:
-        """Decide; the card's record, the chain head and the batch are written together."""
+    async def on_authorization(self, req: AuthorizationRequested, partition: int, *,
+                               now: datetime) -> None:
+        """Decide; the card's record, the chain head and the batch are written together.
+        ``now``: the provider's own time for the request (its record's broker time, with
+        LogAppendTime the broker's clock): card expiry is checked against it."""
         token = req.card.pan_token
         entry = _load(self.t.ledger, token, CardLedger)
         done = entry.decision(req.event_id) if entry else None
@@ -122,7 +130,7 @@ class Provider:
                 or ChainHead(chain_id=f"{self.pid}.{pk}"),
                 batch=_load(self.t.batch, pk, OpenBatch) or OpenBatch(),
                 processed=AuthorizationDecided.model_validate(done) if done else None,
-                crypto=self.crypto)
+                crypto=self.crypto, now=now)
             if not result.duplicate:
                 if entry is not None and result.card is not None and result.account is not None:
                     _store(self.t.ledger, token, CardLedger(
@@ -189,7 +197,7 @@ class Provider:
         if not isinstance(adapter, TransitOperator):
             raise DecodeError(f"type: {ev.type}: {self.pid} is not a transit operator",
                               field="type")
-        purse = _load(self.t.purses, ev.card_serial, Purse)
+        purse = _load(self.t.purses, ev.card_token, Purse)
         with bind_correlation(ev.correlation_id, provider=self.pid):
             if isinstance(ev, TransitLoadRequested):
                 answer = adapter.authorize_load(ev, purse, self.operator)
@@ -197,7 +205,7 @@ class Provider:
                 answer = adapter.confirm_load(ev, purse, self.operator)
             else:
                 answer = adapter.abort_load(ev, purse, self.operator)
-            _store(self.t.purses, ev.card_serial, answer.purse)
+            _store(self.t.purses, ev.card_token, answer.purse)
             log.info("transit load", step=ev.type, answer=answer.event.type,
                      confirmed=getattr(answer.event, "confirmed", None))
             await self.send(PROVIDER_RESULTS.name, ev.funding_pan_token, answer.event)

@@ -23,6 +23,7 @@ from cardbus.crypto.emv import (
     generate_arqc,
     verify_arpc_method1,
 )
+from cardbus.crypto.issuer_script import verify_script_command
 from cardbus.crypto.keystore import b64d, b64e
 from cardbus.crypto.signing import Verifier
 from cardbus.crypto.transit import card_load_mac1, card_tac, verify_operator_mac2
@@ -32,7 +33,7 @@ __all__ = [
     "CardCertificate", "card_load_mac1", "card_sign", "card_tac", "certificate_from_card",
     "derive_icc_master_key", "derive_session_key", "generate_arpc_method1", "generate_arqc",
     "issue_card_certificate", "new_card_key", "verify_arpc_method1", "verify_card",
-    "verify_operator_mac2",
+    "verify_operator_mac2", "verify_script_command",
 ]
 
 

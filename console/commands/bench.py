@@ -1,4 +1,5 @@
-"""``cardbus bench pipeline``: payments end to end through real workers, beside the bus's limit."""
+"""``cardbus bench pipeline``: payments end to end through real workers, beside the bus's limit;
+``cardbus bench chaos`` (faults under load) and ``cardbus bench security`` (the TLS cost)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,19 @@ def register(sub: Any) -> None:
     p.add_argument("--plot", type=Path, default=None, help="write a PNG chart here")
     p.set_defaults(func=_pipeline)
     _register_chaos(bench)
+    _register_security(bench)
+
+
+def _register_security(bench: Any) -> None:
+    tls = bench.add_parser(
+        "security", help="the raw single hop on a TLS+SCRAM cluster vs an --insecure one",
+        description="Start a secured and an --insecure one-node cluster side by side, run the "
+                    "raw single hop (aiokafka producer -> broker -> consumer, acks=all, "
+                    "idempotent) on each, alternating, and print the rates and their ratio.")
+    tls.add_argument("--messages", type=int, default=60_000)
+    tls.add_argument("--rounds", type=int, default=2, help="hops per mode (alternating)")
+    tls.add_argument("--json", action="store_true", help="print one JSON object")
+    tls.set_defaults(func=_security)
 
 
 def _register_chaos(bench: Any) -> None:
@@ -136,3 +150,20 @@ def _pipeline(args: argparse.Namespace) -> int:
 
         print(text(result))
     return 0 if result["ok"] else 1
+
+
+def _security(args: argparse.Namespace) -> int:
+    from bench.run import REQUEST_BYTES
+    from bench.security import compare
+
+    res = compare(messages=args.messages, size=REQUEST_BYTES, rounds=args.rounds,
+                  say=lambda m: print(m, flush=True) if not args.json else None)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    med = res["median_msgs_per_s"]
+    print(f"raw single hop, {res['messages']} x {res['message_bytes']} B, median of "
+          f"{res['rounds']}: insecure {med['insecure']:.0f} msg/s, TLS+SCRAM "
+          f"{med['secured']:.0f} msg/s: secured/insecure = {res['secured_over_insecure']:.2f} "
+          "(same run; on a shared machine compare the ratio)")
+    return 0

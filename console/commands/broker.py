@@ -7,8 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+from agents.providers.base import discover
 from cardbus.settings import settings
-from streams import broker
+from streams import broker, credentials, tls
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,8 +19,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Run a real Apache Kafka broker (KRaft mode, jars from Maven Central, Java 17+) on "
             "127.0.0.1. One node by default; --brokers 3 starts a three-node cluster with "
-            "replication factor 3 and min.insync.replicas=2. State lives under .cardbus/kafka "
-            "(or $CARDBUS_HOME/kafka)."
+            "replication factor 3 and min.insync.replicas=2. Secured by default: clients on "
+            "TLS with SASL/SCRAM-SHA-512, nodes on mutual TLS, no access without an ACL; the "
+            "cluster's CA, certificates and the operator's credential are made on first start, "
+            "and the parties' credentials and ACLs after each start. State lives under "
+            ".cardbus/kafka (or $CARDBUS_HOME/kafka, or $CARDBUS_KAFKA_CLUSTER)."
         ),
     )
     actions = p.add_subparsers(dest="action", metavar="<action>", required=True)
@@ -34,6 +38,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     start.add_argument("--free-port", action="store_true",
                        help="use the first free loopback port from --port upwards (and print "
                             "the bootstrap), instead of failing when --port is taken")
+    start.add_argument("--insecure", action="store_true",
+                       help="plaintext, no authentication, no ACLs (switching mode wipes the "
+                            "cluster's data)")
+    start.add_argument("--providers", default=None,
+                       help="comma-separated provider ids whose principals and ACLs to make "
+                            "(default: every installed provider adapter)")
     start.add_argument("--home", type=Path, default=None, help=argparse.SUPPRESS)
     start.set_defaults(func=_start)
 
@@ -59,21 +69,28 @@ def _start(args: argparse.Namespace) -> int:
     running = broker.status(args.home)
     if args.free_port and running is None:
         cluster = broker.start_on_free_ports(args.home, brokers=args.brokers,
-                                             start_port=args.port, progress=_say)
+                                             start_port=args.port, progress=_say,
+                                             insecure=args.insecure)
         started = True
     else:
         cluster, started = broker.start(args.home, brokers=args.brokers, port=args.port,
-                                        progress=_say)
+                                        progress=_say, insecure=args.insecure)
     if started and len(cluster.alive()) == cluster.brokers and running is not None:
         print(f"broker nodes started again: {cluster.brokers} node(s) at {cluster.bootstrap} "
-              f"in {time.monotonic() - t0:.1f}s")
+              f"({_mode(cluster)}) in {time.monotonic() - t0:.1f}s")
         return 0
     if not started:
         print(f"broker already running: {cluster.brokers} node(s) at {cluster.bootstrap} "
-              f"(pids {', '.join(map(str, cluster.pids))}); `cardbus broker stop` to stop it")
+              f"({_mode(cluster)}, pids {', '.join(map(str, cluster.pids))}); "
+              "`cardbus broker stop` to stop it")
         return 0
+    if not cluster.insecure and (args.home is None or args.home == broker.default_home()):
+        providers = (args.providers.split(",") if args.providers is not None
+                     else sorted(discover()))
+        report = credentials.ensure_parties(cluster.bootstrap, providers)
+        _say(f"bus identities: {len(report.users)} principals, {report.acls} ACLs")
     print(f"broker started: {cluster.brokers} node(s) at {cluster.bootstrap} "
-          f"in {time.monotonic() - t0:.1f}s")
+          f"({_mode(cluster)}) in {time.monotonic() - t0:.1f}s")
     print(f"export KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap}")
     return 0
 
@@ -100,8 +117,14 @@ def _status(args: argparse.Namespace) -> int:
               f"`cardbus broker start` starts them again)")
         return 0
     print(f"broker running: {cluster.brokers} node(s) at {cluster.bootstrap} "
-          f"(pids {', '.join(map(str, cluster.pids))})")
+          f"({_mode(cluster)}, pids {', '.join(map(str, cluster.pids))})")
     return 0
+
+
+def _mode(cluster: broker.Cluster) -> str:
+    if cluster.insecure:
+        return "INSECURE: plaintext, no authentication, no ACLs"
+    return f"TLS + SCRAM-SHA-512 + ACLs, CA {tls.ca_file(cluster.home)}"
 
 
 def _fetch(_args: argparse.Namespace) -> int:

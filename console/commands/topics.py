@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from streams.acls import grants
 from streams.topics import DAY_MS, TopicSettings, catalogue
 
 
@@ -31,6 +32,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     listing = actions.add_parser("list", help="print the catalogue")
     _common(listing)
+    listing.add_argument("--acls", action="store_true",
+                         help="print who may do what instead: every party's principal and its "
+                              "ACLs (streams/acls.py, built from the catalogue)")
     listing.set_defaults(func=_list)
 
 
@@ -81,6 +85,8 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    if args.acls:
+        return _list_acls(_providers(args))
     settings = TopicSettings.from_env(1, _overrides(args))
     rows = [("topic", "key", "values", "parts", "cleanup", "retention", "producers", "consumers")]
     for spec in catalogue(_providers(args)):
@@ -92,4 +98,16 @@ def _list(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+def _list_acls(providers: list[str]) -> int:
+    rows = [("principal", "operation", "resource", "name", "pattern")]
+    rows += [(g.principal, g.operation, g.resource_type, g.name, g.pattern)
+             for g in grants(providers)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print("super users (every operation): User:broker (the nodes, mutual TLS), User:operator "
+          "(topics, ACLs, credentials, terminal status, cut-overs); anyone else: nothing")
     return 0

@@ -162,13 +162,13 @@ async def _top_up_until_load_request(net: Network) -> TransitLoadRequested:
     state = CardState(None, balance=1_000, online_seq=0)
     link = AppletLink(applet_for(purse, state=state))
     net.purse_link = link  # type: ignore[attr-defined]
-    card_no = read_purse(link, purse.aid).card_number
+    card_token = read_purse(link, purse.aid).card_token
     init = init_load(link, 5_000, T)
     pending = net.platform_tables.pending[auth.correlation_id]["state"]
     ev = TransitLoadRequested(
         **header(f"terminal:{T}", auth.correlation_id, NOW), terminal_id=T,
         operator_id="transit", funding_payment_id=auth.correlation_id,
-        funding_pan_token=pending["pan_token"], aid=purse.aid, card_serial=card_no,
+        funding_pan_token=pending["pan_token"], aid=purse.aid, card_token=card_token,
         amount=auth.amount, balance_before=init.balance, load_counter=init.online_seq,
         card_random=init.random.hex().upper(), mac1=init.mac1.hex().upper())
     await net.platform.on_load(rec(net.terminals[T].mac_event(ev), topic=TRANSIT_LOADS.name))
@@ -190,7 +190,7 @@ async def test_a_whole_top_up_through_the_handlers(net: Network) -> None:
     applied = TransitLoadApplied(
         **header(f"terminal:{T}", to_terminal.correlation_id, NOW), terminal_id=T,
         operator_id="transit", request_event_id=to_terminal.request_event_id,
-        funding_pan_token=forwarded.funding_pan_token, card_serial=to_terminal.card_serial,
+        funding_pan_token=forwarded.funding_pan_token, card_token=to_terminal.card_token,
         amount=to_terminal.amount, new_balance=to_terminal.new_balance,
         load_counter=to_terminal.load_counter, tac=tac.hex().upper())
     await net.platform.on_load(rec(net.terminals[T].mac_event(applied),
@@ -199,7 +199,7 @@ async def test_a_whole_top_up_through_the_handlers(net: Network) -> None:
     await operator.on_request(rec(proof, topic=operator.topic))
     confirmed = only([e for _t, _k, e in net.sent.take()], TransitLoadConfirmed)
     assert confirmed.confirmed and confirmed.balance == 6_000
-    assert operator.t.purses[to_terminal.card_serial]["balance"] == 6_000
+    assert operator.t.purses[to_terminal.card_token]["balance"] == 6_000
     await net.platform.on_result(rec(confirmed, topic=PROVIDER_RESULTS.name))
     assert only(net.sent.on(TERMINAL_RESULTS.name), TransitLoadConfirmed).confirmed
     pending = net.platform_tables.pending[to_terminal.correlation_id]["state"]

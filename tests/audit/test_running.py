@@ -20,6 +20,7 @@ from schemas.ledger import SettlementCutoverRequested
 from streams.topics import NAMESPACE, provider_requests_topic
 from tests.integration import conftest as integration
 from tests.integration.system import System, Till, now, publish
+from tests.kafka_auth import operator
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -31,7 +32,7 @@ if hasattr(integration, "system"):
 
 
 async def group_offsets(bootstrap: str) -> dict[str, dict[tuple[str, int], int]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**operator(bootstrap), bootstrap_servers=bootstrap)
     await admin.start()
     try:
         out = {}
@@ -45,7 +46,7 @@ async def group_offsets(bootstrap: str) -> dict[str, dict[tuple[str, int], int]]
 
 
 async def changelog_ends(bootstrap: str) -> dict[tuple[str, int], int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(**operator(bootstrap), bootstrap_servers=bootstrap)
     await consumer.start()
     try:
         cluster = await consumer._client.fetch_all_metadata()

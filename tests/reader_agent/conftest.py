@@ -17,11 +17,13 @@ from cardbus.cardprofile import CardProfile
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.keys import KeyUsage
 from cardbus.crypto.keystore import memory_keystore
+from cardbus.crypto.pan import PanCipher
 from cardbus.readers import VirtualReader, virtual_readers
 from cards import applet_for
 from cards.vpcd import VirtualCard
 from reader_agent.pcsc import Context, wait_present
 from reader_agent.pcscd import Pcscd, list_readers
+from schemas.base import EncryptedBlob
 
 READERS = 4
 
@@ -106,6 +108,14 @@ def make_card(issuers: dict[str, ProviderHsm], card_home: Path
     for card in inserted:  # pcscd notices a removal at its next poll (~400 ms)
         wait_present(ctx, next(r.name for r in virtual_readers(READERS) if r.port == card.port),
                      present=False)
+
+
+def pan_blob(hsm: ProviderHsm, pan: str, context: str) -> EncryptedBlob:
+    """A PAN as its issuer receives it (under the issuer's PAN key), e.g. to ask the issuer's
+    HSM for an issuer script."""
+    key_id = f"pan:{hsm.provider_id}"
+    vid = f"{key_id}.v{hsm.keys.latest_version(key_id)}"
+    return PanCipher(vid, hsm.keys.key(key_id, KeyUsage.PAN_ENC)).encrypt(pan, context)
 
 
 def aids() -> dict[str, str]:

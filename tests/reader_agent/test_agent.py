@@ -24,13 +24,14 @@ from reader_agent.watcher import ReaderWatcher
 from schemas.base import contains_clear_pan
 from schemas.cards import CardTapped
 from schemas.payments import PaymentRequested
+from tests.kafka_auth import operator
 from tests.reader_agent.conftest import aids, imk
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.broker]
 
 
 async def _read_all(bootstrap: str, topic: str, expect: int, timeout: float = 10) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(topic, **operator(bootstrap), bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     out: list[bytes] = []
@@ -53,7 +54,7 @@ async def agent_setup(kafka_bootstrap, issuers):
     terminal = standalone_terminal({p: h for p, h in issuers.items() if p != "transit"},
                                    "T-TEST", platform)
     suffix = uuid.uuid4().hex[:8]
-    pub = Publisher(kafka_bootstrap)
+    pub = Publisher(kafka_bootstrap, party="operator")  # the test's own topics
     await pub.start()
     bus = TopicBus(pub, f"test.taps.{suffix}", f"test.requests.{suffix}")
     agent = ReaderAgent(terminal, bus, aids=aids(), pin_source=scripted_pins("4321"))

@@ -108,12 +108,15 @@ def test_transit_load_over_pcsc_persists_balance(pcscd, make_card, issuers, card
     link = ctx.connect(pcscd[2].name)
     purse = read_purse(link, profile.aid)
     assert purse.balance == 500 and purse.card_number == profile.pan
+    assert purse.card_token == profile.pan_token and purse.card_token.startswith("tok_")
     init = init_load(link, 2000, "T-0001")
     dlk = bytes.fromhex(profile.load_key)
     transit.verify_card_mac1(dlk, init.random, init.online_seq, 500, 2000, "T-0001", init.mac1)
-    when = "20260102030405"
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    when = transit.card_time(at)
+    assert when == "20260102030405"
     mac2 = transit.operator_mac2(dlk, init.random, init.online_seq, 2000, "T-0001", when)
-    tac = credit_load(link, when, mac2)
+    tac = credit_load(link, at, mac2)
     transit.verify_card_tac(bytes.fromhex(profile.tac_key), 2500, init.online_seq, 2000,
                             "T-0001", when, tac)
     link.disconnect()
@@ -127,7 +130,7 @@ def test_transit_load_over_pcsc_persists_balance(pcscd, make_card, issuers, card
     assert read_purse(link, profile.aid).balance == 2500
     with pytest.raises(CardError, match="9302"):
         init2 = init_load(link, 100, "T-0001")
-        credit_load(link, when, bytes(4))
+        credit_load(link, at, bytes(4))
     assert init2.balance == 2500
     assert read_purse(link, profile.aid).balance == 2500
     link.disconnect()

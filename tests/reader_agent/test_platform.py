@@ -33,6 +33,7 @@ from reader_agent.terminal import Terminal
 from reader_agent.topup import AppliedLoads, TransitTarget, topup
 from schemas.base import Money
 from schemas.payments import PaymentCompleted
+from tests.integration.system import enroll_active
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.broker, pytest.mark.slow]
 
@@ -45,7 +46,7 @@ async def session(system: Any) -> AsyncIterator[TerminalSession]:
     sess = TerminalSession(terminal, system.bootstrap)
     await sess.start()
     try:
-        await sess.enroll(timeout=90, providers=2)
+        await enroll_active(sess)
     except Exception:
         await sess.stop()
         print(system.logs())
@@ -161,10 +162,12 @@ class _Hooked:
     """The session as the top-up sees it, with a hook on each published load event (to act
     like the world: a card pulled out, a broker redelivering)."""
 
-    def __init__(self, session: TerminalSession, on_load: Any) -> None:
+    def __init__(self, session: TerminalSession, on_load: Any, *,
+                 hook_first: bool = False) -> None:
         self.session = session
         self.terminal = session.terminal
         self.on_load = on_load
+        self.hook_first = hook_first  # act on a load event before it is published
         self.authorized: list[Any] = []
 
     def expect(self, correlation_id: str) -> asyncio.Future[Any]:
@@ -184,8 +187,14 @@ class _Hooked:
         return await self.session.request(req)
 
     async def publish_load(self, event: Any, key: str) -> None:
+        if self.hook_first:
+            await self.on_load(self, event)
         await self.session.publish_load(event, key)
-        await self.on_load(self, event)
+        if not self.hook_first:
+            await self.on_load(self, event)
+
+    async def cancel(self, req: Any) -> None:
+        await self.session.cancel(req)
 
 
 async def _bank_available(system: Any, provider: str, token: str) -> int | None:
@@ -263,7 +272,9 @@ async def test_topup_redelivered_load_command_credits_once(
     try:
         tap, link = await _bank_tap(session, pcscd[0], 900)
         try:
-            res = await topup(_Hooked(session, redeliver), tap,
+            # the repeat is on the bus before the card's proof: it reaches the terminal before
+            # the operator's confirmation can end the top-up
+            res = await topup(_Hooked(session, redeliver, hook_first=True), tap,
                               Money(amount=900, currency="CNY"),
                               _pcsc_target(pcscd[1], purse.aid), pin="1234",
                               applied=AppliedLoads(), bank_link=link, timeout=60)

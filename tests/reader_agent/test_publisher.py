@@ -20,6 +20,7 @@ from aiokafka.structs import BrokerMetadata
 
 from reader_agent.publisher import Publisher
 from schemas.clock import ClockTicked
+from tests.kafka_auth import operator
 
 pytestmark = [pytest.mark.broker]
 
@@ -98,7 +99,7 @@ async def test_events_survive_a_two_second_broker_outage_without_loss_or_duplica
 
     monkeypatch.setattr(ClusterMetadata, "broker_metadata", via_proxy)
     topic = f"test.outage.{uuid.uuid4().hex[:8]}"
-    pub = Publisher(f"127.0.0.1:{proxy_port}", client_id="outage-test")
+    pub = Publisher(f"127.0.0.1:{proxy_port}", client_id="outage-test", party="operator")
     await pub.start()
     events = [_event(n) for n in range(12)]
     try:
@@ -123,7 +124,7 @@ async def test_events_survive_a_two_second_broker_outage_without_loss_or_duplica
         await proxy.stop()
     assert proxy.cut_connections >= 1  # the producer's traffic really went through the cut
     monkeypatch.setattr(ClusterMetadata, "broker_metadata", original)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(topic, **operator(kafka_bootstrap), bootstrap_servers=kafka_bootstrap, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     got: list[str] = []

@@ -7,14 +7,17 @@ import os
 
 import faust
 
+from streams.clients import faust_connection
 from streams.faust_support import broker_urls
 
+BOOTSTRAP = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
 app = faust.App(
     os.environ["RELAY_APP_ID"],
-    broker=broker_urls(os.environ["KAFKA_BOOTSTRAP_SERVERS"]),
+    broker=broker_urls(BOOTSTRAP),
     store="memory://",
     topic_partitions=1,
     producer_acks=-1,
+    **faust_connection("operator", BOOTSTRAP),  # the test's own app: as the operator
 )
 source = app.topic(os.environ["RELAY_SRC"], value_serializer="raw", key_serializer="raw")
 sink = app.topic(os.environ["RELAY_DST"], value_serializer="raw", key_serializer="raw")

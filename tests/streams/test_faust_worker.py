@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.broker import free_port_block
+from tests.kafka_auth import operator
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 async def test_faust_worker_process_relays(kafka_bootstrap: str, unique_name: str,
                                            tmp_path: Path) -> None:
     src, dst = f"{unique_name}-src", f"{unique_name}-dst"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**operator(kafka_bootstrap), bootstrap_servers=kafka_bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(src, 1, 1), NewTopic(dst, 1, 1)])
     await admin.close()
@@ -37,8 +38,8 @@ async def test_faust_worker_process_relays(kafka_bootstrap: str, unique_name: st
          "--web-port", str(free_port_block(1, start=46000))],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    consumer = AIOKafkaConsumer(dst, bootstrap_servers=kafka_bootstrap,
+    producer = AIOKafkaProducer(**operator(kafka_bootstrap), bootstrap_servers=kafka_bootstrap, acks="all")
+    consumer = AIOKafkaConsumer(dst, **operator(kafka_bootstrap), bootstrap_servers=kafka_bootstrap,
                                 group_id=f"{unique_name}-check", auto_offset_reset="earliest")
     await producer.start()
     await consumer.start()

@@ -8,11 +8,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.kafka_auth import operator
+
 pytestmark = pytest.mark.broker
 
 
 async def _create(bootstrap: str, *topics: str, partitions: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**operator(bootstrap), bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
@@ -33,9 +35,9 @@ async def _drain(consumer: AIOKafkaConsumer, want: int, timeout_s: float) -> lis
 async def test_idempotent_acks_all_round_trip(kafka_bootstrap: str, unique_name: str) -> None:
     topic = f"{unique_name}-rt"
     await _create(kafka_bootstrap, topic, partitions=3)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(**operator(kafka_bootstrap), bootstrap_servers=kafka_bootstrap, acks="all",
                                 enable_idempotence=True)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap,
+    consumer = AIOKafkaConsumer(topic, **operator(kafka_bootstrap), bootstrap_servers=kafka_bootstrap,
                                 group_id=f"{unique_name}-g", auto_offset_reset="earliest")
     await producer.start()
     await consumer.start()
@@ -55,9 +57,9 @@ async def test_transaction_visible_only_after_commit(kafka_bootstrap: str,
                                                      unique_name: str) -> None:
     topic = f"{unique_name}-tx"
     await _create(kafka_bootstrap, topic)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap,
+    producer = AIOKafkaProducer(**operator(kafka_bootstrap), bootstrap_servers=kafka_bootstrap,
                                 transactional_id=f"{unique_name}-txid")
-    committed = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap,
+    committed = AIOKafkaConsumer(topic, **operator(kafka_bootstrap), bootstrap_servers=kafka_bootstrap,
                                  group_id=f"{unique_name}-rc", auto_offset_reset="earliest",
                                  isolation_level="read_committed")
     await producer.start()
