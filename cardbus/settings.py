@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         default=False,
         description="workers log Faust's offset bookkeeping (queue clears, gaps, commits, "
                     "seeks, recovery end offsets): for diagnosis")
+    batch_max: int = Field(
+        default=200, ge=0, le=10_000,
+        description="records a hot agent takes at most in one batch (streams/batching.py); "
+                    "0: record by record (for measurements)")
+    batch_within_ms: float = Field(
+        default=5.0, ge=0.0, le=1000.0,
+        description="how long a batch waits to fill before it is decided with what it has")
     iso_host: str | None = Field(
         default=None, pattern=r"^[^:\s]*:\d{1,5}$",
         description="HOST:PORT of the ISO 8583 bank host the bank-iso bridge talks to "

@@ -12,11 +12,13 @@ in its tables) or ``exactly_once`` on top.
 from __future__ import annotations
 
 import traceback
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust import streams as faust_streams
 
 from cardbus.errors import CardBusError
 from cardbus.logs import get_logger
@@ -24,6 +26,7 @@ from cardbus.settings import settings as cardbus_settings
 from schemas.base import Event, header
 from schemas.deadletters import EventDeadLettered, original_fields
 from streams import clients, codec, faust_patches, faust_trace
+from streams.batching import Batches
 from streams.topics import DEAD_LETTERS, TopicSettings, topic_spec
 
 log = get_logger("streams.faust")
@@ -136,3 +139,44 @@ async def consume(stream: Any, bus: Bus, handle: Handler) -> None:
             await handle(message)
         except Exception as exc:  # noqa: BLE001 - nothing may stop the agent
             await bus.dead_letter(message, exc)
+
+
+def enter_event(event: Any) -> None:
+    """Make ``event`` the current Faust event of this task (``None``: none), as Faust's own
+    stream iteration does; a table write then sends its changelog record to that event's
+    partition. Inside ``take_events`` Faust sets none for the agent (faust-streaming#497:
+    "Cannot modify table outside of agent/stream"), so ``Batches`` enters each record itself.
+    The context variable is Faust's (``faust.streams._current_event``, read by
+    ``faust.streams.current_event``); tests/streams/test_batching_faust.py fails if it moves."""
+    faust_streams._current_event.set(weakref.ref(event) if event is not None else None)
+
+
+def batches(bus: Bus) -> Batches[Any]:
+    """One app's batch runner: its real sender, Faust's current event, one lock for the app's
+    batched agents (they share tables)."""
+    return Batches(send=bus.send, enter=enter_event)
+
+
+async def consume_batches(stream: Any, bus: Bus, handle: Handler, runner: Batches[Any], *,
+                          max_records: int | None = None, within: float | None = None) -> None:
+    """Run ``handle(message)`` on batches of up to ``max_records`` messages (or what came within
+    ``within`` seconds; by default ``CARDBUS_BATCH_MAX`` and ``CARDBUS_BATCH_WITHIN_MS``)
+    through ``runner`` (``streams.batching``): each touched table key is written once per
+    batch, the outputs are sent together, a failing message becomes a dead letter and the rest
+    of its batch goes on. Faust acknowledges a batch's messages after it. ``max_records`` 0:
+    record by record (``consume``)."""
+    s = cardbus_settings()
+    max_records = s.batch_max if max_records is None else max_records
+    within = s.batch_within_ms / 1000 if within is None else within
+    if max_records <= 0:
+        await consume(stream, bus, handle)
+        return
+
+    async def one(event: Any) -> None:
+        await handle(event.message)
+
+    async def failed(event: Any, exc: BaseException) -> None:
+        await bus.dead_letter(event.message, exc)
+
+    async for events in stream.take_events(max_records, within):
+        await runner.run(events, one, failed)
