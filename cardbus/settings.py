@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     batch_within_ms: float = Field(
         default=5.0, ge=0.0, le=1000.0,
         description="how long a batch waits to fill before it is decided with what it has")
+    producer_linger_ms: float = Field(
+        default=2.0, ge=0.0, le=1000.0,
+        description="how long a worker's producer waits to fill a batch before sending it")
+    fetch_min_bytes: int = Field(
+        default=1, ge=1, le=1 << 20,
+        description="bytes the broker gathers for a worker's fetch before answering (it "
+                    "answers at 10 ms anyway)")
     iso_host: str | None = Field(
         default=None, pattern=r"^[^:\s]*:\d{1,5}$",
         description="HOST:PORT of the ISO 8583 bank host the bank-iso bridge talks to "

@@ -119,6 +119,7 @@ def _short_fetch_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     def _create_worker_consumer(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when its fetcher starts
+        consumer._fetch_min_bytes = settings().fetch_min_bytes  # CARDBUS_FETCH_MIN_BYTES
         return consumer
 
     return _create_worker_consumer

@@ -72,7 +72,7 @@ def make_app(app_id: str, *, party: str, bootstrap: str, datadir: Path,
         broker_heartbeat_interval=HEARTBEAT_S,
         broker_commit_every=100,
         broker_commit_interval=0.5,
-        producer_linger=0.002,
+        producer_linger=cardbus_settings().producer_linger_ms / 1000,
         table_standby_replicas=0,
         **{**clients.faust_connection(party, bootstrap), **extra},
     )
