@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import stats
-from bench.procs import REPO, broker_pid
+from bench.procs import REPO, broker_pid, cluster_env
 from streams import clients
 
 REQUEST_BYTES = 1118  # a PaymentRequested with PIN block, as encoded (measured)
@@ -68,7 +68,8 @@ def run_config(cfg: dict[str, Any], root: Path, log_level: str) -> dict[str, Any
     ns = f"bench{secrets.token_hex(3)}"
     home = root / ns
     home.mkdir(parents=True)
-    env = {**os.environ, "CARDBUS_NAMESPACE": ns, "CARDBUS_HOME": str(home),
+    env = {**os.environ, **cluster_env(cfg["bootstrap"]), "CARDBUS_NAMESPACE": ns,
+           "CARDBUS_HOME": str(home),
            "CARDBUS_PAYMENT_PARTITIONS": str(cfg["partitions"]),
            "CARDBUS_LOG_LEVEL": log_level, "PYTHONUNBUFFERED": "1"}
     child = {**cfg, "home": str(home), "broker_pid": broker_pid(cfg["bootstrap"]),
