@@ -20,6 +20,7 @@ import psutil
 from aiokafka import TopicPartition
 
 from streams import clients
+from streams.security import bus_mode
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,6 +125,15 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 os.killpg(p.popen.pid, signal.SIGKILL)
                 p.popen.wait()
+
+
+def cluster_env(bootstrap: str) -> dict[str, str]:
+    """What a child process given its own ``CARDBUS_HOME`` needs to find the cluster at
+    ``bootstrap`` (its mode, CA and the operator's vault): ``CARDBUS_KAFKA_CLUSTER`` naming the
+    local cluster's folder, resolved here, where the state folder still holds its record. Empty
+    when the cluster is not a local one (its settings come from the environment then)."""
+    home = bus_mode(bootstrap).cluster_home
+    return {} if home is None else {"CARDBUS_KAFKA_CLUSTER": str(home)}
 
 
 def broker_pid(bootstrap: str) -> int | None:

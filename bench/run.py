@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import stats
-from bench.procs import REPO, broker_pid
-from streams import broker, clients
+from bench.procs import REPO, broker_pid, cluster_env
+from streams import clients
 
 REQUEST_BYTES = 1118  # a PaymentRequested with PIN block, as encoded (measured)
 PAYMENT_PARTITIONS = 6
@@ -68,14 +68,10 @@ def run_config(cfg: dict[str, Any], root: Path, log_level: str) -> dict[str, Any
     ns = f"bench{secrets.token_hex(3)}"
     home = root / ns
     home.mkdir(parents=True)
-    env = {**os.environ, "CARDBUS_NAMESPACE": ns, "CARDBUS_HOME": str(home),
+    env = {**os.environ, **cluster_env(cfg["bootstrap"]), "CARDBUS_NAMESPACE": ns,
+           "CARDBUS_HOME": str(home),
            "CARDBUS_PAYMENT_PARTITIONS": str(cfg["partitions"]),
            "CARDBUS_LOG_LEVEL": log_level, "PYTHONUNBUFFERED": "1"}
-    # the child's CARDBUS_HOME is its namespace's: it finds the local cluster (its mode, CA and
-    # the operator's vault) only if told where it is
-    local = broker.Cluster.load(broker.default_home())
-    if local is not None:
-        env.setdefault("CARDBUS_KAFKA_CLUSTER", str(local.home))
     child = {**cfg, "home": str(home), "broker_pid": broker_pid(cfg["bootstrap"]),
              "log_level": log_level}
     err = home / "bench-child.log"

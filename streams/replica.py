@@ -7,7 +7,10 @@ workers here (nor in Faust's issue tracker: robinhood/faust#716, #541). So each 
 as an ordinary Faust table by the worker that owns the source partition, and every worker keeps
 an in-memory copy by reading the table's changelog topic, all partitions, from the beginning,
 without a consumer group. Reads wait until the copy has caught up with the changelog's end as it
-was at start; a worker's own writes are visible to it at once.
+was at start; a worker's own writes are visible to it at once, and stay so: the changelog
+brings them back later, after the older values of the same key, and an older value must not
+shadow a newer local write meanwhile (it did: a provider's route came back without its keys for
+a moment, and terminals enrolled in that moment got a key set without the provider).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class Replicated(MutableMapping[str, Any]):
         self.changelog = changelog
         self.partitions = partitions
         self.data: dict[str, Any] = {}
+        # local writes the changelog has not brought back yet, oldest first (None: deleted)
+        self.unechoed: dict[str, list[Any]] = {}
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -48,19 +53,33 @@ class Replicated(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         self.table[key] = value
         self.data[key] = value
+        self.unechoed.setdefault(key, []).append(value)
 
     def __delitem__(self, key: str) -> None:
         del self.table[key]
         del self.data[key]
+        self.unechoed.setdefault(key, []).append(None)
 
     def apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
+        """One changelog record. While this worker has local writes of the key in flight, a
+        record that is one of them only retires it and those before it (the copy already
+        holds the newest); any other value is another writer's (a new owner of the partition)
+        and wins."""
         if raw_key is None:
             return
         key = json.loads(raw_key)
-        if raw_value is None:
+        value = None if raw_value is None else json.loads(raw_value)
+        mine = self.unechoed.get(key)
+        if mine and value in mine:
+            del mine[:mine.index(value) + 1]
+            if not mine:
+                del self.unechoed[key]
+            return
+        self.unechoed.pop(key, None)
+        if value is None:
             self.data.pop(key, None)
         else:
-            self.data[key] = json.loads(raw_value)
+            self.data[key] = value
 
 
 class Replica:

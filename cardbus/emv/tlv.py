@@ -2,53 +2,18 @@
 
 from __future__ import annotations
 
+from cardbus.ber import encode_length, parse_raw, read_tag
 from cardbus.errors import CardError
-
-
-def _len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    if n < 0x100:
-        return bytes([0x81, n])
-    return bytes([0x82, n >> 8, n & 0xFF])
 
 
 def tlv(tag: str, value: bytes) -> bytes:
     """One TLV: ``tag`` in hex (``"9F26"``), ``value`` raw."""
-    return bytes.fromhex(tag) + _len(len(value)) + value
+    return bytes.fromhex(tag) + encode_length(len(value)) + value
 
 
 def parse(data: bytes) -> list[tuple[str, bytes]]:
     """Decode a flat run of TLVs into (TAG, value) pairs; raises CardError when malformed."""
-    out: list[tuple[str, bytes]] = []
-    i = 0
-    try:
-        while i < len(data):
-            if data[i] in (0x00, 0xFF):  # padding between TLVs
-                i += 1
-                continue
-            start = i
-            i += 1
-            if data[start] & 0x1F == 0x1F:
-                while data[i] & 0x80:
-                    i += 1
-                i += 1
-            tag = data[start:i].hex().upper()
-            length = data[i]
-            i += 1
-            if length & 0x80:
-                n = length & 0x7F
-                if n == 0 or n > 2:
-                    raise CardError("bad TLV length")
-                length = int.from_bytes(data[i:i + n], "big")
-                i += n
-            if i + length > len(data):
-                raise CardError("TLV runs past the end of the data")
-            out.append((tag, data[i:i + length]))
-            i += length
-    except IndexError:
-        raise CardError("truncated TLV") from None
-    return out
+    return [(tag.hex().upper(), value) for tag, value in parse_raw(data, skip_padding=True)]
 
 
 CONSTRUCTED = {"6F", "A5", "BF0C", "61", "70", "77", "E1"}
@@ -89,12 +54,7 @@ def dol(data: bytes) -> list[tuple[str, int]]:
     i = 0
     try:
         while i < len(data):
-            start = i
-            i += 1
-            if data[start] & 0x1F == 0x1F:
-                while data[i] & 0x80:
-                    i += 1
-                i += 1
+            start, i = i, read_tag(data, i)
             out.append((data[start:i].hex().upper(), data[i]))
             i += 1
     except IndexError:

@@ -3,17 +3,9 @@ them): repeated tags stay in order, which a dict-based decoder would lose."""
 
 from __future__ import annotations
 
-from cardbus.errors import CardError
+from cardbus.ber import encode_length, parse_raw
 
-
-def encode_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    if n < 0x100:
-        return bytes([0x81, n])
-    if n < 0x10000:
-        return bytes([0x82, n >> 8, n & 0xFF])
-    raise CardError("TLV value too long")
+__all__ = ["encode_length", "first", "parse", "tlv"]
 
 
 def tlv(tag: int, value: bytes) -> bytes:
@@ -24,32 +16,7 @@ def tlv(tag: int, value: bytes) -> bytes:
 
 def parse(data: bytes) -> list[tuple[int, bytes]]:
     """A flat run of TLVs -> [(tag, value)]; ``CardError`` when malformed."""
-    out: list[tuple[int, bytes]] = []
-    i = 0
-    try:
-        while i < len(data):
-            start = i
-            i += 1
-            if data[start] & 0x1F == 0x1F:
-                while data[i] & 0x80:
-                    i += 1
-                i += 1
-            tag = int.from_bytes(data[start:i], "big")
-            length = data[i]
-            i += 1
-            if length & 0x80:
-                n = length & 0x7F
-                if not 1 <= n <= 2:
-                    raise CardError("bad TLV length")
-                length = int.from_bytes(data[i:i + n], "big")
-                i += n
-            if i + length > len(data):
-                raise CardError("TLV runs past the end of the data")
-            out.append((tag, data[i:i + length]))
-            i += length
-    except IndexError:
-        raise CardError("truncated TLV") from None
-    return out
+    return [(int.from_bytes(tag, "big"), value) for tag, value in parse_raw(data)]
 
 
 def first(data: bytes, tag: int) -> bytes | None:
