@@ -7,6 +7,11 @@ the generator ~1 ms of card dialogue, MAC, PIN block and PAN encryption, which w
 generator core near 1,000/s, so requests are made *before* the clock starts, in two helper
 processes (cards split between them, each card's ATC in order), and the timed phases only
 publish bytes and read results.
+
+Terminals resend as real ones do (``Terminals``): a request with no answer is published again
+(the same bytes: same event id) after a pause that doubles up to a cap, and at the terminal's
+deadline the payment is cancelled (``PaymentCancelled``, MAC'd by the terminal): its outcome at
+the terminal is "no answer" and the platform undoes whatever the bank decided.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.stats import Seen, Sent
-from streams import clients
+from reader_agent.terminal import Terminal
+from schemas.base import header
+from schemas.payments import PaymentCancelled, PaymentRequested
+from streams import clients, codec
 from streams.topics import PAYMENT_REQUESTS, TERMINAL_RESULTS
 
 LINGER_MS = 2
@@ -53,8 +61,6 @@ def _init(home: str, terminal_ids: list[str]) -> None:
     import warnings
 
     from cryptography.utils import CryptographyDeprecationWarning
-
-    from reader_agent.terminal import Terminal
 
     warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
     global _HOME
@@ -174,6 +180,7 @@ class Results:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.on_result: Callable[[], None] | None = None
+        self.on_answer: Callable[[str], None] | None = None  # every answer, by payment id
 
     async def start(self) -> None:
         c = clients.consumer(self.bootstrap, party="terminal", client_id="bench-results")
@@ -200,7 +207,10 @@ class Results:
             return
         pid = raw["correlation_id"]
         self.seen.append(Seen(pid, raw["response_code"], bool(raw["approved"]),
-                              int(raw["amount"]["amount"])))
+                              int(raw["amount"]["amount"]), raw.get("auth_code"),
+                              msg.timestamp))
+        if self.on_answer is not None:
+            self.on_answer(pid)
         phase = self.phase
         if phase is None:
             return
@@ -233,12 +243,17 @@ async def new_producer(bootstrap: str, party: str = "terminal") -> AIOKafkaProdu
 
 
 async def closed_loop(producer: AIOKafkaProducer, results: Results, reqs: list[Prepared],
-                      window: int, name: str = "max", timeout: float = 120) -> Phase:
+                      window: int, name: str = "max", timeout: float = 120,
+                      terminals: Terminals | None = None) -> Phase:
     """Keep ``window`` payments in flight until ``reqs`` are all answered: the maximum."""
     phase = Phase(name, sent_count=len(reqs))
     results.phase = phase
+    if terminals is not None:
+        terminals.phase = phase
     slots = asyncio.Semaphore(window)
     results.on_result = slots.release
+    if terminals is not None:
+        terminals.on_cancel = slots.release
     phase.started = time.time()
     topic = PAYMENT_REQUESTS.name
     for r in reqs:
@@ -246,17 +261,25 @@ async def closed_loop(producer: AIOKafkaProducer, results: Results, reqs: list[P
         ts = int(time.time() * 1000)
         phase.sent_at[r.sent.payment_id] = ts
         await producer.send(topic, r.value, key=r.key, timestamp_ms=ts)
+        if terminals is not None:
+            terminals.sent(r, ts / 1000)
     await _wait(phase, timeout)
     results.on_result = None
+    if terminals is not None:
+        terminals.on_cancel = None
     return phase
 
 
 async def open_loop(producer: AIOKafkaProducer, results: Results, reqs: list[Prepared],
-                    rate: float, name: str, timeout: float = 120) -> Phase:
+                    rate: float, name: str, timeout: float = 120,
+                    terminals: Terminals | None = None) -> Phase:
     """Send at a fixed offered rate, each request stamped with its *scheduled* time, so a
-    stalled system shows as latency (no coordinated omission)."""
+    stalled system shows as latency (no coordinated omission). With ``terminals``, requests
+    are resent and cancelled as terminals do; a cancelled payment ends the wait for it."""
     phase = Phase(name, sent_count=len(reqs))
     results.phase = phase
+    if terminals is not None:
+        terminals.phase = phase
     phase.started = start = time.time()
     topic = PAYMENT_REQUESTS.name
     i = 0
@@ -267,10 +290,108 @@ async def open_loop(producer: AIOKafkaProducer, results: Results, reqs: list[Pre
             ts = int((start + i / rate) * 1000)
             phase.sent_at[r.sent.payment_id] = ts
             await producer.send(topic, r.value, key=r.key, timestamp_ms=ts)
+            if terminals is not None:
+                terminals.sent(r, ts / 1000)
             i += 1
         await asyncio.sleep(max(0.0, start + i / rate - time.time()))
     await _wait(phase, timeout)
     return phase
+
+
+@dataclass(frozen=True)
+class ResendPolicy:
+    """When a terminal resends an unanswered request, and when it gives up (seconds)."""
+
+    first: float = 2.0
+    max_pause: float = 8.0
+    deadline: float = 30.0
+
+
+@dataclass
+class _Flight:
+    prepared: Prepared
+    first: float
+    next_at: float
+    pause: float
+
+
+class Terminals:
+    """The terminals' side of "one final outcome per payment": each unanswered request is
+    resent (same bytes, same event id) with a doubling pause, and cancelled at the deadline
+    (``PaymentCancelled`` under the terminal's MAC; ``cancel_event`` makes it)."""
+
+    def __init__(self, producer: AIOKafkaProducer, policy: ResendPolicy,
+                 cancel_event: Callable[[PaymentRequested], PaymentCancelled]) -> None:
+        self.producer = producer
+        self.policy = policy
+        self.cancel_event = cancel_event
+        self.flights: dict[str, _Flight] = {}
+        self.sent_ms: dict[str, int] = {}  # payment id -> (scheduled) first send, ms
+        self.resends = 0
+        self.resent: set[str] = set()
+        self.cancelled: dict[str, float] = {}  # payment id -> when
+        self.phase: Phase | None = None
+        self.on_cancel: Callable[[], None] | None = None
+
+    def sent(self, r: Prepared, at: float) -> None:
+        p = self.policy
+        self.sent_ms[r.sent.payment_id] = int(at * 1000)
+        self.flights[r.sent.payment_id] = _Flight(r, at, at + p.first, p.first)
+
+    def answered(self, payment_id: str) -> None:
+        self.flights.pop(payment_id, None)
+
+    async def run(self, every: float = 0.1) -> None:
+        """Resend and cancel what is due, until cancelled."""
+        topic = PAYMENT_REQUESTS.name
+        while True:
+            now = time.time()
+            due = [f for f in self.flights.values() if f.next_at <= now]
+            for f in sorted(due, key=lambda f: f.next_at):
+                pid = f.prepared.sent.payment_id
+                if pid not in self.flights:
+                    continue
+                if now >= f.first + self.policy.deadline:
+                    await self._cancel(f, now)
+                    continue
+                await self.producer.send(topic, f.prepared.value, key=f.prepared.key)
+                self.resends += 1
+                self.resent.add(pid)
+                f.pause = min(f.pause * 2, self.policy.max_pause)
+                f.next_at = min(now + f.pause, f.first + self.policy.deadline)
+            await asyncio.sleep(every)
+
+    async def _cancel(self, f: _Flight, now: float) -> None:
+        pid = f.prepared.sent.payment_id
+        self.flights.pop(pid, None)
+        req = codec.decode_as(PAYMENT_REQUESTS.name, f.prepared.value, PaymentRequested)
+        ev = self.cancel_event(req)
+        topic = PAYMENT_REQUESTS.name
+        await self.producer.send(topic, codec.encode(ev, topic=topic), key=f.prepared.key)
+        self.cancelled[pid] = now
+        if self.on_cancel is not None:
+            self.on_cancel()
+        phase = self.phase
+        if phase is not None and phase.sent_at.pop(pid, None) is not None \
+                and not phase.sent_at:
+            phase.finished.set()
+
+
+def cancel_maker(home: Path) -> Callable[[PaymentRequested], PaymentCancelled]:
+    """Makes a payment's ``PaymentCancelled`` as its terminal does (the terminals reopened
+    read-only from ``home``)."""
+    opened: dict[str, Any] = {}
+
+    def make(req: PaymentRequested) -> PaymentCancelled:
+        term = opened.get(req.terminal_id)
+        if term is None:
+            term = opened[req.terminal_id] = _reopen(Terminal, req.terminal_id, home)
+        ev = PaymentCancelled(**header(f"terminal:{req.terminal_id}", req.correlation_id),
+                              terminal_id=req.terminal_id, request_event_id=req.event_id,
+                              pan_token=req.card.pan_token, reason="no_answer")
+        return term.hsm.mac_event(ev)  # type: ignore[no-any-return]
+
+    return make
 
 
 async def _wait(phase: Phase, timeout: float) -> None:

@@ -91,7 +91,10 @@ async def enroll(bootstrap: str, home: Path, count: int) -> list[str]:
                             if done(made[tid]):
                                 waiting.discard(tid)
             if waiting:
-                raise RuntimeError(f"{len(waiting)} terminal(s) {what}")
+                some = {tid: (made[tid].status, sorted(made[tid].card_auth))
+                        for tid in sorted(waiting)[:5]}
+                raise RuntimeError(f"{len(waiting)} terminal(s) {what} (status, providers: "
+                                   f"{some})")
 
         await keys.seek_to_beginning(*tps)
         await follow(lambda t: t.ready and len(t.card_auth) >= len(PROVIDERS),

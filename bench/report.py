@@ -86,7 +86,8 @@ def text(r: dict[str, Any]) -> str:
               f"pipeline {r['pipeline_payments_per_s']:,.1f} payments/s (1 worker/stage), best "
               f"{r['best_payments_per_s']:,.1f}/s = {r['pipeline_vs_raw_percent']}% of the raw "
               f"single hop; latency at max {_lat(r['latency_ms'])}; at 50% "
-              f"{_lat(r['latency_at_50pct_ms'])}",
+              f"{_lat(r['latency_at_50pct_ms'])}; CPU per payment "
+              f"{r.get('cpu_ms_per_payment')} ms summed over the processes (broker included)",
               "targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in t.items()),
               *([] if all(t.values()) else LIFT),
               f"lost {r['lost']}, duplicated {r['duplicated']}, ledgers "

@@ -110,6 +110,10 @@ def run(opts: Options) -> dict[str, Any]:
     result["best_payments_per_s"] = max((r["max"]["payments_per_s"] for r in ok_runs),
                                         default=0.0)
     result["latency_ms"] = base.get("max", {}).get("latency_ms", stats.percentiles([]))
+    # CPU per payment summed over every process of the base run (broker and load generator
+    # included), at its closed-loop maximum
+    result["cpu_ms_per_payment"] = base.get("limit", {}).get("cpu_ms_per_payment_total")
+    result["cpu_ms_per_payment_by_process"] = base.get("limit", {}).get("cpu_ms_per_payment")
     half = [p for p in base.get("open_loop", []) if abs(p["fraction"] - 0.5) < 1e-9]
     result["latency_at_50pct_ms"] = half[0]["latency_ms"] if half else None
     result["lost"] = sum(r["accounting"]["lost"] for r in ok_runs)
@@ -120,6 +124,8 @@ def run(opts: Options) -> dict[str, Any]:
     p99_half = (result["latency_at_50pct_ms"] or {}).get("p99")
     result["targets"] = {
         "payments_per_s>=1000": rate >= 1000,
+        "cpu_ms_per_payment<=2": (result["cpu_ms_per_payment"] is not None
+                                  and result["cpu_ms_per_payment"] <= 2.0),
         "pipeline>=15%_of_raw": result["pipeline_vs_raw_percent"] >= 15,
         "p99<=100ms_at_50%": p99_half is not None and p99_half <= 100}
     result["ok"] = (len(ok_runs) == len(runs) and result["lost"] == 0

@@ -45,6 +45,8 @@ class Seen:
     response_code: str
     approved: bool
     amount: int
+    auth_code: str | None = None
+    at_ms: int = 0  # the answer's broker timestamp
 
 
 @dataclass

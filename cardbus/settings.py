@@ -65,6 +65,28 @@ class Settings(BaseSettings):
     kafka_libs: Path | None = Field(
         default=None, description="folder of the Apache Kafka jars (default: "
                                   "<home>/kafka-libs, fetched from Maven Central)")
+    faust_patches: str = Field(
+        default="all", pattern=r"^[a-z_,]*$",
+        description="which of the Faust patches (streams/faust_patches.py) workers apply: "
+                    "all, none, or a comma-separated list of names (for measurements)")
+    faust_trace: bool = Field(
+        default=False,
+        description="workers log Faust's offset bookkeeping (queue clears, gaps, commits, "
+                    "seeks, recovery end offsets): for diagnosis")
+    batch_max: int = Field(
+        default=200, ge=0, le=10_000,
+        description="records a hot agent takes at most in one batch (streams/batching.py); "
+                    "0: record by record (for measurements)")
+    batch_within_ms: float = Field(
+        default=5.0, ge=0.0, le=1000.0,
+        description="how long a batch waits to fill before it is decided with what it has")
+    producer_linger_ms: float = Field(
+        default=2.0, ge=0.0, le=1000.0,
+        description="how long a worker's producer waits to fill a batch before sending it")
+    fetch_min_bytes: int = Field(
+        default=1, ge=1, le=1 << 20,
+        description="bytes the broker gathers for a worker's fetch before answering (it "
+                    "answers at 10 ms anyway)")
     iso_host: str | None = Field(
         default=None, pattern=r"^[^:\s]*:\d{1,5}$",
         description="HOST:PORT of the ISO 8583 bank host the bank-iso bridge talks to "

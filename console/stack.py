@@ -52,7 +52,9 @@ class LocalStack:
         running = broker.status()
         if running is not None:
             self.bootstrap = running.bootstrap
-            self.say(f"broker: already running at {running.bootstrap}")
+            state = (f"degraded: {len(running.alive())} of {running.brokers} nodes"
+                     if running.degraded else "already running")
+            self.say(f"broker: {state} at {running.bootstrap}")
             return self.bootstrap
         port = settings().kafka_port
         if broker.port_open(port):

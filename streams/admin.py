@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from cardbus.errors import BrokerError
 from streams import clients
@@ -104,10 +104,41 @@ def ensure_topics_sync(bootstrap: str, specs: Sequence[TopicSpec],
     return asyncio.run(ensure_topics(bootstrap, specs, settings, overrides=overrides))
 
 
+def retriable(exc: KafkaError) -> bool:
+    """Whether a Kafka error may pass by itself (a node down, a leader moving, a timeout)."""
+    return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
+
+
+async def _retrying(call: Callable[[], Awaitable[Any]], tries: int = 6) -> Any:
+    """``call()``, again after a pause while it fails with a retriable Kafka error (a request
+    sent to a node that is down, a partition whose leader moves)."""
+    for attempt in range(tries):
+        try:
+            return await call()
+        except KafkaError as exc:
+            if not retriable(exc) or attempt == tries - 1:
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 async def _cluster_size(admin: AIOKafkaAdminClient) -> int:
-    """How many brokers the cluster has."""
-    info = await admin.describe_cluster()
-    return max(1, len(info.get("brokers", [])))
+    """How many brokers the cluster is built with: the brokers in its metadata, or its brokers'
+    ``default.replication.factor`` if that is more (a node that is down drops out of the
+    metadata; the topics made meanwhile must still get the cluster's replication)."""
+    info = await _retrying(admin.describe_cluster)
+    brokers = info.get("brokers", [])
+    size = max(1, len(brokers))
+    if brokers:
+        node = str(brokers[0]["node_id"])
+        resource = ConfigResource(ConfigResourceType.BROKER, node, None)
+        with contextlib.suppress(KafkaError, KeyError, ValueError, IndexError):
+            (response,) = await _retrying(lambda: admin.describe_configs([resource]))
+            for res in response.to_object()["resources"]:
+                for entry in res["config_entries"]:
+                    if entry["config_names"] == "default.replication.factor":
+                        size = max(size, int(entry["config_value"]))
+    return size
 
 
 async def cluster_size(bootstrap: str) -> int:
@@ -221,3 +252,54 @@ def _compare(spec: TopicSpec, settings: TopicSettings, described: dict[str, Any]
 async def _close_quietly(admin: AIOKafkaAdminClient) -> None:
     with contextlib.suppress(Exception):  # closing a client that never fully started
         await admin.close()
+
+
+async def leaderless(bootstrap: str, partitions: Iterable[tuple[str, int]], *,
+                     party: str = "operator") -> list[tuple[str, int]]:
+    """Which of ``partitions`` (topic, partition) have no leader now (a broker that held their
+    only replica is down, or their leader is moving); a partition the metadata does not know
+    counts as leaderless."""
+    wanted = sorted(set(partitions))
+    admin = clients.admin(bootstrap, party=party, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        # only topics that exist: a metadata request naming a missing one would create it on
+        # brokers with auto.create.topics.enable
+        present = set(await _retrying(admin.list_topics))
+        names = sorted({t for t, _ in wanted if t in present})
+        described = await _retrying(lambda: admin.describe_topics(names)) if names else []
+    finally:
+        await _close_quietly(admin)
+    leaders = {(t["topic"], p["partition"]): p["leader"] for t in described
+               for p in t.get("partitions", [])}
+    return [tp for tp in wanted if leaders.get(tp, -1) < 0]
+
+
+async def wait_for_leaders(bootstrap: str, partitions: Iterable[tuple[str, int]], *,
+                           what: str, log: Any, party: str = "operator",
+                           every: float = 1.0, say_every: float = 10.0) -> float:
+    """Return once every partition has a leader, logging (a warning every ``say_every`` s)
+    which ones are waited for; the seconds waited."""
+    partitions = list(partitions)
+    began = asyncio.get_running_loop().time()
+    said = -say_every
+    while True:
+        try:
+            missing = await leaderless(bootstrap, partitions, party=party)
+        except (KafkaError, OSError) as exc:  # the cluster itself is unreachable: wait too
+            missing, error = list(partitions), str(exc)
+        else:
+            error = ""
+        loop_time = asyncio.get_running_loop().time()
+        if not missing:
+            if loop_time - began > every:
+                log.warning(f"{what}: every partition has a leader again: going on",
+                            waited_s=round(loop_time - began, 1))
+            return loop_time - began
+        if loop_time - said >= say_every:
+            said = loop_time
+            log.warning(f"{what}: partitions without a leader (is a broker down?): waiting "
+                        f"and retrying", partitions=[f"{t}:{p}" for t, p in missing[:12]],
+                        count=len(missing), waited_s=round(loop_time - began, 1),
+                        error=error or None)
+        await asyncio.sleep(every)

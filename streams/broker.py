@@ -131,6 +131,7 @@ class Cluster:
     cluster_id: str = ""
     pids: list[int] = field(default_factory=list)
     insecure: bool = False  # plaintext, no authentication, no ACLs (``--insecure`` only)
+    libs: str = ""  # the jars it runs on (a node started again uses the same)
 
     @property
     def bootstrap(self) -> str:
@@ -157,6 +158,15 @@ class Cluster:
     def node_dir(self, node: int) -> Path:
         return self.home / f"node-{node}"
 
+    def alive(self) -> list[int]:
+        """The nodes (1-based) whose process runs."""
+        return [i + 1 for i, pid in enumerate(self.pids) if pid_alive(pid)]
+
+    @property
+    def degraded(self) -> bool:
+        """Some but not all nodes run."""
+        return 0 < len(self.alive()) < self.brokers
+
     def save(self) -> None:
         data = asdict(self)
         data["home"] = str(self.home)
@@ -169,7 +179,8 @@ class Cluster:
             return None
         data = json.loads(path.read_text())
         data["home"] = Path(data["home"])
-        return cls(**data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def default_home() -> Path:
@@ -252,11 +263,12 @@ def _log_tail(cluster: Cluster, lines: int = 40) -> str:
 
 
 def status(home: Path | None = None) -> Cluster | None:
-    """The cluster in ``home`` if all its nodes run, else ``None``."""
+    """The cluster in ``home`` if at least one of its nodes runs (see ``Cluster.alive`` for
+    which), else ``None``."""
     cluster = Cluster.load(home or default_home())
     if cluster is None or not cluster.pids:
         return None
-    if all(pid_alive(pid) for pid in cluster.pids):
+    if any(pid_alive(pid) for pid in cluster.pids):
         return cluster
     return None
 
@@ -277,6 +289,11 @@ def start(
     home = home or default_home()
     running = status(home)
     if running is not None:
+        if running.degraded:  # bring the missing nodes back, with their data
+            for node in sorted(set(range(1, running.brokers + 1)) - set(running.alive())):
+                start_node(running, node, progress=progress, wait=False)
+            wait_ready(running, timeout_s)
+            return running, True
         return running, False
     java = java_binary()
     libs = fetch_jars(progress)
@@ -289,7 +306,8 @@ def start(
         previous = None
     home.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(home=home, brokers=brokers, port=port, insecure=insecure,
-                      cluster_id=previous.cluster_id if previous else _new_cluster_id())
+                      cluster_id=previous.cluster_id if previous else _new_cluster_id(),
+                      libs=str(libs))
     busy = [p for p in cluster.all_ports if port_open(p)]
     if busy:
         raise BrokerError(
@@ -306,17 +324,7 @@ def start(
         if not (ndir / "data" / "meta.properties").exists():
             _format(java, cp, cluster, node, props)
     for node in range(1, brokers + 1):
-        ndir = cluster.node_dir(node)
-        with (ndir / "stdout.log").open("ab") as out:
-            proc = subprocess.Popen(
-                [java, *JVM_OPTS, f"-Dlog4j2.configurationFile={LOG4J}",
-                 f"-Dkafka.logs.dir={ndir}", "-cp", cp, "kafka.Kafka",
-                 str(ndir / "server.properties")],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=ndir,
-            )
-        cluster.pids.append(proc.pid)
-        _CHILDREN[proc.pid] = proc
+        cluster.pids.append(_launch(java, libs, cluster.node_dir(node)))
     cluster.save()
     progress(f"starting {brokers} Kafka node(s) on {cluster.bootstrap} ...")
     try:
@@ -468,9 +476,64 @@ def resolve_bootstrap(explicit: str | None = None) -> str:
                       "--bootstrap HOST:PORT, or set KAFKA_BOOTSTRAP_SERVERS")
 
 
+def _launch(java: str, libs: Path, ndir: Path) -> int:
+    """Start one formatted node from its folder; its pid."""
+    with (ndir / "stdout.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [java, *JVM_OPTS, f"-Dlog4j2.configurationFile={LOG4J}",
+             f"-Dkafka.logs.dir={ndir}", "-cp", f"{libs}/*", "kafka.Kafka",
+             str(ndir / "server.properties")],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=ndir,
+        )
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
+
+
 def kill_node(cluster: Cluster, node: int) -> None:
     """SIGKILL one node of a running cluster (fault tests)."""
     os.kill(cluster.pids[node - 1], signal.SIGKILL)
+    _reap(cluster.pids[node - 1], 5.0)
+
+
+def stop_node(cluster: Cluster, node: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Stop one node cleanly (SIGTERM; SIGKILL after ``timeout_s``) and wait until it is gone."""
+    pid = cluster.pids[node - 1]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not _reap(pid, timeout_s):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _reap(pid, 5.0)
+
+
+def _reap(pid: int, timeout_s: float) -> bool:
+    """Wait until ``pid`` is gone (reaping it if it is our child); False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(1)
+    return True
+
+
+def start_node(cluster: Cluster, node: int, *, progress: Progress = _quiet, wait: bool = True,
+               timeout_s: float = START_TIMEOUT_S) -> None:
+    """Start one stopped node of ``cluster`` again (same data folder, same ports); with
+    ``wait``, until the cluster has all its nodes again."""
+    if not pid_alive(cluster.pids[node - 1]):
+        progress(f"starting Kafka node {node} of {cluster.brokers} again ...")
+        libs = Path(cluster.libs) if cluster.libs else libs_dir()
+        cluster.pids[node - 1] = _launch(java_binary(), libs, cluster.node_dir(node))
+        cluster.save()
+    if wait:
+        wait_ready(cluster, timeout_s)
 
 
 def _new_cluster_id() -> str:

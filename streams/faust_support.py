@@ -12,18 +12,21 @@ in its tables) or ``exactly_once`` on top.
 from __future__ import annotations
 
 import traceback
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust import streams as faust_streams
 
 from cardbus.errors import CardBusError
 from cardbus.logs import get_logger
+from cardbus.settings import settings as cardbus_settings
 from schemas.base import Event, header
 from schemas.deadletters import EventDeadLettered, original_fields
-from streams import clients, codec
+from streams import clients, codec, faust_patches, faust_trace
+from streams.batching import Batches
 from streams.topics import DEAD_LETTERS, TopicSettings, topic_spec
 
 log = get_logger("streams.faust")
@@ -34,60 +37,18 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{hostport.strip()}" for hostport in bootstrap.split(",") if hostport.strip()]
 
 
-_patched = False
-
-
-FETCH_MAX_WAIT_MS = 10
-"""How long the broker may hold a worker's fetch. Faust hard-codes 1,500 ms. A worker's one
-fetch covers every partition it owns; measured here under load, the broker answered it only
-at the end of the wait (the round trip equalled the setting: 250-440 ms at 1,500, 21 ms at 20,
-6 ms at 5), and the platform idled at 30% CPU with a 1.5 s backlog in Kafka. 10 ms costs at
-most 100 empty fetches a second when idle."""
-
-
-def patch_faust_clients() -> None:
-    """Make every Faust producer idempotent with acks=all, transactional or not; let the
-    broker hold a worker's fetch for ``FETCH_MAX_WAIT_MS`` only; skip a commit that has no
-    partition the consumer still holds."""
-    global _patched
-    if _patched:
-        return
-    original = faust_aiokafka.Producer._settings_extra
-
-    def settings_extra(self: Any) -> dict[str, Any]:
-        return {**original(self), "acks": "all", "enable_idempotence": True}
-
-    faust_aiokafka.Producer._settings_extra = settings_extra  # type: ignore[method-assign]
-    make_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
-
-    def worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = make_consumer(self, transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when its fetcher starts
-        return consumer
-
-    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = (  # type: ignore[method-assign]
-        worker_consumer)
-    commit = faust_aiokafka.AIOKafkaConsumerThread._commit
-
-    async def commit_assigned(self: Any, offsets: Any) -> bool:
-        # During a rebalance Faust may ask to commit only partitions the consumer thread no
-        # longer holds; it filters them out and hands aiokafka 0.14 an empty dict, which raises
-        # ValueError and crashed the worker (seen with 2 workers and 12 partitions). Nothing
-        # to commit is not committed.
-        assignment = self.assignment()
-        if not any(tp in assignment for tp in offsets):
-            return False
-        return bool(await commit(self, offsets))
-
-    faust_aiokafka.AIOKafkaConsumerThread._commit = commit_assigned  # type: ignore[method-assign]
-    _patched = True
+SESSION_TIMEOUT_S = 10.0
+HEARTBEAT_S = 2.0
 
 
 def make_app(app_id: str, *, party: str, bootstrap: str, datadir: Path,
              guarantee: str = "at_least_once", settings: TopicSettings | None = None,
              **extra: Any) -> faust.App:
-    """A Faust app with CardBus's settings (rocksdb tables, idempotent producers, no web)."""
-    patch_faust_clients()
+    """A Faust app with CardBus's settings (rocksdb tables, idempotent producers, no web);
+    Faust's internals patched (``streams.faust_patches``, once per process)."""
+    applied = faust_patches.apply()
+    if cardbus_settings().faust_trace:
+        faust_trace.install()
     settings = settings or TopicSettings.from_env()
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
@@ -101,10 +62,17 @@ def make_app(app_id: str, *, party: str, bootstrap: str, datadir: Path,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        stream_wait_empty=False,
+        # a revoke waits for the records in flight and commits them (with the patch that
+        # keeps their acknowledgements until then: see faust_patches.commit_on_revoke)
+        stream_wait_empty="commit_on_revoke" in applied,
+        # a worker that dies (kill -9, a host lost) holds its partitions until its session
+        # expires: Faust's 60 s stalled them that long; heartbeats come from the consumer's
+        # own thread, so a busy event loop does not miss them
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=HEARTBEAT_S,
         broker_commit_every=100,
         broker_commit_interval=0.5,
-        producer_linger=0.002,
+        producer_linger=cardbus_settings().producer_linger_ms / 1000,
         table_standby_replicas=0,
         **{**clients.faust_connection(party, bootstrap), **extra},
     )
@@ -171,3 +139,44 @@ async def consume(stream: Any, bus: Bus, handle: Handler) -> None:
             await handle(message)
         except Exception as exc:  # noqa: BLE001 - nothing may stop the agent
             await bus.dead_letter(message, exc)
+
+
+def enter_event(event: Any) -> None:
+    """Make ``event`` the current Faust event of this task (``None``: none), as Faust's own
+    stream iteration does; a table write then sends its changelog record to that event's
+    partition. Inside ``take_events`` Faust sets none for the agent (faust-streaming#497:
+    "Cannot modify table outside of agent/stream"), so ``Batches`` enters each record itself.
+    The context variable is Faust's (``faust.streams._current_event``, read by
+    ``faust.streams.current_event``); tests/streams/test_batching_faust.py fails if it moves."""
+    faust_streams._current_event.set(weakref.ref(event) if event is not None else None)
+
+
+def batches(bus: Bus) -> Batches[Any]:
+    """One app's batch runner: its real sender, Faust's current event, one lock for the app's
+    batched agents (they share tables)."""
+    return Batches(send=bus.send, enter=enter_event)
+
+
+async def consume_batches(stream: Any, bus: Bus, handle: Handler, runner: Batches[Any], *,
+                          max_records: int | None = None, within: float | None = None) -> None:
+    """Run ``handle(message)`` on batches of up to ``max_records`` messages (or what came within
+    ``within`` seconds; by default ``CARDBUS_BATCH_MAX`` and ``CARDBUS_BATCH_WITHIN_MS``)
+    through ``runner`` (``streams.batching``): each touched table key is written once per
+    batch, the outputs are sent together, a failing message becomes a dead letter and the rest
+    of its batch goes on. Faust acknowledges a batch's messages after it. ``max_records`` 0:
+    record by record (``consume``)."""
+    s = cardbus_settings()
+    max_records = s.batch_max if max_records is None else max_records
+    within = s.batch_within_ms / 1000 if within is None else within
+    if max_records <= 0:
+        await consume(stream, bus, handle)
+        return
+
+    async def one(event: Any) -> None:
+        await handle(event.message)
+
+    async def failed(event: Any, exc: BaseException) -> None:
+        await bus.dead_letter(event.message, exc)
+
+    async for events in stream.take_events(max_records, within):
+        await runner.run(events, one, failed)

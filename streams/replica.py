@@ -21,9 +21,11 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from cardbus.logs import get_logger
 from streams import clients
+from streams.admin import retriable, wait_for_leaders
 
 log = get_logger("streams.replica")
 
@@ -97,7 +99,7 @@ class Replica:
                    for p in range(t.partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
+            ends = await self._ends(consumer, tps)
             while True:
                 batch = await consumer.getmany(timeout_ms=200)
                 for tp, messages in batch.items():
@@ -111,3 +113,18 @@ class Replica:
                         log.info("replica caught up", tables=len(self.by_topic))
         finally:
             await consumer.stop()
+
+    async def _ends(self, consumer: Any, tps: list[TopicPartition]) -> dict[Any, int]:
+        """The changelogs' end offsets, once every partition has a leader (a partition whose
+        only replica is on a broker that is down has none: waited for, and said so)."""
+        while True:
+            await wait_for_leaders(self.bootstrap, [(tp.topic, tp.partition) for tp in tps],
+                                   what="replica of the shared tables", log=log,
+                                   party=self.party)
+            try:
+                return dict(await consumer.end_offsets(tps))
+            except KafkaError as exc:
+                if not retriable(exc):
+                    raise
+                log.warning("replica: end offsets not available yet: retrying",
+                            error=type(exc).__name__)

@@ -28,11 +28,13 @@ from cardbus.logs import get_logger
 from schemas.base import header
 from schemas.clock import ClockTicked
 from streams import codec
-from streams.faust_support import Bus, consume, make_app
+from streams.batching import Scoped, ScopedSend
+from streams.faust_support import Bus, batches, consume, consume_batches, make_app
 from streams.replica import Replica, Replicated
 from streams.topics import (
     PAYMENT_REQUESTS,
     PLATFORM_TABLES,
+    PROVIDER_RESULTS,
     TopicSettings,
     platform_app_id,
     topic_spec,
@@ -40,6 +42,8 @@ from streams.topics import (
 
 log = get_logger("platform")
 APP_ID = platform_app_id()
+BATCHED = (PAYMENT_REQUESTS.name, PROVIDER_RESULTS.name)
+"""The hot topics, taken in batches (``streams.batching``); the others record by record."""
 
 
 @dataclass(frozen=True)
@@ -78,14 +82,16 @@ def build(cfg: PlatformConfig) -> faust.App:
         replicated(t) for t in ("routes", "admissions", "terminals", "platform-keys"))
     replica = Replica(cfg.bootstrap, [routes, admissions, terminals, key_table],
                       party="platform")
+    # the partitioned tables are seen through the running batch (each key written once per
+    # batch); the replicated ones are not written on the hot paths
     tables = PlatformTables(routes=routes, admissions=admissions, terminals=terminals,
-                            keys=key_table, parked=table("parked-keys"),
-                            parked_registrations=table("parked-registrations"),
-                            pending=table("pending"))
+                            keys=key_table, parked=Scoped(table("parked-keys")),
+                            parked_registrations=Scoped(table("parked-registrations")),
+                            pending=Scoped(table("pending")))
     file_keys = vault.FileKeyStore("platform", cfg.home)
     keystore = TableKeyStore(vault.keyring("platform", cfg.home), file_keys.records(), key_table,
                              reload=lambda: vault.FileKeyStore("platform", cfg.home).records())
-    platform = Platform(tables, PlatformHsm(keystore), keystore, bus.send,
+    platform = Platform(tables, PlatformHsm(keystore), keystore, ScopedSend(bus.send),
                         PlatformRules(timeout=cfg.timeout, load_timeout=cfg.load_timeout))
 
     def gated(handler: Any) -> Any:
@@ -94,8 +100,10 @@ def build(cfg: PlatformConfig) -> faust.App:
             await handler(message)
         return run
 
+    runner = batches(bus)  # one lock: the batched agents share the pending table
     for name, handler in platform.handlers().items():
-        _agent(app, raw_topic(app, name), bus, gated(handler), name)
+        _agent(app, raw_topic(app, name), bus, gated(handler), name,
+               runner if name in BATCHED else None)
 
     @app.task
     async def follow_replica() -> None:
@@ -137,9 +145,13 @@ def raw_topic(app: faust.App, name: str) -> Any:
                      partitions=topic_spec(name).partitions)
 
 
-def _agent(app: faust.App, topic: Any, bus: Bus, handler: Any, name: str) -> None:
+def _agent(app: faust.App, topic: Any, bus: Bus, handler: Any, name: str,
+           runner: Any = None) -> None:
     async def agent(stream: Any) -> None:
-        await consume(stream, bus, handler)
+        if runner is not None:
+            await consume_batches(stream, bus, handler, runner)
+        else:
+            await consume(stream, bus, handler)
 
     agent.__name__ = agent.__qualname__ = "on_" + name.replace("cardbus.", "").replace("-", "_")
     app.agent(topic, name=f"platform.{agent.__name__}")(agent)

@@ -24,7 +24,8 @@ from agents.providers.settle import batch_id_for, cutover_events
 from cardbus import vault
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.logs import get_logger
-from streams.faust_support import Bus, consume, make_app
+from streams.batching import Scoped, ScopedSend
+from streams.faust_support import Bus, batches, consume_batches, make_app
 from streams.topics import (
     PROVIDER_KEYS,
     PROVIDER_REGISTRATIONS,
@@ -64,16 +65,20 @@ def build(cfg: ProviderConfig) -> faust.App:
                    guarantee=cfg.guarantee, settings=cfg.topics, **cfg.extra)
     bus = Bus(app, f"provider:{pid}")
     spec = provider_requests_spec(pid)
-    tables = ProviderTables(**{name: app.Table(name, default=None, partitions=n)
+    # seen through the running batch: a partition's chain head and open batch are written once
+    # per batch of decisions, not once per decision
+    tables = ProviderTables(**{name: Scoped(app.Table(name, default=None, partitions=n))
                                for name, n in PROVIDER_TABLES.items()})
     hsm = ProviderHsm(pid, vault.FileKeyStore(f"provider-{pid}", cfg.home))
     provider = Provider(adapter, tables, hsm, HsmIssuer(hsm, vault.identity("platform", cfg.home)),
-                        bus.send)
+                        ScopedSend(bus.send))
     topic = app.topic(spec.name, key_serializer="raw", value_serializer="raw",
                       partitions=spec.partitions)
 
+    runner = batches(bus)
+
     async def requests(stream: Any) -> None:
-        await consume(stream, bus, provider.on_request)
+        await consume_batches(stream, bus, provider.on_request, runner)
 
     app.agent(topic, name=f"provider.{pid}.requests")(requests)
 

@@ -1,4 +1,5 @@
-"""``cardbus bench pipeline``: payments end to end through real workers, beside the bus's limit."""
+"""``cardbus bench pipeline``: payments end to end through real workers, beside the bus's limit;
+``cardbus bench chaos`` (faults under load) and ``cardbus bench security`` (the TLS cost)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,11 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG chart here")
     p.set_defaults(func=_pipeline)
+    _register_chaos(bench)
+    _register_security(bench)
 
+
+def _register_security(bench: Any) -> None:
     tls = bench.add_parser(
         "security", help="the raw single hop on a TLS+SCRAM cluster vs an --insecure one",
         description="Start a secured and an --insecure one-node cluster side by side, run the "
@@ -56,6 +61,69 @@ def register(sub: Any) -> None:
     tls.add_argument("--rounds", type=int, default=2, help="hops per mode (alternating)")
     tls.add_argument("--json", action="store_true", help="print one JSON object")
     tls.set_defaults(func=_security)
+
+
+def _register_chaos(bench: Any) -> None:
+    from bench.faults import SCENARIOS
+
+    names = [s.name for s in SCENARIOS]
+    c = bench.add_parser(
+        "chaos", help="payments under load while workers and brokers fail: nothing lost",
+        description=(
+            "Run the payment pipeline under open-loop load (a fraction of its measured "
+            "maximum) on brokers of its own, and inject one fault per scenario: "
+            + "; ".join(f"{s.name}: {s.title}" for s in SCENARIOS) + ". Terminals resend "
+            "unanswered requests and cancel at their deadline. Per scenario: requests, final "
+            "outcomes, lost, duplicated, approvals reversed, ledgers against the outcomes, "
+            "time to recover. Exit 1 if any scenario lost or duplicated a payment or a "
+            "ledger does not balance."))
+    c.add_argument("--scenarios", default=",".join(names),
+                   help=f"comma-separated, from: {', '.join(names)} (default all)")
+    c.add_argument("--partitions", type=int, default=6,
+                   help="partitions of the payment topics (default 6)")
+    c.add_argument("--seconds", type=float, default=45.0,
+                   help="open-loop load per scenario (default 45; faults at 6 and 14 s; the "
+                        "broker scenarios at least 60 and 50)")
+    c.add_argument("--rate", type=float, default=None,
+                   help="offered payments/s (default: --fraction of the measured maximum)")
+    c.add_argument("--fraction", type=float, default=0.5)
+    c.add_argument("--max-payments", type=int, default=1500,
+                   help="payments in the closed loop that measures the maximum")
+    c.add_argument("--cards", type=int, default=400)
+    c.add_argument("--terminals", type=int, default=32)
+    c.add_argument("--platform-timeout", type=float, default=10.0,
+                   help="seconds the platform waits for a bank before declining 91")
+    c.add_argument("--deadline", type=float, default=30.0,
+                   help="seconds a terminal waits (resending) before cancelling a payment")
+    c.add_argument("--resend-after", type=float, default=2.0,
+                   help="first resend pause, doubled up to 8 s (default 2)")
+    c.add_argument("--no-resend", action="store_true",
+                   help="terminals never resend nor cancel (shows what the stream layer "
+                        "alone delivers)")
+    c.add_argument("--faust-patches", default="all",
+                   help="Faust patches in the workers: all, none or names "
+                        "(streams/faust_patches.py)")
+    c.add_argument("--trace", action="store_true",
+                   help="workers log Faust's offset bookkeeping (CARDBUS_FAUST_TRACE)")
+    c.add_argument("--exactly-once", action="store_true",
+                   help="workers run Faust's processing_guarantee=exactly_once")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(func=_chaos)
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from bench.chaos import Options, run, text
+
+    opts = Options(scenarios=tuple(x.strip() for x in args.scenarios.split(",") if x.strip()),
+                   partitions=args.partitions, seconds=args.seconds, rate=args.rate,
+                   fraction=args.fraction, max_payments=args.max_payments, cards=args.cards,
+                   terminals=args.terminals, platform_timeout=args.platform_timeout,
+                   deadline=args.deadline, resend_first=args.resend_after,
+                   resend=not args.no_resend, patches=args.faust_patches, trace=args.trace,
+                   exactly_once=args.exactly_once)
+    result = run(opts)
+    print(json.dumps(result) if args.json else text(result))
+    return 0 if result["ok"] else 1
 
 
 def _pipeline(args: argparse.Namespace) -> int:

@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     stop.add_argument("--home", type=Path, default=None, help=argparse.SUPPRESS)
     stop.set_defaults(func=_stop)
 
-    status = actions.add_parser("status", help="say whether the broker runs, and where")
+    status = actions.add_parser(
+        "status", help="say whether the broker runs, and where (or how many of its nodes)")
     status.add_argument("--home", type=Path, default=None, help=argparse.SUPPRESS)
     status.set_defaults(func=_status)
 
@@ -74,6 +75,10 @@ def _start(args: argparse.Namespace) -> int:
     else:
         cluster, started = broker.start(args.home, brokers=args.brokers, port=args.port,
                                         progress=_say, insecure=args.insecure)
+    if started and len(cluster.alive()) == cluster.brokers and running is not None:
+        print(f"broker nodes started again: {cluster.brokers} node(s) at {cluster.bootstrap} "
+              f"({_mode(cluster)}) in {time.monotonic() - t0:.1f}s")
+        return 0
     if not started:
         print(f"broker already running: {cluster.brokers} node(s) at {cluster.bootstrap} "
               f"({_mode(cluster)}, pids {', '.join(map(str, cluster.pids))}); "
@@ -104,6 +109,13 @@ def _status(args: argparse.Namespace) -> int:
     if cluster is None:
         print("broker not running: start it with `cardbus broker start`")
         return 3
+    alive = cluster.alive()
+    if cluster.degraded:
+        down = sorted(set(range(1, cluster.brokers + 1)) - set(alive))
+        print(f"broker degraded: {len(alive)} of {cluster.brokers} nodes at "
+              f"{cluster.bootstrap} (node(s) {', '.join(map(str, down))} down; "
+              f"`cardbus broker start` starts them again)")
+        return 0
     print(f"broker running: {cluster.brokers} node(s) at {cluster.bootstrap} "
           f"({_mode(cluster)}, pids {', '.join(map(str, cluster.pids))})")
     return 0

@@ -26,10 +26,15 @@ def test_tiny_pipeline_benchmark_json(kafka_bootstrap: str, tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("raw_single_hop_msgs_per_s", "pipeline_payments_per_s", "latency_ms", "lost",
-                "duplicated", "machine"):
+                "duplicated", "machine", "cpu_ms_per_payment"):
         assert key in result
     assert set(result["latency_ms"]) >= {"p50", "p95", "p99", "max"}
     assert result["raw_single_hop_msgs_per_s"] > 0 and result["pipeline_payments_per_s"] > 0
+    # CPU per payment: summed over every process of the base run (the load generator too)
+    by_process = result["cpu_ms_per_payment_by_process"]
+    assert set(by_process) == set(result["runs"][0]["processes"]), by_process
+    assert result["cpu_ms_per_payment"] == pytest.approx(sum(by_process.values()), abs=0.05)
+    assert result["cpu_ms_per_payment"] > 0
     assert result["lost"] == 0 and result["duplicated"] == 0 and result["ok"]
     (run,) = result["runs"]
     acc = run["accounting"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import free_port_block
+from streams.broker import Cluster, free_port_block, kill_node
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -60,3 +60,28 @@ def test_port_in_use_is_named(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"port(s) [{port}]" in result.stderr
     assert "in use" in result.stderr
+
+
+def test_three_nodes_one_killed_is_degraded_and_start_brings_it_back(tmp_path: Path) -> None:
+    home = tmp_path / "cluster3"
+    try:
+        started = cardbus("broker", "start", "--brokers", "3", "--home", str(home),
+                          "--free-port", "--port", str(free_port_block(3, start=42000)))
+        assert started.returncode == 0, started.stderr
+        cluster = Cluster.load(home)
+        assert cluster is not None and cluster.brokers == 3
+        kill_node(cluster, 2)  # SIGKILL, as a crashed host
+
+        status = cardbus("broker", "status", "--home", str(home))
+        assert status.returncode == 0, status.stdout
+        assert "broker degraded: 2 of 3 nodes" in status.stdout
+        assert "node(s) 2 down" in status.stdout
+
+        again = cardbus("broker", "start", "--home", str(home))
+        assert again.returncode == 0, again.stderr
+        assert "broker nodes started again: 3 node(s)" in again.stdout
+        status = cardbus("broker", "status", "--home", str(home))
+        assert status.returncode == 0 and "broker running: 3 node(s)" in status.stdout
+    finally:
+        stopped = cardbus("broker", "stop", "--home", str(home))
+    assert stopped.returncode == 0
