@@ -14,12 +14,13 @@ import signal
 import subprocess
 import sys
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from cardbus.errors import CardError, ConfigError
 from cardbus.paths import sub_dir
 from reader_agent.cards import applet_for
-from reader_agent.cards.profile import load_profile
+from reader_agent.cards.profile import CardProfile, load_profile
 from reader_agent.cards.vpcd import VirtualCard
 from reader_agent.pcscd import DEFAULT_BASE_PORT, reader_for
 
@@ -87,6 +88,29 @@ def remove(reader: int) -> str | None:
         time.sleep(0.02)
     _pid_file(reader).unlink(missing_ok=True)
     return str(info["card_id"])
+
+
+def serve_commands(conn: Connection, profile_json: str, home: str, port: int) -> None:
+    """A card process driven over a pipe (``insert``, ``remove``, ``stop``), for benchmarks
+    that tap one card many times: the card answers from its own process, as a card inserted
+    with ``cardbus cards insert`` does, not from threads of the process it measures."""
+    applet = applet_for(CardProfile.model_validate_json(profile_json), Path(home))
+    card = VirtualCard(applet, port)
+    while True:
+        command = conn.recv()
+        try:
+            if command == "insert":
+                card.insert()
+            elif command == "remove":
+                card.remove()
+            else:
+                card.remove()
+                conn.send("ok")
+                return
+        except OSError as exc:
+            conn.send(f"{command} failed: {exc}")
+            continue
+        conn.send("ok")
 
 
 def main(argv: list[str]) -> int:
