@@ -64,6 +64,11 @@ class System:
         raise AssertionError(f"worker {name} not ready\n{self.logs()}")
 
     def start_provider(self, provider_id: str) -> Worker:
+        """Start the provider's worker unless it runs already: one worker per provider, whatever
+        the tests before this one started, stopped or killed (tests run in any order)."""
+        running = self.workers.get(provider_id)
+        if running is not None and running.alive:
+            return running
         return self.worker(provider_id, "provider", provider_id)
 
     def logs(self) -> str:
