@@ -7,7 +7,12 @@ The tree::
     │   └── MissingKeyError         a required key is not there; never a silent default
     ├── ServiceError                a local service is not running or did not start
     │   ├── BrokerError             the Kafka broker (deploy/ broker, or the configured cluster)
-    │   └── PcscError               pcscd / the PC/SC layer
+    │   ├── PcscError               pcscd / the PC/SC layer
+    │   ├── IsoHostError            the local ISO 8583 bank host (jPOS) did not start or stop
+    │   └── IsoLinkError            the ISO 8583 link to a bank host is down or timed out
+    ├── BusAccessError              the Kafka cluster refused this party
+    │   ├── BusAuthenticationError  wrong or unknown credentials, or a client without TLS
+    │   └── BusAuthorizationError   no ACL grants the party this operation
     ├── DecodeError                 bytes from the bus that do not fit the schema (-> dead letter)
     ├── EncodeError                 an event that may not go on the bus (wrong topic, too large)
     ├── CryptoError                 anything the crypto core refuses
@@ -20,8 +25,10 @@ The tree::
     │   ├── CryptogramInvalid       an ARQC / ARPC / TC that does not verify
     │   │   └── AtcReplayed         an ATC not above the last one seen for the card
     │   ├── CardAuthenticationError a card that cannot prove it holds its key
-    │   └── PinBlockError           a PIN block that is malformed or does not decrypt
-    └── CardError                   the card dialogue failed (removed card, bad status word)
+    │   ├── PinBlockError           a PIN block that is malformed or does not decrypt
+    │   └── SecureChannelError      a GlobalPlatform secure channel step that does not verify
+    ├── CardError                   the card dialogue failed (removed card, bad status word)
+    └── CardManagementRefused       an issuer's policy or a card refuses a card-management step
 
 Infrastructure errors (aiokafka, pyscard, OSError) are converted at the edge, where they
 happen, into one of these, so callers handle one family.
@@ -66,6 +73,44 @@ class PcscError(ServiceError):
     """pcscd or the PC/SC layer is not available."""
 
     code = "pcsc"
+
+
+class IsoHostError(ServiceError):
+    """The local ISO 8583 bank host (jPOS) is not running or failed to start."""
+
+    code = "iso_host"
+    retriable = False
+
+
+class IsoLinkError(ServiceError):
+    """The ISO 8583 link to a bank host is down, or the host did not answer in time."""
+
+    code = "iso_link"
+
+
+class BusAccessError(CardBusError):
+    """The Kafka cluster refused this party (authentication or authorization)."""
+
+    code = "bus_access"
+
+    def __init__(self, message: str, *, principal: str = "", operation: str = "",
+                 resource: str = "") -> None:
+        super().__init__(message)
+        self.principal = principal
+        self.operation = operation
+        self.resource = resource
+
+
+class BusAuthenticationError(BusAccessError):
+    """The cluster did not accept the party's credentials, or the client spoke without TLS."""
+
+    code = "bus_authentication"
+
+
+class BusAuthorizationError(BusAccessError):
+    """No ACL grants the party the operation it asked for."""
+
+    code = "bus_authorization"
 
 
 class DecodeError(CardBusError):
@@ -156,8 +201,20 @@ class PinBlockError(CryptoError):
     code = "pin_block"
 
 
+class SecureChannelError(CryptoError):
+    """A GlobalPlatform secure channel step failed: cryptogram, MAC, padding or sequence."""
+
+    code = "secure_channel"
+
+
 class CardError(CardBusError):
     """The card dialogue failed: card removed, unsupported card, or an error status word."""
 
     code = "card"
     retriable = True
+
+
+class CardManagementRefused(CardBusError):
+    """A card-management operation is not allowed (issuer policy) or the card refused it."""
+
+    code = "card_management_refused"

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
+
+from cardbus.settings import settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def state_dir() -> Path:
     """The project-local state folder (created on demand)."""
-    path = Path(os.environ.get("CARDBUS_HOME") or REPO_ROOT / ".cardbus")
+    path = settings().home or REPO_ROOT / ".cardbus"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

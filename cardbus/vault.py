@@ -5,6 +5,13 @@ explicit ``create``; a missing one fails loudly) and its key store file: the key
 encrypted under that storage key (``cardbus.crypto.keystore``). ``CARDBUS_STORAGE_KEY_<PARTY>``
 (party upper-cased, ``-``/``:`` as ``_``) gives the storage key from the environment instead.
 
+A party's bus credentials (its SCRAM password for Kafka) are sealed secrets in the same folder
+(``secrets.json``): AES-256-GCM under the party's storage key, bound to party and name, read only
+by the party's own processes (``open_secret``), never passed on a command line.
+
+Parties: ``platform``, ``provider-<id>``, ``terminal-<id>`` (one terminal's key store), and the
+bus-only parties ``terminal`` (the terminal fleet's bus identity), ``auditor`` and ``operator``.
+
 Public identities (the platform's verify key) go in ``<state>/directory.json``: public keys
 only, what a key ceremony would hand each party.
 """
@@ -22,7 +29,9 @@ from cardbus.crypto.signing import Verifier
 from cardbus.errors import ConfigError, MissingKeyError
 from cardbus.paths import private_dir, state_dir
 
-_PARTY = re.compile(r"^(platform|provider-[a-z0-9\-]{1,32}|terminal-[A-Za-z0-9\-]{1,32})$")
+_PARTY = re.compile(r"^(platform|terminal|auditor|operator|provider-[a-z0-9\-]{1,32}"
+                    r"|terminal-[A-Za-z0-9\-]{1,32})$")
+_SECRET_FORMAT = "cardbus-secret-v1"  # noqa: S105 - a format tag, not a secret
 
 
 def party_dir(party: str, home: Path | None = None) -> Path:
@@ -32,8 +41,12 @@ def party_dir(party: str, home: Path | None = None) -> Path:
     return (home or state_dir()) / "parties" / party
 
 
-def _env_name(party: str) -> str:
+def storage_key_env(party: str) -> str:
+    """The environment variable that may hold ``party``'s storage key."""
     return "CARDBUS_STORAGE_KEY_" + re.sub(r"[^A-Za-z0-9]", "_", party).upper()
+
+
+_env_name = storage_key_env
 
 
 def create(party: str, home: Path | None = None) -> bool:
@@ -83,6 +96,51 @@ class FileKeyStore(KeyStore):
     @property
     def dirty(self) -> bool:
         return len(self.records()) != self._saved
+
+
+# -- sealed secrets (bus credentials) -----------------------------------------------------------
+
+
+def _secrets_path(party: str, home: Path | None) -> Path:
+    return party_dir(party, home) / "secrets.json"
+
+
+def _secret_aad(party: str, name: str, storage_version: int) -> bytes:
+    return f"{_SECRET_FORMAT}|{party}|{name}|{storage_version}".encode()
+
+
+def seal_secret(party: str, name: str, value: str, home: Path | None = None) -> None:
+    """Keep ``value`` as ``party``'s secret ``name``, encrypted under its storage key (0600,
+    written atomically; replaces an older value)."""
+    ring = keyring(party, home)
+    path = _secrets_path(party, home)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    version, nonce, ct = ring.encrypt(value.encode(), _secret_aad(party, name, ring.current))
+    data[name] = {"storage_version": version, "nonce": b64e(nonce), "ct": b64e(ct)}
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def has_secret(party: str, name: str, home: Path | None = None) -> bool:
+    """Whether ``party`` keeps a secret called ``name``."""
+    path = _secrets_path(party, home)
+    return path.exists() and name in json.loads(path.read_text())
+
+
+def open_secret(party: str, name: str, home: Path | None = None) -> str:
+    """``party``'s secret ``name`` in clear (``MissingKeyError`` if it has none)."""
+    path = _secrets_path(party, home)
+    entry = json.loads(path.read_text()).get(name) if path.exists() else None
+    if entry is None:
+        raise MissingKeyError(f"{party} has no secret {name!r} in {path}: run "
+                              "`cardbus broker start` (or `cardbus credentials ensure`) first")
+    version = int(entry["storage_version"])
+    clear = keyring(party, home).decrypt(version, b64d(entry["nonce"]), b64d(entry["ct"]),
+                                         _secret_aad(party, name, version))
+    return clear.decode()
 
 
 # -- the public directory ---------------------------------------------------------------------

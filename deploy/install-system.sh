@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages CardBus needs, only those missing (safe to re-run).
-#   Java 17+ and Maven (the Kafka broker, fetched from Maven Central), pcscd + vpcd + pcsc-tools
+#   Java 17+ and Maven (the Kafka broker, fetched from Maven Central), a JDK's javac (the jPOS
+#   ISO 8583 bank host is compiled from deploy/iso-host), pcscd + vpcd + pcsc-tools
 #   (real PC/SC with virtual cards), swig + libpcsclite-dev + gcc (pyscard builds from source),
 #   kcat (an independent Kafka client for checking what is on a topic).
 set -euo pipefail
-packages=(openjdk-17-jre-headless maven pcscd libpcsclite-dev pcsc-tools swig vsmartcard-vpcd
+packages=(openjdk-17-jre-headless openjdk-17-jdk-headless maven pcscd libpcsclite-dev pcsc-tools swig vsmartcard-vpcd
           kcat gcc python3-dev)
 missing=()
 for p in "${packages[@]}"; do
@@ -17,6 +18,7 @@ if command -v java >/dev/null 2>&1; then
     missing=("${missing[@]/openjdk-17-jre-headless}")
   fi
 fi
+command -v javac >/dev/null 2>&1 && missing=("${missing[@]/openjdk-17-jdk-headless}")
 command -v mvn >/dev/null 2>&1 && missing=("${missing[@]/maven}")
 python3 -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' \
   && missing=("${missing[@]/python3-dev}")

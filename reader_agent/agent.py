@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from cardbus.emv.data import currency_numeric
 from cardbus.errors import CardBusError, CardError, PcscError
 from cardbus.logs import bind_correlation, get_logger
 from reader_agent.cardthread import MUTE_GRACE_S, in_card_thread, step_timeout
@@ -40,7 +41,6 @@ from schemas.values import Merchant
 
 log = get_logger("reader_agent.agent")
 
-CURRENCY_NUMERIC = {"CNY": 156, "USD": 840, "EUR": 978, "HKD": 344, "GBP": 826}
 
 PinSource = Callable[[str], str]
 
@@ -51,6 +51,8 @@ class Bus(Protocol):
     async def publish_tap(self, tapped: CardTapped) -> None: ...
 
     async def request(self, req: PaymentRequested) -> asyncio.Future[Event]: ...
+
+    async def cancel(self, req: PaymentRequested) -> None: ...
 
 
 def interactive_pin(masked_pan: str) -> str:
@@ -96,14 +98,6 @@ class TapOutcome:
     acked_at: float = 0.0
 
 
-def card_aids(terminal: Terminal) -> dict[str, str]:
-    """AID -> provider for every installed bank adapter this terminal trusts."""
-    from agents.providers.base import discover
-
-    return {a.aid: pid for pid, a in discover().items()
-            if a.kind == "bank" and pid in terminal.card_auth}
-
-
 class ReaderAgent:
     """Runs the dialogue for each card and publishes the events."""
 
@@ -122,6 +116,8 @@ class ReaderAgent:
 
     def arm(self, amount: int, currency: str, merchant: Merchant | None = None,
             purpose: str = "purchase") -> None:
+        """Arm a checkout; ``ConfigError`` at once for a currency CardBus does not accept."""
+        currency_numeric(currency)
         self.armed = Armed(amount, currency, merchant or self.terminal.merchant, purpose)
 
     def _take_context(self) -> Context:
@@ -177,7 +173,7 @@ class ReaderAgent:
             armed, self.armed = self.armed, None
         currency = armed.currency if armed else "CNY"
         checkout = Checkout(amount=armed.amount if armed else 0,
-                            currency_numeric=CURRENCY_NUMERIC.get(currency, 156))
+                            currency_numeric=currency_numeric(currency))
         try:
             link, tap, out.connected_at, out.read_at = await in_card_thread(
                 lambda: self._dialogue(reader, checkout),

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from cardbus.crypto.transit import card_time
+from cardbus.emv import cardcrypto
+from cardbus.emv.data import CARD_TOKEN_TAG, CID_ARQC, PPSE_NAME, arqc_data, cvr_from_iad
+from cardbus.emv.tlv import dol, fill_dol, find, find_all
 from cardbus.errors import CardError
-from reader_agent.cards import cardcrypto
-from reader_agent.cards.applet import PPSE_NAME, BaseApplet
-from reader_agent.cards.emv_applet import CID_ARQC, arqc_data, cvr_from_iad
-from reader_agent.cards.tlv import dol, fill_dol, find, find_all
 
 
 class Link(Protocol):
@@ -29,10 +29,18 @@ class Link(Protocol):
     def transmit(self, apdu: bytes) -> tuple[bytes, int]: ...
 
 
+class Applet(Protocol):
+    """A card application driven in process (the virtual cards' applets satisfy it)."""
+
+    def power_on(self) -> None: ...
+
+    def process(self, apdu: bytes) -> bytes: ...
+
+
 class AppletLink:
     """An applet driven directly, without PC/SC."""
 
-    def __init__(self, applet: BaseApplet) -> None:
+    def __init__(self, applet: Applet) -> None:
         self.applet = applet
         applet.power_on()
 
@@ -91,7 +99,9 @@ def _tags(step: str, data: bytes, *required: str) -> dict[str, bytes]:
 
 @dataclass(frozen=True)
 class Checkout:
-    """What the terminal asks for: amount (minor units), ISO 4217 numeric currency, country."""
+    """What the terminal asks for: amount (minor units), ISO 4217 numeric currency (from
+    ``cardbus.emv.data.currency_numeric``: an unknown currency is refused, never sent as
+    another), country."""
 
     amount: int = 0
     currency_numeric: int = 156
@@ -106,7 +116,7 @@ class EmvTap:
 
     aid: str
     provider: str
-    pan: str
+    pan: str = field(repr=False)  # never in a repr (logs, tracebacks): masked_pan is
     psn: str
     expiry: str
     aip: bytes
@@ -258,7 +268,8 @@ def complete_payment(link: Link, tap: EmvTap, arc: bytes, arpc: bytes) -> Comple
 @dataclass(frozen=True)
 class PurseTap:
     aid: str
-    card_number: str
+    card_number: str  # shown masked at the terminal, never published
+    card_token: str  # what the bus carries for this card
     balance: int
 
 
@@ -275,11 +286,16 @@ class LoadInit:
 def read_purse(link: Link, aid: str) -> PurseTap:
     link.begin()
     fci = _call(link, "select purse", apdu(0x00, 0xA4, 0x04, 0x00, bytes.fromhex(aid)))
-    number = find(fci).get("9F0C", b"").decode(errors="replace")
+    tags = find(fci)
+    number = tags.get("9F0C", b"").decode(errors="replace")
+    token = tags.get(CARD_TOKEN_TAG, b"").decode(errors="replace")
+    if not token.startswith("tok_"):
+        raise CardError("select purse: the card carries no card token")
     bal = _call(link, "get balance", apdu(0x80, 0x5C, 0x00, 0x02, le=4))
     if len(bal) != 4:
         raise CardError("get balance: answer is not 4 bytes")
-    return PurseTap(aid=aid, card_number=number, balance=int.from_bytes(bal, "big"))
+    return PurseTap(aid=aid, card_number=number, card_token=token,
+                    balance=int.from_bytes(bal, "big"))
 
 
 def init_load(link: Link, amount: int, terminal_id: str) -> LoadInit:
@@ -296,9 +312,10 @@ def init_load(link: Link, amount: int, terminal_id: str) -> LoadInit:
                     mac1=data[12:16], amount=amount, terminal_id=terminal_id)
 
 
-def credit_load(link: Link, date_time: str, mac2: bytes) -> bytes:
-    """CREDIT FOR LOAD (``date_time`` YYYYMMDDhhmmss, the operator's MAC2) -> the TAC."""
+def credit_load(link: Link, when: datetime, mac2: bytes) -> bytes:
+    """CREDIT FOR LOAD (the operator's time of the load, its MAC2) -> the TAC."""
     link.begin()
+    date_time = card_time(when)
     data = _call(link, "credit for load",
                  apdu(0x80, 0x52, 0x00, 0x00, bytes.fromhex(date_time) + mac2, le=4))
     if len(data) != 4:

@@ -30,49 +30,27 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from cardbus.errors import PcscError
 from cardbus.logs import get_logger
 from cardbus.paths import sub_dir
 from cardbus.processes import pid_alive
+from cardbus.readers import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_READERS,
+    READER_PREFIX,
+    VirtualReader,
+    virtual_readers,
+)
 
 log = get_logger("reader_agent.pcscd")
 
 PCSCD = "pcscd"
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
-DEFAULT_BASE_PORT = 29963
-"""First vpcd card port. vsmartcard's own default, 35963, lies in Linux's ephemeral range
-(32768-60999): a Kafka client socket, or one in TIME_WAIT, may hold it, and then pcscd
-cannot listen there ("Address already in use"; a test session hit this once). 29963 is
-below that range."""
-DEFAULT_READERS = 4
-READER_PREFIX = "CardBus VPCD"
 LOOPBACK_SHIM_SOURCE = Path(__file__).with_name("vpcd_loopback.c")
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 APT_PACKAGES = ("pcscd", "libpcsclite-dev", "pcsc-tools", "swig", "vsmartcard-vpcd")
-
-
-@dataclass(frozen=True)
-class VirtualReader:
-    """One vpcd slot: its index, PC/SC reader name and the TCP port a card connects to."""
-
-    index: int
-    name: str
-    port: int
-
-
-def virtual_readers(count: int = DEFAULT_READERS,
-                    base_port: int = DEFAULT_BASE_PORT) -> list[VirtualReader]:
-    """The readers a config with ``count`` slots exposes."""
-    return [VirtualReader(k, f"{READER_PREFIX} {k // 2} 00 {k % 2:02d}", base_port + k)
-            for k in range(count)]
-
-
-def reader_for(index: int, base_port: int = DEFAULT_BASE_PORT) -> VirtualReader:
-    """The virtual reader with index ``index``."""
-    return virtual_readers(index + 1, base_port)[index]
 
 
 class Pcscd:

@@ -14,45 +14,28 @@ round trip, not two in a row.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import deque
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from cardbus.errors import BrokerError
 from cardbus.logs import get_logger
 from schemas.base import Event
+from streams import clients
 from streams.codec import encode
 
 log = get_logger("reader_agent.publisher")
 
 
-def default_bootstrap() -> str:
-    """``$KAFKA_BOOTSTRAP_SERVERS``, else the local deploy/ broker, else 127.0.0.1:9092."""
-    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if env:
-        return env
-    try:
-        from streams import broker
-
-        cluster = broker.status()
-        if cluster is not None:
-            return str(cluster.bootstrap)
-    except Exception as exc:  # noqa: BLE001 - no local broker state: use the default port
-        log.debug("no local broker state", error=str(exc))
-    return "127.0.0.1:9092"
-
-
 class Publisher:
     """``await send(topic, key, event)`` returns once the broker has the event (acks=all)."""
 
-    def __init__(self, bootstrap: str, client_id: str = "cardbus-reader") -> None:
+    def __init__(self, bootstrap: str, client_id: str = "cardbus-reader", *,
+                 party: str = "terminal") -> None:
         self.bootstrap = bootstrap
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, client_id=client_id, acks="all",
-            enable_idempotence=True, linger_ms=0, request_timeout_ms=15000,
-            retry_backoff_ms=100)
+        self.producer = clients.producer(bootstrap, party=party, client_id=client_id,
+                                         linger_ms=0, request_timeout_ms=15000,
+                                         retry_backoff_ms=100)
         self.outbox: deque[tuple[str, bytes, bytes]] = deque()
         self._waiters: list[tuple[tuple[str, bytes, bytes], asyncio.Future[None]]] = []
         self._draining: asyncio.Task[bool] | None = None

@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from cardbus import vault
+from cardbus.emv.data import currency_numeric
 from cardbus.errors import CardError, ConfigError
 from cardbus.logs import get_logger
 from reader_agent.agent import (
-    CURRENCY_NUMERIC,
     ReaderAgent,
     TapOutcome,
-    card_aids,
     interactive_pin,
     scripted_pins,
 )
 from reader_agent.cardthread import in_card_thread, step_timeout
-from reader_agent.publisher import default_bootstrap
+from reader_agent.outcome import await_outcome
 from reader_agent.session import TerminalSession
 from reader_agent.terminal import Terminal
 from reader_agent.topup import AppliedLoads, TopupResult, TransitTarget, topup
 from reader_agent.watcher import ReaderWatcher
 from schemas.payments import PaymentCompleted
+from streams.broker import resolve_bootstrap
 
 log = get_logger("reader_agent.runner")
 
@@ -55,11 +56,17 @@ def open_terminal(terminal_id: str | None, home: Path | None = None) -> Terminal
 
 
 async def enroll(terminal_id: str, bootstrap: str | None, *, timeout: float = 60,
-                 providers: int = 1, home: Path | None = None) -> Terminal:
-    """Create (or reopen) the terminal, publish its enrollment and wait for its keys."""
+                 providers: int = 1, home: Path | None = None,
+                 activate: Callable[[], Awaitable[None]] | None = None) -> Terminal:
+    """Create (or reopen) the terminal, publish its enrollment and wait for its keys; with
+    ``activate`` (the operator's act, where the caller is the operator too), then activate it
+    and wait until the platform's key set says it is active."""
     terminal = Terminal.create(terminal_id, home=home)
-    async with TerminalSession(terminal, bootstrap or default_bootstrap()) as session:
+    async with TerminalSession(terminal, resolve_bootstrap(bootstrap)) as session:
         await session.enroll(timeout, providers=providers)
+        if activate is not None and terminal.status != "active":
+            await activate()
+            await session.until_active(timeout)
     return terminal
 
 
@@ -83,8 +90,8 @@ async def run_reader(*, terminal_id: str | None, amount: int | None, currency: s
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
-    async with TerminalSession(terminal, bootstrap or default_bootstrap()) as session:
-        agent = ReaderAgent(terminal, session, aids=card_aids(terminal),
+    async with TerminalSession(terminal, resolve_bootstrap(bootstrap)) as session:
+        agent = ReaderAgent(terminal, session, aids=terminal.payment_aids(),
                             pin_source=scripted_pins(pin) if pin else interactive_pin)
         if amount is not None:
             agent.arm(amount, currency)
@@ -93,12 +100,12 @@ async def run_reader(*, terminal_id: str | None, amount: int | None, currency: s
             out = await agent.handle_card(reader, atr)
             print(show_outcome(out), flush=True)
             if out.answer is not None and out.request is not None:
-                try:
-                    result = await asyncio.wait_for(out.answer, result_timeout)
-                except TimeoutError:
+                result = await await_outcome(session, out.request, out.answer,
+                                             deadline=result_timeout)
+                if result is None:
                     await agent.release(out.request.correlation_id)
-                    print(f"[{reader}] no answer from the platform in {result_timeout:.0f}s",
-                          flush=True)
+                    print(f"[{reader}] no answer from the platform in {result_timeout:.0f}s: "
+                          "payment cancelled", flush=True)
                 else:
                     if isinstance(result, PaymentCompleted):
                         card = await agent.complete(result)
@@ -135,16 +142,13 @@ async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_rea
                     operator: str, terminal_id: str | None, pin: str | None,
                     bootstrap: str | None, timeout: float = 30.0) -> TopupResult:
     """``cardbus topup``: bank card in one reader pays, the e-purse in another is loaded."""
-    from agents.providers.base import adapter_for
+    from cardbus.readers import reader_for
     from reader_agent.dialogue import Checkout, run_payment
     from reader_agent.pcsc import CardLink, Context, wait_present
-    from reader_agent.pcscd import reader_for
     from schemas.base import Money
 
     terminal = open_terminal(terminal_id)
-    op = adapter_for(operator)
-    if op.kind != "transit":
-        raise ConfigError(f"{operator} is not a transit operator")
+    op = terminal.operator(operator)
     bank, purse = reader_for(bank_reader).name, reader_for(transit_reader).name
     money = Money(amount=amount, currency=currency)
 
@@ -153,9 +157,9 @@ async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_rea
         wait_present(ctx, bank, timeout=10)
         link = ctx.connect(bank)
         try:
-            return run_payment(link, card_aids(terminal),
+            return run_payment(link, terminal.payment_aids(),
                                Checkout(amount=amount,
-                                        currency_numeric=CURRENCY_NUMERIC.get(currency, 156)),
+                                        currency_numeric=currency_numeric(currency)),
                                terminal.card_auth_public), link
         except BaseException:
             link.disconnect()
@@ -166,10 +170,10 @@ async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_rea
         wait_present(ctx, purse, timeout=10)
         return ctx.connect(purse)
 
-    target = TransitTarget(operator, op.aid, open_purse, lambda link: link.disconnect())
+    target = TransitTarget(operator, op.aids[0], open_purse, lambda link: link.disconnect())
     applied = AppliedLoads(terminal.store.path.parent / "applied-loads.json"
                            if terminal.store is not None else None)
-    async with TerminalSession(terminal, bootstrap or default_bootstrap()) as session:
+    async with TerminalSession(terminal, resolve_bootstrap(bootstrap)) as session:
         tap, link = await in_card_thread(bank_tap, timeout=step_timeout(extra=10),
                                          dispose=lambda late: late[1].disconnect(),
                                          name="bank card")
@@ -189,10 +193,10 @@ async def pay_on_reader(session: TerminalSession, reader: int, amount: int, *, p
     """One payment with the card in virtual reader ``reader``: dialogue, request, answer, and
     the card's second GENERATE AC. Returns the answer (None if there was none) and what the
     card said."""
-    from reader_agent.pcscd import reader_for
+    from cardbus.readers import reader_for
 
     terminal = session.terminal
-    agent = ReaderAgent(terminal, session, aids=card_aids(terminal),
+    agent = ReaderAgent(terminal, session, aids=terminal.payment_aids(),
                         pin_source=scripted_pins(pin))
     agent.arm(amount, currency)
     out = await agent.handle_card(reader_for(reader).name, b"")
@@ -200,11 +204,10 @@ async def pay_on_reader(session: TerminalSession, reader: int, amount: int, *, p
         return None, f"card not accepted: {out.error}"
     if out.answer is None or out.request is None:
         return None, "no payment request"
-    try:
-        done = await asyncio.wait_for(out.answer, timeout)
-    except TimeoutError:
+    done = await await_outcome(session, out.request, out.answer, deadline=timeout)
+    if done is None:
         await agent.release(out.request.correlation_id)
-        return None, f"no answer from the platform in {timeout:.0f}s"
+        return None, f"no answer from the platform in {timeout:.0f}s: payment cancelled"
     if not isinstance(done, PaymentCompleted):
         await agent.release(out.request.correlation_id)
         return None, f"unexpected answer {done.type}"
@@ -216,13 +219,24 @@ async def run_pay(*, reader: int, amount: int, currency: str, pin: str | None,
     """``cardbus pay``: pay with the card in one virtual reader."""
     terminal = open_terminal(terminal_id)
     the_pin = pin if pin is not None else await asyncio.to_thread(interactive_pin, "card")
-    async with TerminalSession(terminal, bootstrap or default_bootstrap()) as session:
+    async with TerminalSession(terminal, resolve_bootstrap(bootstrap)) as session:
         done, card = await pay_on_reader(session, reader, amount, pin=the_pin,
                                          currency=currency)
     if done is None:
         print(f"no payment: {card}")
-        return 1
-    verdict = "APPROVED" if done.approved else "DECLINED"
-    print(f"{done.masked_pan} {amount / 100:.2f} {currency}: {verdict} ({done.response_code}) "
-          f"{done.message}; {card}")
-    return 0 if done.approved else 2
+        return PAY_NO_ANSWER if card.startswith("no answer") else PAY_ERROR
+    print(payment_line(done, amount, currency, card))
+    return PAY_APPROVED if done.approved else PAY_DECLINED
+
+
+PAY_APPROVED, PAY_ERROR, PAY_DECLINED, PAY_NO_ANSWER = 0, 1, 3, 4
+"""``cardbus pay`` exit codes (the console's table: ok, error, the answer is no, no answer)."""
+
+
+def payment_line(done: PaymentCompleted, amount: int, currency: str, card: str) -> str:
+    """One line: ``622202******1234 12.50 CNY: APPROVED (00); card accepted (TC)``."""
+    verdict = "APPROVED" if done.approved else f"DECLINED ({done.response_code}) {done.message}"
+    if done.approved:
+        verdict = f"APPROVED ({done.response_code})"
+    card = card.removeprefix("approved, ")
+    return f"{done.masked_pan} {amount / 100:.2f} {currency}: {verdict}; {card}"

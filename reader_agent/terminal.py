@@ -8,6 +8,11 @@ storage key, the "device key", from ``CARDBUS_STORAGE_KEY_TERMINAL_<ID>`` or a 0
 that registers them; ``apply_keys()`` opens the platform's ``TerminalKeysIssued`` (checking the
 platform's signature) into the key store. The PC/SC reader agent and the software terminals of
 tests and benchmarks both use this class.
+
+The platform's public identity key is mandatory: a terminal never enrols, installs keys or
+takes a result without checking the platform's seal (the key wrap to the terminal is anonymous
+ECDH, so anyone could send it keys; only the seal says they come from the platform). Without
+the platform's key there is no terminal: ``create`` refuses with one clear line.
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ from pathlib import Path
 
 from cardbus import vault
 from cardbus.crypto.hsm import TerminalHsm
-from cardbus.crypto.keystore import KeyStore, b64d
+from cardbus.crypto.keystore import KeyStore, b64d, b64e
 from cardbus.crypto.signing import Verifier, verify_event
 from cardbus.errors import ConfigError, MissingKeyError
 from reader_agent.dialogue import EmvTap
 from reader_agent.requests import Sale, tap_events
+from schemas.base import Event, header
 from schemas.cards import CardTapped
 from schemas.payments import PaymentRequested
-from schemas.terminals import TerminalEnrolled, TerminalKeysIssued
+from schemas.terminals import ProviderCardAuthKey, TerminalEnrolled, TerminalKeysIssued
 from schemas.values import Merchant
 
 DEFAULT_MERCHANT = Merchant(merchant_id="M-0001", name="CardBus Demo Shop", mcc="5999")
@@ -34,15 +40,16 @@ DEFAULT_MERCHANT = Merchant(merchant_id="M-0001", name="CardBus Demo Shop", mcc=
 class Terminal:
     """One terminal's key module and identity."""
 
-    def __init__(self, hsm: TerminalHsm, merchant: Merchant, *,
-                 platform: Verifier | None = None, store: vault.FileKeyStore | None = None
-                 ) -> None:
+    def __init__(self, hsm: TerminalHsm, merchant: Merchant, *, platform: Verifier,
+                 store: vault.FileKeyStore | None = None) -> None:
         self.hsm = hsm
         self.terminal_id = hsm.terminal_id
         self.merchant = merchant
         self.platform = platform
         self.store = store
         self.card_auth: dict[str, Verifier] = {}  # provider id -> its card-auth key
+        self.directory: dict[str, ProviderCardAuthKey] = {}  # provider id -> kind, AIDs, key
+        self.status = "suspended"  # what the platform's last key set said
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -51,15 +58,17 @@ class Terminal:
                home: Path | None = None) -> Terminal:
         """Make (or reopen) the terminal's sealed key store and identity."""
         party = f"terminal-{terminal_id}"
+        platform = platform_identity(home)  # before anything is made: no key, no terminal
         vault.create(party, home)
         store = vault.FileKeyStore(party, home)
-        term = cls(TerminalHsm(terminal_id, store), merchant,
-                   platform=_platform_identity(home), store=store)
+        term = cls(TerminalHsm(terminal_id, store), merchant, platform=platform, store=store)
         meta = vault.party_dir(party, home) / "terminal.json"
         if meta.exists():
             data = json.loads(meta.read_text())
             term.merchant = Merchant.model_validate(data["merchant"])
-            term._trust(data.get("card_auth", {}))
+            for entry in data.get("providers", []):
+                term.trust(ProviderCardAuthKey.model_validate(entry))
+            term.status = data.get("status", "suspended")
         term.save()
         return term
 
@@ -74,8 +83,7 @@ class Terminal:
 
     @classmethod
     def in_memory(cls, terminal_id: str, keystore: KeyStore,
-                  merchant: Merchant = DEFAULT_MERCHANT, platform: Verifier | None = None
-                  ) -> Terminal:
+                  merchant: Merchant = DEFAULT_MERCHANT, *, platform: Verifier) -> Terminal:
         """A terminal whose keys live only in memory (software terminals)."""
         return cls(TerminalHsm(terminal_id, keystore), merchant, platform=platform)
 
@@ -87,25 +95,39 @@ class Terminal:
         meta.write_text(json.dumps({
             "terminal_id": self.terminal_id,
             "merchant": self.merchant.model_dump(mode="json"),
-            "card_auth": {p: [v.key_id, v.public_bytes().hex()]
-                          for p, v in sorted(self.card_auth.items())},
+            "providers": [e.model_dump(mode="json") for _, e in sorted(self.directory.items())],
+            "status": self.status,
         }, indent=1))
 
-    def _trust(self, entries: dict[str, list[str]]) -> None:
-        for provider, (key_id, public_hex) in entries.items():
-            self.trust(provider, Verifier(key_id, bytes.fromhex(public_hex)))
-
-    def trust(self, provider: str, verifier: Verifier) -> None:
-        """Trust ``provider``'s card-authentication key (normally from ``apply_keys``)."""
-        self.card_auth[provider] = verifier
+    def trust(self, entry: ProviderCardAuthKey) -> None:
+        """Accept ``entry``'s provider: its cards' AIDs and its card-authentication key
+        (normally from ``apply_keys``)."""
+        verifier = Verifier(entry.key_id, b64d(entry.public_key))
+        self.directory[entry.provider_id] = entry
+        self.card_auth[entry.provider_id] = verifier
         self.hsm.trust_card_ca(verifier)
+
+    def payment_aids(self) -> dict[str, str]:
+        """AID -> provider id for the payment applications of every bank this terminal
+        accepts (the AID list the platform's key provisioning gives it)."""
+        return {aid: e.provider_id for e in self.directory.values() if e.kind == "bank"
+                for aid in e.aids}
+
+    def operator(self, provider_id: str) -> ProviderCardAuthKey:
+        """The directory entry of transit operator ``provider_id`` (a clear error if the
+        platform has provisioned no such operator to this terminal)."""
+        entry = self.directory.get(provider_id)
+        if entry is None or entry.kind != "transit" or not entry.aids:
+            known = ", ".join(sorted(p for p, e in self.directory.items()
+                                     if e.kind == "transit")) or "none"
+            raise ConfigError(f"{provider_id} is not a transit operator this terminal knows "
+                              f"(known: {known})")
+        return entry
 
     # -- the bus side ----------------------------------------------------------------------------
 
     def enrollment(self, now: datetime) -> TerminalEnrolled:
         """The enrollment event, sealed with the terminal's identity key."""
-        from agents.sim import enrollment
-
         return enrollment(self.hsm, self.merchant, now)
 
     def apply_keys(self, ev: TerminalKeysIssued) -> None:
@@ -113,13 +135,19 @@ class Terminal:
         card-authentication keys it vouches for."""
         if ev.terminal_id != self.terminal_id:
             raise ConfigError(f"keys for {ev.terminal_id}, not {self.terminal_id}")
-        if self.platform is not None:
-            verify_event(ev, {self.platform.key_id: self.platform}.get)
+        self.check_platform(ev)
         for issued in ev.keys:
             self.hsm.install(issued.wrapped)
-        self._trust({k.provider_id: [k.key_id, b64d(k.public_key).hex()]
-                     for k in ev.card_auth_keys})
+        for entry in ev.card_auth_keys:
+            self.trust(entry)
+        self.status = ev.status
         self.save()
+
+    def check_platform(self, ev: Event) -> None:
+        """``SignatureInvalid`` unless ``ev`` carries the platform's seal (its identity key; the
+        platform re-seals what it forwards): an unsealed or foreign-sealed key set or result
+        is never acted on."""
+        verify_event(ev, {self.platform.key_id: self.platform}.get)
 
     @property
     def ready(self) -> bool:
@@ -147,8 +175,23 @@ class Terminal:
                           payment_id=payment_id)
 
 
-def _platform_identity(home: Path | None) -> Verifier | None:
+def enrollment(terminal: TerminalHsm, merchant: Merchant, now: datetime) -> TerminalEnrolled:
+    """A terminal's enrollment, sealed with its identity key (proof of possession)."""
+    tid = terminal.terminal_id
+    ev = TerminalEnrolled(
+        **header(f"terminal:{tid}", tid, now), terminal_id=tid, merchant=merchant,
+        identity_key_id=terminal.verifier.key_id,
+        identity_public_key=b64e(terminal.verifier.public_bytes()),
+        wrap_key_id=f"kex:{tid}", wrap_public_key=b64e(terminal.public_kex()))
+    return terminal.sign_event(ev)
+
+
+def platform_identity(home: Path | None = None) -> Verifier:
+    """The platform's public identity key from the parties' directory; ``ConfigError`` (one
+    line) if it is not there: a terminal that cannot check the platform's seal does not run."""
     try:
         return vault.identity("platform", home)
     except MissingKeyError:
-        return None
+        raise ConfigError("no platform public key in the parties' directory: a terminal "
+                          "cannot check what the platform sends without it; run `cardbus "
+                          "setup` or install the platform's directory.json") from None

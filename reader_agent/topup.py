@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from cardbus.crypto.transit import probe_terminal_id
 from cardbus.errors import CardError
 from cardbus.logs import bind_correlation, get_logger
 from reader_agent.cardthread import in_card_thread, step_timeout
@@ -38,12 +38,14 @@ from reader_agent.dialogue import (
     init_load,
     read_purse,
 )
+from reader_agent.outcome import await_outcome
 from reader_agent.requests import Sale
 from reader_agent.terminal import Terminal
-from schemas.base import Event, Money
+from schemas.base import Event, Money, header
 from schemas.cards import CardTapped
 from schemas.payments import PaymentCompleted, PaymentRequested
 from schemas.transit import (
+    PurseProbe,
     TransitLoadAborted,
     TransitLoadApplied,
     TransitLoadAuthorized,
@@ -69,6 +71,8 @@ class LoadBus(Protocol):
     async def publish_tap(self, tapped: CardTapped) -> None: ...
 
     async def request(self, req: PaymentRequested) -> asyncio.Future[Event]: ...
+
+    async def cancel(self, req: PaymentRequested) -> None: ...
 
     async def publish_load(self, event: Event, key: str) -> None: ...
 
@@ -159,9 +163,8 @@ async def pay_for_topup(bus: LoadBus, tap: EmvTap, amount: Money, *, pin: str | 
                               sale=Sale(amount, term.merchant, pin, "transit_load"))
     assert req is not None
     _, fut = await asyncio.gather(bus.publish_tap(tapped), bus.request(req))
-    try:
-        done = await asyncio.wait_for(fut, timeout)
-    except TimeoutError:
+    done = await await_outcome(bus, req, fut, deadline=timeout)
+    if done is None:
         return None
     if not isinstance(done, PaymentCompleted):
         done_ev = await _next(bus, req.correlation_id, (PaymentCompleted,), timeout)
@@ -221,10 +224,9 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
             return res
         res.balance_before = init.balance
         req = term.hsm.mac_event(TransitLoadRequested(
-            event_id=uuid.uuid4().hex, correlation_id=pid, occurred_at=_now(),
-            producer=f"terminal:{term.terminal_id}", terminal_id=term.terminal_id,
+            **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
             operator_id=target.operator_id, funding_payment_id=pid,
-            funding_pan_token=funding_pan_token, aid=target.aid, card_serial=purse.card_number,
+            funding_pan_token=funding_pan_token, aid=target.aid, card_token=purse.card_token,
             amount=amount, balance_before=init.balance, load_counter=init.online_seq,
             card_random=init.random.hex().upper(), mac1=init.mac1.hex().upper()))
         res.request = req
@@ -262,22 +264,24 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
             except CardError as exc:
                 why = f"card did not take the load: {exc}"
         if tac is None:
+            evidence = await _probe(link, target.aid, answer, amount)
             res.aborted = term.hsm.mac_event(TransitLoadAborted(
-                event_id=uuid.uuid4().hex, correlation_id=pid, occurred_at=_now(),
-                producer=f"terminal:{term.terminal_id}", terminal_id=term.terminal_id,
+                **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
                 operator_id=target.operator_id, request_event_id=req.event_id,
-                funding_pan_token=funding_pan_token, card_serial=purse.card_number,
-                reason=why or "unknown"))
+                funding_pan_token=funding_pan_token, card_token=purse.card_token,
+                reason=why or "unknown", evidence=evidence))
             await bus.publish_load(res.aborted, funding_pan_token)
-            log.warning("transit load aborted", reason=why)
-            res.reason = f"{why}; payment reversed"
+            log.warning("transit load aborted", reason=why, evidence=evidence is not None)
+            res.reason = (f"{why}; payment reversed once the operator checks the card's "
+                          "evidence" if evidence is not None else
+                          f"{why}; the card could not show it was not loaded: the top-up "
+                          "goes to reconciliation")
         else:
             applied.add(req.event_id)  # before telling anyone: never credit twice
             res.applied = term.hsm.mac_event(TransitLoadApplied(
-                event_id=uuid.uuid4().hex, correlation_id=pid, occurred_at=_now(),
-                producer=f"terminal:{term.terminal_id}", terminal_id=term.terminal_id,
+                **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
                 operator_id=target.operator_id, request_event_id=req.event_id,
-                funding_pan_token=funding_pan_token, card_serial=purse.card_number,
+                funding_pan_token=funding_pan_token, card_token=purse.card_token,
                 amount=amount, new_balance=answer.new_balance, load_counter=init.online_seq,
                 tac=tac.hex().upper()))
             res.balance_after = answer.new_balance
@@ -295,6 +299,9 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
             res.balance_after = conf.balance
         elif tac is not None:
             res.outcome, res.reason = "unconfirmed", conf.reason or "operator did not confirm"
+        elif conf.outcome == "unresolved":
+            res.outcome = "unconfirmed"
+            res.reason = f"load not proven aborted ({conf.reason}): reconciliation"
         else:
             res.outcome = "aborted"
         return res
@@ -302,6 +309,33 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
         with contextlib.suppress(CardError):
             await in_card_thread(lambda: target.close_link(link), timeout=step_timeout(),
                                  name="close purse")
+
+
+async def _probe(link: Link, aid: str, auth: TransitLoadAuthorized, amount: Money
+                 ) -> PurseProbe | None:
+    """``probe_purse`` within a card step's deadline (a mute card is no evidence)."""
+    try:
+        return await in_card_thread(lambda: probe_purse(link, aid, auth, amount),
+                                    timeout=step_timeout(), name="probe purse")
+    except CardError as exc:
+        log.info("no card evidence for the aborted load", error=str(exc))
+        return None
+
+
+def probe_purse(link: Link, aid: str, auth: TransitLoadAuthorized, amount: Money
+                ) -> PurseProbe | None:
+    """The card's evidence after MAC2 (``cardbus.crypto.transit.probe_terminal_id``): an
+    INITIALIZE FOR LOAD naming the MAC2 challenge, whose MAC1 states the purse's balance and
+    online sequence number. It also voids the MAC2 on the card. None if the card is gone."""
+    try:
+        read_purse(link, aid)
+        init = init_load(link, amount.amount, probe_terminal_id(bytes.fromhex(auth.mac2)))
+    except CardError as exc:
+        log.info("no card evidence for the aborted load", error=str(exc))
+        return None
+    return PurseProbe(balance=init.balance, load_counter=init.online_seq,
+                      card_random=init.random.hex().upper(), probe_amount=amount.amount,
+                      mac1=init.mac1.hex().upper())
 
 
 def _mismatch(auth: TransitLoadAuthorized, init: LoadInit, amount: Money) -> str | None:

@@ -24,7 +24,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 import orjson
 import rfc8785
@@ -84,6 +84,27 @@ _PAN_IN_TEXT = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
 def new_event_id() -> str:
     """A fresh event id. Only producers call this; decision logic takes ids from its input."""
     return uuid.uuid4().hex
+
+
+class Header(TypedDict):
+    """The envelope fields every event starts with (see ``header``)."""
+
+    event_id: str
+    correlation_id: str
+    occurred_at: datetime
+    producer: str
+
+
+def header(producer: str, correlation_id: str, occurred_at: datetime | None = None, *,
+           event_id: str | None = None) -> Header:
+    """The envelope of a new event, the one way every party starts one:
+    ``PaymentRequested(**header("terminal:T-1", payment_id, now), ...)``.
+
+    ``event_id`` is fresh unless given (decisions pass ids derived from their input, so a replay
+    gives the same ids); ``occurred_at`` is now unless given (decisions pass the time their
+    input carries)."""
+    return Header(event_id=event_id or new_event_id(), correlation_id=correlation_id,
+                  occurred_at=occurred_at or datetime.now(UTC), producer=producer)
 
 
 class Money(BaseModel):

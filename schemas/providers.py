@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.base import B64, Event, ProviderId
+from schemas.upcast import Raw, upcaster
 from schemas.values import Aid, BinRange, Kcv, KeyId, Text, Tr31KeyBlock
 
 
@@ -19,12 +20,15 @@ class ProviderRegistered(Event):
     SEALED_BY: ClassVar[str] = "provider identity key (proof of possession)"
 
     type: Literal["ProviderRegistered"] = "ProviderRegistered"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
 
     provider_id: ProviderId
     name: Text
     kind: Literal["bank", "transit"]
     bin_ranges: tuple[BinRange, ...] = ()
+    payment_aids: tuple[Aid, ...] = Field(
+        default=(), description="the payment application AIDs on the bank's cards (terminals "
+                                "select these; v2)")
     transit_aids: tuple[Aid, ...] = ()
     identity_key_id: KeyId
     identity_public_key: B64 = Field(description="Ed25519 public key, raw 32 bytes, base64url")
@@ -40,6 +44,34 @@ class ProviderRegistered(Event):
         if self.kind == "transit" and not self.transit_aids:
             raise ValueError("transit_aids: a transit provider needs at least one AID")
         return self
+
+
+@upcaster("ProviderRegistered", 1)
+def _provider_registered_v1_to_v2(raw: Raw) -> Raw:
+    """v1 named no payment AIDs: terminals learn none from it until the bank re-registers."""
+    raw["payment_aids"] = []
+    raw["schema_version"] = 2
+    return raw
+
+
+class ProviderAdmitted(Event):
+    """An operator admitted a provider: its id, the identity key it must register with, and the
+    only card ranges (BIN ranges, payment and transit AIDs) the platform may route to it. A
+    registration is routed only once an admission for its id, key and ranges exists."""
+
+    SEALED_BY: ClassVar[str] = "operator key (the platform operator's admission)"
+
+    type: Literal["ProviderAdmitted"] = "ProviderAdmitted"
+    schema_version: Literal[1] = 1
+
+    provider_id: ProviderId
+    kind: Literal["bank", "transit"]
+    identity_key_id: KeyId
+    identity_public_key: B64 = Field(description="Ed25519 public key, raw 32 bytes, base64url")
+    bin_ranges: tuple[BinRange, ...] = ()
+    payment_aids: tuple[Aid, ...] = ()
+    transit_aids: tuple[Aid, ...] = ()
+    reason: Text
 
 
 # the same strings as cardbus.crypto.keys.KeyUsage (schemas do not import the crypto core)

@@ -21,12 +21,13 @@ from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
+    PaymentCancelled,
     PaymentCompleted,
     PaymentRequested,
     ReversalCompleted,
     ReversalRequested,
 )
-from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
+from schemas.providers import ProviderAdmitted, ProviderKeysProvisioned, ProviderRegistered
 from schemas.settlement import SettlementBatchClosed
 from schemas.terminals import TerminalEnrolled, TerminalKeysIssued, TerminalStatusChanged
 from schemas.transit import (
@@ -39,12 +40,14 @@ from schemas.transit import (
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     ProviderRegistered,
+    ProviderAdmitted,
     ProviderKeysProvisioned,
     TerminalEnrolled,
     TerminalStatusChanged,
     TerminalKeysIssued,
     CardTapped,
     PaymentRequested,
+    PaymentCancelled,
     AuthorizationRequested,
     AuthorizationDecided,
     PaymentCompleted,

@@ -54,6 +54,7 @@ _BODIES: dict[str, dict[str, Any]] = {
         "keys": [{"key_id": "T-0001/mac/1", "usage": "mac", "kcv": "ABCDEF", "wrapped": _WRAP}],
         "card_auth_keys": [{"provider_id": "bank-a", "key_id": "bank-a/ca/1",
                             "public_key": _B64}],
+        "status": "active",
     },
     "CardTapped": {"terminal_id": "T-0001", "reader": "Virtual PCD 00 00",
                    "atr": "3B8F8001804F0CA000000306030001000000006A", "card": _CARD},
@@ -61,6 +62,8 @@ _BODIES: dict[str, dict[str, Any]] = {
         "terminal_id": "T-0001", "merchant": _MERCHANT, "amount": _MONEY, "card": _CARD,
         "pin_block": "0123456789ABCDEF", "pin_key_id": "T-0001/pin/1",
     },
+    "PaymentCancelled": {"terminal_id": "T-0001", "request_event_id": "e" * 32,
+                         "pan_token": "tok_" + "a" * 24, "reason": "no_answer"},
     "AuthorizationRequested": {
         "provider_id": "bank-a", "request_event_id": "e" * 32, "terminal_id": "T-0001",
         "merchant": _MERCHANT, "amount": _MONEY, "card": _CARD,
@@ -84,27 +87,27 @@ _BODIES: dict[str, dict[str, Any]] = {
     "TransitLoadRequested": {
         "terminal_id": "T-0001", "operator_id": "transit", "funding_payment_id": "pay-1",
         "funding_pan_token": "tok_" + "a" * 24, "aid": "A000000632010105",
-        "card_serial": "0102030405060708", "amount": _MONEY, "balance_before": 300,
+        "card_token": "tok_" + "c" * 24, "amount": _MONEY, "balance_before": 300,
         "load_counter": 4, "card_random": "0A0B0C0D", "mac1": "11223344",
     },
     "TransitLoadAuthorized": {
         "operator_id": "transit", "request_event_id": "f" * 32, "terminal_id": "T-0001",
-        "card_serial": "0102030405060708", "amount": _MONEY, "new_balance": 1550,
-        "load_counter": 4, "date_time": "20250115103000", "mac2": "55667788",
+        "card_token": "tok_" + "c" * 24, "amount": _MONEY, "new_balance": 1550,
+        "load_counter": 4, "date_time": "2025-01-15T10:30:00Z", "mac2": "55667788",
     },
     "TransitLoadApplied": {
         "terminal_id": "T-0001", "operator_id": "transit", "request_event_id": "f" * 32,
-        "funding_pan_token": "tok_" + "a" * 24, "card_serial": "0102030405060708",
+        "funding_pan_token": "tok_" + "a" * 24, "card_token": "tok_" + "c" * 24,
         "amount": _MONEY, "new_balance": 1550, "load_counter": 5, "tac": "99AABBCC",
     },
     "TransitLoadAborted": {
         "terminal_id": "T-0001", "operator_id": "transit", "request_event_id": "f" * 32,
-        "funding_pan_token": "tok_" + "a" * 24, "card_serial": "0102030405060708",
+        "funding_pan_token": "tok_" + "a" * 24, "card_token": "tok_" + "c" * 24,
         "reason": "card removed before the load",
     },
     "TransitLoadConfirmed": {"operator_id": "transit", "request_event_id": "f" * 32,
-                             "card_serial": "0102030405060708", "confirmed": True,
-                             "balance": 1550},
+                             "card_token": "tok_" + "c" * 24, "confirmed": True,
+                             "outcome": "booked", "balance": 1550},
     "SettlementBatchClosed": {
         "provider_id": "bank-a", "batch_id": "bank-a-2025-01-15", "opened_at": _AT,
         "closed_at": "2025-01-15T23:59:59Z", "first_sequence": 0, "last_sequence": 41,
@@ -119,6 +122,11 @@ _BODIES: dict[str, dict[str, Any]] = {
     },
     "SettlementCutoverRequested": {"provider_id": "bank-a", "batch_id": "bank-a-2025-01-15"},
     "ClockTicked": {"partition": 3},
+    "ProviderAdmitted": {
+        "provider_id": "bank-a", "kind": "bank", "identity_key_id": "sign:provider:bank-a.v1",
+        "identity_public_key": _B64, "bin_ranges": [{"low": "622202", "high": "622202"}],
+        "payment_aids": ["A000000333010101"], "reason": "contract 2025-001",
+    },
     "EventDeadLettered": {
         "reason": "payload: malformed JSON", "error_code": "decode", "field": None,
         "original_topic": "cardbus.taps", "original_partition": 0, "original_offset": 42,
@@ -126,7 +134,8 @@ _BODIES: dict[str, dict[str, Any]] = {
     },
 }
 
-_PRODUCERS = {"Provider": "provider:bank-a", "Terminal": "platform", "Card": "terminal:T-0001",
+_PRODUCERS = {"Provider": "provider:bank-a", "ProviderAdm": "cli", "Terminal": "platform",
+              "Card": "terminal:T-0001",
               "PaymentReq": "terminal:T-0001", "TransitLoadReq": "terminal:T-0001",
               "TransitLoadApp": "terminal:T-0001", "TransitLoadAu": "provider:transit",
               "TransitLoadC": "provider:transit", "AuthorizationD": "provider:bank-a",

@@ -11,7 +11,8 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.base import B64, EncryptedBlob, Event, ProviderId, TerminalId
-from schemas.values import Kcv, KeyId, Merchant, Text
+from schemas.upcast import Raw, upcaster
+from schemas.values import Aid, Kcv, KeyId, Merchant, Text
 
 
 class TerminalEnrolled(Event):
@@ -56,11 +57,15 @@ class IssuedKey(BaseModel):
 
 
 class ProviderCardAuthKey(BaseModel):
-    """A provider's public key the terminal checks card certificates against."""
+    """A provider the terminal accepts cards of: its kind, the application AIDs its cards carry
+    (the terminal's AID list, as a terminal management system gives it) and the public key the
+    terminal checks card certificates against."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     provider_id: ProviderId
+    kind: Literal["bank", "transit"] = "bank"
+    aids: tuple[Aid, ...] = ()
     key_id: KeyId
     public_key: B64
 
@@ -71,8 +76,30 @@ class TerminalKeysIssued(Event):
     SEALED_BY: ClassVar[str] = "platform identity key"
 
     type: Literal["TerminalKeysIssued"] = "TerminalKeysIssued"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[3] = 3
 
     terminal_id: TerminalId
     keys: tuple[IssuedKey, ...] = Field(min_length=1)
     card_auth_keys: tuple[ProviderCardAuthKey, ...] = ()
+    status: Literal["active", "suspended"] = Field(
+        description="whether the platform takes this terminal's payments (v3): a new terminal "
+                    "is suspended until an operator activates it")
+
+
+@upcaster("TerminalKeysIssued", 1)
+def _terminal_keys_issued_v1_to_v2(raw: Raw) -> Raw:
+    """v1 named no provider kinds or AIDs: every provider was a bank with no AID known."""
+    for entry in raw.get("card_auth_keys") or []:
+        if isinstance(entry, dict):
+            entry.setdefault("kind", "bank")
+            entry.setdefault("aids", [])
+    raw["schema_version"] = 2
+    return raw
+
+
+@upcaster("TerminalKeysIssued", 2)
+def _terminal_keys_issued_v2_to_v3(raw: Raw) -> Raw:
+    """v2 said nothing of the terminal's status: terminals were active from enrollment."""
+    raw["status"] = "active"
+    raw["schema_version"] = 3
+    return raw

@@ -15,9 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cardbus.errors import DecodeError
-
 Raw = dict[str, Any]
+
+
+class UpcastError(ValueError):
+    """An event version this code cannot bring up to date (the codec makes it a
+    ``DecodeError``: schemas sit below the core and import nothing of it)."""
+
+    def __init__(self, message: str, *, field: str = "schema_version") -> None:
+        super().__init__(message)
+        self.field = field
 Upcaster = Callable[[Raw], Raw]
 
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
@@ -41,14 +48,14 @@ def upcast(raw: Raw, current: int) -> Raw:
     type_name = raw["type"]
     version = raw["schema_version"]
     if version > current:
-        raise DecodeError(
+        raise UpcastError(
             f"schema_version: {type_name} v{version} is newer than this code knows (v{current})",
             field="schema_version",
         )
     while version < current:
         step = _UPCASTERS.get((type_name, version))
         if step is None:
-            raise DecodeError(
+            raise UpcastError(
                 f"schema_version: {type_name} v{version} is not supported "
                 f"(current v{current}, no upcaster from v{version})",
                 field="schema_version",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from cardbus.errors import BrokerError
+from streams import clients
 from streams.topics import TopicSettings, TopicSpec
 
 _UNKNOWN_TOPIC = 3
@@ -72,11 +73,12 @@ def with_prefix(specs: Iterable[TopicSpec], prefix: str | None) -> list[TopicSpe
 
 async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec],
                         settings: TopicSettings | None = None, *,
-                        timeout_ms: int = 30_000) -> EnsureReport:
-    """Create the missing topics of ``specs`` and compare the existing ones with the catalogue."""
-    settings = settings or TopicSettings()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
-                                client_id="cardbus-topics")
+                        timeout_ms: int = 30_000,
+                        overrides: Mapping[str, int | None] | None = None) -> EnsureReport:
+    """Create the missing topics of ``specs`` and compare the existing ones with the catalogue.
+    Without ``settings``: replication and ``min.insync.replicas`` follow the cluster's size
+    (``TopicSettings.from_env``), ``overrides`` (not None) win."""
+    admin = clients.admin(bootstrap, request_timeout_ms=timeout_ms)
     try:
         await admin.start()
     except (KafkaError, OSError) as exc:
@@ -86,6 +88,8 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec],
             "or pass --bootstrap HOST:PORT"
         ) from None
     try:
+        if settings is None:
+            settings = TopicSettings.from_env(await _cluster_size(admin), overrides)
         return await _ensure(admin, specs, settings, timeout_ms)
     except KafkaError as exc:
         raise BrokerError(f"Kafka at {bootstrap} refused a topic request: {exc}") from None
@@ -94,9 +98,28 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec],
 
 
 def ensure_topics_sync(bootstrap: str, specs: Sequence[TopicSpec],
-                       settings: TopicSettings | None = None) -> EnsureReport:
+                       settings: TopicSettings | None = None,
+                       overrides: Mapping[str, int | None] | None = None) -> EnsureReport:
     """``ensure_topics`` for callers without an event loop (the CLI)."""
-    return asyncio.run(ensure_topics(bootstrap, specs, settings))
+    return asyncio.run(ensure_topics(bootstrap, specs, settings, overrides=overrides))
+
+
+async def _cluster_size(admin: AIOKafkaAdminClient) -> int:
+    """How many brokers the cluster has."""
+    info = await admin.describe_cluster()
+    return max(1, len(info.get("brokers", [])))
+
+
+async def cluster_size(bootstrap: str) -> int:
+    """How many brokers the cluster at ``bootstrap`` has (topic replication follows it)."""
+    admin = clients.admin(bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        return await _cluster_size(admin)
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap} ({exc})") from None
+    finally:
+        await _close_quietly(admin)
 
 
 async def _ensure(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec],

@@ -7,6 +7,18 @@ server.properties`` in KRaft combined mode (broker + controller), listening on 1
 One node is the local default. ``brokers=3`` starts a three-node quorum on loopback ports with
 replication factor 3 and ``min.insync.replicas=2``, so the loss of one node is survivable.
 
+Secured unless started ``insecure`` (``streams.brokersec`` writes the settings):
+
+- clients: ``CLIENT`` listener, SASL_SSL with SCRAM-SHA-512 (TLS 1.2+, the cluster's own CA);
+- between nodes (``INTERNAL``, replication) and to the controllers (``CONTROLLER``): TLS with
+  client certificates (mutual TLS), each node ``CN=broker-<n>`` mapped to ``User:broker``. On
+  loopback encryption buys little, but authentication does: a plaintext controller or
+  inter-broker port would let any local process act as a broker (a super user);
+- ``StandardAuthorizer`` with ``allow.everyone.if.no.acl.found=false``; super users
+  ``User:broker`` and ``User:operator``. The operator's SCRAM credential is written at format
+  time (``--add-scram``, through a 0600 argument file, never on the command line); every other
+  party's credential and ACL is created through the Admin API (``streams.credentials``).
+
 State of a cluster (configs, data, logs, pids) lives in one folder, by default
 ``<state>/kafka/cluster``; the test suite points a throw-away cluster at a temporary folder.
 """
@@ -28,14 +40,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from aiokafka.admin import AIOKafkaAdminClient
+
 from cardbus.errors import BrokerError
 from cardbus.paths import REPO_ROOT, state_dir
 from cardbus.processes import pid_alive
+from cardbus.settings import DEFAULT_KAFKA_PORT, settings
+from streams import brokersec
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 LOG4J = REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"
-DEFAULT_PORT = 9092
+DEFAULT_PORT = DEFAULT_KAFKA_PORT
 CONTROLLER_PORT_OFFSET = 100
+INTERNAL_PORT_OFFSET = 200  # the secured cluster's inter-broker (mutual TLS) listener
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 JVM_OPTS = ("-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
@@ -55,7 +72,7 @@ def _quiet(_msg: str) -> None:
 
 def libs_dir() -> Path:
     """Where the Kafka jars are copied (shared by every cluster folder)."""
-    return Path(os.environ.get("CARDBUS_KAFKA_LIBS") or state_dir() / "kafka-libs")
+    return settings().kafka_libs or state_dir() / "kafka-libs"
 
 
 def fetch_jars(progress: Progress = _quiet) -> Path:
@@ -113,6 +130,7 @@ class Cluster:
     port: int = DEFAULT_PORT
     cluster_id: str = ""
     pids: list[int] = field(default_factory=list)
+    insecure: bool = False  # plaintext, no authentication, no ACLs (``--insecure`` only)
 
     @property
     def bootstrap(self) -> str:
@@ -125,6 +143,16 @@ class Cluster:
     @property
     def controller_ports(self) -> list[int]:
         return [self.port + CONTROLLER_PORT_OFFSET + i for i in range(self.brokers)]
+
+    @property
+    def internal_ports(self) -> list[int]:
+        return [self.port + INTERNAL_PORT_OFFSET + i for i in range(self.brokers)]
+
+    @property
+    def all_ports(self) -> list[int]:
+        """Every port the cluster listens on."""
+        extra = [] if self.insecure else self.internal_ports
+        return self.client_ports + self.controller_ports + extra
 
     def node_dir(self, node: int) -> Path:
         return self.home / f"node-{node}"
@@ -145,7 +173,8 @@ class Cluster:
 
 
 def default_home() -> Path:
-    return state_dir() / "kafka" / "cluster"
+    """The local cluster's folder: ``$CARDBUS_KAFKA_CLUSTER``, else ``<state>/kafka/cluster``."""
+    return settings().kafka_cluster or state_dir() / "kafka" / "cluster"
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -158,7 +187,7 @@ def free_port_block(count: int, start: int = 29092) -> int:
     """A base port such that ``base..base+count-1`` and their controller ports are free."""
     for base in range(start, 60000, 7):
         ports = [base + i for i in range(count)]
-        ports += [p + CONTROLLER_PORT_OFFSET for p in ports]
+        ports += [p + off for p in ports for off in (CONTROLLER_PORT_OFFSET, INTERNAL_PORT_OFFSET)]
         if not any(port_open(p) for p in ports):
             return base
     raise BrokerError("no free loopback ports for a Kafka cluster")
@@ -173,15 +202,22 @@ def _properties(cluster: Cluster, node: int) -> str:
     )
     port = cluster.client_ports[node - 1]
     cport = cluster.controller_ports[node - 1]
+    if cluster.insecure:
+        listeners = [
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+        ]
+    else:
+        listeners = brokersec.listener_properties(
+            cluster.home, node, port, cport, cluster.internal_ports[node - 1])
     return "\n".join([
         "process.roles=broker,controller",
         f"node.id={node}",
         f"controller.quorum.voters={voters}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-        "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name=PLAINTEXT",
+        *listeners,
         f"log.dirs={cluster.node_dir(node) / 'data'}",
         "num.network.threads=2",
         "num.io.threads=4",
@@ -232,8 +268,10 @@ def start(
     port: int = DEFAULT_PORT,
     progress: Progress = _quiet,
     timeout_s: float = START_TIMEOUT_S,
+    insecure: bool = False,
 ) -> tuple[Cluster, bool]:
-    """Start a cluster; returns ``(cluster, started)``; ``started`` is False if one was running."""
+    """Start a cluster, secured unless ``insecure``; returns ``(cluster, started)``; ``started``
+    is False if one was running (in whatever mode it runs)."""
     if brokers not in (1, 3):
         raise BrokerError("--brokers must be 1 or 3")
     home = home or default_home()
@@ -243,33 +281,30 @@ def start(
     java = java_binary()
     libs = fetch_jars(progress)
     previous = Cluster.load(home)
-    if previous and (previous.brokers != brokers or previous.port != port):
-        progress(f"cluster shape changed ({previous.brokers}@{previous.port} -> "
-                 f"{brokers}@{port}): wiping {home}")
+    if previous and (previous.brokers != brokers or previous.port != port
+                     or previous.insecure != insecure):
+        progress(f"cluster shape changed ({_shape(previous)} -> "
+                 f"{_shape(Cluster(home, brokers, port, insecure=insecure))}): wiping {home}")
         shutil.rmtree(home)
         previous = None
     home.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(home=home, brokers=brokers, port=port,
+    cluster = Cluster(home=home, brokers=brokers, port=port, insecure=insecure,
                       cluster_id=previous.cluster_id if previous else _new_cluster_id())
-    busy = [p for p in cluster.client_ports + cluster.controller_ports if port_open(p)]
+    busy = [p for p in cluster.all_ports if port_open(p)]
     if busy:
         raise BrokerError(
             f"port(s) {busy} on 127.0.0.1 are in use by another process: stop it, or choose "
             f"another port with `cardbus broker start --port N`")
     cp = f"{libs}/*"
+    if not insecure:
+        brokersec.prepare(home, brokers)
     for node in range(1, brokers + 1):
         ndir = cluster.node_dir(node)
         ndir.mkdir(parents=True, exist_ok=True)
         props = ndir / "server.properties"
         props.write_text(_properties(cluster, node))
         if not (ndir / "data" / "meta.properties").exists():
-            fmt = subprocess.run(
-                [java, "-cp", cp, "kafka.tools.StorageTool", "format",
-                 f"--cluster-id={cluster.cluster_id}", "-c", str(props), "--ignore-formatted"],
-                capture_output=True, text=True, check=False,
-            )
-            if fmt.returncode != 0:
-                raise BrokerError(f"formatting node {node} failed:\n{fmt.stdout}{fmt.stderr}")
+            _format(java, cp, cluster, node, props)
     for node in range(1, brokers + 1):
         ndir = cluster.node_dir(node)
         with (ndir / "stdout.log").open("ab") as out:
@@ -292,8 +327,33 @@ def start(
     return cluster, True
 
 
+def _shape(cluster: Cluster) -> str:
+    return f"{cluster.brokers}@{cluster.port}{' insecure' if cluster.insecure else ''}"
+
+
+def _format(java: str, cp: str, cluster: Cluster, node: int, props: Path) -> None:
+    """Format a node's storage; a secured cluster's bootstrap metadata gets the operator's
+    SCRAM credential (the arguments go through a 0600 file: no password on a command line)."""
+    args = ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster.cluster_id}",
+            "-c", str(props), "--ignore-formatted"]
+    if not cluster.insecure:
+        args += ["--add-scram", brokersec.operator_scram_arg(cluster.home)]
+    argfile = cluster.node_dir(node) / ".format-args"
+    fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(f'"{a}"' for a in args) + "\n")
+    try:
+        fmt = subprocess.run([java, "-cp", cp, f"@{argfile}"],
+                             capture_output=True, text=True, check=False)
+    finally:
+        argfile.unlink()
+    if fmt.returncode != 0:
+        raise BrokerError(f"formatting node {node} failed:\n{fmt.stdout}{fmt.stderr}")
+
+
 def start_on_free_ports(home: Path | None = None, *, brokers: int = 1, start_port: int = 29092,
-                        attempts: int = 3, progress: Progress = _quiet) -> Cluster:
+                        attempts: int = 3, progress: Progress = _quiet,
+                        insecure: bool = False) -> Cluster:
     """Start a cluster on the first free port block from ``start_port``; if another process
     takes a port between the probe and the bind, try the next block."""
     error: BrokerError | None = None
@@ -301,7 +361,8 @@ def start_on_free_ports(home: Path | None = None, *, brokers: int = 1, start_por
     for _ in range(attempts):
         port = free_port_block(brokers, start=port)
         try:
-            cluster, _ = start(home, brokers=brokers, port=port, progress=progress)
+            cluster, _ = start(home, brokers=brokers, port=port, progress=progress,
+                               insecure=insecure)
             return cluster
         except BrokerError as exc:
             if "in use" not in str(exc):
@@ -336,10 +397,12 @@ def _cluster_size(cluster: Cluster) -> int:
     import asyncio
     import logging
 
-    from aiokafka.admin import AIOKafkaAdminClient
+
+    auth = {} if cluster.insecure else brokersec.operator_aiokafka(cluster.home)
 
     async def ask() -> int:
-        admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=3000,
+                                    **auth)
         try:
             await admin.start()
             info = await admin.describe_cluster()
@@ -395,7 +458,7 @@ def resolve_bootstrap(explicit: str | None = None) -> str:
     ``cardbus broker``; a clear error if there is none."""
     if explicit:
         return explicit
-    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    env = settings().kafka_bootstrap_servers
     if env:
         return env
     cluster = status()

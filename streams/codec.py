@@ -27,7 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 from cardbus.errors import DecodeError, EncodeError
 from schemas.base import Event
 from schemas.registry import ANY_EVENT, CURRENT_VERSIONS
-from schemas.upcast import upcast
+from schemas.upcast import UpcastError, upcast
 from streams.topics import topic_spec
 
 E = TypeVar("E", bound=Event)
@@ -111,7 +111,10 @@ def decode_raw(source: str | TypeAdapter[Any] | None,
     if allowed is not None and raw["type"] not in allowed:
         raise DecodeError(f"type: {raw['type']!r} does not belong on this topic "
                           f"(expected one of {', '.join(allowed)})", field="type")
-    upcasted = raw if raw["schema_version"] == current else upcast(dict(raw), current)
+    try:
+        upcasted = raw if raw["schema_version"] == current else upcast(dict(raw), current)
+    except UpcastError as exc:
+        raise DecodeError(str(exc), field=exc.field) from None
     try:
         event = adapter.validate_python(upcasted)
     except ValidationError as exc:
@@ -171,6 +174,8 @@ def _parse_strict(data: bytes | bytearray | memoryview) -> dict[str, Any]:
         raise DecodeError(f"payload: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise DecodeError(f"payload: malformed JSON ({exc.msg} at char {exc.pos})") from None
+    except RecursionError:  # nesting deeper than the parser's stack: no event is like that
+        raise DecodeError("payload: JSON nested too deeply") from None
     if not isinstance(raw, dict):
         raise DecodeError(f"payload: expected a JSON object, got {type(raw).__name__}")
     return raw

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,9 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from cardbus.errors import CardBusError
 from cardbus.logs import get_logger
-from schemas.base import Event, new_event_id
+from schemas.base import Event, header
 from schemas.deadletters import EventDeadLettered, original_fields
-from streams import codec
+from streams import clients, codec
 from streams.topics import DEAD_LETTERS, TopicSettings, topic_spec
 
 log = get_logger("streams.faust")
@@ -84,8 +83,9 @@ def patch_faust_clients() -> None:
     _patched = True
 
 
-def make_app(app_id: str, *, bootstrap: str, datadir: Path, guarantee: str = "at_least_once",
-             settings: TopicSettings | None = None, **extra: Any) -> faust.App:
+def make_app(app_id: str, *, party: str, bootstrap: str, datadir: Path,
+             guarantee: str = "at_least_once", settings: TopicSettings | None = None,
+             **extra: Any) -> faust.App:
     """A Faust app with CardBus's settings (rocksdb tables, idempotent producers, no web)."""
     patch_faust_clients()
     settings = settings or TopicSettings.from_env()
@@ -106,7 +106,7 @@ def make_app(app_id: str, *, bootstrap: str, datadir: Path, guarantee: str = "at
         broker_commit_interval=0.5,
         producer_linger=0.002,
         table_standby_replicas=0,
-        **extra,
+        **{**clients.faust_connection(party, bootstrap), **extra},
     )
 
 
@@ -148,8 +148,7 @@ class Bus:
         value = message.value if isinstance(message.value, bytes | bytearray) else b""
         key = bytes(message.key) if isinstance(message.key, bytes | bytearray) else None
         ev = EventDeadLettered(
-            event_id=new_event_id(), correlation_id=f"{message.topic}:{message.partition}",
-            occurred_at=datetime.now(UTC), producer=self.producer, reason=reason[:1000],
+            **header(self.producer, f"{message.topic}:{message.partition}"), reason=reason[:1000],
             error_code=code[:64], field=getattr(exc, "field", None),
             original_topic=message.topic, original_partition=message.partition,
             original_offset=message.offset, **original_fields(bytes(value), key))

@@ -13,9 +13,8 @@ of the provider topics, which replay detection (ATC) and balances need.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
@@ -23,6 +22,7 @@ from typing import Any, Literal
 from pydantic import TypeAdapter
 
 from cardbus.errors import ConfigError
+from cardbus.settings import settings
 from schemas.base import Event
 from schemas.cards import CardTapped
 from schemas.clock import ClockTicked
@@ -31,12 +31,13 @@ from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
+    PaymentCancelled,
     PaymentCompleted,
     PaymentRequested,
     ReversalCompleted,
     ReversalRequested,
 )
-from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
+from schemas.providers import ProviderAdmitted, ProviderKeysProvisioned, ProviderRegistered
 from schemas.registry import type_name, union_adapter
 from schemas.settlement import SettlementBatchClosed
 from schemas.terminals import TerminalEnrolled, TerminalKeysIssued, TerminalStatusChanged
@@ -48,27 +49,21 @@ from schemas.transit import (
     TransitLoadRequested,
 )
 
-NAMESPACE = os.environ.get("CARDBUS_NAMESPACE", "cardbus")
+NAMESPACE = settings().namespace
 """The prefix of every topic name and Faust app id (``cardbus`` unless ``CARDBUS_NAMESPACE``
 says otherwise: two CardBus systems, or two test runs, can share one cluster)."""
-if not re.fullmatch(r"[a-z][a-z0-9\-]{0,30}", NAMESPACE):
-    raise ConfigError(f"CARDBUS_NAMESPACE={NAMESPACE!r}: lower-case letters, digits and -")
 
 DAY_MS = 24 * 3600 * 1000
 
-def _payment_partitions() -> int:
-    raw = os.environ.get("CARDBUS_PAYMENT_PARTITIONS", "6")
-    if not raw.isdigit() or not 1 <= int(raw) <= 256:
-        raise ConfigError(f"CARDBUS_PAYMENT_PARTITIONS={raw!r}: an integer from 1 to 256")
-    return int(raw)
-
-
-PAYMENT_PARTITIONS = _payment_partitions()
+PAYMENT_PARTITIONS = settings().payment_partitions
 """Partitions of the payment-flow topics (taps, requests, results, provider requests, loads):
 the unit of scale. 6 unless ``CARDBUS_PAYMENT_PARTITIONS`` says otherwise (benchmarks)."""
 DEFAULT_RETENTION_DAYS = 400
 MIN_AUDIT_RETENTION_DAYS = 366
 _PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,31}$")
+PROVIDER_REQUESTS_PREFIX = f"{NAMESPACE}.provider."
+"""Every provider request topic starts with this (a prefixed ACL covers providers that join
+later); no other topic does."""
 _PROVIDER_TOPIC = re.compile(
     rf"^{re.escape(NAMESPACE)}\.provider\.([a-z0-9][a-z0-9\-]{{0,31}})\.requests$")
 
@@ -94,21 +89,20 @@ class TopicSettings:
             )
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **override: Any) -> TopicSettings:
-        """Settings from ``CARDBUS_TOPIC_REPLICATION``, ``CARDBUS_TOPIC_MIN_ISR`` and
-        ``CARDBUS_RETENTION_DAYS``; keyword arguments that are not None win."""
-        env = dict(os.environ if env is None else env)
-        values: dict[str, int] = {}
-        for attr, var in (("replication_factor", "CARDBUS_TOPIC_REPLICATION"),
-                          ("min_insync_replicas", "CARDBUS_TOPIC_MIN_ISR"),
-                          ("retention_days", "CARDBUS_RETENTION_DAYS")):
-            raw = env.get(var)
-            if raw:
-                try:
-                    values[attr] = int(raw)
-                except ValueError:
-                    raise ConfigError(f"{var}={raw!r} is not an integer") from None
-        values.update({k: v for k, v in override.items() if v is not None})
+    def from_env(cls, brokers: int = 1, overrides: Mapping[str, int | None] | None = None,
+                 **override: int | None) -> TopicSettings:
+        """Settings for a cluster of ``brokers`` brokers: ``CARDBUS_TOPIC_REPLICATION``,
+        ``CARDBUS_TOPIC_MIN_ISR`` and ``CARDBUS_RETENTION_DAYS`` where set, else replication 3
+        and ``min.insync.replicas`` 2 on three or more brokers (1 and 1 on fewer); keyword
+        arguments that are not None win."""
+        s = settings()
+        replication = s.topic_replication or (3 if brokers >= 3 else 1)
+        values: dict[str, int] = {
+            "replication_factor": replication,
+            "min_insync_replicas": s.topic_min_isr or (2 if replication >= 3 else 1),
+            "retention_days": s.retention_days}
+        given = {**(overrides or {}), **override}
+        values.update({k: v for k, v in given.items() if v is not None})
         return cls(**values)
 
 
@@ -137,12 +131,16 @@ class TopicSpec:
         return union_adapter(self.values)
 
     def config(self, settings: TopicSettings | None = None) -> dict[str, str]:
-        """The broker topic config this spec asks for."""
+        """The broker topic config this spec asks for. Every event topic stamps its records
+        with the broker's clock (``LogAppendTime``): the time a consumer reads as "when it
+        arrived" (deadlines, a tick's bound, a card's expiry) is never a producer's claim."""
         settings = settings or TopicSettings()
         conf = {
             "cleanup.policy": self.cleanup,
             "min.insync.replicas": str(settings.min_insync_replicas),
         }
+        if self.values:  # event topics; a table's changelog keeps Faust's own timestamps
+            conf["message.timestamp.type"] = "LogAppendTime"
         if self.cleanup == "delete":
             conf["retention.ms"] = str(settings.retention_days * DAY_MS)
         conf.update(dict(self.extra_config))
@@ -151,10 +149,17 @@ class TopicSpec:
 
 PLATFORM, READER, AUDIT = "trusted-platform", "reader-agent", "audit-replay"
 PROVIDERS = "provider adapters"
+OPERATOR = "operator"
+"""Who writes and reads each topic (``producers``/``consumers``): these roles are what
+``streams.acls`` turns into each party's Kafka ACLs, so a role listed here is a permission."""
 
 PROVIDER_REGISTRATIONS = TopicSpec(
     f"{NAMESPACE}.providers", "provider_id", (ProviderRegistered,), 3, "compact",
     (PROVIDERS,), (PLATFORM, AUDIT), "provider registrations: routing by BIN / transit AID")
+PROVIDER_ADMISSIONS = TopicSpec(
+    f"{NAMESPACE}.provider-admissions", "provider_id", (ProviderAdmitted,), 3, "compact",
+    (OPERATOR,), (PLATFORM, AUDIT),
+    "operator-signed admissions: the identity key and card ranges a provider may register")
 PROVIDER_KEYS = TopicSpec(
     f"{NAMESPACE}.provider-keys", "provider_id", (ProviderKeysProvisioned,), 3, "compact",
     (PROVIDERS,), (PLATFORM, AUDIT), "TR-31 key blocks, the provider's whole current key set")
@@ -163,21 +168,23 @@ TERMINALS = TopicSpec(
     (READER,), (PLATFORM, AUDIT), "terminal enrollments (public keys)")
 TERMINAL_STATUS = TopicSpec(
     f"{NAMESPACE}.terminal-status", "terminal_id", (TerminalStatusChanged,), 3, "compact",
-    (PLATFORM, "cli"), (PLATFORM, AUDIT),
+    (OPERATOR,), (PLATFORM, AUDIT),
     "active/suspended; its own topic so compaction never drops an enrollment")
 TERMINAL_KEYS = TopicSpec(
     f"{NAMESPACE}.terminal-keys", "terminal_id", (TerminalKeysIssued,), 3, "compact",
     (PLATFORM,), (READER, AUDIT), "terminal keys wrapped to each terminal, card-auth keys")
 TAPS = TopicSpec(
     f"{NAMESPACE}.taps", "terminal_id", (CardTapped,), PAYMENT_PARTITIONS, "delete",
-    (READER,), (PLATFORM, AUDIT), "card taps (masked/tokenized/encrypted card data)")
+    (READER,), (AUDIT,), "card taps (masked/tokenized/encrypted card data)")
 PAYMENT_REQUESTS = TopicSpec(
-    f"{NAMESPACE}.payment-requests", "card.pan_token", (PaymentRequested, ClockTicked),
+    f"{NAMESPACE}.payment-requests", "card.pan_token", (PaymentRequested, PaymentCancelled,
+                                                        ClockTicked),
     PAYMENT_PARTITIONS, "delete",
     (READER, PLATFORM), (PLATFORM, AUDIT),
-    "payment requests from terminals (terminal MAC); the platform's clock ticks per partition")
+    "payment requests and cancellations from terminals (terminal MAC); the platform's clock "
+    "ticks where a deadline is due")
 PROVIDER_RESULTS = TopicSpec(
-    f"{NAMESPACE}.provider-results", "pan_token or card_serial",
+    f"{NAMESPACE}.provider-results", "pan_token or card_token",
     (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized, TransitLoadConfirmed),
     PAYMENT_PARTITIONS, "delete", (PROVIDERS,), (PLATFORM, AUDIT), "signed provider answers")
 TERMINAL_RESULTS = TopicSpec(
@@ -192,13 +199,14 @@ TRANSIT_LOADS = TopicSpec(
     "transit top-up requests and card proofs of load")
 SETTLEMENTS = TopicSpec(
     f"{NAMESPACE}.settlements", "provider_id", (SettlementBatchClosed,), 3, "delete",
-    (PROVIDERS,), (PLATFORM, AUDIT), "closed settlement batches")
+    (PROVIDERS,), (OPERATOR, AUDIT), "closed settlement batches")
 DEAD_LETTERS = TopicSpec(
     f"{NAMESPACE}.dead-letters", "original topic", (EventDeadLettered,), 3, "delete",
-    (PLATFORM, PROVIDERS, READER), (AUDIT, "operators"), "messages set aside, with reason")
+    (PLATFORM, PROVIDERS), (AUDIT, OPERATOR), "messages set aside, with reason")
 
 STATIC_TOPICS: tuple[TopicSpec, ...] = (
-    PROVIDER_REGISTRATIONS, PROVIDER_KEYS, TERMINALS, TERMINAL_STATUS, TERMINAL_KEYS, TAPS,
+    PROVIDER_REGISTRATIONS, PROVIDER_ADMISSIONS, PROVIDER_KEYS, TERMINALS, TERMINAL_STATUS,
+    TERMINAL_KEYS, TAPS,
     PAYMENT_REQUESTS, PROVIDER_RESULTS, TERMINAL_RESULTS, TRANSIT_LOADS, SETTLEMENTS,
     DEAD_LETTERS,
 )
@@ -220,9 +228,10 @@ def provider_requests_topic(provider_id: str) -> str:
 def provider_requests_spec(provider_id: str) -> TopicSpec:
     """The catalogue entry of one provider's request topic."""
     return TopicSpec(
-        provider_requests_topic(provider_id), "pan_token or card_serial", PROVIDER_REQUEST_VALUES,
-        PAYMENT_PARTITIONS, "delete", (PLATFORM,), (f"provider:{provider_id}", AUDIT),
-        f"requests for {provider_id}, signed by the platform",
+        provider_requests_topic(provider_id), "pan_token or card_token", PROVIDER_REQUEST_VALUES,
+        PAYMENT_PARTITIONS, "delete", (PLATFORM, f"provider:{provider_id}", OPERATOR),
+        (f"provider:{provider_id}", AUDIT),
+        f"requests for {provider_id}, signed by the platform (cut-overs: the provider's own)",
     )
 
 
@@ -241,8 +250,10 @@ def topic_spec(name: str) -> TopicSpec:
 # Faust tables (name -> partitions: a table's changelog must have its source topics' count)
 PLATFORM_TABLES: dict[str, int] = {
     "routes": PROVIDER_REGISTRATIONS.partitions, "parked-keys": PROVIDER_KEYS.partitions,
+    "admissions": PROVIDER_ADMISSIONS.partitions,
+    "parked-registrations": PROVIDER_REGISTRATIONS.partitions,
     "terminals": TERMINALS.partitions, "platform-keys": TERMINALS.partitions,
-    "pending": PAYMENT_REQUESTS.partitions, "outcomes": PAYMENT_REQUESTS.partitions,
+    "pending": PAYMENT_REQUESTS.partitions,
 }
 PROVIDER_TABLES: dict[str, int] = dict.fromkeys(
     ("ledger", "chain", "batch", "purses"), PAYMENT_PARTITIONS)
@@ -261,16 +272,30 @@ def provider_app_id(provider_id: str) -> str:
 def changelog_specs(providers: Iterable[str] = ()) -> tuple[TopicSpec, ...]:
     """The Faust table changelog topics (compacted), made up front with the other topics so a
     worker never writes a table whose changelog the cluster has not announced yet."""
-    out = [_changelog(platform_app_id(), t, n, PLATFORM) for t, n in PLATFORM_TABLES.items()]
+    out = [_changelog(platform_app_id(), t, n, PLATFORM,
+                      AUDIT if t in AUDITED_TABLES else None)
+           for t, n in PLATFORM_TABLES.items()]
     for pid in dict.fromkeys(providers):
         out += [_changelog(provider_app_id(pid), t, n, f"provider:{pid}")
                 for t, n in PROVIDER_TABLES.items()]
     return tuple(out)
 
 
-def _changelog(app_id: str, table: str, partitions: int, owner: str) -> TopicSpec:
+AUDITED_TABLES = ("platform-keys",)
+"""Platform tables whose changelog the audit reads (the key records: terminal MAC keys)."""
+
+
+def leader_topic(app_id: str) -> str:
+    """The topic Faust's partition assignor makes for an app (``<app id>-__assignor-__leader``):
+    the app's own, like its changelogs."""
+    return f"{app_id}-__assignor-__leader"
+
+
+def _changelog(app_id: str, table: str, partitions: int, owner: str,
+               also_read_by: str | None = None) -> TopicSpec:
+    readers = (owner, also_read_by) if also_read_by else (owner,)
     return TopicSpec(f"{app_id}-{table}-changelog", "table key", (), partitions, "compact",
-                     (owner,), (owner,), f"changelog of the {table} table (state, not events)")
+                     (owner,), readers, f"changelog of the {table} table (state, not events)")
 
 
 def catalogue(providers: Iterable[str] = (), *, with_changelogs: bool = False

@@ -31,12 +31,15 @@ from cardbus.response_codes import (
     SUSPENDED_TERMINAL,
     message,
 )
-from schemas.base import Event, Money
+from schemas.base import Event, Money, header
+from schemas.clock import ClockTicked
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
+    PaymentCancelled,
     PaymentCompleted,
     PaymentRequested,
+    ReversalReason,
     ReversalRequested,
 )
 from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
@@ -59,6 +62,13 @@ class Rejected(CardBusError):
     code = "rejected"
 
 
+class ReplayChanged(Rejected):
+    """A known request id (or payment id) arrived again with other content: an attack or a
+    bug, never answered."""
+
+    code = "replay-changed"
+
+
 # ---------------------------------------------------------------------------------------------
 # state
 
@@ -71,6 +81,7 @@ class Route(BaseModel):
     provider_id: str
     kind: Literal["bank", "transit"]
     bin_ranges: tuple[BinRange, ...] = ()
+    payment_aids: tuple[str, ...] = ()
     transit_aids: tuple[str, ...] = ()
     identity_key_id: str
     identity_public_key: str
@@ -109,15 +120,15 @@ class Pending(BaseModel):
     masked_pan: str
     amount: Money
     deadline: datetime
-    state: Literal["sent", "answered", "timed_out"] = "sent"
+    state: Literal["sent", "answered", "timed_out", "cancelled"] = "sent"
     purpose: Literal["purchase", "transit_load"] = "purchase"
     approved: bool = False
     # transit top-up, after the funding payment is approved
     load_stage: Literal["none", "await_load", "requested", "authorized", "applied",
-                        "confirmed", "failed"] = "none"
+                        "voiding", "reconcile", "confirmed", "failed"] = "none"
     load_request_id: str | None = None
     operator_id: str | None = None
-    card_serial: str | None = None
+    card_token: str | None = None
     reversed: bool = False
 
     @property
@@ -148,7 +159,9 @@ def derived_id(kind: str, source_event_id: str) -> str:
 
 def register_provider(ev: ProviderRegistered, current: Route | None) -> Route:
     """Learn (or update) a provider's route. The registration must be sealed by the identity
-    key it declares (proof of possession); a changed identity key is refused."""
+    key it declares (proof of possession); a changed identity key is refused. This alone is
+    trust on first use: ``agents.platform.admission.register_admitted`` adds the operator's
+    admission and the overlap check."""
     verifier = Verifier(ev.identity_key_id, b64d(ev.identity_public_key))
     try:
         verify_event(ev, lambda kid: verifier if kid == ev.identity_key_id else None)
@@ -158,7 +171,8 @@ def register_provider(ev: ProviderRegistered, current: Route | None) -> Route:
         raise Rejected(f"registration of {ev.provider_id}: identity key changed; "
                        f"re-registration with a new identity needs an operator")
     return Route(provider_id=ev.provider_id, kind=ev.kind, bin_ranges=ev.bin_ranges,
-                 transit_aids=ev.transit_aids, identity_key_id=ev.identity_key_id,
+                 payment_aids=ev.payment_aids, transit_aids=ev.transit_aids,
+                 identity_key_id=ev.identity_key_id,
                  identity_public_key=ev.identity_public_key,
                  card_auth_key_id=ev.card_auth_key_id,
                  card_auth_public_key=ev.card_auth_public_key,
@@ -185,10 +199,15 @@ def provision_keys(ev: ProviderKeysProvisioned, route: Route | None, hsm: Platfo
 
 
 def card_auth_keys(routes: dict[str, Route]) -> tuple[ProviderCardAuthKey, ...]:
-    """Every provider's card-authentication public key, as terminals receive them."""
-    return tuple(ProviderCardAuthKey(provider_id=r.provider_id, key_id=r.card_auth_key_id,
-                                     public_key=r.card_auth_public_key)
-                 for r in sorted(routes.values(), key=lambda r: r.provider_id))
+    """The terminals' provider directory: each provider's kind, the AIDs its cards carry and
+    its card-authentication public key. A terminal learns a new provider's cards from this,
+    with no code of that provider installed on it; a provider whose keys the platform does not
+    hold yet is left out (its cards could not be routed)."""
+    return tuple(ProviderCardAuthKey(
+        provider_id=r.provider_id, kind=r.kind,
+        aids=r.payment_aids if r.kind == "bank" else r.transit_aids,
+        key_id=r.card_auth_key_id, public_key=r.card_auth_public_key)
+        for r in sorted(routes.values(), key=lambda r: r.provider_id) if r.keys_ready)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,9 +215,13 @@ def card_auth_keys(routes: dict[str, Route]) -> tuple[ProviderCardAuthKey, ...]:
 
 
 def enroll_terminal(ev: TerminalEnrolled, current: TerminalRecord | None, hsm: PlatformHsm,
-                    routes: dict[str, Route]) -> tuple[TerminalRecord, TerminalKeysIssued]:
+                    routes: dict[str, Route], *,
+                    initial_status: Literal["active", "suspended"] = "active",
+                    ) -> tuple[TerminalRecord, TerminalKeysIssued]:
     """Issue keys to a terminal that proved possession of its identity key. The same
-    enrollment again gets the same keys again (idempotent)."""
+    enrollment again gets the same keys again (idempotent). A new terminal gets
+    ``initial_status``: ``suspended`` until an operator's signed ``TerminalStatusChanged``
+    activates it (admission as the operator's act; ``active`` is trust on first use)."""
     verifier = Verifier(ev.identity_key_id, b64d(ev.identity_public_key))
     try:
         verify_event(ev, lambda kid: verifier if kid == ev.identity_key_id else None)
@@ -214,7 +237,7 @@ def enroll_terminal(ev: TerminalEnrolled, current: TerminalRecord | None, hsm: P
         record = TerminalRecord(
             terminal_id=ev.terminal_id, identity_key_id=ev.identity_key_id,
             identity_public_key=ev.identity_public_key, wrap_public_key=ev.wrap_public_key,
-            status=current.status if current else "active",
+            status=current.status if current else initial_status,
             issued=tuple(IssuedKey(key_id=b.key_id, usage=_ISSUED_USAGE[b.key_id.split(":")[0]],
                                    kcv=_kcv_of(hsm, b.key_id), wrapped=b) for b in blobs),
         )
@@ -241,6 +264,7 @@ def keys_event(record: TerminalRecord, routes: dict[str, Route], hsm: PlatformHs
         terminal_id=record.terminal_id,
         keys=record.issued,
         card_auth_keys=card_auth_keys(routes),
+        status=record.status,
     )
     return hsm.sign_event(ev)
 
@@ -263,11 +287,13 @@ def change_status(ev: TerminalStatusChanged, current: TerminalRecord | None,
 
 
 def route_card(routes: dict[str, Route], aid: str, bin6: str) -> Route | None:
-    """The provider for a card: a transit AID first, then the BIN ranges of bank providers."""
-    for route in sorted(routes.values(), key=lambda r: r.provider_id):
+    """The provider for a card: a transit AID first, then the BIN ranges of bank providers.
+    A route whose keys are not ready is skipped (it could not take the card anyway)."""
+    ready = sorted((r for r in routes.values() if r.keys_ready), key=lambda r: r.provider_id)
+    for route in ready:
         if aid in route.transit_aids:
             return route
-    for route in sorted(routes.values(), key=lambda r: r.provider_id):
+    for route in ready:
         if route.kind == "bank" and any(r.covers(bin6) for r in route.bin_ranges):
             return route
     return None
@@ -314,7 +340,7 @@ def request_payment(req: PaymentRequested, *, received_at: datetime,
     except CryptoError as exc:
         raise Rejected(f"encrypted PAN of {req.event_id}: {exc}") from None
     route = route_card(routes, card.aid, bin6)
-    if route is None or not route.keys_ready:
+    if route is None:
         return decline(NO_ROUTE)
     try:
         pan_blob = hsm.reencrypt_pan(req.terminal_id, route.provider_id, card.pan_encrypted,
@@ -343,15 +369,21 @@ def request_payment(req: PaymentRequested, *, received_at: datetime,
     return pending, out
 
 
-def reversal(pending: Pending,
-             reason: Literal["timeout", "late_approval", "transit_load_failed"], *,
-             at: datetime, hsm: PlatformHsm) -> ReversalRequested:
+def reversal(pending: Pending, reason: ReversalReason, *, at: datetime,
+             hsm: PlatformHsm) -> ReversalRequested:
     """A signed reversal of ``pending``'s authorization."""
+    return _reversal(pending.payment_id, pending.provider_id, pending.auth_event_id,
+                     pending.pan_token, pending.amount, reason, at=at, hsm=hsm)
+
+
+def _reversal(payment_id: str, provider_id: str, auth_event_id: str, pan_token: str,
+              amount: Money, reason: ReversalReason, *, at: datetime,
+              hsm: PlatformHsm) -> ReversalRequested:
     ev = ReversalRequested(
-        event_id=derived_id(f"reversal:{reason}", pending.auth_event_id),
-        correlation_id=pending.payment_id, occurred_at=at, producer="platform",
-        provider_id=pending.provider_id, original_event_id=pending.auth_event_id,
-        pan_token=pending.pan_token, amount=pending.amount, reason=reason)
+        **header("platform", payment_id, at, event_id=derived_id(f"reversal:{reason}",
+                                                                 auth_event_id)),
+        provider_id=provider_id, original_event_id=auth_event_id, pan_token=pan_token,
+        amount=amount, reason=reason)
     return hsm.sign_event(ev)
 
 
@@ -374,9 +406,13 @@ def take_decision(dec: AuthorizationDecided, *, pending: Pending | None, route: 
     check_provider_seal(dec, route)
     if pending is None or pending.auth_event_id != dec.request_event_id:
         raise Rejected(f"decision {dec.event_id} answers no pending payment")
+    if pending.provider_id != dec.provider_id or pending.amount != dec.amount:
+        raise Rejected(f"decision {dec.event_id} from {dec.provider_id} for {dec.amount} does "
+                       f"not match payment {pending.payment_id} ({pending.provider_id}, "
+                       f"{pending.amount})")
     if pending.state == "answered":
         return pending, out  # a redelivered decision: already forwarded
-    if pending.state == "timed_out":
+    if pending.state in ("timed_out", "cancelled"):
         if dec.approved:
             out.add(f"provider:{pending.provider_id}", pending.pan_token,
                     reversal(pending, "late_approval", at=dec.occurred_at, hsm=hsm))
@@ -390,6 +426,64 @@ def take_decision(dec: AuthorizationDecided, *, pending: Pending | None, route: 
         # the funds are held: now the transit card must be presented and loaded
         update.update(load_stage="await_load", deadline=dec.occurred_at + load_timeout)
     return pending.model_copy(update=update), out
+
+
+def cancel(ev: PaymentCancelled, pending: Pending | None, *, received_at: datetime,
+           hsm: PlatformHsm) -> tuple[Pending | None, Out]:
+    """The terminal gave up on ``pending`` (no answer by its deadline): undo whatever the bank
+    decided, once. The terminal's own "no answer" is the payment's final outcome there, so the
+    platform sends it nothing."""
+    try:
+        hsm.verify_terminal_mac(ev.terminal_id, ev)
+    except CryptoError as exc:
+        raise Rejected(f"terminal MAC of {ev.type} {ev.event_id}: {exc}") from None
+    out = Out()
+    if pending is None:
+        return None, out
+    if pending.terminal_id != ev.terminal_id or pending.request_event_id != ev.request_event_id:
+        raise Rejected(f"{ev.type} {ev.event_id} names request {ev.request_event_id} of "
+                       f"{ev.terminal_id}, not this payment's")
+    if pending.state in ("cancelled", "timed_out"):
+        return pending.model_copy(update={"state": "cancelled"}), out  # already undone
+    undo = pending.state == "sent" or (
+        pending.approved and not pending.reversed and pending.load_stage in ("none",
+                                                                             "await_load"))
+    if undo:
+        out.add(f"provider:{pending.provider_id}", pending.pan_token,
+                reversal(pending, "terminal_cancelled", at=received_at, hsm=hsm))
+    return pending.model_copy(update={"state": "cancelled",
+                                      "reversed": pending.reversed or undo}), out
+
+
+def reverse_unmatched(dec: AuthorizationDecided, *, at: datetime,
+                      hsm: PlatformHsm) -> Out:
+    """A provider's decision that no payment claimed within the grace period: an approval is
+    reversed (the provider must not keep money no terminal heard of); a decline needs nothing."""
+    out = Out()
+    if dec.approved:
+        out.add(f"provider:{dec.provider_id}", dec.pan_token, _reversal(
+            dec.correlation_id, dec.provider_id, dec.request_event_id, dec.pan_token,
+            dec.amount, "unmatched_approval", at=at, hsm=hsm))
+    return out
+
+
+TICK_MAX_AHEAD = timedelta(seconds=5)
+"""How far a clock tick may be ahead of the broker time of the record that carries it."""
+
+
+def accept_tick(tick: ClockTicked, *, broker_time: datetime, platform: Verifier,
+                max_ahead: timedelta = TICK_MAX_AHEAD) -> datetime:
+    """The "now" a clock tick gives the deadlines. ``Rejected`` unless the platform sealed it
+    (a terminal can write the topic ticks travel on) and it is at most ``max_ahead`` after
+    the broker's time of its record (with ``LogAppendTime``, the broker's own clock)."""
+    try:
+        verify_event(tick, lambda kid: platform if kid == platform.key_id else None)
+    except CryptoError as exc:
+        raise Rejected(f"clock tick {tick.event_id}: {exc}") from None
+    if tick.occurred_at > broker_time + max_ahead:
+        raise Rejected(f"clock tick {tick.event_id} at {tick.occurred_at.isoformat()} is ahead "
+                       f"of the broker's {broker_time.isoformat()}")
+    return tick.occurred_at
 
 
 def expire(pending: Pending, *, now: datetime, hsm: PlatformHsm) -> tuple[Pending, Out]:

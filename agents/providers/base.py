@@ -24,10 +24,11 @@ from typing import Literal
 
 from agents.providers import decide
 from agents.providers.state import Account, CardRecord, ChainHead, OpenBatch, PinCheck
+from cardbus.cardprofile import CardProfile, make_pan
+from cardbus.crypto.hsm import CardProfile as HsmCardProfile
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.errors import ConfigError
-from reader_agent.cards.profile import CardProfile, make_pan
-from schemas.base import Event, mask_pan
+from schemas.base import Event, header, mask_pan
 from schemas.ledger import CardIssued
 from schemas.payments import AuthorizationDecided, AuthorizationRequested, ReversalRequested
 from schemas.values import BinRange
@@ -57,17 +58,21 @@ class ProviderAdapter:
     transit_aids: tuple[str, ...] = ()
     currency: str = "CNY"
     per_txn_limit: int = 500_000
+    cvm_floor: int = decide.DEFAULT_CVM_FLOOR  # above it, an online PIN is required
     card_bin: str = ""
+    replayable: bool = True  # False: a host outside CardBus decides; audit cannot re-derive
 
     # -- the four operations (pure; override to change a provider's rules) -------------------
 
     def authorize(self, req: AuthorizationRequested, *, card: CardRecord | None,
                   account: Account | None, chain: ChainHead, batch: OpenBatch,
                   processed: AuthorizationDecided | None,
-                  crypto: decide.IssuerCrypto) -> decide.Authorized:
-        """Decide on an authorization request."""
+                  crypto: decide.IssuerCrypto, now: datetime | None = None
+                  ) -> decide.Authorized:
+        """Decide on an authorization request (``now``: the provider's clock)."""
         return decide.authorize(req, card=card, account=account, chain=chain, batch=batch,
-                                processed=processed, crypto=crypto)
+                                processed=processed, crypto=crypto, now=now,
+                                cvm_floor=self.cvm_floor)
 
     def reverse(self, rev: ReversalRequested, *, account: Account | None, batch: OpenBatch,
                 decision: AuthorizationDecided | None,
@@ -99,6 +104,7 @@ class ProviderAdapter:
             card_public_key=_b64_to_hex(cert.card_public_key),
             card_certificate=_b64_to_hex(cert.signature), ca_key_id=cert.ca_key_id,
             pan_token=issued.pan_token, initial_balance=opening_balance)
+        profile = _with_security_domain(profile, issued)
         account_id = f"acct-{issued.pan_token[4:20]}"
         record = CardRecord(pan_token=issued.pan_token, masked_pan=mask_pan(pan),
                             account_id=account_id, psn=issued.psn, expiry=expiry[:4],
@@ -114,13 +120,24 @@ def card_issued_event(issued: IssuedCard, hsm: ProviderHsm, now: datetime) -> Ca
     """The sealed event that opens ``issued``'s record and account in the provider's ledger."""
     card, account = issued.card, issued.account
     ev = CardIssued(
-        event_id=secrets.token_hex(16), correlation_id=card.pan_token[:64], occurred_at=now,
-        producer=f"provider:{hsm.provider_id}", provider_id=hsm.provider_id,
+        **header(f"provider:{hsm.provider_id}", card.pan_token[:64], now),
+        provider_id=hsm.provider_id,
         pan_token=card.pan_token, masked_pan=card.masked_pan, account_id=card.account_id,
         psn=card.psn, expiry=card.expiry, currency=account.currency,
         opening_balance=account.opening_balance, per_txn_limit=card.per_txn_limit,
         pvki=card.pin.pvki, pin_verification_encrypted=card.pin.sealed_value)
     return hsm.sign_event(ev)
+
+
+def _with_security_domain(profile: CardProfile, issued: HsmCardProfile) -> CardProfile:
+    """The profile with the card's issuer security domain keys and its script MAC key."""
+    keys = issued.isd_keys
+    if keys is None:
+        return profile
+    return profile.model_copy(update={
+        "icc_smi_key": issued.icc_mk_smi.hex().upper(), "isd_enc": keys.enc.hex().upper(),
+        "isd_mac": keys.mac.hex().upper(), "isd_dek": keys.dek.hex().upper(),
+        "isd_kvn": keys.version, "isd_kdd": issued.isd_kdd.hex().upper()})
 
 
 def _b64_to_hex(text: str) -> str:

@@ -4,11 +4,11 @@ payments), and the totals of the batch it closes."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from datetime import datetime
 
 from cardbus.crypto.hsm import ProviderHsm
+from schemas.base import header
 from schemas.ledger import SettlementCutoverRequested
 from schemas.settlement import SettlementBatchClosed
 
@@ -24,9 +24,8 @@ def cutover_events(hsm: ProviderHsm, batch_id: str, now: datetime,
     out = []
     for p in range(partitions):
         ev = SettlementCutoverRequested(
-            event_id=secrets.token_hex(16), correlation_id=batch_id, occurred_at=now,
-            producer=f"provider:{hsm.provider_id}", provider_id=hsm.provider_id,
-            batch_id=batch_id)
+            **header(f"provider:{hsm.provider_id}", batch_id, now),
+            provider_id=hsm.provider_id, batch_id=batch_id)
         out.append((p, hsm.sign_event(ev)))
     return out
 

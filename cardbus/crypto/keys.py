@@ -19,10 +19,13 @@ class KeyUsage(StrEnum):
     KBPK = "kbpk"  # TR-31 key block protection key, provider <-> platform
     PIN_ENC = "pin_enc"  # ISO 9564 format 4 PIN block key (AES)
     PIN_VERIFY = "pin_verify"  # PVK: Visa PVV / IBM 3624 (TDES)
+    PIN_DATA = "pin_data"  # provider-only AES-256-GCM key sealing PIN verification data (PVVs)
     MAC = "mac"  # HMAC-SHA256 terminal MAC key
     PAN_ENC = "pan_enc"  # AES-256-GCM PAN encryption key
     PAN_TOKEN = "pan_token"  # noqa: S105 - a usage name, not a secret; HMAC-SHA256 PAN tokenisation key
     EMV_IMK_AC = "emv_imk_ac"  # issuer master key for application cryptograms (TDES)
+    EMV_IMK_SMI = "emv_imk_smi"  # issuer master key for issuer script integrity (TDES)
+    GP_ISD_MASTER = "gp_isd_master"  # issuer's master for its cards' SCP03 keys (AES-128)
     CARD_AUTH_CA = "card_auth_ca"  # provider's card-authentication signing key (Ed25519)
     SIGNING = "signing"  # identity signing key (Ed25519)
     TERMINAL_KEX = "terminal_kex"  # terminal's X25519 key-agreement private key

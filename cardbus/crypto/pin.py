@@ -1,4 +1,6 @@
-"""PINs: ISO 9564 format 4 PIN blocks (AES), translation, verification (Visa PVV, IBM 3624).
+"""PINs: ISO 9564 format 4 PIN blocks (AES), translation, verification (Visa PVV, IBM 3624),
+and the translation to an ISO 9564 format 0 block under a TDES zone PIN key, for a bank host
+that speaks classic ISO 8583 (DE 52).
 
 The clear PIN exists only inside one call here: ``translate_pin_block`` deciphers under the
 source key and enciphers under the destination key; ``verify_pin_pvv`` / ``verify_pin_offset``
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 
+from psec import des as _des
 from psec import pin as _pin
 from psec import pinblock as _pb
 
@@ -50,6 +53,20 @@ def _decipher(pin_key: bytes, pin_block: bytes, pan: str) -> str:
 def translate_pin_block(src_key: bytes, dst_key: bytes, pin_block: bytes, pan: str) -> bytes:
     """Re-encipher a format 4 PIN block from ``src_key`` to ``dst_key`` in one call."""
     return make_pin_block(dst_key, _decipher(src_key, pin_block, pan), pan)
+
+
+def translate_to_iso0(src_key: bytes, zpk: bytes, pin_block: bytes, pan: str) -> bytes:
+    """A format 4 block under the AES ``src_key`` -> an ISO 9564 format 0 block (8 bytes)
+    enciphered under the double-length TDES zone PIN key ``zpk`` (TDES-ECB, as DE 52 carries
+    it), in one call: the PIN exists in clear only inside it."""
+    if len(zpk) != 16:
+        raise KeyUsageError("a zone PIN key must be a double-length TDES key")
+    pin = _decipher(src_key, pin_block, pan)
+    try:
+        clear = _pb.encode_pinblock_iso_0(pin, pan)
+    except ValueError as exc:
+        raise PinBlockError(f"cannot make a format 0 PIN block: {_no_digits(exc)}") from None
+    return _des.encrypt_tdes_ecb(zpk, clear)
 
 
 def visa_pvv(pvk: bytes, pvki: str, pin: str, pan: str) -> str:

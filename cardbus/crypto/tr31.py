@@ -33,9 +33,12 @@ class HeaderSpec:
 # What a provider sends the platform, and what the platform accepts for each purpose.
 # The platform only ever encrypts under these keys (PIN translation into the provider's PIN
 # key, PAN re-encryption to the provider), so the mode of use is "E" and they go no further.
+# An issuer's security-domain master is an "EMV/chip issuer master key: card personalization"
+# (E5) that only derives (mode X) the card keys the platform's card manager uses.
 PROVISIONED: dict[KeyUsage, HeaderSpec] = {
     KeyUsage.PIN_ENC: HeaderSpec("P0", "A", "E", "N"),
     KeyUsage.PAN_ENC: HeaderSpec("D0", "A", "E", "N"),
+    KeyUsage.GP_ISD_MASTER: HeaderSpec("E5", "A", "X", "N"),
 }
 
 

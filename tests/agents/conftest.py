@@ -8,7 +8,7 @@ import pytest
 
 from agents.providers.bank_a import adapter as bank_a
 from agents.providers.bank_b import adapter as bank_b
-from agents.sim import World
+from bench.sim import World
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

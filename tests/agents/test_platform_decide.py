@@ -7,13 +7,15 @@ from datetime import timedelta
 import pytest
 
 from agents.platform import decide as platform
+from agents.providers.announce import registration
 from agents.providers.bank_a import adapter as bank_a
 from agents.providers.base import ProviderAdapter
 from agents.providers.issuer import HsmIssuer
 from agents.providers.state import ChainHead, OpenBatch
-from agents.sim import World, enrollment, registration
+from bench.sim import World
 from cardbus.crypto.signing import Signer
 from cardbus.response_codes import ISSUER_UNAVAILABLE, NO_ROUTE, SUSPENDED_TERMINAL
+from reader_agent.terminal import enrollment
 from schemas.payments import AuthorizationRequested, PaymentCompleted, ReversalRequested
 from schemas.values import BinRange, Merchant
 from tests.agents.conftest import NOW

@@ -10,7 +10,7 @@ from agents.platform import decide as platform
 from agents.providers import decide
 from agents.providers.issuer import HsmIssuer
 from agents.providers.state import ChainHead, OpenBatch
-from agents.sim import World
+from bench.sim import World
 from cardbus.crypto.signing import Signer
 from cardbus.response_codes import (
     APPROVED,
@@ -24,7 +24,7 @@ from cardbus.response_codes import (
     PIN_TRIES_EXCEEDED,
     REPLAYED_ATC,
 )
-from reader_agent.cards.profile import CardState
+from cards.profile import CardState
 from schemas.payments import AuthorizationRequested, ReversalRequested
 from tests.agents.conftest import NOW
 
@@ -57,13 +57,13 @@ class Ledger:
         assert isinstance(auth, AuthorizationRequested)
         return auth
 
-    def decide(self, auth: AuthorizationRequested) -> decide.Authorized:
+    def decide(self, auth: AuthorizationRequested, **kw: object) -> decide.Authorized:
         token = auth.card.pan_token
         result = self.adapter.authorize(
             auth, card=self.cards.get(token), account=self.accounts.get(token),  # type: ignore[arg-type]
             chain=self.chain, batch=self.batch,
             processed=self.processed.get(auth.event_id),  # type: ignore[arg-type]
-            crypto=self.crypto)
+            crypto=self.crypto, **kw)  # type: ignore[arg-type]
         if result.card is not None:
             self.cards[token] = result.card
         if result.account is not None:

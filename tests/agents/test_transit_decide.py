@@ -14,14 +14,13 @@ from agents.providers.issuer import HsmIssuer
 from agents.providers.state import ChainHead, OpenBatch
 from agents.providers.transit import HsmOperator, Purse
 from agents.providers.transit import adapter as operator
-from agents.sim import World
+from bench.sim import World
 from cardbus.errors import CardError
-from reader_agent.cards import applet_for
-from reader_agent.cards.profile import CardState
+from cards import applet_for
+from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, credit_load, init_load, read_purse
 from schemas.payments import ReversalRequested
 from schemas.transit import (
-    TransitLoadAborted,
     TransitLoadApplied,
     TransitLoadAuthorized,
     TransitLoadConfirmed,
@@ -72,7 +71,7 @@ class TopUp:
             event_id="load-" + self.pending.payment_id[:20], correlation_id=self.pending.payment_id,
             occurred_at=NOW, producer=f"terminal:{T}", terminal_id=T, operator_id="transit",
             funding_payment_id=self.pending.payment_id, funding_pan_token=self.pending.pan_token,
-            aid=self.purse_profile.aid, card_serial=purse.card_number,
+            aid=self.purse_profile.aid, card_token=purse.card_token,
             amount=self.pending.amount, balance_before=init.balance,
             load_counter=init.online_seq, card_random=init.random.hex().upper(),
             mac1=init.mac1.hex().upper())
@@ -83,7 +82,7 @@ class TopUp:
             ev, pending=self.pending, routes=self.world.routes, hsm=self.world.platform,
             received_at=NOW)
         ((role, key, forwarded),) = out.events
-        assert role == "provider:transit" and key == ev.card_serial
+        assert role == "provider:transit" and key == ev.card_token
         assert isinstance(forwarded, TransitLoadRequested)
         return forwarded
 
@@ -120,7 +119,7 @@ def test_top_up_loads_the_card_and_is_confirmed(world: World) -> None:
         event_id="applied-0001", correlation_id=top.pending.payment_id, occurred_at=NOW,
         producer=f"terminal:{T}", terminal_id=T, operator_id="transit",
         request_event_id=to_terminal.request_event_id, funding_pan_token=top.pending.pan_token,
-        card_serial=to_terminal.card_serial, amount=to_terminal.amount,
+        card_token=to_terminal.card_token, amount=to_terminal.amount,
         new_balance=to_terminal.new_balance, load_counter=to_terminal.load_counter,
         tac=tac.hex().upper()))
     top.pending, out = platform_transit.card_report(applied, pending=top.pending,
@@ -145,28 +144,6 @@ def test_redelivered_load_command_does_not_credit_twice(world: World) -> None:
     with pytest.raises(CardError):  # the card has no load pending any more
         credit_load(top.link, auth.date_time, bytes.fromhex(auth.mac2))
     assert read_purse(top.link, top.purse_profile.aid).balance == 6_000
-
-
-def test_card_removed_before_load_reverses_the_payment(world: World) -> None:
-    top = TopUp(world)
-    top.pay()
-    auth = top.operator(top.forward(top.load_request()))
-    top.back(auth)
-    aborted = top.terminal.mac_event(TransitLoadAborted(
-        event_id="abort-0001", correlation_id=top.pending.payment_id, occurred_at=NOW,
-        producer=f"terminal:{T}", terminal_id=T, operator_id="transit",
-        request_event_id=auth.request_event_id, funding_pan_token=top.pending.pan_token,
-        card_serial=auth.card_serial, reason="card removed before the load"))
-    top.pending, out = platform_transit.card_report(aborted, pending=top.pending,
-                                                    hsm=world.platform, received_at=NOW)
-    roles = [(role, type(ev)) for role, _, ev in out.events]
-    assert ("provider:bank-a", ReversalRequested) in roles
-    assert top.pending.load_stage == "failed" and top.pending.reversed
-    refusal = top.operator(next(ev for role, _, ev in out.events if role == "provider:transit"))
-    assert isinstance(refusal, TransitLoadConfirmed) and not refusal.confirmed
-    events = top.back(refusal)  # forwarded to the terminal, no second reversal
-    assert [type(ev) for _, _, ev in events] == [TransitLoadConfirmed]
-    assert read_purse(top.link, top.purse_profile.aid).balance == 1_000
 
 
 def test_bad_mac1_is_refused_and_the_payment_reversed(world: World) -> None:

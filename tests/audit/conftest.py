@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from audit.engine import AuditOptions, audit_records
+from audit.keys import build_keybook
+from audit.model import AuditReport, Record
+from bench.trail import Trail, simulate
 from streams import codec
-from streams.audit.engine import AuditOptions, audit_records
-from streams.audit.keys import build_keybook
-from streams.audit.model import AuditReport, Record
-from streams.audit.simulate import Trail, simulate
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streams.audit.model import Record
-from streams.audit.scan import _STATIC, provider_of
+from audit.model import Record
+from audit.scan import _STATIC, provider_of
 from streams.topics import provider_requests_spec
+from tests.kafka_auth import operator
 
 
 def partitions_of(suffix: str) -> int:
@@ -25,7 +26,7 @@ async def publish_records(bootstrap: str, namespace: str, records: Iterable[Reco
     """Create the namespace's topics and publish ``records`` (same partitions, keys, times)."""
     records = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
     topics = sorted({r.topic for r in records})
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**operator(bootstrap), bootstrap_servers=bootstrap)
     await admin.start()
     try:
         with contextlib.suppress(TopicAlreadyExistsError):
@@ -34,7 +35,7 @@ async def publish_records(bootstrap: str, namespace: str, records: Iterable[Reco
     finally:
         await admin.close()
     await asyncio.sleep(0.5)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+    producer = AIOKafkaProducer(**operator(bootstrap), bootstrap_servers=bootstrap, acks="all",
                                 enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:

@@ -13,13 +13,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from cardbus import local
-from cardbus.cli import main
+from cardbus import ceremony
 from cardbus.response_codes import APPROVED, INCORRECT_PIN, INSUFFICIENT_FUNDS
+from console.cli import main
 from schemas.ledger import SettlementCutoverRequested
 from streams.topics import NAMESPACE, provider_requests_topic
 from tests.integration import conftest as integration
 from tests.integration.system import System, Till, now, publish
+from tests.kafka_auth import operator
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -31,7 +32,7 @@ if hasattr(integration, "system"):
 
 
 async def group_offsets(bootstrap: str) -> dict[str, dict[tuple[str, int], int]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**operator(bootstrap), bootstrap_servers=bootstrap)
     await admin.start()
     try:
         out = {}
@@ -45,7 +46,7 @@ async def group_offsets(bootstrap: str) -> dict[str, dict[tuple[str, int], int]]
 
 
 async def changelog_ends(bootstrap: str) -> dict[tuple[str, int], int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(**operator(bootstrap), bootstrap_servers=bootstrap)
     await consumer.start()
     try:
         cluster = await consumer._client.fetch_all_metadata()
@@ -70,7 +71,7 @@ async def workload(system: System, till: Till) -> None:
         codes.append(done.response_code)
     assert {APPROVED, INCORRECT_PIN, INSUFFICIENT_FUNDS} <= set(codes), codes
     for pid in ("bank-a", "bank-b"):  # cut-over: one signed command per partition
-        hsm = local.provider_hsm(pid, system.home)
+        hsm = ceremony.provider_hsm(pid, system.home)
         for p in range(6):
             ev = hsm.sign_event(SettlementCutoverRequested(
                 event_id=secrets.token_hex(16), correlation_id="B1", occurred_at=now(),

@@ -7,14 +7,14 @@ import dataclasses
 import json
 from pathlib import Path
 
-from cardbus import local
+from audit.keys import mac_sealer
+from audit.model import CHAIN, HYGIENE, LEDGER, REDERIVE, REPLAY, SEAL, Record
+from bench.trail import Trail
+from cardbus import ceremony
 from cardbus.crypto.signing import Signer, seal_event
 from schemas.payments import AuthorizationDecided, PaymentCompleted, PaymentRequested
 from schemas.settlement import SettlementBatchClosed
 from streams import codec
-from streams.audit.keys import mac_sealer
-from streams.audit.model import CHAIN, HYGIENE, LEDGER, REDERIVE, REPLAY, SEAL, Record
-from streams.audit.simulate import Trail
 from tests.audit.conftest import pick, replace, run
 
 Trailed = tuple[Trail, Path]
@@ -67,7 +67,7 @@ def test_altered_and_resigned_decision_breaks_the_chain(trail_home: Trailed) -> 
     rec = pick(trail.records, "provider-results", "AuthorizationDecided", 41)
     ev = codec.decode(None, rec.value)
     assert isinstance(ev, AuthorizationDecided)
-    hsm = local.provider_hsm(ev.provider_id, home)
+    hsm = ceremony.provider_hsm(ev.provider_id, home)
     forged = hsm.sign_event(ev.model_copy(update={"amount": ev.amount.model_copy(
         update={"amount": ev.amount.amount + 100})}))
     report = run(replace(trail.records, rec, forged), home)
@@ -131,7 +131,7 @@ def test_replayed_request_is_caught(trail_home: Trailed) -> None:
     rec = pick(trail.records, "payment-requests", "PaymentRequested", 12)
     ev = codec.decode(None, rec.value)
     assert isinstance(ev, PaymentRequested)
-    from streams.audit.keys import build_keybook
+    from audit.keys import build_keybook
 
     sealer = mac_sealer(build_keybook(home, []), ev.seal.key_id)  # type: ignore[union-attr]
     assert sealer is not None
@@ -157,7 +157,7 @@ def test_ledger_change_without_decision_is_caught(trail_home: Trailed) -> None:
     bigger = total.model_copy(update={"approved_count": total.approved_count + 1,
                                       "approved_amount": total.approved_amount + 5_000,
                                       "net_amount": total.net_amount + 5_000})
-    forged = local.provider_hsm(ev.provider_id, home).sign_event(
+    forged = ceremony.provider_hsm(ev.provider_id, home).sign_event(
         ev.model_copy(update={"totals": (bigger, *ev.totals[1:])}))
     report = run(replace(trail.records, rec, forged), home)
     assert kinds_at(report, rec) == {LEDGER, REDERIVE}

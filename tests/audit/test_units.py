@@ -9,9 +9,9 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.audit import checks
-from streams.audit.model import CHAIN, Fact, Record
-from streams.audit.scan import fast_canonical, hygiene
+from audit import checks
+from audit.model import CHAIN, Fact, Record
+from audit.scan import fast_canonical, hygiene
 
 _keys = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=12)
 _scalars = (st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1)
@@ -49,9 +49,9 @@ def _decision(offset: int, seq: int, prev: str, own: str) -> Fact:
 def test_closed_schemas_admit_no_unknown_or_sensitive_key() -> None:
     from pydantic import BaseModel, ConfigDict, Field
 
+    from audit.scan import closed_schema
     from schemas.base import Event
     from schemas.registry import ALL_EVENTS
-    from streams.audit.scan import closed_schema
 
     assert all(closed_schema(m) for m in ALL_EVENTS)  # every CardBus event today
 
@@ -115,8 +115,8 @@ def test_chain_rules() -> None:
 def test_bench_text_report_judges_both_rates(monkeypatch: Any, capsys: Any) -> None:
     import argparse
 
-    from cardbus.commands.audit import bench_audit_command
-    from streams.audit import bench
+    from bench import audit as bench
+    from console.commands.audit import bench_audit_command
 
     figures = {"events": 100_000, "signed_events": 60_000, "mac_events": 35_000,
                "workers": 2, "cores": 2, "events_per_s": 16_000.0,
@@ -137,7 +137,7 @@ def test_bench_text_report_judges_both_rates(monkeypatch: Any, capsys: Any) -> N
 def test_bench_reports_rates(tmp_path: Any) -> None:
     import gc
 
-    from streams.audit.bench import run
+    from bench.audit import run
 
     threshold = gc.get_threshold()
     result = run(800, workers=2, cache=tmp_path)
@@ -151,14 +151,14 @@ def test_bench_reports_rates(tmp_path: Any) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet="0123456789ab -", max_size=60))
 def test_has_pan_bytes_agrees_with_contains_clear_pan(text: str) -> None:
+    from audit.scan import has_pan_bytes
     from schemas.base import contains_clear_pan
-    from streams.audit.scan import has_pan_bytes
 
     assert has_pan_bytes(text.encode()) == contains_clear_pan(text)
 
 
 def test_has_pan_bytes_counts_maximal_runs_only() -> None:
-    from streams.audit.scan import has_pan_bytes
+    from audit.scan import has_pan_bytes
 
     pan = b"4111111111111111"
     assert has_pan_bytes(b'{"x":"' + pan + b'"}')
@@ -171,8 +171,8 @@ def test_has_pan_bytes_counts_maximal_runs_only() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="0123456789", min_size=1, max_size=19))
 def test_luhn_bytes_agrees_with_luhn_ok(digits: str) -> None:
+    from audit.scan import luhn_bytes
     from schemas.base import luhn_ok
-    from streams.audit.scan import luhn_bytes
 
     assert luhn_bytes(digits.encode()) == luhn_ok(digits)
 
@@ -184,7 +184,7 @@ def test_luhn_bytes_agrees_with_luhn_ok(digits: str) -> None:
 def test_has_sensitive_key_is_a_case_blind_key_search(parts: list[str]) -> None:
     import re
 
-    from streams.audit.scan import SENSITIVE_FIELDS, has_sensitive_key
+    from audit.scan import SENSITIVE_FIELDS, has_sensitive_key
 
     slow = re.compile(r'"(?:' + "|".join(re.escape(n) for n in sorted(SENSITIVE_FIELDS))
                       + r')"\s*:', re.IGNORECASE)

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 def test_tiny_pipeline_benchmark_json(kafka_bootstrap: str, tmp_path: Path) -> None:
     plot = tmp_path / "bench.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "cardbus.cli", "bench", "pipeline", "--bootstrap",
+        [sys.executable, "-m", "console.cli", "bench", "pipeline", "--bootstrap",
          kafka_bootstrap, "--payments", "60", "--window", "20", "--terminals", "2",
          "--cards", "8", "--warmup", "10", "--open-loop", "0.5", "--open-seconds", "1",
          "--profile-seconds", "0", "--no-scaling", "--raw-messages", "500",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.bench import stats
-from agents.bench.stats import Seen, Sent, account, percentiles
+from bench import stats
+from bench.stats import Seen, Sent, account, percentiles
 
 
 def _sent(n: int) -> list[Sent]:

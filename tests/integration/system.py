@@ -14,12 +14,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.providers.base import IssuedCard, adapter_for, card_issued_event
-from cardbus import local
+from cardbus import ceremony
 from cardbus.crypto.keystore import KeyStore
 from cardbus.errors import DecodeError
 from cardbus.processes import Worker
-from reader_agent.cards import applet_for
-from reader_agent.cards.profile import CardState
+from cards import applet_for
+from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, Checkout, EmvTap, complete_payment, run_payment
 from reader_agent.requests import Sale
 from reader_agent.session import TerminalSession
@@ -28,6 +28,7 @@ from schemas.base import Event, Money
 from schemas.payments import PaymentCompleted, PaymentRequested
 from streams import codec
 from streams.topics import PROVIDER_TABLES, provider_requests_topic, topic_spec
+from tests.kafka_auth import operator
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,7 +85,7 @@ class System:
                     expiry: str = "301231") -> IssuedCard:
         """Issue a card and open its account at the running provider (a CardIssued event)."""
         adapter = adapter_for(provider_id)
-        hsm = local.provider_hsm(provider_id, self.home)
+        hsm = ceremony.provider_hsm(provider_id, self.home)
         issued = adapter.issue_card(hsm, pin=pin, opening_balance=balance, expiry=expiry)
         await publish(self.bootstrap, provider_requests_topic(provider_id),
                       issued.card.pan_token, card_issued_event(issued, hsm, now()))
@@ -97,7 +98,7 @@ def now() -> datetime:
 
 async def publish(bootstrap: str, topic: str, key: str | None, *events: Event,
                   partition: int | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**operator(bootstrap), bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for ev in events:
@@ -108,7 +109,7 @@ async def publish(bootstrap: str, topic: str, key: str | None, *events: Event,
 
 
 async def publish_raw(bootstrap: str, topic: str, values: Iterable[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(**operator(bootstrap), bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for value in values:
@@ -119,7 +120,7 @@ async def publish_raw(bootstrap: str, topic: str, values: Iterable[bytes]) -> No
 
 async def read_all(bootstrap: str, topic: str, *, partitions: int | None = None) -> list[Any]:
     """Every record of ``topic`` from the beginning to its current end (no group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(**operator(bootstrap), bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -168,7 +169,16 @@ class Till:
         self.states: dict[str, CardState] = {}
 
     def aids(self) -> dict[str, str]:
-        return {adapter_for(p).aid: p for p in self.terminal.card_auth}
+        return self.terminal.payment_aids()
+
+    async def learn(self, provider: str, timeout: float = 90) -> None:
+        """Enroll again until the platform's key set vouches for ``provider`` too (other tests
+        of the session may have brought other providers in meanwhile)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while provider not in self.terminal.card_auth:
+            await self.session.enroll(timeout=max(1.0, deadline - loop.time()),
+                                      providers=len(self.terminal.card_auth) + 1)
 
     def tap(self, card: IssuedCard, amount: int, when: datetime | None = None) -> tuple[
             EmvTap, AppletLink]:
@@ -191,6 +201,7 @@ class Till:
                   timeout: float = 30) -> tuple[PaymentCompleted, EmvTap, AppletLink]:
         req, tap, link = self.request(card, amount, pin)
         done = await self.session.pay(req, timeout)
+        assert done is not None, f"no answer in {timeout:.0f} s (the terminal cancelled)"
         return done, tap, link
 
     @staticmethod
@@ -202,15 +213,27 @@ class Till:
         return result.issuer_authenticated
 
 
+async def enroll_active(session: TerminalSession, *, providers: int = 2,
+                        timeout: float = 90) -> None:
+    """Enroll the session's terminal, then activate it as the operator (a new terminal is
+    suspended until then) and wait until its key set says it is active."""
+    from console.commands.reader import set_terminal_status
+
+    await session.enroll(timeout=timeout, providers=providers)
+    await set_terminal_status(session.bootstrap, session.terminal.terminal_id)
+    await session.until_active(timeout)
+
+
 def software_terminal(terminal_id: str, home: Path) -> Terminal:
     return Terminal.create(terminal_id, home=home)
 
 
-def memory_terminal(terminal_id: str) -> Terminal:
-    from agents.sim import memory_keystore
+def memory_terminal(terminal_id: str, home: Path) -> Terminal:
+    from cardbus import vault
+    from cardbus.crypto.keystore import memory_keystore
 
     ks: KeyStore = memory_keystore()
-    return Terminal.in_memory(terminal_id, ks)
+    return Terminal.in_memory(terminal_id, ks, platform=vault.identity("platform", home))
 
 
 async def table(bootstrap: str, app_id: str, name: str) -> dict[str, Any]:
@@ -239,7 +262,7 @@ async def accounts(bootstrap: str, provider_id: str) -> dict[str, Any]:
 
 async def lag(bootstrap: str, group: str, topic: str) -> int:
     """How many records of ``topic`` the consumer group ``group`` has not committed yet."""
-    from agents.bench.procs import consumer_lag
+    from bench.procs import consumer_lag
 
     return (await consumer_lag(bootstrap, {group: [(topic, topic_spec(topic).partitions)]}))[
         group]

@@ -8,9 +8,10 @@ import base64
 
 import pytest
 
-from cardbus.commands.settle import settle
-from cardbus.local import provider_hsm
+from agents.providers.base import adapter_for
+from cardbus.ceremony import provider_hsm
 from cardbus.response_codes import APPROVED, ISSUER_UNAVAILABLE
+from console.commands.settle import settle
 from schemas.deadletters import EventDeadLettered
 from schemas.payments import ReversalCompleted
 from streams import codec
@@ -94,8 +95,15 @@ async def test_settlement_batch_matches_the_ledger(system: System, till: Till) -
 
 
 async def test_third_provider_joins_without_restart(system: System, till: Till) -> None:
+    """A new bank joins a running system; a running terminal with no code of that bank (the
+    terminal imports nothing of the providers: the layer contracts) learns its cards' AID from
+    the platform's key set and pays with one."""
+    bank_c_aid = adapter_for("bank-c").aid
+    assert bank_c_aid not in till.terminal.payment_aids()
     system.start_provider("bank-c")
-    await till.session.enroll(timeout=90, providers=3)  # the platform re-issued the key set
+    await till.learn("bank-c")  # the platform re-issued the key set
+    assert till.terminal.payment_aids()[bank_c_aid] == "bank-c"
+    assert till.terminal.directory["bank-c"].kind == "bank"
     await system.ready("bank-c")
     card = await system.issue("bank-c", balance=5_000)
     done, tap, link = await till.pay(card, 1_000, timeout=60)
@@ -106,7 +114,7 @@ async def test_third_provider_joins_without_restart(system: System, till: Till) 
 async def test_timeout_declines_91_then_late_approval_is_reversed(system: System,
                                                                    till: Till) -> None:
     system.start_provider("bank-c")  # unless an earlier test left it running
-    await till.session.enroll(timeout=90, providers=3)
+    await till.learn("bank-c")
     await system.ready("bank-c")
     # A provider worker that has just started can miss the platform's 10 s deadline on its first
     # requests on a busy machine (in file order an earlier test has warmed bank-c up; in another
@@ -149,7 +157,7 @@ async def test_exactly_once_mode_is_a_setting(system: System, till: Till) -> Non
     if "bank-c" in system.workers:
         system.workers["bank-c"].stop()
     system.worker("bank-c", "provider", "bank-c", "--exactly-once")
-    await till.session.enroll(timeout=90, providers=3)
+    await till.learn("bank-c")
     await system.ready("bank-c")
     card = await system.issue("bank-c", balance=3_000)
     done, _, _ = await till.pay(card, 1_500, timeout=90)
@@ -208,7 +216,7 @@ async def test_suspended_terminal_is_declined_until_activated(system: System,
 
     def operator(action: str) -> None:
         done = subprocess.run(
-            [sys.executable, "-m", "cardbus.cli", "terminal", action, "--terminal-id",
+            [sys.executable, "-m", "console.cli", "terminal", action, "--terminal-id",
              till.terminal.terminal_id, "--bootstrap", system.bootstrap],
             env=system.env, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cardbus.cli import main
+from console.cli import main
 from schemas.export import SCHEMA_DIR, check, expected_files, export
 from schemas.registry import ALL_EVENTS
 

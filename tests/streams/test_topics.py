@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cardbus.cli import main
 from cardbus.errors import ConfigError
+from console.cli import main
 from schemas.registry import ALL_EVENTS, type_name
 from streams.topics import (
     DAY_MS,
@@ -18,7 +18,7 @@ from streams.topics import (
     topic_spec,
 )
 
-COMPACTED = {f"{NAMESPACE}.providers", f"{NAMESPACE}.provider-keys", f"{NAMESPACE}.terminals",
+COMPACTED = {f"{NAMESPACE}.providers", f"{NAMESPACE}.provider-admissions", f"{NAMESPACE}.provider-keys", f"{NAMESPACE}.terminals",
              f"{NAMESPACE}.terminal-status", f"{NAMESPACE}.terminal-keys"}
 
 
@@ -43,21 +43,29 @@ def test_registrations_and_keys_are_compacted_payment_topics_retained_a_year() -
     assert {s.name for s in STATIC_TOPICS if s.cleanup == "compact"} == COMPACTED
 
 
-def test_settings_from_env_and_overrides() -> None:
-    settings = TopicSettings.from_env({"CARDBUS_TOPIC_REPLICATION": "3",
-                                       "CARDBUS_TOPIC_MIN_ISR": "2",
-                                       "CARDBUS_RETENTION_DAYS": "730"})
+def test_settings_from_env_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("CARDBUS_TOPIC_REPLICATION", "CARDBUS_TOPIC_MIN_ISR", "CARDBUS_RETENTION_DAYS"):
+        monkeypatch.delenv(var, raising=False)
+    assert TopicSettings.from_env(brokers=1) == TopicSettings(1, 1, 400)
+    assert TopicSettings.from_env(brokers=3) == TopicSettings(3, 2, 400)
+    monkeypatch.setenv("CARDBUS_TOPIC_REPLICATION", "3")
+    monkeypatch.setenv("CARDBUS_TOPIC_MIN_ISR", "2")
+    monkeypatch.setenv("CARDBUS_RETENTION_DAYS", "730")
+    settings = TopicSettings.from_env()
     assert (settings.replication_factor, settings.min_insync_replicas) == (3, 2)
     conf = topic_spec(f"{NAMESPACE}.taps").config(settings)
     assert conf["retention.ms"] == str(730 * DAY_MS) and conf["min.insync.replicas"] == "2"
-    assert TopicSettings.from_env({}, retention_days=500, replication_factor=None).retention_days \
+    assert TopicSettings.from_env(retention_days=500, replication_factor=None).retention_days \
         == 500
-    with pytest.raises(ConfigError, match="audit minimum"):
-        TopicSettings.from_env({"CARDBUS_RETENTION_DAYS": "30"})
+    monkeypatch.setenv("CARDBUS_RETENTION_DAYS", "30")
+    with pytest.raises(ConfigError, match="CARDBUS_RETENTION_DAYS"):
+        TopicSettings.from_env()
+    monkeypatch.delenv("CARDBUS_RETENTION_DAYS")
     with pytest.raises(ConfigError, match=r"min\.insync"):
         TopicSettings(replication_factor=1, min_insync_replicas=2)
-    with pytest.raises(ConfigError, match="not an integer"):
-        TopicSettings.from_env({"CARDBUS_TOPIC_REPLICATION": "three"})
+    monkeypatch.setenv("CARDBUS_TOPIC_REPLICATION", "three")
+    with pytest.raises(ConfigError, match="CARDBUS_TOPIC_REPLICATION"):
+        TopicSettings.from_env()
 
 
 def test_provider_request_topics_derive_from_the_provider_id() -> None:

@@ -1,0 +1,329 @@
+"""The audit over records already read: scan (in worker processes), check, re-derive, report.
+
+``audit_records`` is pure with respect to Kafka: the reader (``audit.reader``) gives it
+records; tests and the benchmark give it records they made. Work is split in chunks of one
+partition each and run in a process pool (fork: the children inherit the records and the key
+book, nothing big is pickled on the way in), because Ed25519 verification is CPU bound.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from audit import checks
+from audit.keys import KeyBook, learn_from
+from audit.model import DECODE, SEAL, AuditReport, DeadLetter, Fact, Finding, Record
+from audit.rederive import PartitionReplay, provider_hsm, replay_partition
+from audit.scan import (
+    ChunkResult,
+    decode_record,
+    provider_of,
+    scan,
+)
+from cardbus.errors import CardBusError
+
+CHUNK = 2000
+IDENTITY_TOPICS = ("providers", "terminals")
+
+
+@dataclass
+class AuditOptions:
+    """How to audit."""
+
+    namespace: str
+    home: Path | None = None  # the parties' key stores (the audit HSM); None = default state dir
+    timeout_s: float = 10.0  # an answer later than this after its cause is missing
+    workers: int = 0  # processes for the scan; 0 = one per core, 1 = in this process
+    rederive: bool = True
+    partial: bool = False  # the range starts after the beginning (--from)
+    end_ms: int | None = None  # end of the range (default: the last record's time)
+
+
+@dataclass
+class _Context:
+    records: dict[tuple[str, int], list[Record]] = field(default_factory=dict)
+    book: KeyBook | None = None
+    home: Path | None = None
+    platform_key: str | None = None
+
+
+_CTX = _Context()  # set before the pool forks; read by the children
+
+
+def _scan_task(task: tuple[str, int, int, int]) -> ChunkResult:
+    topic, partition, start, stop = task
+    assert _CTX.book is not None
+    return scan(_CTX.records[(topic, partition)][start:stop], _CTX.book)
+
+
+def _replay_task(task: tuple[str, int]) -> PartitionReplay:
+    topic, partition = task
+    pid = provider_of(topic)
+    assert pid is not None and _CTX.book is not None and _CTX.platform_key is not None
+    from agents.providers.base import discover
+
+    adapter = discover()[pid]
+    platform = _CTX.book.verifier(_CTX.platform_key)
+    assert platform is not None
+    return replay_partition(adapter, provider_hsm(pid, _CTX.home), platform, partition,
+                            _CTX.records[(topic, partition)])
+
+
+def audit_records(records: Iterable[Record], options: AuditOptions, book: KeyBook,
+                  progress: Callable[[str], None] | None = None) -> AuditReport:
+    """Audit ``records`` (any order; every topic of one namespace)."""
+    with _young_collections_only():
+        return _audit(records, options, book, progress)
+
+
+@contextmanager
+def _young_collections_only() -> Iterator[None]:
+    """Python's cycle collector, tuned for the audit: it makes millions of small objects that
+    hold no cycles, and with the default threshold (700) the collector kept walking them.
+    Everything already there (the records) is frozen out of its scans, which the forked
+    workers inherit, and young objects are collected every 50,000 allocations. Measured on
+    102,172 events: 7-8% faster, like no collector at all, but cycles are still freed."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, threshold[1], threshold[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
+def _audit(records: Iterable[Record], options: AuditOptions, book: KeyBook,
+           progress: Callable[[str], None] | None) -> AuditReport:
+    started = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    report = AuditReport(options.namespace)
+    by_tp: dict[tuple[str, int], list[Record]] = defaultdict(list)
+    for rec in records:
+        by_tp[(rec.topic, rec.partition)].append(rec)
+    for recs in by_tp.values():
+        recs.sort(key=lambda r: r.offset)
+    for (topic, partition), recs in by_tp.items():
+        inside = [r for r in recs if r.in_range]
+        report.per_topic[topic] += len(inside)
+        report.events_read += len(inside)
+        if inside:
+            report.ranges[f"{topic}/{partition}"] = (inside[0].offset, inside[-1].offset + 1)
+    _learn_identities(by_tp, book)
+    report.notes += book.notes
+
+    _CTX.records, _CTX.book, _CTX.home = dict(by_tp), book, options.home
+    _CTX.platform_key = next((k for k in book.ed25519 if k.startswith("sign:platform.")), None)
+    scan_tasks = []
+    for (topic, partition), recs in sorted(by_tp.items()):
+        first = next((i for i, r in enumerate(recs) if r.in_range), len(recs))
+        for start in range(first, len(recs), CHUNK):
+            scan_tasks.append((topic, partition, start, min(start + CHUNK, len(recs))))
+    replay_tasks, replay_notes = _replay_plan(by_tp, options, report)
+    report.notes += replay_notes
+    book.deferred = frozenset(t for t, _p in replay_tasks)
+    book.deferred_producers = frozenset(
+        f"provider:{pid}" for pid in {provider_of(t) for t, _p in replay_tasks}
+        if pid is not None and _signs_as_registered(pid, options.home, book))
+    workers = options.workers or os.cpu_count() or 1
+    say(f"verifying {report.events_read} events in {len(scan_tasks)} chunks, {workers} "
+        f"process(es)")
+    if workers > 1 and len(scan_tasks) + len(replay_tasks) > 1:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(workers) as pool:
+            replay_async = pool.map_async(_replay_task, replay_tasks, chunksize=1)
+            chunks = pool.map(_scan_task, scan_tasks, chunksize=1)
+            replays = replay_async.get()
+    else:
+        chunks = [_scan_task(t) for t in scan_tasks]
+        replays = [_replay_task(t) for t in replay_tasks]
+    _CTX.records = {}
+
+    facts: list[Fact] = []
+    for chunk in chunks:
+        facts += chunk.facts
+        report.findings += chunk.findings
+        report.checks.update(chunk.checks)
+        report.not_checked.update(chunk.not_checked)
+    say("checking chains, completeness, ledger")
+    _cross_checks(facts, replays, by_tp, options, book, report)
+    report.findings.sort(key=lambda f: (f.topic, f.partition, f.offset, f.kind))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _learn_identities(by_tp: dict[tuple[str, int], list[Record]], book: KeyBook) -> None:
+    for (topic, _p), recs in by_tp.items():
+        if topic not in IDENTITY_TOPICS:
+            continue
+        for rec in recs:
+            try:
+                event, _ = decode_record(rec)
+            except CardBusError:
+                continue
+            learn_from(book, event)
+
+
+def _replay_plan(by_tp: dict[tuple[str, int], list[Record]], options: AuditOptions,
+                 report: AuditReport) -> tuple[list[tuple[str, int]], list[str]]:
+    notes: list[str] = []
+    if not options.rederive:
+        return [], ["decisions not re-derived (--no-rederive)"]
+    if _CTX.platform_key is None:
+        return [], ["decisions not re-derived: no platform identity to check requests with"]
+    tasks = []
+    from agents.providers.base import discover
+
+    adapters = discover()
+    for pid in sorted({p for (t, _), _r in by_tp.items() if (p := provider_of(t))}):
+        if pid not in adapters:
+            notes.append(f"decisions of {pid} not re-derived: no adapter installed")
+            continue
+        if not adapters[pid].replayable:
+            notes.append(f"decisions of {pid} not re-derived: its own host decides them")
+            continue
+        try:
+            provider_hsm(pid, options.home)
+        except CardBusError as exc:
+            notes.append(f"decisions of {pid} not re-derived: no key store ({exc})")
+            continue
+        tasks += sorted(tp for tp in by_tp if tp[0] == f"provider.{pid}.requests")
+    return tasks, notes
+
+
+def _cross_checks(facts: list[Fact], replays: list[PartitionReplay],
+                  by_tp: dict[tuple[str, int], list[Record]], options: AuditOptions,
+                  book: KeyBook, report: AuditReport) -> None:
+    facts.sort(key=lambda f: (f.topic, f.partition, f.offset))
+    end_ms = options.end_ms or max((f.timestamp_ms for f in facts), default=0)
+    window = checks.Window(end_ms, int(options.timeout_s * 1000), options.partial)
+    unique, findings, redelivered = checks.dedupe(facts)
+    report.findings += findings
+    report.checks["redelivered duplicates"] = redelivered
+    by_type: dict[str, list[Fact]] = defaultdict(list)
+    for f in unique:
+        by_type[f.type].append(f)
+        report.per_type[f.type] += 1
+    dead: set[tuple[str, int, int]] = set()
+    prefix = options.namespace + "."
+    for f in by_type.get("EventDeadLettered", []):
+        d = f.data
+        original = d["original_topic"].removeprefix(prefix)
+        dead.add((original, d["original_partition"], d["original_offset"]))
+        report.dead_letters.append(DeadLetter(f.topic, f.partition, f.offset,
+                                              f"{original}/{d['original_partition']}@"
+                                              f"{d['original_offset']}", d["reason"],
+                                              d["error_code"]))
+    handled = [f for f in report.findings if f.kind in (DECODE, SEAL) and f.where() in dead]
+    if handled:  # the system set these aside itself: listed as dead letters, not failures
+        report.findings = [f for f in report.findings if f not in handled]
+        report.checks["dead-lettered records (bad input the system refused)"] = len(handled)
+    decisions = [f for f in by_type.get("AuthorizationDecided", [])
+                 if f.topic == "provider-results"]
+    chain_findings, chains = checks.check_chains(decisions, window)
+    report.findings += chain_findings
+    report.checks["hash chains"] = chains
+    report.checks["chained decisions"] = len(decisions)
+    report.findings += checks.check_replays(by_type.get("PaymentRequested", []))
+    completeness, counts = checks.check_completeness(by_type, dead, window)
+    report.findings += completeness
+    report.checks.update({k: v for k, v in counts.items() if v})
+    batches = by_type.get("SettlementBatchClosed", [])
+    report.findings += checks.check_settlements(decisions, batches)
+    report.checks["settlement batches"] = len(batches)
+    for f in decisions:
+        c = report.per_provider.setdefault(f.data["provider_id"], Counter())
+        c[f"code {f.data['code']}"] += 1
+        if f.data["approved"]:
+            c["approved amount"] += f.data["amount"]
+    for f in by_type.get("PaymentCompleted", []):
+        report.response_codes[f.data["code"]] += 1
+    if replays:
+        recorded = {(f.topic, f.event_id): f for f in unique
+                    if f.topic in ("provider-results", "settlements")
+                    and f.type in ("AuthorizationDecided", "ReversalCompleted",
+                                   "SettlementBatchClosed")}
+        raw = {(r.topic, r.partition, r.offset): r.value
+               for tp in by_tp if tp[0] in ("provider-results", "settlements")
+               for r in by_tp[tp]}
+        in_range = ({(r.topic, r.partition, r.offset) for tp, recs in by_tp.items()
+                     if provider_of(tp[0]) for r in recs if r.in_range}
+                    if options.partial else None)
+        found, matched = checks.compare_rederived(replays, recorded, raw, window, in_range)
+        report.findings += found
+        report.checks["re-derived outputs matching byte for byte"] = len(matched)
+        _settle_deferred_seals(facts, matched, by_tp, dead, book, report)
+        report.ledger = _ledger(replays)
+        for rp in replays:
+            report.checks["ed25519"] += rp.verified
+            topic = f"provider.{rp.provider_id}.requests"
+            report.findings += [Finding(SEAL, topic, rp.partition, offset, reason)
+                                for offset, reason in rp.seal_failures
+                                if (topic, rp.partition, offset) not in dead
+                                and (not options.partial or offset >= _first_in_range(
+                                    by_tp[(topic, rp.partition)]))]
+            for kind, n in rp.skipped.items():
+                report.not_checked[f"{kind} not re-derived (no handler in the provider app)"] += n
+
+
+def _signs_as_registered(pid: str, home: Path | None, book: KeyBook) -> bool:
+    """Whether the provider's key store signs with the public key it registered on the bus
+    (only then does a byte-identical re-derivation prove a recorded seal)."""
+    signer = provider_hsm(pid, home).signer
+    return book.ed25519.get(signer.key_id) == signer.public_bytes()
+
+
+def _settle_deferred_seals(facts: list[Fact], matched: dict[tuple[str, str], str],
+                           by_tp: dict[tuple[str, int], list[Record]],
+                           dead: set[tuple[str, int, int]], book: KeyBook,
+                           report: AuditReport) -> None:
+    """Provider outputs the scan left to the re-derivation: byte-identical to their
+    re-derivation, their seal is the one the provider's key makes (counted as verified);
+    every other one is verified here, and a bad seal is a finding like in the scan."""
+    pending = [f for f in facts if f.seal_deferred]
+    if not pending:
+        return
+    unproven: list[Record] = []
+    by_offset: dict[tuple[str, int], dict[int, Record]] = {}
+    for f in pending:
+        if matched.get((f.topic, f.event_id)) == f.digest:
+            report.checks["ed25519"] += 1
+            report.checks["provider seals proven by the byte-identical re-derivation"] += 1
+            continue
+        index = by_offset.get((f.topic, f.partition))
+        if index is None:
+            index = by_offset[(f.topic, f.partition)] = {
+                r.offset: r for r in by_tp[(f.topic, f.partition)]}
+        unproven.append(index[f.offset])
+    result = scan(unproven, replace(book, deferred_producers=frozenset()))  # same key caches
+    report.checks.update(result.checks)
+    report.not_checked.update(result.not_checked)
+    report.findings += [x for x in result.findings  # hygiene was reported by the scan
+                        if x.kind == SEAL and x.where() not in dead]
+
+
+def _first_in_range(records: list[Record]) -> int:
+    return next((r.offset for r in records if r.in_range), 1 << 62)
+
+
+def _ledger(replays: list[PartitionReplay]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for rp in replays:
+        led = out.setdefault(rp.provider_id, {"accounts": 0, "balance": 0, "held": 0,
+                                              "holds": 0, "open_batch_approvals": 0,
+                                              "blocked_cards": 0, "negative_available": []})
+        for key, value in rp.ledger.items():
+            led[key] = led[key] + value
+    return out
+
+
+__all__ = ["AuditOptions", "Finding", "audit_records"]

@@ -1,0 +1,1 @@
+"""The console layer: commands and local process management on top of everything else."""
