@@ -1,27 +1,39 @@
 """``cardbus bench reader``: taps through real pcscd + vpcd, published to a real broker.
 
 Each tap: a virtual card connects to a vpcd port (t_insert); the watcher sees it (t_detect);
-the agent connects and runs the dialogue, publishes CardTapped and PaymentRequested and waits
-for the broker's acks (t_acked). ``detect_ms`` = t_detect - t_insert (pcscd's polling);
-``dialogue_ms`` = t_acked - card connected. Readers are used in parallel to cut wall time;
-the first tap per reader is a warm-up (the first send creates the bench topics), not counted.
+the agent connects and runs the dialogue (t_read: the ARQC is in), publishes CardTapped and
+PaymentRequested and waits for the broker's acks (t_acked). ``detect_ms`` = t_detect - t_insert
+(pcscd's polling); ``dialogue_ms`` = t_acked - card connected, split into ``card_ms`` (the
+APDUs, through pcscd and vpcd to the card, and the terminal's checks of the card) and
+``publish_ms`` (the events built, sealed and acknowledged by the broker). Readers are used in
+parallel to cut wall time; the first tap per reader is a warm-up (the first send creates the
+bench topics), not counted.
+
+Each reader's card runs in its own process by default (``cards="process"``), as cards inserted
+with ``cardbus cards insert`` do; ``cards="thread"`` serves them from threads of the measuring
+process instead, where they compete with the agent for the interpreter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agents.providers.base import ProviderAdapter, discover
 from bench.sim import directory_entry
+from cardbus.cardprofile import CardProfile
 from cardbus.crypto.hsm import PlatformHsm, ProviderHsm
 from cardbus.crypto.keystore import memory_keystore
+from cardbus.errors import CardError
 from cardbus.readers import virtual_readers
 from cards import applet_for
+from cards.applet import DEFAULT_ATR
+from cards.serve import serve_commands
 from cards.vpcd import VirtualCard
 from reader_agent.agent import Armed, ReaderAgent, TapOutcome, scripted_pins
 from reader_agent.pcscd import Pcscd, list_readers
@@ -72,6 +84,55 @@ class TopicBus:
         """Nothing answers the bench's requests: nothing to cancel."""
 
 
+class CardProcess:
+    """One virtual card answering from a process of its own, inserted and removed on demand."""
+
+    def __init__(self, profile: CardProfile, home: Path, port: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=serve_commands, name=f"card-{port}", daemon=True,
+                                 args=(child, profile.model_dump_json(), str(home), port))
+        self._proc.start()
+        child.close()
+
+    def _ask(self, command: str) -> None:
+        self._conn.send(command)
+        if not self._conn.poll(30):
+            raise CardError(f"card process did not {command} in 30 s")
+        reply = self._conn.recv()
+        if reply != "ok":
+            raise CardError(f"card process: {reply}")
+
+    def insert(self) -> None:
+        self._ask("insert")
+
+    def remove(self) -> None:
+        self._ask("remove")
+
+    def close(self) -> None:
+        try:
+            self._ask("stop")
+        finally:
+            self._proc.join(5)
+            self._conn.close()
+
+
+class CardThread:
+    """One virtual card answering from a thread of this process."""
+
+    def __init__(self, profile: CardProfile, home: Path, port: int) -> None:
+        self._card = VirtualCard(applet_for(profile, home), port)
+
+    def insert(self) -> None:
+        self._card.insert()
+
+    def remove(self) -> None:
+        self._card.remove()
+
+    def close(self) -> None:
+        self._card.remove()
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -79,8 +140,13 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
+def _stats(values: list[float]) -> dict[str, float | None]:
+    return {"p50": statistics.median(values) if values else None, "p99": _pct(values, 0.99)}
+
+
 async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = None,
-                    topic_prefix: str = "cardbus.bench") -> dict[str, Any]:
+                    topic_prefix: str = "cardbus.bench",
+                    cards: Literal["process", "thread"] = "process") -> dict[str, Any]:
     """Run ``taps`` taps over ``readers`` virtual readers; returns the numbers."""
     started = None
     if not {r.name for r in virtual_readers(readers)} <= set(list_readers()):
@@ -111,6 +177,8 @@ async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = N
     watcher = ReaderWatcher(arrived, removed, readers=lambda name: name in by_name).start()
     detect: list[float] = []
     dialogue: list[float] = []
+    card_ms: list[float] = []
+    publish_ms: list[float] = []
     errors: list[str] = []
     providers = sorted(adapters)
     armed = Armed(1250, "CNY", terminal.merchant)
@@ -121,22 +189,27 @@ async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = N
         provider = providers[i % len(providers)]
         profile = adapters[provider].issue_card(hsms[provider], pin="1234",
                                                 opening_balance=0).profile
-        applet = applet_for(profile, home)
-        for n in range(per_reader[i] + WARMUP):
-            card = VirtualCard(applet, reader.port)
-            t_insert = time.monotonic()
-            await asyncio.to_thread(card.insert)
-            t_detect = await asyncio.wait_for(arrivals[reader.name].get(), 10)
-            if n >= WARMUP:
-                detect.append((t_detect - t_insert) * 1000)
-            out: TapOutcome = await agent.handle_card(reader.name, applet.atr, armed)
-            if out.error or out.request is None:
-                errors.append(out.error or "no request")
-            elif n >= WARMUP:
-                dialogue.append((out.acked_at - out.connected_at) * 1000)
-                await agent.release(out.request.correlation_id)
-            await asyncio.to_thread(card.remove)
-            await asyncio.wait_for(removals[reader.name].get(), 10)
+        card: CardProcess | CardThread = await asyncio.to_thread(
+            CardProcess if cards == "process" else CardThread, profile, home, reader.port)
+        try:
+            for n in range(per_reader[i] + WARMUP):
+                t_insert = time.monotonic()
+                await asyncio.to_thread(card.insert)
+                t_detect = await asyncio.wait_for(arrivals[reader.name].get(), 10)
+                out: TapOutcome = await agent.handle_card(reader.name, DEFAULT_ATR, armed)
+                if out.error or out.request is None:
+                    errors.append(out.error or "no request")
+                elif n >= WARMUP:
+                    detect.append((t_detect - t_insert) * 1000)
+                    dialogue.append((out.acked_at - out.connected_at) * 1000)
+                    card_ms.append((out.read_at - out.connected_at) * 1000)
+                    publish_ms.append((out.acked_at - out.read_at) * 1000)
+                if out.request is not None:
+                    await agent.release(out.request.correlation_id)
+                await asyncio.to_thread(card.remove)
+                await asyncio.wait_for(removals[reader.name].get(), 10)
+        finally:
+            await asyncio.to_thread(card.close)
 
     try:
         await asyncio.gather(*(lane(i) for i in range(readers)))
@@ -146,11 +219,9 @@ async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = N
         if started is not None:
             started.stop()
     return {
-        "taps": len(dialogue), "errors": len(errors), "readers": readers,
+        "taps": len(dialogue), "errors": len(errors), "readers": readers, "cards": cards,
         "warmup_taps": WARMUP * readers,
-        "dialogue_ms": {"p50": statistics.median(dialogue) if dialogue else None,
-                        "p99": _pct(dialogue, 0.99)},
-        "detect_ms": {"p50": statistics.median(detect) if detect else None,
-                      "p99": _pct(detect, 0.99)},
+        "dialogue_ms": _stats(dialogue), "card_ms": _stats(card_ms),
+        "publish_ms": _stats(publish_ms), "detect_ms": _stats(detect),
         "bootstrap": publisher.bootstrap,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from cardbus.settings import settings
@@ -20,4 +21,13 @@ def sub_dir(*parts: str) -> Path:
     """A folder under the state folder (created on demand)."""
     path = state_dir().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only its owner may enter (0700), created on demand: where secrets
+    at rest live (a party's key store, the virtual cards' profiles)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        path.chmod(0o700)
     return path

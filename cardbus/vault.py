@@ -1,6 +1,6 @@
 """Each party's sealed key store on disk: the platform, each provider, each terminal.
 
-A party's folder (``<state>/parties/<party>/``) holds its storage key file (0600, made by an
+A party's folder (``<state>/parties/<party>/``, 0700) holds its storage key file (0600, made by an
 explicit ``create``; a missing one fails loudly) and its key store file: the key records, each
 encrypted under that storage key (``cardbus.crypto.keystore``). ``CARDBUS_STORAGE_KEY_<PARTY>``
 (party upper-cased, ``-``/``:`` as ``_``) gives the storage key from the environment instead.
@@ -27,7 +27,7 @@ from cardbus.crypto.keystore import KeyStore, StorageKeyring, StoredKey, b64d, b
 from cardbus.crypto.keystore import init_storage_key_file as _init_key_file
 from cardbus.crypto.signing import Verifier
 from cardbus.errors import ConfigError, MissingKeyError
-from cardbus.paths import state_dir
+from cardbus.paths import private_dir, state_dir
 
 _PARTY = re.compile(r"^(platform|terminal|auditor|operator|provider-[a-z0-9\-]{1,32}"
                     r"|terminal-[A-Za-z0-9\-]{1,32})$")
@@ -51,7 +51,7 @@ _env_name = storage_key_env
 
 def create(party: str, home: Path | None = None) -> bool:
     """Create ``party``'s storage key file if it has none; True if one was made."""
-    path = party_dir(party, home) / "storage-key.json"
+    path = private_dir(party_dir(party, home)) / "storage-key.json"
     if path.exists() or os.environ.get(_env_name(party)):
         return False
     _init_key_file(path)
@@ -85,6 +85,7 @@ class FileKeyStore(KeyStore):
     def save(self) -> None:
         """Write every (encrypted) record back, atomically, 0600."""
         body = json.dumps([r.model_dump(mode="json") for r in self.records()], indent=1)
+        private_dir(self.path.parent)
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

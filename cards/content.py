@@ -98,7 +98,9 @@ class InstanceState(CardState):
         self.content = content
         self.aid = instance.aid
 
-    def set(self, **values: int) -> None:
+    def set(self, durable: bool = True, **values: int) -> None:
+        """Update and persist with the rest of the content (always durably: the content
+        document holds the purse balances too)."""
         self.values.update(values)
         inst = next(i for i in self.content.doc.instances if i.aid == self.aid)
         inst.counters.update(values)

@@ -164,7 +164,9 @@ class EmvApplet(BaseApplet):
         atc = self.state["atc"] + 1
         if atc > 0xFFFF:
             return SW_CONDITIONS
-        self.state.set(atc=atc)  # persisted before the cryptogram leaves the card
+        # Persisted before the cryptogram leaves the card; not fsynced: a lost increment (host
+        # power loss) fails closed, the issuer refusing a repeated ATC as a replay.
+        self.state.set(durable=False, atc=atc)
         self.txn_atc = atc
         self.session_key = cardcrypto.derive_session_key(self.icc_mk, atc)
         requested = apdu.p1 & 0xC0

@@ -1,9 +1,12 @@
 """Card profiles: what a provider puts on a card when it issues one, and the card's own state.
 
-A profile holds the card's secrets (its ICC master key, its private key, a transit load key):
-they exist only in the profile file, under the state folder, never on the bus. The card's
-changing state (ATC, transit balance, load sequence) is kept in a separate state file that the
-applet rewrites atomically, so it persists across insertions.
+A profile holds the card's secrets (its ICC master key, its private key, a transit load key)
+and its clear PAN: an emulated card's chip is this file. They exist only in the profile file,
+never on the bus, and are the one exception to "nothing at rest in clear": like a plastic card,
+the card itself holds them. Profile and state files are written 0600 in a 0700 folder
+(``<state>/cards/``), as the parties' key stores are. The card's changing state (ATC, transit
+balance, load sequence) is kept in a separate state file that the applet rewrites atomically,
+so it persists across insertions.
 
 Profiles are made by the provider adapters (``agents.providers``): a bank's
 ``adapter.issue_card(hsm, ...)`` and a transit operator's ``adapter.issue_transit_card(hsm, ...)``
@@ -18,23 +21,26 @@ from pathlib import Path
 
 from cardbus.cardprofile import CardProfile
 from cardbus.errors import ConfigError
-from cardbus.paths import sub_dir
+from cardbus.paths import private_dir, sub_dir
 
 
-def _write_private(path: Path, text: str) -> None:
+def _write_private(path: Path, text: str, *, durable: bool = True) -> None:
+    """Atomically replace ``path`` (0600, in a 0700 folder); ``durable`` waits for the disk."""
+    private_dir(path.parent)
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
         f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 # -- files ------------------------------------------------------------------------------
 
 def cards_dir() -> Path:
-    return sub_dir("cards")
+    return private_dir(sub_dir("cards"))
 
 
 def save_profile(profile: CardProfile, home: Path | None = None) -> Path:
@@ -74,8 +80,13 @@ class CardState:
     def __getitem__(self, key: str) -> int:
         return self.values[key]
 
-    def set(self, **values: int) -> None:
-        """Update and persist (atomic replace) before the card answers."""
+    def set(self, durable: bool = True, **values: int) -> None:
+        """Update and persist (atomic replace) before the card answers.
+
+        ``durable=False`` skips the fsync: the write survives the card process dying (the
+        replace is atomic) but not the host losing power. For a counter whose loss fails
+        closed (an ATC going back makes the issuer refuse the card's next cryptograms as
+        replays) that is enough; money (a purse balance) stays durable."""
         self.values.update(values)
         if self.path is not None:
-            _write_private(self.path, json.dumps(self.values))
+            _write_private(self.path, json.dumps(self.values), durable=durable)

@@ -14,8 +14,10 @@ import signal
 import subprocess
 import sys
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
+from cardbus.cardprofile import CardProfile
 from cardbus.errors import CardError, ConfigError
 from cardbus.paths import sub_dir
 from cardbus.processes import child_env
@@ -88,6 +90,29 @@ def remove(reader: int) -> str | None:
         time.sleep(0.02)
     _pid_file(reader).unlink(missing_ok=True)
     return str(info["card_id"])
+
+
+def serve_commands(conn: Connection, profile_json: str, home: str, port: int) -> None:
+    """A card process driven over a pipe (``insert``, ``remove``, ``stop``), for benchmarks
+    that tap one card many times: the card answers from its own process, as a card inserted
+    with ``cardbus cards insert`` does, not from threads of the process it measures."""
+    applet = applet_for(CardProfile.model_validate_json(profile_json), Path(home))
+    card = VirtualCard(applet, port)
+    while True:
+        command = conn.recv()
+        try:
+            if command == "insert":
+                card.insert()
+            elif command == "remove":
+                card.remove()
+            else:
+                card.remove()
+                conn.send("ok")
+                return
+        except OSError as exc:
+            conn.send(f"{command} failed: {exc}")
+            continue
+        conn.send("ok")
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,11 @@
 """The reader agent: card taps -> card dialogue -> CardTapped / PaymentRequested on Kafka.
 
-Blocking PC/SC work (the watcher thread, the dialogue) stays off the asyncio loop
-(``asyncio.to_thread``). The terminal's key module (``reader_agent.terminal.Terminal``: its
+Blocking PC/SC work (the watcher thread, the dialogue) stays off the asyncio loop: the
+dialogue runs in a daemon thread held to the card limits (``reader_agent.pcsc.CardLimits``: GET
+RESPONSE and re-issue rounds, bytes, the step deadline), and the agent stops waiting for a card
+that goes mute mid-APDU (``reader_agent.cardthread``). Whatever a card does ends in a
+``TapOutcome`` with ``error`` set ("card not accepted: <error>"), never in an exception. The
+terminal's key module (``reader_agent.terminal.Terminal``: its
 ``TerminalHsm`` and the providers' card-authentication keys) checks the card and seals the
 events (``reader_agent.requests.tap_events``); a ``Bus`` (``TerminalSession`` in production)
 publishes them and returns the future of the platform's answer. When the answer comes, the
@@ -13,6 +17,7 @@ a complete, verified ``EmvTap``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import threading
 import time
@@ -24,8 +29,9 @@ from typing import Protocol
 from cardbus.emv.data import currency_numeric
 from cardbus.errors import CardBusError, CardError, PcscError
 from cardbus.logs import bind_correlation, get_logger
+from reader_agent.cardthread import MUTE_GRACE_S, in_card_thread, step_timeout
 from reader_agent.dialogue import Checkout, EmvTap, complete_payment, run_payment
-from reader_agent.pcsc import CardLink, Context
+from reader_agent.pcsc import DEFAULT_LIMITS, CardLimits, CardLink, Context
 from reader_agent.requests import Sale
 from reader_agent.terminal import Terminal
 from schemas.base import Event, Money, new_event_id
@@ -84,7 +90,11 @@ class TapOutcome:
     request: PaymentRequested | None = None
     answer: asyncio.Future[Event] | None = field(default=None, repr=False)
     error: str | None = None
+    """Why the card was not accepted, written to follow "card not accepted: "."""
+    error_code: str | None = None
     connected_at: float = 0.0
+    read_at: float = 0.0
+    """When the card dialogue ended (the ARQC read), between ``connected_at`` and ``acked_at``."""
     acked_at: float = 0.0
 
 
@@ -92,13 +102,16 @@ class ReaderAgent:
     """Runs the dialogue for each card and publishes the events."""
 
     def __init__(self, terminal: Terminal, bus: Bus, *, aids: Mapping[str, str],
-                 pin_source: PinSource | None = None) -> None:
+                 pin_source: PinSource | None = None,
+                 limits: CardLimits = DEFAULT_LIMITS) -> None:
         self.terminal = terminal
         self.bus = bus
         self.aids = dict(aids)
         self.pin_source = pin_source or interactive_pin
+        self.limits = limits
         self.armed: Armed | None = None
-        self._local = threading.local()  # one PC/SC context per thread: not thread-safe
+        self._free: list[Context] = []  # PC/SC contexts not in use (one per dialogue at a time)
+        self._free_lock = threading.Lock()
         self.open_links: dict[str, tuple[CardLink, EmvTap]] = {}
 
     def arm(self, amount: int, currency: str, merchant: Merchant | None = None,
@@ -107,22 +120,43 @@ class ReaderAgent:
         currency_numeric(currency)
         self.armed = Armed(amount, currency, merchant or self.terminal.merchant, purpose)
 
-    def _context(self) -> Context:
-        ctx: Context | None = getattr(self._local, "ctx", None)
-        if ctx is None:
-            ctx = self._local.ctx = Context()
-        return ctx
+    def _take_context(self) -> Context:
+        with self._free_lock:
+            if self._free:
+                return self._free.pop()
+        return Context()
 
-    def _dialogue(self, reader: str, checkout: Checkout) -> tuple[CardLink, EmvTap, float]:
+    def _give_context(self, ctx: Context) -> None:
+        with self._free_lock:
+            self._free.append(ctx)
+
+    def _dialogue(self, reader: str, checkout: Checkout
+                  ) -> tuple[CardLink, EmvTap, float, float]:
+        ctx = self._take_context()
         try:
-            link = self._context().connect(reader)
-        except PcscError:
-            self._local.ctx = None  # pcscd restarted: a fresh context
-            link = self._context().connect(reader)
-        t0 = time.monotonic()
+            try:
+                link = ctx.connect(reader, self.limits)
+            except PcscError:
+                ctx = Context()  # pcscd restarted: a fresh context (the old one is dead)
+                link = ctx.connect(reader, self.limits)
+            t0 = time.monotonic()
+            tap = self._run_payment(link, reader, checkout)
+            return link, tap, t0, time.monotonic()
+        finally:
+            self._give_context(ctx)  # never reached while a mute card holds the dialogue
+
+    def _run_payment(self, link: CardLink, reader: str, checkout: Checkout) -> EmvTap:
         try:
-            return link, run_payment(link, self.aids, checkout,
-                                     self.terminal.card_auth_public), t0
+            return run_payment(link, self.aids, checkout, self.terminal.card_auth_public)
+        except CardBusError:
+            link.disconnect()
+            raise
+        except Exception as exc:
+            # Card bytes that reach a defect of the dialogue are still a card not accepted:
+            # said as one, logged as the defect it is.
+            link.disconnect()
+            log.error("card dialogue defect", reader=reader, error=repr(exc), exc_info=True)
+            raise CardError(f"card answer not understood ({type(exc).__name__})") from exc
         except BaseException:
             link.disconnect()
             raise
@@ -141,10 +175,13 @@ class ReaderAgent:
         checkout = Checkout(amount=armed.amount if armed else 0,
                             currency_numeric=currency_numeric(currency))
         try:
-            link, tap, out.connected_at = await asyncio.to_thread(self._dialogue, reader,
-                                                                  checkout)
+            link, tap, out.connected_at, out.read_at = await in_card_thread(
+                lambda: self._dialogue(reader, checkout),
+                timeout=step_timeout(self.limits),
+                dispose=lambda late: late[0].disconnect(), name=f"dialogue {reader}")
         except CardBusError as exc:
-            out.error = f"{exc.code}: {exc}"
+            out.error = str(exc) if isinstance(exc, CardError) else f"{exc.code}: {exc}"
+            out.error_code = exc.code
             log.warning("card dialogue failed", reader=reader, error=str(exc), code=exc.code)
             if armed is not None and self.armed is None:
                 self.armed = armed
@@ -161,22 +198,30 @@ class ReaderAgent:
                 tap, reader=reader, atr=atr.hex().upper() or "3B00", now=datetime.now(UTC),
                 sale=sale, payment_id=payment_id)
             try:
-                await self.bus.publish_tap(out.tapped)
+                if out.request is None:
+                    await self.bus.publish_tap(out.tapped)
+                else:  # both events in one broker round trip (the publisher groups them)
+                    self.open_links[payment_id] = (link, tap)
+                    _, out.answer = await asyncio.gather(self.bus.publish_tap(out.tapped),
+                                                         self.bus.request(out.request))
                 log.info("card tapped", provider=tap.provider, masked_pan=tap.masked_pan,
                          atc=tap.atc)
                 if out.request is not None:
-                    self.open_links[payment_id] = (link, tap)
-                    out.answer = await self.bus.request(out.request)
                     log.info("payment requested", amount=armed.amount if armed else 0,
                              currency=currency)
             except BaseException:
                 self.open_links.pop(payment_id, None)
-                await asyncio.to_thread(link.disconnect)
+                await self._close(link)
                 raise
             if out.request is None:
-                await asyncio.to_thread(link.disconnect)
+                await self._close(link)
         out.acked_at = time.monotonic()
         return out
+
+    async def _close(self, link: CardLink) -> None:
+        """Disconnect off the loop (a link whose card went mute is left to its thread)."""
+        with contextlib.suppress(CardError):
+            await in_card_thread(link.disconnect, timeout=MUTE_GRACE_S, name="disconnect")
 
     async def complete(self, done: PaymentCompleted) -> str:
         """The platform's answer: second GENERATE AC (ARC = the response code) if the card is
@@ -188,9 +233,10 @@ class ReaderAgent:
         try:
             if done.arpc is None:
                 return "approved (no ARPC)" if done.approved else "declined"
-            arc = done.response_code.encode("ascii")
-            result = await asyncio.to_thread(complete_payment, link, tap, arc,
-                                             bytes.fromhex(done.arpc))
+            arc, arpc = done.response_code.encode("ascii"), bytes.fromhex(done.arpc)
+            result = await in_card_thread(lambda: complete_payment(link, tap, arc, arpc),
+                                          timeout=step_timeout(self.limits),
+                                          name="second generate AC")
             if result.cid == 0x40:
                 return "approved, card accepted (TC)"
             return "card closed the payment (AAC)" + (
@@ -200,10 +246,10 @@ class ReaderAgent:
             log.info("card left before the issuer's answer", error=str(exc))
             return "card removed before completion"
         finally:
-            await asyncio.to_thread(link.disconnect)
+            await self._close(link)
 
     async def release(self, payment_id: str) -> None:
         """Forget an open payment without completing it (timeout, shutdown)."""
         entry = self.open_links.pop(payment_id, None)
         if entry is not None:
-            await asyncio.to_thread(entry[0].disconnect)
+            await self._close(entry[0])

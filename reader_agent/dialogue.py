@@ -3,7 +3,9 @@
 Works over anything with ``transmit(apdu) -> (data, sw)``: a PC/SC ``CardLink`` (real pcscd,
 virtual or real cards) or an ``AppletLink`` (an applet in process, for load generators).
 Every step checks its status word; a bad one, a malformed answer or a vanished card raises
-``CardError`` naming the step. Nothing here talks to Kafka.
+``CardError`` naming the step. Each public function is one card step: it calls ``link.begin()``
+first, so a PC/SC link holds it to its deadline and byte budget (``reader_agent.pcsc``).
+Nothing here talks to Kafka.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from cardbus.errors import CardError
 
 
 class Link(Protocol):
+    def begin(self) -> None: ...
+
     def transmit(self, apdu: bytes) -> tuple[bytes, int]: ...
 
 
@@ -39,6 +43,9 @@ class AppletLink:
     def __init__(self, applet: Applet) -> None:
         self.applet = applet
         applet.power_on()
+
+    def begin(self) -> None:
+        """A card step starts (an in-process applet has no deadline to keep)."""
 
     def transmit(self, apdu: bytes) -> tuple[bytes, int]:
         resp = self.applet.process(apdu)
@@ -61,6 +68,21 @@ def _call(link: Link, step: str, command: bytes) -> bytes:
         raise CardError(f"{step}: {exc}") from None
     if sw != 0x9000:
         raise CardError(f"{step}: card answered status {sw:04X}")
+    return data
+
+
+MAX_COMMAND_DATA = 252
+"""Data a terminal puts in one short command built from the card's data object lists (Lc is
+one byte; GET PROCESSING OPTIONS wraps its data in a two-byte tag 83)."""
+
+
+def _dol_data(step: str, items: list[tuple[str, int]], values: Mapping[str, bytes]) -> bytes:
+    """A DOL filled with ``values``; a card whose DOL asks for more than a command holds is
+    refused."""
+    data = fill_dol(items, dict(values))
+    if len(data) > MAX_COMMAND_DATA:
+        raise CardError(f"{step}: the card's data object list asks for {len(data)} bytes "
+                        f"(at most {MAX_COMMAND_DATA})")
     return data
 
 
@@ -156,6 +178,7 @@ def run_payment(link: Link, aids: Mapping[str, str], checkout: Checkout,
     ``card_auth_key(provider)`` returns the provider's card-authentication public key (from
     the terminal key store); the card's certificate and its signature over ``un`` must verify.
     """
+    link.begin()
     aid, provider, fci = select_application(link, aids)
     pdol = dol(_tags("select AID", fci, "9F38")["9F38"])
     un = un or secrets.token_bytes(4)
@@ -170,7 +193,7 @@ def run_payment(link: Link, aids: Mapping[str, str], checkout: Checkout,
         "9C": bytes([checkout.transaction_type]),
         "9F37": un,
     }
-    pdol_data = fill_dol(pdol, values)
+    pdol_data = _dol_data("get processing options", pdol, values)
     gpo = _call(link, "get processing options",
                 apdu(0x80, 0xA8, 0x00, 0x00, bytes([0x83, len(pdol_data)]) + pdol_data))
     gpo_tags = _tags("get processing options", gpo, "82", "94")
@@ -203,7 +226,7 @@ def run_payment(link: Link, aids: Mapping[str, str], checkout: Checkout,
     auth_atc = int.from_bytes(auth["9F36"], "big")
     cardcrypto.verify_card(cert, card_auth_key(provider), un, auth_atc, auth["9F4B"], pan,
                            checkout.when.date())
-    cdol1_data = fill_dol(dol(records["8C"]), values)
+    cdol1_data = _dol_data("generate AC", dol(records["8C"]), values)
     ac = _tags("generate AC", _call(link, "generate AC",
                                     apdu(0x80, 0xAE, CID_ARQC, 0x00, cdol1_data)),
                "9F27", "9F36", "9F26", "9F10")
@@ -228,8 +251,9 @@ class Completion:
 
 def complete_payment(link: Link, tap: EmvTap, arc: bytes, arpc: bytes) -> Completion:
     """Second GENERATE AC with the issuer's ARC and ARPC."""
+    link.begin()
     values = {"8A": arc, "91": arpc + arc, "95": bytes(5), "9F37": tap.unpredictable_number}
-    data = fill_dol(tap.cdol2, values)
+    data = _dol_data("second generate AC", tap.cdol2, values)
     p1 = 0x40 if arc == b"00" else 0x00
     tags = _tags("second generate AC", _call(link, "second generate AC",
                                              apdu(0x80, 0xAE, p1, 0x00, data)),
@@ -260,6 +284,7 @@ class LoadInit:
 
 
 def read_purse(link: Link, aid: str) -> PurseTap:
+    link.begin()
     fci = _call(link, "select purse", apdu(0x00, 0xA4, 0x04, 0x00, bytes.fromhex(aid)))
     tags = find(fci)
     number = tags.get("9F0C", b"").decode(errors="replace")
@@ -275,6 +300,7 @@ def read_purse(link: Link, aid: str) -> PurseTap:
 
 def init_load(link: Link, amount: int, terminal_id: str) -> LoadInit:
     """INITIALIZE FOR LOAD: the card's MAC1 over balance, amount, terminal."""
+    link.begin()
     data = _call(link, "initialize for load",
                  apdu(0x80, 0x50, 0x00, 0x02,
                       b"\x01" + amount.to_bytes(4, "big") + terminal_id.encode("ascii"),
@@ -288,6 +314,7 @@ def init_load(link: Link, amount: int, terminal_id: str) -> LoadInit:
 
 def credit_load(link: Link, when: datetime, mac2: bytes) -> bytes:
     """CREDIT FOR LOAD (the operator's time of the load, its MAC2) -> the TAC."""
+    link.begin()
     date_time = card_time(when)
     data = _call(link, "credit for load",
                  apdu(0x80, 0x52, 0x00, 0x00, bytes.fromhex(date_time) + mac2, le=4))

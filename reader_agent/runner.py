@@ -10,7 +10,7 @@ from typing import Any
 
 from cardbus import vault
 from cardbus.emv.data import currency_numeric
-from cardbus.errors import ConfigError
+from cardbus.errors import CardError, ConfigError
 from cardbus.logs import get_logger
 from reader_agent.agent import (
     ReaderAgent,
@@ -18,6 +18,7 @@ from reader_agent.agent import (
     interactive_pin,
     scripted_pins,
 )
+from reader_agent.cardthread import in_card_thread, step_timeout
 from reader_agent.outcome import await_outcome
 from reader_agent.session import TerminalSession
 from reader_agent.terminal import Terminal
@@ -69,7 +70,8 @@ async def enroll(terminal_id: str, bootstrap: str | None, *, timeout: float = 60
     return terminal
 
 
-def _show(out: TapOutcome) -> str:
+def show_outcome(out: TapOutcome) -> str:
+    """One line for a tap, as `cardbus reader` prints it."""
     if out.error:
         return f"[{out.reader}] card not accepted: {out.error}"
     if out.request is not None and out.tap is not None:
@@ -96,7 +98,7 @@ async def run_reader(*, terminal_id: str | None, amount: int | None, currency: s
 
         async def tap(reader: str, atr: bytes) -> None:
             out = await agent.handle_card(reader, atr)
-            print(_show(out), flush=True)
+            print(show_outcome(out), flush=True)
             if out.answer is not None and out.request is not None:
                 result = await await_outcome(session, out.request, out.answer,
                                              deadline=result_timeout)
@@ -172,14 +174,17 @@ async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_rea
     applied = AppliedLoads(terminal.store.path.parent / "applied-loads.json"
                            if terminal.store is not None else None)
     async with TerminalSession(terminal, resolve_bootstrap(bootstrap)) as session:
-        tap, link = await asyncio.to_thread(bank_tap)
+        tap, link = await in_card_thread(bank_tap, timeout=step_timeout(extra=10),
+                                         dispose=lambda late: late[1].disconnect(),
+                                         name="bank card")
         try:
             the_pin = pin if pin is not None else await asyncio.to_thread(interactive_pin,
                                                                          tap.masked_pan)
             return await topup(session, tap, money, target, pin=the_pin, applied=applied,
                                bank_link=link, timeout=timeout)
         finally:
-            await asyncio.to_thread(link.disconnect)
+            with contextlib.suppress(CardError):
+                await in_card_thread(link.disconnect, timeout=step_timeout(), name="disconnect")
 
 
 async def pay_on_reader(session: TerminalSession, reader: int, amount: int, *, pin: str,
@@ -195,8 +200,10 @@ async def pay_on_reader(session: TerminalSession, reader: int, amount: int, *, p
                         pin_source=scripted_pins(pin))
     agent.arm(amount, currency)
     out = await agent.handle_card(reader_for(reader).name, b"")
-    if out.error or out.answer is None or out.request is None:
-        return None, f"card: {out.error or 'no payment request'}"
+    if out.error:
+        return None, f"card not accepted: {out.error}"
+    if out.answer is None or out.request is None:
+        return None, "no payment request"
     done = await await_outcome(session, out.request, out.answer, deadline=timeout)
     if done is None:
         await agent.release(out.request.correlation_id)

@@ -16,6 +16,7 @@ optionally in a file) and repeats are ignored; the card's load counter refuses a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from cardbus.crypto.transit import probe_terminal_id
 from cardbus.errors import CardError
 from cardbus.logs import bind_correlation, get_logger
+from reader_agent.cardthread import in_card_thread, step_timeout
 from reader_agent.dialogue import (
     EmvTap,
     Link,
@@ -52,6 +54,9 @@ from schemas.transit import (
 )
 
 log = get_logger("reader_agent.topup")
+
+OPEN_WAIT_S = 10.0
+"""How long ``TransitTarget.open_link`` may wait for the transit card to be presented."""
 
 Outcome = Literal["loaded", "declined", "refused", "aborted", "timeout", "unconfirmed"]
 
@@ -157,8 +162,8 @@ async def pay_for_topup(bus: LoadBus, tap: EmvTap, amount: Money, *, pin: str | 
     tapped, req = term.events(tap, reader=reader, atr="3B00", now=_now(),
                               sale=Sale(amount, term.merchant, pin, "transit_load"))
     assert req is not None
-    await bus.publish_tap(tapped)
-    done = await await_outcome(bus, req, await bus.request(req), deadline=timeout)
+    _, fut = await asyncio.gather(bus.publish_tap(tapped), bus.request(req))
+    done = await await_outcome(bus, req, fut, deadline=timeout)
     if done is None:
         return None
     if not isinstance(done, PaymentCompleted):
@@ -169,8 +174,9 @@ async def pay_for_topup(bus: LoadBus, tap: EmvTap, amount: Money, *, pin: str | 
     assert isinstance(done, PaymentCompleted)
     if bank_link is not None and done.arpc:
         try:
-            await asyncio.to_thread(complete_payment, bank_link, tap,
-                                    done.response_code.encode("ascii"), bytes.fromhex(done.arpc))
+            arc, arpc = done.response_code.encode("ascii"), bytes.fromhex(done.arpc)
+            await in_card_thread(lambda: complete_payment(bank_link, tap, arc, arpc),
+                                 timeout=step_timeout(), name="second generate AC")
         except CardError as exc:
             log.info("bank card left before the ARPC", error=str(exc))
     return done
@@ -199,16 +205,19 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
     term, pid = bus.terminal, payment.correlation_id
     res = TopupResult("aborted", "", payment=payment)
     try:
-        link = await asyncio.to_thread(target.open_link)
+        link = await in_card_thread(target.open_link, timeout=step_timeout(extra=OPEN_WAIT_S),
+                                    dispose=target.close_link, name="open purse")
     except CardError as exc:
         res.reason = (f"transit card not readable ({exc}); the platform reverses the payment "
                       "when no load arrives")
         return res
     try:
         try:
-            purse: PurseTap = await asyncio.to_thread(read_purse, link, target.aid)
-            init: LoadInit = await asyncio.to_thread(init_load, link, amount.amount,
-                                                     term.terminal_id)
+            purse: PurseTap = await in_card_thread(lambda: read_purse(link, target.aid),
+                                                   timeout=step_timeout(), name="read purse")
+            init: LoadInit = await in_card_thread(
+                lambda: init_load(link, amount.amount, term.terminal_id),
+                timeout=step_timeout(), name="initialize for load")
         except CardError as exc:
             res.reason = (f"transit card: {exc}; the platform reverses the payment when no "
                           "load arrives")
@@ -249,12 +258,13 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
         tac: bytes | None = None
         if why is None:
             try:
-                tac = await asyncio.to_thread(credit_load, link, answer.date_time,
-                                              bytes.fromhex(answer.mac2))
+                mac2 = bytes.fromhex(answer.mac2)
+                tac = await in_card_thread(lambda: credit_load(link, answer.date_time, mac2),
+                                           timeout=step_timeout(), name="credit for load")
             except CardError as exc:
                 why = f"card did not take the load: {exc}"
         if tac is None:
-            evidence = await asyncio.to_thread(probe_purse, link, target.aid, answer, amount)
+            evidence = await _probe(link, target.aid, answer, amount)
             res.aborted = term.hsm.mac_event(TransitLoadAborted(
                 **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
                 operator_id=target.operator_id, request_event_id=req.event_id,
@@ -296,7 +306,20 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
             res.outcome = "aborted"
         return res
     finally:
-        await asyncio.to_thread(target.close_link, link)
+        with contextlib.suppress(CardError):
+            await in_card_thread(lambda: target.close_link(link), timeout=step_timeout(),
+                                 name="close purse")
+
+
+async def _probe(link: Link, aid: str, auth: TransitLoadAuthorized, amount: Money
+                 ) -> PurseProbe | None:
+    """``probe_purse`` within a card step's deadline (a mute card is no evidence)."""
+    try:
+        return await in_card_thread(lambda: probe_purse(link, aid, auth, amount),
+                                    timeout=step_timeout(), name="probe purse")
+    except CardError as exc:
+        log.info("no card evidence for the aborted load", error=str(exc))
+        return None
 
 
 def probe_purse(link: Link, aid: str, auth: TransitLoadAuthorized, amount: Money

@@ -17,35 +17,38 @@ def parse(data: bytes) -> list[tuple[str, bytes]]:
 
 
 CONSTRUCTED = {"6F", "A5", "BF0C", "61", "70", "77", "E1"}
+MAX_DEPTH = 8
+"""Nesting a terminal follows (EMV answers nest 4 deep at most): a card nesting templates
+without end is refused, never followed into a RecursionError."""
+
+
+def _walk(data: bytes) -> list[tuple[str, bytes]]:
+    """Every (TAG, value) in nested TLVs, depth first, in order."""
+    out: list[tuple[str, bytes]] = []
+
+    def walk(chunk: bytes, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise CardError(f"TLV nested more than {MAX_DEPTH} deep")
+        for tag, value in parse(chunk):
+            out.append((tag, value))
+            if tag in CONSTRUCTED:
+                walk(value, depth + 1)
+
+    walk(data, 0)
+    return out
 
 
 def find(data: bytes) -> dict[str, bytes]:
     """Decode nested TLVs into a flat {TAG: value} map (first occurrence wins)."""
     found: dict[str, bytes] = {}
-
-    def walk(chunk: bytes) -> None:
-        for tag, value in parse(chunk):
-            found.setdefault(tag, value)
-            if tag in CONSTRUCTED:
-                walk(value)
-
-    walk(data)
+    for tag, value in _walk(data):
+        found.setdefault(tag, value)
     return found
 
 
 def find_all(data: bytes, tag: str) -> list[bytes]:
     """Every value with ``tag`` anywhere in nested TLVs (PPSE lists several 61 entries)."""
-    hits: list[bytes] = []
-
-    def walk(chunk: bytes) -> None:
-        for t, value in parse(chunk):
-            if t == tag:
-                hits.append(value)
-            if t in CONSTRUCTED:
-                walk(value)
-
-    walk(data)
-    return hits
+    return [value for t, value in _walk(data) if t == tag]
 
 
 def dol(data: bytes) -> list[tuple[str, int]]:

@@ -17,11 +17,14 @@ def register(sub: Any) -> None:
                    help=f"number of virtual readers (default {DEFAULT_READERS})")
     p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
     p.add_argument("--debug", action="store_true", help="pcscd --debug --apdu into its log")
+    p.add_argument("--listen-all", action="store_true",
+                   help="let cards connect to the vpcd ports from other hosts (default: "
+                        "127.0.0.1 only)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    pcscd = Pcscd(args.readers, args.base_port)
+    pcscd = Pcscd(args.readers, args.base_port, listen_all=args.listen_all)
     if args.action == "start":
         pid = pcscd.start(debug=args.debug)
         print(f"pcscd running (pid {pid}); readers:")

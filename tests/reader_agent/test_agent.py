@@ -18,8 +18,9 @@ from cardbus.crypto.keystore import memory_keystore
 from cardbus.crypto.pan import PanCipher
 from cards.hostile import HostileApplet
 from reader_agent.agent import Armed, ReaderAgent, scripted_pins
-from reader_agent.pcsc import Context, wait_present
+from reader_agent.pcsc import CardLimits, Context, wait_present
 from reader_agent.publisher import Publisher
+from reader_agent.runner import show_outcome
 from reader_agent.watcher import ReaderWatcher
 from schemas.base import contains_clear_pan
 from schemas.cards import CardTapped
@@ -113,9 +114,48 @@ async def test_hostile_card_makes_no_payment_request(pcscd, make_card, agent_set
     armed = Armed(100, "CNY", agent.terminal.merchant)
     agent.armed = armed
     out = await agent.handle_card(pcscd[2].name, b"")
-    assert out.error and out.error.startswith("card:") and out.request is None
+    assert out.error and out.error_code == "card" and out.request is None
     assert agent.armed == armed  # the checkout waits for a good card
     assert await _read_all(bootstrap, bus.requests_topic, 0, timeout=1) == []
+
+
+@pytest.mark.parametrize(("mode", "reason"), [
+    ("more_data", "select PPSE: card still announced more data (61xx) after 32 GET RESPONSE "
+                  "commands"),
+    ("wrong_length", "select PPSE: card still asked for another length (6Cxx) after 1 "
+                     "re-issue"),
+    ("huge", "select PPSE: card sent more than the 32768 bytes a card step may receive"),
+])
+async def test_card_that_never_stops_is_not_accepted(pcscd, make_card, agent_setup, mode,
+                                                     reason):
+    """``cardbus reader``'s path: the agent refuses the card with one reason, raises nothing,
+    publishes nothing, and keeps the checkout for the next card."""
+    agent, _platform, bus, bootstrap = agent_setup
+    make_card("bank-a", pcscd[2], applet=HostileApplet(mode))
+    await asyncio.to_thread(wait_present, Context(), pcscd[2].name)
+    armed = Armed(100, "CNY", agent.terminal.merchant)
+    agent.armed = armed
+    out = await asyncio.wait_for(agent.handle_card(pcscd[2].name, b""), 60)
+    assert out.error == reason and out.request is None and out.tapped is None
+    assert show_outcome(out) == f"[{pcscd[2].name}] card not accepted: {reason}"
+    assert agent.armed == armed
+    assert await _read_all(bootstrap, bus.taps_topic, 0, timeout=1) == []
+
+
+async def test_card_gone_mute_mid_command_is_not_accepted(pcscd, make_card, agent_setup):
+    """A card that stops answering inside a command holds pcscd's transmit; the agent stops
+    waiting one grace second after the step deadline and says so."""
+    agent, _platform, _bus, _bootstrap = agent_setup
+    agent.limits = CardLimits(deadline_s=0.5)
+    card = HostileApplet("mute")
+    make_card("bank-a", pcscd[3], applet=card)
+    await asyncio.to_thread(wait_present, Context(), pcscd[3].name)
+    try:
+        out = await asyncio.wait_for(agent.handle_card(pcscd[3].name, b""), 30)
+    finally:
+        card.release()  # the held command ends; the abandoned dialogue closes its link
+    assert out.error == "card did not answer within 1.5 s" and out.request is None
+    assert card.commands == 1
 
 
 def test_watcher_survives_pcscd_restart(pcscd_daemon, pcscd, make_card):

@@ -22,7 +22,7 @@ from reader_agent.dialogue import (
     read_purse,
     run_payment,
 )
-from reader_agent.pcsc import Context, wait_present
+from reader_agent.pcsc import CardLimits, Context, wait_present
 from tests.reader_agent.conftest import aids, card_auth_public, imk, issue
 
 pytestmark = pytest.mark.pcsc
@@ -172,8 +172,39 @@ def test_card_removed_mid_dialogue(pcscd, make_card, issuers, card_home):
     ("garbage", "malformed|lacks|no supported"),
     ("error", "status 6F00"),
     ("no_aid", "no supported application"),
+    ("more_data", r"^select PPSE: card still announced more data \(61xx\) after 32 GET "
+                  "RESPONSE commands$"),
+    ("wrong_length", r"^select PPSE: card still asked for another length \(6Cxx\) after 1 "
+                     "re-issue$"),
+    ("huge", r"^select PPSE: card sent more than the 32768 bytes a card step may receive$"),
+    ("nested", r"^select PPSE: malformed answer \(TLV nested more than 8 deep\)$"),
 ])
 def test_hostile_card_gives_clear_card_error(pcscd, make_card, issuers, mode, message):
-    make_card("bank-a", pcscd[2], applet=HostileApplet(mode))
+    card = HostileApplet(mode)
+    make_card("bank-a", pcscd[2], applet=card)
     with pytest.raises(CardError, match=message):
         _pay(Context(), pcscd[2].name, card_auth_public(issuers["bank-a"]))
+    if mode == "more_data":  # the SELECT, then exactly the bounded GET RESPONSE rounds
+        assert card.commands == 1 + 32
+    if mode == "wrong_length":  # the SELECT and one re-issue with the card's Le
+        assert card.commands == 2
+
+
+def test_card_step_deadline_refuses_a_card_too_slow_to_finish(pcscd, make_card, issuers,
+                                                             card_home):
+    """Each answer comes (0.2 s apiece), but the dialogue's eight commands outlast a 0.5 s
+    step deadline: refused between two commands, naming the deadline."""
+    inner = applet_for(issue("bank-a", issuers["bank-a"]), card_home)
+    card = HostileApplet("slow", inner, delay=0.2)
+    make_card("bank-a", pcscd[3], applet=card)
+    ctx = Context()
+    wait_present(ctx, pcscd[3].name)
+    link = ctx.connect(pcscd[3].name, CardLimits(deadline_s=0.5))
+    try:
+        with pytest.raises(CardError, match=r"card took longer than the 0.5 s a card step may "
+                                            "take$"):
+            run_payment(link, aids(), Checkout(amount=100),
+                        lambda _p: card_auth_public(issuers["bank-a"]))
+    finally:
+        link.disconnect()
+    assert 1 <= card.commands < 8  # stopped part way, not at the end

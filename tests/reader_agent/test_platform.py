@@ -106,8 +106,7 @@ async def _log_says(system: Any, worker: str, *needles: str, timeout: float = 12
 
 async def _ready(system: Any, provider: str) -> None:
     """``provider``'s worker is running and the platform routes to it."""
-    if provider not in system.workers:
-        system.start_provider(provider)
+    system.start_provider(provider)  # unless it runs already
     await _log_says(system, provider, "Worker ready")
     await _log_says(system, "platform", f'"provider": "{provider}"', "provider keys stored")
 

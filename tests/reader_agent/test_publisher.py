@@ -141,3 +141,31 @@ async def test_events_survive_a_two_second_broker_outage_without_loss_or_duplica
     finally:
         await consumer.stop()
     assert got == [ev.event_id for ev in events]  # all, once each, in order
+
+
+async def test_sends_made_together_travel_together(kafka_bootstrap: str) -> None:
+    """Two concurrent sends (a tap and its payment request) are both handed to the producer
+    before either acknowledgement is awaited: one broker round trip, not two in a row."""
+    pub = Publisher(kafka_bootstrap, client_id="group-test")
+    await pub.start()
+    topics = [f"test.group.{uuid.uuid4().hex[:8]}.{n}" for n in range(2)]
+    seen: list[str] = []
+    real_send = pub.producer.send
+
+    async def send(topic: str, value: bytes, key: bytes) -> asyncio.Future[object]:
+        ack = await real_send(topic, value, key=key)
+        seen.append(f"handed {topic[-1]}")
+        ack.add_done_callback(lambda _f: seen.append(f"acked {topic[-1]}"))
+        return ack
+
+    try:
+        await pub.send(topics[0], b"T", _event(0))  # topic metadata known, connection open
+        await pub.send(topics[1], b"T", _event(1))
+        seen.clear()
+        pub.producer.send = send  # type: ignore[method-assign]
+        await asyncio.gather(pub.send(topics[0], b"T", _event(2)),
+                             pub.send(topics[1], b"T", _event(3)))
+    finally:
+        await pub.stop()
+    assert seen[:2] == ["handed 0", "handed 1"] and sorted(seen[2:]) == ["acked 0", "acked 1"]
+    assert not pub.outbox and pub.sent == 4
