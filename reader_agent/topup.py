@@ -213,11 +213,7 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
         return res
     try:
         try:
-            purse: PurseTap = await in_card_thread(lambda: read_purse(link, target.aid),
-                                                   timeout=step_timeout(), name="read purse")
-            init: LoadInit = await in_card_thread(
-                lambda: init_load(link, amount.amount, term.terminal_id),
-                timeout=step_timeout(), name="initialize for load")
+            purse, init = await _initialize(link, target.aid, amount, term.terminal_id)
         except CardError as exc:
             res.reason = (f"transit card: {exc}; the platform reverses the payment when no "
                           "load arrives")
@@ -263,52 +259,91 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
                                            timeout=step_timeout(), name="credit for load")
             except CardError as exc:
                 why = f"card did not take the load: {exc}"
+        load = _Load(bus, pid, funding_pan_token, target, purse.card_token, req)
         if tac is None:
             evidence = await _probe(link, target.aid, answer, amount)
-            res.aborted = term.hsm.mac_event(TransitLoadAborted(
-                **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
-                operator_id=target.operator_id, request_event_id=req.event_id,
-                funding_pan_token=funding_pan_token, card_token=purse.card_token,
-                reason=why or "unknown", evidence=evidence))
-            await bus.publish_load(res.aborted, funding_pan_token)
-            log.warning("transit load aborted", reason=why, evidence=evidence is not None)
+            res.aborted = await load.abort(why or "unknown", evidence)
             res.reason = (f"{why}; payment reversed once the operator checks the card's "
                           "evidence" if evidence is not None else
                           f"{why}; the card could not show it was not loaded: the top-up "
                           "goes to reconciliation")
         else:
             applied.add(req.event_id)  # before telling anyone: never credit twice
-            res.applied = term.hsm.mac_event(TransitLoadApplied(
-                **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
-                operator_id=target.operator_id, request_event_id=req.event_id,
-                funding_pan_token=funding_pan_token, card_token=purse.card_token,
-                amount=amount, new_balance=answer.new_balance, load_counter=init.online_seq,
-                tac=tac.hex().upper()))
+            res.applied = await load.applied(answer, init, tac)
             res.balance_after = answer.new_balance
-            await bus.publish_load(res.applied, funding_pan_token)
-            log.info("transit load applied", new_balance=answer.new_balance)
         conf = await _next(bus, pid, (TransitLoadConfirmed,), timeout, ours)
-        if conf is None:
-            res.outcome = "unconfirmed" if tac is not None else "aborted"
-            res.reason = res.reason or "load applied; operator confirmation not received yet"
-            return res
-        assert isinstance(conf, TransitLoadConfirmed)
-        res.confirmed = conf
-        if tac is not None and conf.confirmed:
-            res.outcome, res.reason = "loaded", f"loaded {amount.amount}, confirmed"
-            res.balance_after = conf.balance
-        elif tac is not None:
-            res.outcome, res.reason = "unconfirmed", conf.reason or "operator did not confirm"
-        elif conf.outcome == "unresolved":
-            res.outcome = "unconfirmed"
-            res.reason = f"load not proven aborted ({conf.reason}): reconciliation"
-        else:
-            res.outcome = "aborted"
-        return res
+        return _concluded(res, conf, loaded=tac is not None, amount=amount)
     finally:
         with contextlib.suppress(CardError):
             await in_card_thread(lambda: target.close_link(link), timeout=step_timeout(),
                                  name="close purse")
+
+
+@dataclass
+class _Load:
+    """One load's identity, for the events the terminal seals after the operator's answer."""
+
+    bus: LoadBus
+    pid: str
+    funding_pan_token: str
+    target: TransitTarget[Any]
+    card_token: str
+    request: TransitLoadRequested
+
+    def _fields(self) -> dict[str, Any]:
+        term = self.bus.terminal
+        return {**header(f"terminal:{term.terminal_id}", self.pid),
+                "terminal_id": term.terminal_id, "operator_id": self.target.operator_id,
+                "request_event_id": self.request.event_id,
+                "funding_pan_token": self.funding_pan_token, "card_token": self.card_token}
+
+    async def abort(self, why: str, evidence: PurseProbe | None) -> TransitLoadAborted:
+        ev = self.bus.terminal.hsm.mac_event(TransitLoadAborted(
+            **self._fields(), reason=why, evidence=evidence))
+        await self.bus.publish_load(ev, self.funding_pan_token)
+        log.warning("transit load aborted", reason=why, evidence=evidence is not None)
+        return ev
+
+    async def applied(self, auth: TransitLoadAuthorized, init: LoadInit, tac: bytes
+                      ) -> TransitLoadApplied:
+        ev = self.bus.terminal.hsm.mac_event(TransitLoadApplied(
+            **self._fields(), amount=auth.amount, new_balance=auth.new_balance,
+            load_counter=init.online_seq, tac=tac.hex().upper()))
+        await self.bus.publish_load(ev, self.funding_pan_token)
+        log.info("transit load applied", new_balance=auth.new_balance)
+        return ev
+
+
+def _concluded(res: TopupResult, conf: Event | None, *, loaded: bool, amount: Money
+               ) -> TopupResult:
+    """The top-up's outcome from the operator's confirmation (None: none came in time)."""
+    if conf is None:
+        res.outcome = "unconfirmed" if loaded else "aborted"
+        res.reason = res.reason or "load applied; operator confirmation not received yet"
+        return res
+    assert isinstance(conf, TransitLoadConfirmed)
+    res.confirmed = conf
+    if loaded and conf.confirmed:
+        res.outcome, res.reason = "loaded", f"loaded {amount.amount}, confirmed"
+        res.balance_after = conf.balance
+    elif loaded:
+        res.outcome, res.reason = "unconfirmed", conf.reason or "operator did not confirm"
+    elif conf.outcome == "unresolved":
+        res.outcome = "unconfirmed"
+        res.reason = f"load not proven aborted ({conf.reason}): reconciliation"
+    else:
+        res.outcome = "aborted"
+    return res
+
+
+async def _initialize(link: Link, aid: str, amount: Money, terminal_id: str
+                      ) -> tuple[PurseTap, LoadInit]:
+    """SELECT and read the purse, then INITIALIZE FOR LOAD (MAC1), each a bounded card step."""
+    purse = await in_card_thread(lambda: read_purse(link, aid), timeout=step_timeout(),
+                                 name="read purse")
+    init = await in_card_thread(lambda: init_load(link, amount.amount, terminal_id),
+                                timeout=step_timeout(), name="initialize for load")
+    return purse, init
 
 
 async def _probe(link: Link, aid: str, auth: TransitLoadAuthorized, amount: Money
