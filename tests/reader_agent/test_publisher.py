@@ -146,7 +146,7 @@ async def test_events_survive_a_two_second_broker_outage_without_loss_or_duplica
 async def test_sends_made_together_travel_together(kafka_bootstrap: str) -> None:
     """Two concurrent sends (a tap and its payment request) are both handed to the producer
     before either acknowledgement is awaited: one broker round trip, not two in a row."""
-    pub = Publisher(kafka_bootstrap, client_id="group-test")
+    pub = Publisher(kafka_bootstrap, client_id="group-test", party="operator")
     await pub.start()
     topics = [f"test.group.{uuid.uuid4().hex[:8]}.{n}" for n in range(2)]
     seen: list[str] = []
