@@ -1,8 +1,9 @@
 """The trusted platform as a Faust app: wiring around ``agents.platform.handlers.Platform``.
 
 Tables (rocksdb, changelog-backed):
-- ``routes``, ``terminals``, ``platform-keys``: every platform worker needs every provider
-  route, terminal record and key record (kept in full from their changelogs: streams.replica);
+- ``routes``, ``terminals``, ``platform-keys``, ``card-policies``: every platform worker needs
+  every provider route, terminal record, key record and issuer's card policy (kept in full from
+  their changelogs: streams.replica);
 - ``pending`` (payment id -> the payment's one record: request digest, state, answer):
   co-partitioned with ``cardbus.payment-requests`` and ``cardbus.provider-results``, both
   keyed by the card's PAN token, so one worker owns a payment from request to answer.
@@ -72,13 +73,15 @@ def build(cfg: PlatformConfig) -> faust.App:
     def replicated(name: str) -> Replicated:
         return Replicated(table(name), f"{cfg.app_id}-{name}-changelog", n[name])
 
-    # routes, terminals and key records: every worker needs them all (see streams.replica);
+    # routes, terminals, key records, policies: every worker needs them all (streams.replica);
     # parked keys are only read by the owner of the provider's partition
-    routes, terminals, key_table = (replicated(t) for t in ("routes", "terminals",
-                                                             "platform-keys"))
-    replica = Replica(cfg.bootstrap, [routes, terminals, key_table], party="platform")
+    routes, terminals, key_table, policies = (
+        replicated(t) for t in ("routes", "terminals", "platform-keys", "card-policies"))
+    replica = Replica(cfg.bootstrap, [routes, terminals, key_table, policies],
+                      party="platform")
     tables = PlatformTables(routes=routes, terminals=terminals, keys=key_table,
-                            parked=table("parked-keys"), pending=table("pending"))
+                            parked=table("parked-keys"), pending=table("pending"),
+                            policies=policies)
     file_keys = vault.FileKeyStore("platform", cfg.home)
     keystore = TableKeyStore(vault.keyring("platform", cfg.home), file_keys.records(), key_table,
                              reload=lambda: vault.FileKeyStore("platform", cfg.home).records())
