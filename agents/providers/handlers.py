@@ -195,7 +195,7 @@ class Provider:
             new = cardstatus.script_reported(ev, card)
         if entry is not None and new is not None:
             _store(self.t.ledger, ev.pan_token, entry.model_copy(update={"card": new}))
-        log.info("card status", event=ev.type, changed=new is not None,
+        log.info("card status", step=ev.type, changed=new is not None,
                  masked_pan=card.masked_pan if card else None)
 
     async def on_cutover(self, ev: SettlementCutoverRequested, partition: int) -> None:
