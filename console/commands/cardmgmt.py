@@ -126,31 +126,37 @@ def describe(done: CardManagementCompleted, profile: CardProfile, action: str) -
 
 
 def _block(args: argparse.Namespace) -> int:
-    from cardbus.ceremony import provider_hsm
     from cards.profile import load_profile
+
+    print(asyncio.run(report_card(load_profile(args.card_id), args.reason, args.bootstrap)))
+    return exitcodes.OK
+
+
+async def report_card(profile: CardProfile, reason: str | None, bootstrap: str | None) -> str:
+    """The issuer's ``CardBlocked`` (``reason`` lost or stolen) or ``CardUnblocked`` (None),
+    sealed with its identity key, on its request topic in the card's partition; the line that
+    says what follows."""
+    from cardbus.ceremony import provider_hsm
     from console.commands.cards import publish_one
     from streams.topics import provider_requests_topic
 
-    profile = load_profile(args.card_id)
     if profile.kind != "emv":
-        raise ConfigError(f"card {args.card_id} is not a bank card")
+        raise ConfigError(f"card {profile.card_id} is not a bank card")
     hsm = provider_hsm(profile.provider)
     head = header(f"provider:{profile.provider}", profile.pan_token[:64], datetime.now(UTC))
     ev: CardBlocked | CardUnblocked
-    if args.reason is None:
+    if reason is None:
         ev = CardUnblocked(**head, provider_id=profile.provider, pan_token=profile.pan_token,
                            masked_pan=profile.masked())
     else:
         ev = CardBlocked(**head, provider_id=profile.provider, pan_token=profile.pan_token,
-                         masked_pan=profile.masked(), reason=args.reason)
-    asyncio.run(publish_one(provider_requests_topic(profile.provider), profile.pan_token,
-                            hsm.sign_event(ev), args.bootstrap,
-                            party=f"provider-{profile.provider}"))
-    if args.reason is None:
-        print(f"{args.card_id} ({profile.masked()}) unblocked at {profile.provider}: its next "
-              "tap unblocks its payment application")
-    else:
-        code = "41" if args.reason == "lost" else "43"
-        print(f"{args.card_id} ({profile.masked()}) reported {args.reason} to "
-              f"{profile.provider}: declined ({code}), blocked on the card at its next tap")
-    return exitcodes.OK
+                         masked_pan=profile.masked(), reason=reason)  # type: ignore[arg-type]
+    await publish_one(provider_requests_topic(profile.provider), profile.pan_token,
+                      hsm.sign_event(ev), bootstrap, party=f"provider-{profile.provider}")
+    card = f"{profile.card_id} ({profile.masked()})"
+    if reason is None:
+        return (f"{card} unblocked at {profile.provider}: its next tap unblocks its payment "
+                "application")
+    code = "41" if reason == "lost" else "43"
+    return (f"{card} reported {reason} to {profile.provider}: declined ({code}), blocked on "
+            "the card at its next tap")
