@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system venv jars test demo up lint clean
+.PHONY: help setup system venv jars test demo up lint mutation clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -38,6 +38,12 @@ lint: venv  ## the layer contracts (import-linter), ruff, and mypy --strict on t
 	@$(BIN)/lint-imports --no-cache
 	@$(BIN)/python -m ruff check .
 	@$(BIN)/python -m mypy $(PACKAGES)
+
+mutation: venv  ## mutation testing (mutmut) of the crypto core, decisions and codec; not in CI
+	@$(BIN)/python -m pip install -q -e '.[mutation]'
+	@rm -rf mutants
+	@$(BIN)/mutmut run --max-children 2 > .cardbus/mutmut.log 2>&1 || (tail -40 .cardbus/mutmut.log; exit 1)
+	@$(BIN)/python scripts/mutation_score.py
 
 clean:  ## remove the venv and local state (broker data, cards, keys)
 	-@$(BIN)/cardbus broker stop 2>/dev/null

@@ -47,11 +47,12 @@ def keys_changelog(namespace: str) -> str:
 
 async def read_namespace(bootstrap: str, namespace: str, *, start_ms: int | None = None,
                          end_ms: int | None = None, progress: Progress | None = None,
-                         idle_timeout: float = 30.0) -> Capture:
-    """Read every topic of ``namespace`` (see the module docstring)."""
+                         idle_timeout: float = 30.0, party: str = "auditor") -> Capture:
+    """Read every topic of ``namespace`` (see the module docstring) as ``party`` (the
+    namespace's auditor; the operator may audit any namespace)."""
     group = f"{namespace}-audit-{uuid.uuid4().hex[:8]}"
     consumer = clients.consumer(
-        bootstrap, party="auditor", group_id=group, client_id=group,
+        bootstrap, party=party, group_id=group, client_id=group,
         isolation_level="read_committed", max_partition_fetch_bytes=4 * 1024 * 1024)
     try:
         await consumer.start()
@@ -71,8 +72,12 @@ async def read_namespace(bootstrap: str, namespace: str, *, start_ms: int | None
             wanted.append(changelog)
         tps = [TopicPartition(t, p) for t in wanted
                for p in sorted(cluster.partitions_for_topic(t) or ())]
-        if not tps:
-            return cap
+        if not tps:  # never a clean report over nothing read
+            refused = sorted(t for t in cluster.unauthorized_topics if t.startswith(prefix))
+            raise BrokerError(
+                f"nothing to audit: no topic of namespace {namespace} is readable at {bootstrap}"
+                f" as {party}" + (f" ({len(refused)} refused: audit as that namespace's auditor"
+                                  " (CARDBUS_NAMESPACE) or --as operator)" if refused else ""))
         consumer.assign(tps)
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)

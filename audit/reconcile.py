@@ -9,6 +9,10 @@ results and the terminals' cancellations it lists:
 - ``outcome_without_decision``: an approval told to a terminal with no approval from its bank;
 - ``reversed_after_approval``: an approval told to a terminal and then reversed at the bank,
   where the terminal did not cancel and no top-up load failed (the customer was told "paid");
+- ``loads_unresolved``: top-ups whose transit operator could not settle the load after MAC2
+  (``TransitLoadConfirmed`` outcome ``unresolved``: neither a proof of load nor the card's
+  evidence that it was not loaded) and that no later answer booked or voided: the funding
+  payment is held, not reversed, until someone looks (the purse's next online load shows it);
 - ``in_flight``: decisions or outcomes younger than the grace window (not judged yet).
 
 Pure: ``reconcile`` takes the records already read (``audit.reader``); nothing here talks to
@@ -29,6 +33,7 @@ from schemas.payments import (
     ReversalCompleted,
     ReversalRequested,
 )
+from schemas.transit import TransitLoadConfirmed
 from streams import codec
 
 _TOPICS = ("provider-results", "terminal-results", "payment-requests")
@@ -44,12 +49,13 @@ class Reconciliation:
     held_without_outcome: list[str] = field(default_factory=list)
     outcome_without_decision: list[str] = field(default_factory=list)
     reversed_after_approval: list[str] = field(default_factory=list)
+    loads_unresolved: list[str] = field(default_factory=list)
     in_flight: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (self.held_without_outcome or self.outcome_without_decision
-                    or self.reversed_after_approval)
+                    or self.reversed_after_approval or self.loads_unresolved)
 
 
 def reconcile(records: Iterable[Record], *, now_ms: int, grace_ms: int = 60_000
@@ -61,6 +67,7 @@ def reconcile(records: Iterable[Record], *, now_ms: int, grace_ms: int = 60_000
     reversed_ids: set[str] = set()  # auth event ids a bank reversed
     reasons: dict[str, set[str]] = {}
     cancelled: set[str] = set()
+    loads: dict[str, str] = {}  # load request id -> payment id, while unresolved
     for rec in records:
         if rec.topic not in _TOPICS or rec.value is None:
             continue
@@ -78,6 +85,11 @@ def reconcile(records: Iterable[Record], *, now_ms: int, grace_ms: int = 60_000
             told.setdefault(ev.correlation_id, (ev, rec.timestamp_ms))
         elif isinstance(ev, PaymentCancelled):
             cancelled.add(ev.correlation_id)
+        elif isinstance(ev, TransitLoadConfirmed) and rec.topic == "provider-results":
+            if ev.outcome == "unresolved":
+                loads[ev.request_event_id] = ev.correlation_id
+            else:  # booked or voided later: settled
+                loads.pop(ev.request_event_id, None)
     out = Reconciliation(decisions=len(approved), outcomes=len(told))
     young = now_ms - grace_ms
     for pid, (dec, at) in approved.items():
@@ -93,6 +105,7 @@ def reconcile(records: Iterable[Record], *, now_ms: int, grace_ms: int = 60_000
     for pid, (done, done_at) in told.items():
         if done.approved and pid not in approved:
             (out.in_flight if done_at > young else out.outcome_without_decision).append(pid)
+    out.loads_unresolved = sorted(set(loads.values()))
     for found in (out.held_without_outcome, out.outcome_without_decision,
                   out.reversed_after_approval, out.in_flight):
         found.sort()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -65,15 +66,17 @@ class ProviderReplayer:
         pid = self.adapter.provider_id
         self.chain = self.chain or ChainHead(chain_id=f"{pid}.p{self.partition}")
 
-    def apply(self, ev: Event) -> list[tuple[str, Event]]:
-        """The (topic, event) outputs of one request event; state updated."""
+    def apply(self, ev: Event, at_ms: int | None = None) -> list[tuple[str, Event]]:
+        """The (topic, event) outputs of one request event; state updated. ``at_ms``: its
+        record's broker time, the provider's "now" (card expiry is checked against it)."""
         try:
-            return self._apply(ev)
+            return self._apply(ev, None if at_ms is None else
+                               datetime.fromtimestamp(at_ms / 1000, UTC))
         except CardBusError:
             self.rejected += 1  # the app dead-letters it: no output
             return []
 
-    def _apply(self, ev: Event) -> list[tuple[str, Event]]:
+    def _apply(self, ev: Event, now: datetime | None) -> list[tuple[str, Event]]:
         own = self.hsm.verifier
         if isinstance(ev, AuthorizationRequested):
             token = ev.card.pan_token
@@ -81,7 +84,7 @@ class ProviderReplayer:
             result = self.adapter.authorize(
                 ev, card=self.cards.get(token), account=self.accounts.get(token),
                 chain=self.chain, batch=self.batch, processed=self.processed.get(ev.event_id),
-                crypto=self.crypto)
+                crypto=self.crypto, now=now)
             if not result.duplicate:
                 if result.card is not None:
                     self.cards[token] = result.card
@@ -202,7 +205,7 @@ def replay_partition(adapter: ProviderAdapter, hsm: ProviderHsm, platform: Verif
             replayer.rejected += 1
             continue
         failures = len(replayer.seal_failures)
-        outputs = replayer.apply(ev)
+        outputs = replayer.apply(ev, rec.timestamp_ms)
         result.seal_failures += [(rec.offset, r) for r in replayer.seal_failures[failures:]]
         for topic, out in outputs:
             data = codec.encode(out)

@@ -73,7 +73,7 @@ def _reopen(cls: Any, terminal_id: str, home: Path) -> Any:
     party = f"terminal-{terminal_id}"
     data = json.loads((vault.party_dir(party, home) / "terminal.json").read_text())
     term = cls(TerminalHsm(terminal_id, vault.FileKeyStore(party, home)),
-               Merchant.model_validate(data["merchant"]))
+               Merchant.model_validate(data["merchant"]), platform=vault.identity("platform", home))
     for entry in data.get("providers", []):
         term.trust(ProviderCardAuthKey.model_validate(entry))
     return term

@@ -56,15 +56,18 @@ def phase_figures(phase: Phase) -> dict[str, Any]:
 
 async def enroll(bootstrap: str, home: Path, count: int) -> list[str]:
     """Create ``count`` software terminals and install the keys the platform issues."""
+    from cardbus import ceremony
     from reader_agent.terminal import Terminal
-    from schemas.terminals import TerminalKeysIssued
+    from schemas.base import header
+    from schemas.terminals import TerminalKeysIssued, TerminalStatusChanged
     from streams import codec
+    from streams.topics import TERMINAL_STATUS
 
     terms = {f"B{secrets.token_hex(3).upper()}{i:03d}": None for i in range(count)}
     made = {tid: Terminal.create(tid, home=home) for tid in terms}
     keys = clients.consumer(bootstrap, party="terminal")
     await keys.start()
-    producer = await new_producer(bootstrap)
+    producer = await new_producer(bootstrap, party="operator")  # enrollments and activations
     try:
         tps = [TopicPartition(TERMINAL_KEYS.name, p) for p in range(TERMINAL_KEYS.partitions)]
         keys.assign(tps)
@@ -73,24 +76,58 @@ async def enroll(bootstrap: str, home: Path, count: int) -> list[str]:
             await producer.send(TERMINALS.name, term.enrollment(now).model_dump_json().encode(),
                                 key=tid.encode())
         await producer.flush()
-        deadline = time.monotonic() + 120
-        waiting = set(made)
-        while waiting and time.monotonic() < deadline:
-            batch = await keys.getmany(timeout_ms=300)
-            for msg in (m for ms in batch.values() for m in ms):
-                tid = msg.key.decode() if msg.key else ""
-                if tid in waiting:
-                    ev = codec.decode(TERMINAL_KEYS.name, msg.value)
-                    if isinstance(ev, TerminalKeysIssued):
-                        made[tid].apply_keys(ev)
-                        if made[tid].ready and len(made[tid].card_auth) >= len(PROVIDERS):
-                            waiting.discard(tid)
-        if waiting:
-            raise RuntimeError(f"{len(waiting)} terminal(s) got no keys for both providers")
+
+        async def follow(done: Any, what: str) -> None:
+            deadline = time.monotonic() + 120
+            waiting = {tid for tid in made if not done(made[tid])}
+            while waiting and time.monotonic() < deadline:
+                batch = await keys.getmany(timeout_ms=300)
+                for msg in (m for ms in batch.values() for m in ms):
+                    tid = msg.key.decode() if msg.key else ""
+                    if tid in made:
+                        ev = codec.decode(TERMINAL_KEYS.name, msg.value)
+                        if isinstance(ev, TerminalKeysIssued):
+                            made[tid].apply_keys(ev)
+                            if done(made[tid]):
+                                waiting.discard(tid)
+            if waiting:
+                raise RuntimeError(f"{len(waiting)} terminal(s) {what}")
+
+        await keys.seek_to_beginning(*tps)
+        await follow(lambda t: t.ready and len(t.card_auth) >= len(PROVIDERS),
+                     "got no keys for both providers")
+        operator = ceremony.platform_hsm(home)  # the operator activates the new terminals
+        for tid in made:
+            ev = operator.sign_event(TerminalStatusChanged(
+                **header("platform", tid), terminal_id=tid, status="active",
+                reason="bench terminal"))
+            await producer.send(TERMINAL_STATUS.name, codec.encode(ev), key=tid.encode())
+        await producer.flush()
+        await follow(lambda t: t.status == "active", "were not activated")
     finally:
         await producer.stop()
         await keys.stop()
     return list(made)
+
+
+async def admit_providers(bootstrap: str, home: Path) -> None:
+    """The operator's sealed admission of each provider (the platform routes no other)."""
+    from agents.providers.announce import admission_for
+    from agents.providers.base import adapter_for
+    from cardbus import ceremony
+    from streams import codec
+    from streams.topics import PROVIDER_ADMISSIONS
+
+    operator = ceremony.platform_hsm(home)
+    producer = await new_producer(bootstrap, party="operator")
+    try:
+        for pid in PROVIDERS:
+            ev = operator.sign_event(admission_for(
+                adapter_for(pid), ceremony.provider_hsm(pid, home).verifier))
+            await producer.send(PROVIDER_ADMISSIONS.name, codec.encode(ev), key=pid.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
 
 
 async def issue_cards(bootstrap: str, home: Path, count: int) -> list[Any]:
@@ -217,12 +254,15 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     # this namespace's parties on a secured bus: principals, passwords (in home), ACLs
     await asyncio.to_thread(credentials.ensure_parties, bootstrap, list(PROVIDERS), home=home)
     await ensure_topics(bootstrap, list(catalogue(PROVIDERS)), TopicSettings())
+    await admit_providers(bootstrap, home)
     await create_changelogs(bootstrap, home)
     import os
 
     env = {**os.environ, "CARDBUS_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     fleet = Fleet(env, home, cfg.get("log_level", "INFO"))
     common = ["--bootstrap", bootstrap, "--loglevel", cfg.get("loglevel", "warn")]
+    if cfg.get("profile_seconds"):
+        common.append("--dumpable")  # py-spy attaches to the hottest worker
     for i in range(1, workers + 1):
         fleet.start_worker(f"platform-{i}", "platform", "--timeout", "60", "--instance", str(i),
                            "--datadir", str(home / f"w-platform-{i}"), *common)

@@ -44,7 +44,8 @@ def standalone_terminal(providers: dict[str, ProviderHsm], terminal_id: str = "B
     TerminalHsm operations, wrapped keys and card-auth trust as an enrolled terminal."""
     platform = platform or PlatformHsm(memory_keystore())
     terminal = Terminal.in_memory(terminal_id, memory_keystore(),
-                                  Merchant(merchant_id="BENCH", name="Bench shop", mcc="5411"))
+                                  Merchant(merchant_id="BENCH", name="Bench shop", mcc="5411"),
+                                  platform=platform.verifier)
     for blob in platform.enroll_terminal(terminal_id, terminal.hsm.public_kex()):
         terminal.hsm.install(blob)
     adapters = discover()

@@ -129,7 +129,7 @@ def simulate(home: Path, payments: int, *, providers: tuple[str, ...] = ("bank-a
             issued = world.issue(pid, balance=rng.choice([5_000, 200_000, 2_000_000]))
             ev = card_issued_event(issued, world.providers[pid], now)
             rec = trail.add(f"provider.{pid}.requests", issued.card.pan_token, ev, _ms(now))
-            replayers[f"{pid}.{rec.partition}"].apply(ev)
+            replayers[f"{pid}.{rec.partition}"].apply(ev, rec.timestamp_ms)
             cards.append((pid, issued, CardState(None, atc=0)))
     clock = now
     next_tick = _ms(now) + tick_ms
@@ -138,7 +138,7 @@ def simulate(home: Path, payments: int, *, providers: tuple[str, ...] = ("bank-a
     def provider_step(pid: str, key: str, ev: Event, ts: int) -> list[Event]:
         rec = trail.add(f"provider.{pid}.requests", key, ev, ts)
         outs = []
-        for topic, out in replayers[f"{pid}.{rec.partition}"].apply(ev):
+        for topic, out in replayers[f"{pid}.{rec.partition}"].apply(ev, rec.timestamp_ms):
             trail.add(topic, key if topic == "provider-results" else pid, out, ts + 1)
             outs.append(out)
         return outs
@@ -157,10 +157,10 @@ def simulate(home: Path, payments: int, *, providers: tuple[str, ...] = ("bank-a
         ts = _ms(clock)
         while next_tick <= ts:
             for p in range(req_parts):
-                tick = ClockTicked(event_id=f"tick-{p}-{next_tick / 1000:.3f}",
-                                   correlation_id=f"clock-{p}",
-                                   occurred_at=datetime.fromtimestamp(next_tick / 1000, UTC),
-                                   producer="platform", partition=p)
+                tick = world.platform.sign_event(ClockTicked(
+                    event_id=f"tick-{p}-{next_tick / 1000:.3f}", correlation_id=f"clock-{p}",
+                    occurred_at=datetime.fromtimestamp(next_tick / 1000, UTC),
+                    producer="platform", partition=p))
                 trail.add("payment-requests", None, tick, next_tick, partition=p)
             next_tick += tick_ms
         pid, card, state = cards[rng.randrange(len(cards))]
@@ -188,9 +188,9 @@ def simulate(home: Path, payments: int, *, providers: tuple[str, ...] = ("bank-a
             trail.timeouts += 1
             tick_at = pending.deadline + timedelta(milliseconds=1)
             part = partition_for(req.card.pan_token, req_parts)
-            trail.add("payment-requests", None, ClockTicked(
+            trail.add("payment-requests", None, world.platform.sign_event(ClockTicked(
                 event_id=f"tick-{part}-late-{n}", correlation_id=f"clock-{part}",
-                occurred_at=tick_at, producer="platform", partition=part),
+                occurred_at=tick_at, producer="platform", partition=part)),
                 _ms(tick_at), partition=part)
             pending, out = platform.expire(pending, now=tick_at, hsm=world.platform)
             emit(out, _ms(tick_at))
@@ -210,7 +210,7 @@ def simulate(home: Path, payments: int, *, providers: tuple[str, ...] = ("bank-a
                         **header(f"provider:{p_id}", f"B{n + 1:08d}", clock),
                         provider_id=p_id, batch_id=f"B{n + 1:08d}"))
                     trail.add(f"provider.{p_id}.requests", None, cut, ts + 3, partition=p)
-                    for topic, out_ev in replayers[f"{p_id}.{p}"].apply(cut):
+                    for topic, out_ev in replayers[f"{p_id}.{p}"].apply(cut, ts + 3):
                         trail.add(topic, p_id, out_ev, ts + 4)
     return trail
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.base import luhn_ok
 
@@ -26,17 +26,17 @@ class CardProfile(BaseModel):
     kind: Literal["emv", "transit"]
     aid: str
     label: str
-    pan: str
+    pan: str = Field(repr=False)
     psn: str = "00"
     expiry: str  # YYMMDD
-    icc_master_key: str = ""
-    card_private_key: str = ""
+    icc_master_key: str = Field(default="", repr=False)
+    card_private_key: str = Field(default="", repr=False)
     card_public_key: str = ""
     card_certificate: str = ""  # the provider's signature over the certificate (hex)
     ca_key_id: str = ""
     pan_token: str = ""
-    load_key: str = ""  # transit: the card's load key (DLK)
-    tac_key: str = ""  # transit: the card's TAC key (DTK)
+    load_key: str = Field(default="", repr=False)  # transit: the card's load key (DLK)
+    tac_key: str = Field(default="", repr=False)  # transit: the card's TAC key (DTK)
     initial_balance: int = 0
     icc_smi_key: str = ""  # EMV: the card's MK-SMI, checks issuer script MACs
     # GlobalPlatform issuer security domain (a bank card with these is a multi-application

@@ -39,7 +39,11 @@ _SAFE_KEYS = frozenset(
     {"key_id", "keyid", "key_ids", "kcv", "key_usage", "usage", "key_version", "kid",
      "partition_key", "message_key", "topic_key", "public_key_id", "key_count", "keys_issued"}
 )
-_PAN_RUN = re.compile(r"(?<!\d)(\d{13,19})(?!\d)")
+_PAN_RUN = re.compile(r"(?<![\d-])(\d(?:[ -]?\d){11,18})(?![\d])")
+"""12-19 digits, one space or dash allowed between any two (``4111 1111 1111 1111``,
+``4111-1111-1111-1111``): the PAN lengths ISO/IEC 7812 allows, as people write them."""
+# ``name=value`` inside a repr (``Sale(... pin='4321')``): a secret name's value is dropped
+_REPR_FIELD = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)=('[^']*'|\"[^\"]*\"|b'[^']*'|[^,)\s]+)")
 # Long hex runs (>= 32 hex digits = 128 bits) look like key material or PIN blocks.
 _HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])")
 
@@ -62,31 +66,43 @@ def is_secret_key(key: str) -> bool:
 
 
 def mask_pans(text: str) -> str:
-    """Cut every Luhn-valid 13-19 digit run in ``text`` to BIN + last four."""
+    """Cut every Luhn-valid run of 12-19 digits in ``text`` (spaces or dashes between digits
+    allowed) to BIN + last four."""
 
     def _mask(m: re.Match[str]) -> str:
-        digits = m.group(1)
+        written = m.group(1)
+        digits = written.replace(" ", "").replace("-", "")
         if not luhn_ok(digits):
-            return digits
+            return written
         return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
 
     return _PAN_RUN.sub(_mask, text)
+
+
+def _redact_repr(text: str) -> str:
+    """``name=value`` pairs of a repr with a secret name (``pin='4321'``) dropped."""
+    return _REPR_FIELD.sub(
+        lambda m: f"{m.group(1)}={REDACTED}" if is_secret_key(m.group(1)) else m.group(0), text)
 
 
 def _clean(value: Any, *, identifier: bool = False) -> Any:
     if isinstance(value, str):
         # ids (payment ids, event ids) are long hex by design; elsewhere a long hex run looks
         # like key material or a PIN block
-        return mask_pans(value) if identifier else _HEX_RUN.sub(REDACTED, mask_pans(value))
+        text = mask_pans(_redact_repr(value))
+        return text if identifier else _HEX_RUN.sub(REDACTED, text)
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(value)} bytes>"
     if isinstance(value, Mapping):
         return {k: (REDACTED if is_secret_key(str(k)) else _clean(v)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_clean(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and 10**12 <= abs(value) < 10**19:
+    if isinstance(value, int) and not isinstance(value, bool) and 10**11 <= abs(value) < 10**19:
         return mask_pans(str(value))
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # any other object is logged by its repr: its secret fields dropped, PANs masked
+    return _HEX_RUN.sub(REDACTED, mask_pans(_redact_repr(repr(value))))
 
 
 def _is_identifier(key: str) -> bool:
@@ -117,7 +133,7 @@ def configure(level: str = "INFO", *, json: bool | None = None,
     their terminal for it)."""
     global _log_file
     previous, _log_file = _log_file, None
-    stream: TextIO = sys.stderr
+    stream: TextIO = _STDERR
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         stream = _log_file = path.open("a", encoding="utf-8", buffering=1)
@@ -142,9 +158,13 @@ def configure(level: str = "INFO", *, json: bool | None = None,
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
-    # Libraries (aiokafka, faust, mode) log through the stdlib: keep them quiet but visible.
-    logging.basicConfig(level=logging.WARNING, stream=stream, force=True,
-                        format="%(levelname)s %(name)s: %(message)s")
+    # Libraries (aiokafka, faust, mode) log through the stdlib: keep them quiet but visible,
+    # and through the same redaction and renderer as CardBus's own lines.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processor=renderer,
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared]))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     # aiokafka logs transient, retried conditions (a partition leader not elected yet, a
     # coordinator moving) at ERROR; it retries them itself, and what it cannot retry reaches
     # CardBus as an exception. Keep those two chatty loggers for real trouble only.
@@ -154,6 +174,21 @@ def configure(level: str = "INFO", *, json: bool | None = None,
         previous.close()
 
 
+class _Stderr:
+    """``sys.stderr`` as it is at each write (a test runner swaps it per test; a handler that
+    kept the first one would write to a closed file)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+_STDERR: Any = _Stderr()
 _log_file: TextIO | None = None
 """The log file ``configure`` opened, if any (closed by the next ``configure`` or at exit)."""
 

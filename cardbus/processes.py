@@ -3,14 +3,49 @@ process group, stopped by signal (``kill -9`` for the fault tests)."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from cardbus.paths import REPO_ROOT
+
+SECRET_ENV_PREFIXES = ("CARDBUS_STORAGE_KEY",)
+"""Environment variables that hold a party's storage key (``CARDBUS_STORAGE_KEY`` and
+``CARDBUS_STORAGE_KEY_<PARTY>``): only the party's own worker may inherit them."""
+
+_PR_SET_DUMPABLE = 4  # <linux/prctl.h>
+
+
+def child_env(env: Mapping[str, str] | None = None, *, keep: Iterable[str] = ()) -> dict[str, str]:
+    """``env`` (default: this process's) without any storage key, but those named in ``keep``:
+    what a virtual card or any other child that is not the key's party may inherit."""
+    source = os.environ if env is None else env
+    kept = set(keep)
+    return {k: v for k, v in source.items()
+            if k in kept or not k.startswith(SECRET_ENV_PREFIXES)}
+
+
+def no_core_dumps() -> list[str]:
+    """Keep this process's memory (clear keys, PINs in flight) out of core dumps: the core
+    size limit set to 0 and, on Linux, the process made non-dumpable (no core, no ptrace
+    attach by other processes of the same user, /proc/<pid>/mem closed to them). Call it at
+    worker start. Returns what it did (for the start-up log line)."""
+    done = []
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    done.append("RLIMIT_CORE=0")
+    libc_name = ctypes.util.find_library("c")
+    if libc_name and sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0:
+            done.append("PR_SET_DUMPABLE=0")
+    return done
 
 
 def pid_alive(pid: int) -> bool:

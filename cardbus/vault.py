@@ -41,8 +41,12 @@ def party_dir(party: str, home: Path | None = None) -> Path:
     return (home or state_dir()) / "parties" / party
 
 
-def _env_name(party: str) -> str:
+def storage_key_env(party: str) -> str:
+    """The environment variable that may hold ``party``'s storage key."""
     return "CARDBUS_STORAGE_KEY_" + re.sub(r"[^A-Za-z0-9]", "_", party).upper()
+
+
+_env_name = storage_key_env
 
 
 def create(party: str, home: Path | None = None) -> bool:

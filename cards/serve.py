@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cardbus.errors import CardError, ConfigError
 from cardbus.paths import sub_dir
+from cardbus.processes import child_env
 from cardbus.readers import DEFAULT_BASE_PORT, reader_for
 from cards import applet_for
 from cards.profile import load_profile
@@ -51,7 +52,7 @@ def insert(card_id: str, reader: int, base_port: int = DEFAULT_BASE_PORT) -> int
     load_profile(card_id)  # fail early on an unknown card
     if reader in inserted():
         raise ConfigError(f"reader {reader} already holds a card; remove it first")
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env = dict(child_env(), PYTHONWARNINGS="ignore")  # a card holds no party's storage key
     proc = subprocess.Popen(
         [sys.executable, "-m", "cards.serve", card_id, str(reader), str(base_port)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

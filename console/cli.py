@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "console.commands.topics",
     "console.commands.credentials",
     "console.commands.setup",
+    "console.commands.admit",
     "console.commands.worker",
     "console.commands.audit",
     "console.commands.settle",
@@ -56,10 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-json", action="store_true", default=None,
                         help="log JSON lines even on a terminal")
     parser.add_argument("--log-file", type=Path, default=None, metavar="PATH",
-                        help="where logs go: commands that print a result (pay, topup, demo, "
-                             "reader, cards, settle, audit, terminal, setup) log to "
-                             "<state>/logs/cardbus.log by default, the others to stderr; "
-                             "'-' is stderr")
+                        help="where logs go: <state>/logs/cardbus.log by default (a "
+                             "command's terminal is for its result), stderr for `worker` "
+                             "(a service: its log is its output); '-' is stderr")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -83,17 +83,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exitcodes.INTERRUPTED
 
 
-RESULT_COMMANDS = frozenset({"pay", "topup", "demo", "reader", "cards", "settle", "audit",
-                             "reconcile", "terminal", "setup"})
-"""Commands whose terminal output is their result: their logs go to a file by default."""
+SERVICE_COMMANDS = frozenset({"worker"})
+"""Long-running services: their log is their output (stderr). Every other command prints its
+result and progress, and its logs (aiokafka's retried connection errors among them) go to the
+log file."""
 
 
 def _log_path(args: argparse.Namespace) -> Path | None:
     if args.log_file is not None:
         return None if str(args.log_file) == "-" else Path(args.log_file)
-    if args.command in RESULT_COMMANDS:
-        return sub_dir("logs") / "cardbus.log"
-    return None
+    if args.command in SERVICE_COMMANDS:
+        return None
+    return sub_dir("logs") / "cardbus.log"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -72,10 +72,12 @@ class DemoRun:
         self.card_b: Any = None
 
     async def provisioning(self, s: Step) -> None:
+        from console.commands.reader import set_terminal_status
         from reader_agent.runner import enroll, open_terminal
 
         stack = self.stack
-        await enroll(TERMINAL_ID, stack.bootstrap, timeout=120, providers=len(stack.providers))
+        await enroll(TERMINAL_ID, stack.bootstrap, timeout=120, providers=len(stack.providers),
+                     activate=lambda: set_terminal_status(stack.bootstrap, TERMINAL_ID))
         term = open_terminal(TERMINAL_ID)
         s.outcome = f"terminal {TERMINAL_ID} keys from {len(term.card_auth)} providers"
         s.code, s.ok = "keys", term.ready and len(term.card_auth) == len(stack.providers)

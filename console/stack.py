@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cardbus import vault
 from cardbus.errors import BrokerError, CardBusError
 from cardbus.paths import state_dir, sub_dir
-from cardbus.processes import Worker
+from cardbus.processes import Worker, child_env
 from cardbus.settings import settings
 
 Say = Callable[[str], None]
@@ -107,6 +108,10 @@ class LocalStack:
         self.say(f"topics: {len(result.topics)} ready ({created} created)")
         if not result.ok:
             raise BrokerError("topics differ from the catalogue: see `cardbus topics create`")
+        from console.commands.admit import admit
+
+        asyncio.run(admit(self.bootstrap, list(self.providers)))
+        self.say(f"providers admitted by the operator: {', '.join(self.providers)}")
 
     def start_iso_host(self) -> None:
         """The bank host behind the ISO 8583 bridge (after the keys: it takes the bridge's)."""
@@ -132,7 +137,9 @@ class LocalStack:
         specs += [(p, ["worker", "provider", p]) for p in self.providers]
         for name, args in specs:
             log = logs / f"{name}.log"
-            w = Worker(name, [*args, "--loglevel", "info"], env, log)
+            party = "platform" if name == "platform" else f"provider-{name}"
+            own = child_env(env, keep=[vault.storage_key_env(party)])  # its own key only
+            w = Worker(name, [*args, "--loglevel", "info"], own, log)
             w.log_start = log.stat().st_size if log.exists() else 0
             self.workers[name] = w.start()
         self.say(f"workers: {', '.join(self.workers)} started (logs in {logs})")

@@ -56,6 +56,7 @@ def _table(views: dict[str, ProviderView], dead: Counter[str] | None = None) -> 
 async def _watch(stack: LocalStack) -> None:
     from aiokafka import TopicPartition
 
+    from console.commands.reader import set_terminal_status
     from reader_agent.runner import enroll
     from schemas.deadletters import EventDeadLettered
     from schemas.payments import AuthorizationDecided
@@ -68,7 +69,8 @@ async def _watch(stack: LocalStack) -> None:
         provider_requests_spec,
     )
 
-    await enroll(TERMINAL_ID, stack.bootstrap, timeout=120, providers=len(stack.providers))
+    await enroll(TERMINAL_ID, stack.bootstrap, timeout=120, providers=len(stack.providers),
+                 activate=lambda: set_terminal_status(stack.bootstrap, TERMINAL_ID))
     console.print(f"terminal {TERMINAL_ID} enrolled; pay from another shell, e.g.:\n"
                   "  cardbus cards issue --provider bank-a --balance 100000\n"
                   "  cardbus cards insert <card-id> --reader 0\n"

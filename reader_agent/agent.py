@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from cardbus.crypto.keystore import b64d
+from cardbus.emv.data import currency_numeric
 from cardbus.errors import CardBusError, CardError, PcscError
 from cardbus.logs import bind_correlation, get_logger
 from reader_agent.dialogue import (
@@ -43,7 +44,6 @@ from schemas.values import Merchant
 
 log = get_logger("reader_agent.agent")
 
-CURRENCY_NUMERIC = {"CNY": 156, "USD": 840, "EUR": 978, "HKD": 344, "GBP": 826}
 
 PinSource = Callable[[str], str]
 
@@ -114,6 +114,8 @@ class ReaderAgent:
 
     def arm(self, amount: int, currency: str, merchant: Merchant | None = None,
             purpose: str = "purchase") -> None:
+        """Arm a checkout; ``ConfigError`` at once for a currency CardBus does not accept."""
+        currency_numeric(currency)
         self.armed = Armed(amount, currency, merchant or self.terminal.merchant, purpose)
 
     def _context(self) -> Context:
@@ -148,7 +150,7 @@ class ReaderAgent:
             armed, self.armed = self.armed, None
         currency = armed.currency if armed else "CNY"
         checkout = Checkout(amount=armed.amount if armed else 0,
-                            currency_numeric=CURRENCY_NUMERIC.get(currency, 156))
+                            currency_numeric=currency_numeric(currency))
         try:
             link, tap, out.connected_at = await asyncio.to_thread(self._dialogue, reader,
                                                                   checkout)

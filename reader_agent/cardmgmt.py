@@ -18,8 +18,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cardbus.crypto.keystore import b64d, b64e
-from cardbus.crypto.signing import verify_event
-from cardbus.errors import BrokerError, CardBusError, CardError
+from cardbus.errors import BrokerError, CardError, CryptoError, DecodeError
 from cardbus.gp import session as gp
 from cardbus.logs import bind_correlation, get_logger
 from cardbus.readers import reader_for
@@ -27,6 +26,7 @@ from reader_agent.dialogue import Link
 from reader_agent.pcsc import CardLink, Context, wait_present
 from reader_agent.runner import open_terminal
 from reader_agent.session import TerminalSession
+from reader_agent.terminal import Terminal
 from schemas.base import Event, header, new_event_id
 from schemas.cardmgmt import (
     CardCommandsIssued,
@@ -82,16 +82,28 @@ class CommandFeed:
         while loop.time() < deadline:
             batch = await self.consumer.getmany(timeout_ms=200)
             for msg in (m for ms in batch.values() for m in ms if m.key == key):
-                try:
-                    ev = decode(CARD_COMMANDS.name, msg.value)
-                    if terminal.platform is not None:
-                        verify_event(ev, {terminal.platform.key_id: terminal.platform}.get)
-                except CardBusError as exc:
-                    log.warning("card command set aside", error=str(exc), offset=msg.offset)
-                    continue
-                if ev.correlation_id == session_id:
+                ev = accept_command(terminal, msg.value, offset=msg.offset)
+                if ev is not None and ev.correlation_id == session_id:
                     return ev
         return None
+
+
+def accept_command(terminal: Terminal, value: bytes | None, *, offset: int = -1
+                   ) -> CardCommandsIssued | CardManagementCompleted | None:
+    """A record of ``cardbus.card-commands`` this terminal may act on: decoded, for this
+    terminal, and sealed by the platform (fail closed, like ``session.accept_result``);
+    anything else is logged and set aside (None)."""
+    try:
+        ev = decode(CARD_COMMANDS.name, value)
+        if not isinstance(ev, CardCommandsIssued | CardManagementCompleted):
+            raise DecodeError(f"type: {ev.type} is not a card command")
+        if ev.terminal_id != terminal.terminal_id:
+            raise DecodeError(f"card command for terminal {ev.terminal_id}", field="terminal_id")
+        terminal.check_platform(ev)
+    except (DecodeError, CryptoError) as exc:
+        log.warning("card command set aside", error=str(exc), offset=offset)
+        return None
+    return ev
 
 
 async def manage_card(session: TerminalSession, link: Link, issuer_id: str,

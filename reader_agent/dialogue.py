@@ -85,7 +85,9 @@ def _tags(step: str, data: bytes, *required: str) -> dict[str, bytes]:
 
 @dataclass(frozen=True)
 class Checkout:
-    """What the terminal asks for: amount (minor units), ISO 4217 numeric currency, country."""
+    """What the terminal asks for: amount (minor units), ISO 4217 numeric currency (from
+    ``cardbus.emv.data.currency_numeric``: an unknown currency is refused, never sent as
+    another), country."""
 
     amount: int = 0
     currency_numeric: int = 156
@@ -100,7 +102,7 @@ class EmvTap:
 
     aid: str
     provider: str
-    pan: str
+    pan: str = field(repr=False)  # never in a repr (logs, tracebacks): masked_pan is
     psn: str
     expiry: str
     aip: bytes

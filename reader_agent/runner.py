@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from cardbus import vault
+from cardbus.emv.data import currency_numeric
 from cardbus.errors import ConfigError
 from cardbus.logs import get_logger
 from reader_agent.agent import (
-    CURRENCY_NUMERIC,
     ReaderAgent,
     TapOutcome,
     interactive_pin,
@@ -54,11 +55,17 @@ def open_terminal(terminal_id: str | None, home: Path | None = None) -> Terminal
 
 
 async def enroll(terminal_id: str, bootstrap: str | None, *, timeout: float = 60,
-                 providers: int = 1, home: Path | None = None) -> Terminal:
-    """Create (or reopen) the terminal, publish its enrollment and wait for its keys."""
+                 providers: int = 1, home: Path | None = None,
+                 activate: Callable[[], Awaitable[None]] | None = None) -> Terminal:
+    """Create (or reopen) the terminal, publish its enrollment and wait for its keys; with
+    ``activate`` (the operator's act, where the caller is the operator too), then activate it
+    and wait until the platform's key set says it is active."""
     terminal = Terminal.create(terminal_id, home=home)
     async with TerminalSession(terminal, resolve_bootstrap(bootstrap)) as session:
         await session.enroll(timeout, providers=providers)
+        if activate is not None and terminal.status != "active":
+            await activate()
+            await session.until_active(timeout)
     return terminal
 
 
@@ -150,7 +157,7 @@ async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_rea
         try:
             return run_payment(link, terminal.payment_aids(),
                                Checkout(amount=amount,
-                                        currency_numeric=CURRENCY_NUMERIC.get(currency, 156)),
+                                        currency_numeric=currency_numeric(currency)),
                                terminal.card_auth_public), link
         except BaseException:
             link.disconnect()

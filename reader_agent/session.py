@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,14 +103,33 @@ class TerminalSession:
 
     async def enroll(self, timeout: float = 60.0, *, providers: int = 1) -> None:
         """Publish the enrollment and install the keys the platform issues, until the key set
-        vouches for at least ``providers`` providers."""
+        vouches for at least ``providers`` providers. A new terminal is suspended until an
+        operator activates it (``until_active``)."""
+        ev = self.terminal.enrollment(datetime.now(UTC))
+        await self.publisher.send(TERMINALS.name, self.terminal.terminal_id.encode(), ev)
+        await self._follow_keys(
+            lambda: self.terminal.ready and len(self.terminal.card_auth) >= providers, timeout,
+            f"no keys for terminal {self.terminal.terminal_id} within {timeout:.0f}s: is the "
+            "platform worker running?")
+        log.info("terminal enrolled", terminal=self.terminal.terminal_id,
+                 providers=sorted(self.terminal.card_auth), status=self.terminal.status)
+
+    async def until_active(self, timeout: float = 60.0) -> None:
+        """Wait until the platform's key set says this terminal is active (an operator
+        activated it)."""
+        await self._follow_keys(
+            lambda: self.terminal.status == "active", timeout,
+            f"terminal {self.terminal.terminal_id} not activated within {timeout:.0f}s: an "
+            f"operator activates it (`cardbus terminal activate --terminal-id "
+            f"{self.terminal.terminal_id}`)")
+
+    async def _follow_keys(self, done: Callable[[], bool], timeout: float, why: str) -> None:
+        """Install every key set the platform issues to this terminal until ``done()``."""
         keys = await _reader(self.bootstrap, TERMINAL_KEYS.name, from_start=True)
         try:
-            ev = self.terminal.enrollment(datetime.now(UTC))
-            await self.publisher.send(TERMINALS.name, self.terminal.terminal_id.encode(), ev)
             tid = self.terminal.terminal_id.encode()
             async with asyncio.timeout(timeout):
-                while not (self.terminal.ready and len(self.terminal.card_auth) >= providers):
+                while not done():
                     batch = await keys.getmany(timeout_ms=200)
                     for msg in (m for ms in batch.values() for m in ms):
                         if msg.key != tid:
@@ -124,12 +144,9 @@ class TerminalSession:
                             log.warning("key set not installed", offset=msg.offset,
                                         reason=str(exc))
         except TimeoutError:
-            raise BrokerError(f"no keys for terminal {self.terminal.terminal_id} within "
-                              f"{timeout:.0f}s: is the platform worker running?") from None
+            raise BrokerError(why) from None
         finally:
             await keys.stop()
-        log.info("terminal enrolled", terminal=self.terminal.terminal_id,
-                 providers=sorted(self.terminal.card_auth))
 
     # -- payments ---------------------------------------------------------------------------------
 
@@ -185,20 +202,28 @@ class TerminalSession:
             for msg in (m for ms in batch.values() for m in ms):
                 if msg.key != tid:
                     continue
-                try:
-                    ev = decode(TERMINAL_RESULTS.name, msg.value)
-                    if self.terminal.platform is not None:
-                        from cardbus.crypto.signing import verify_event
-
-                        platform = self.terminal.platform
-                        verify_event(ev, {platform.key_id: platform}.get)
-                except Exception as exc:  # noqa: BLE001 - set aside, keep reading
-                    log.warning("result set aside", error=str(exc), offset=msg.offset)
+                ev = accept_result(self.terminal, msg.value, offset=msg.offset)
+                if ev is None:
                     continue
-                if isinstance(ev, PaymentCompleted | TransitLoadAuthorized
-                              | TransitLoadConfirmed):
-                    fut = self._waiting.pop(ev.correlation_id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(ev)
-                    else:
-                        self.unmatched.append(ev)
+                fut = self._waiting.pop(ev.correlation_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(ev)
+                else:
+                    self.unmatched.append(ev)
+
+
+def accept_result(terminal: Terminal, value: bytes | None, *, offset: int = -1
+                  ) -> Event | None:
+    """A result from ``cardbus.terminal-results`` this terminal may act on: decoded, for this
+    terminal, and sealed by the platform; anything else is logged and set aside (None)."""
+    try:
+        ev = decode(TERMINAL_RESULTS.name, value)
+        if not isinstance(ev, PaymentCompleted | TransitLoadAuthorized | TransitLoadConfirmed):
+            raise DecodeError(f"type: {ev.type} is not a result")
+        if isinstance(ev, PaymentCompleted) and ev.terminal_id != terminal.terminal_id:
+            raise DecodeError(f"result for terminal {ev.terminal_id}", field="terminal_id")
+        terminal.check_platform(ev)
+    except (DecodeError, CryptoError) as exc:
+        log.warning("result set aside", error=str(exc), offset=offset)
+        return None
+    return ev

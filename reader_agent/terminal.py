@@ -8,6 +8,11 @@ storage key, the "device key", from ``CARDBUS_STORAGE_KEY_TERMINAL_<ID>`` or a 0
 that registers them; ``apply_keys()`` opens the platform's ``TerminalKeysIssued`` (checking the
 platform's signature) into the key store. The PC/SC reader agent and the software terminals of
 tests and benchmarks both use this class.
+
+The platform's public identity key is mandatory: a terminal never enrols, installs keys or
+takes a result without checking the platform's seal (the key wrap to the terminal is anonymous
+ECDH, so anyone could send it keys; only the seal says they come from the platform). Without
+the platform's key there is no terminal: ``create`` refuses with one clear line.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from cardbus.crypto.signing import Verifier, verify_event
 from cardbus.errors import ConfigError, MissingKeyError
 from reader_agent.dialogue import EmvTap
 from reader_agent.requests import Sale, tap_events
-from schemas.base import header
+from schemas.base import Event, header
 from schemas.cards import CardTapped
 from schemas.payments import PaymentRequested
 from schemas.terminals import ProviderCardAuthKey, TerminalEnrolled, TerminalKeysIssued
@@ -35,9 +40,8 @@ DEFAULT_MERCHANT = Merchant(merchant_id="M-0001", name="CardBus Demo Shop", mcc=
 class Terminal:
     """One terminal's key module and identity."""
 
-    def __init__(self, hsm: TerminalHsm, merchant: Merchant, *,
-                 platform: Verifier | None = None, store: vault.FileKeyStore | None = None
-                 ) -> None:
+    def __init__(self, hsm: TerminalHsm, merchant: Merchant, *, platform: Verifier,
+                 store: vault.FileKeyStore | None = None) -> None:
         self.hsm = hsm
         self.terminal_id = hsm.terminal_id
         self.merchant = merchant
@@ -45,6 +49,7 @@ class Terminal:
         self.store = store
         self.card_auth: dict[str, Verifier] = {}  # provider id -> its card-auth key
         self.directory: dict[str, ProviderCardAuthKey] = {}  # provider id -> kind, AIDs, key
+        self.status = "suspended"  # what the platform's last key set said
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -53,16 +58,17 @@ class Terminal:
                home: Path | None = None) -> Terminal:
         """Make (or reopen) the terminal's sealed key store and identity."""
         party = f"terminal-{terminal_id}"
+        platform = platform_identity(home)  # before anything is made: no key, no terminal
         vault.create(party, home)
         store = vault.FileKeyStore(party, home)
-        term = cls(TerminalHsm(terminal_id, store), merchant,
-                   platform=_platform_identity(home), store=store)
+        term = cls(TerminalHsm(terminal_id, store), merchant, platform=platform, store=store)
         meta = vault.party_dir(party, home) / "terminal.json"
         if meta.exists():
             data = json.loads(meta.read_text())
             term.merchant = Merchant.model_validate(data["merchant"])
             for entry in data.get("providers", []):
                 term.trust(ProviderCardAuthKey.model_validate(entry))
+            term.status = data.get("status", "suspended")
         term.save()
         return term
 
@@ -77,8 +83,7 @@ class Terminal:
 
     @classmethod
     def in_memory(cls, terminal_id: str, keystore: KeyStore,
-                  merchant: Merchant = DEFAULT_MERCHANT, platform: Verifier | None = None
-                  ) -> Terminal:
+                  merchant: Merchant = DEFAULT_MERCHANT, *, platform: Verifier) -> Terminal:
         """A terminal whose keys live only in memory (software terminals)."""
         return cls(TerminalHsm(terminal_id, keystore), merchant, platform=platform)
 
@@ -91,6 +96,7 @@ class Terminal:
             "terminal_id": self.terminal_id,
             "merchant": self.merchant.model_dump(mode="json"),
             "providers": [e.model_dump(mode="json") for _, e in sorted(self.directory.items())],
+            "status": self.status,
         }, indent=1))
 
     def trust(self, entry: ProviderCardAuthKey) -> None:
@@ -129,13 +135,19 @@ class Terminal:
         card-authentication keys it vouches for."""
         if ev.terminal_id != self.terminal_id:
             raise ConfigError(f"keys for {ev.terminal_id}, not {self.terminal_id}")
-        if self.platform is not None:
-            verify_event(ev, {self.platform.key_id: self.platform}.get)
+        self.check_platform(ev)
         for issued in ev.keys:
             self.hsm.install(issued.wrapped)
         for entry in ev.card_auth_keys:
             self.trust(entry)
+        self.status = ev.status
         self.save()
+
+    def check_platform(self, ev: Event) -> None:
+        """``SignatureInvalid`` unless ``ev`` carries the platform's seal (its identity key; the
+        platform re-seals what it forwards): an unsealed or foreign-sealed key set or result
+        is never acted on."""
+        verify_event(ev, {self.platform.key_id: self.platform}.get)
 
     @property
     def ready(self) -> bool:
@@ -174,8 +186,12 @@ def enrollment(terminal: TerminalHsm, merchant: Merchant, now: datetime) -> Term
     return terminal.sign_event(ev)
 
 
-def _platform_identity(home: Path | None) -> Verifier | None:
+def platform_identity(home: Path | None = None) -> Verifier:
+    """The platform's public identity key from the parties' directory; ``ConfigError`` (one
+    line) if it is not there: a terminal that cannot check the platform's seal does not run."""
     try:
         return vault.identity("platform", home)
     except MissingKeyError:
-        return None
+        raise ConfigError("no platform public key in the parties' directory: a terminal "
+                          "cannot check what the platform sends without it; run `cardbus "
+                          "setup` or install the platform's directory.json") from None

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from cardbus.crypto.transit import probe_terminal_id
 from cardbus.errors import CardError
 from cardbus.logs import bind_correlation, get_logger
 from reader_agent.dialogue import (
@@ -42,6 +43,7 @@ from schemas.base import Event, Money, header
 from schemas.cards import CardTapped
 from schemas.payments import PaymentCompleted, PaymentRequested
 from schemas.transit import (
+    PurseProbe,
     TransitLoadAborted,
     TransitLoadApplied,
     TransitLoadAuthorized,
@@ -252,14 +254,18 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
             except CardError as exc:
                 why = f"card did not take the load: {exc}"
         if tac is None:
+            evidence = await asyncio.to_thread(probe_purse, link, target.aid, answer, amount)
             res.aborted = term.hsm.mac_event(TransitLoadAborted(
                 **header(f"terminal:{term.terminal_id}", pid), terminal_id=term.terminal_id,
                 operator_id=target.operator_id, request_event_id=req.event_id,
                 funding_pan_token=funding_pan_token, card_token=purse.card_token,
-                reason=why or "unknown"))
+                reason=why or "unknown", evidence=evidence))
             await bus.publish_load(res.aborted, funding_pan_token)
-            log.warning("transit load aborted", reason=why)
-            res.reason = f"{why}; payment reversed"
+            log.warning("transit load aborted", reason=why, evidence=evidence is not None)
+            res.reason = (f"{why}; payment reversed once the operator checks the card's "
+                          "evidence" if evidence is not None else
+                          f"{why}; the card could not show it was not loaded: the top-up "
+                          "goes to reconciliation")
         else:
             applied.add(req.event_id)  # before telling anyone: never credit twice
             res.applied = term.hsm.mac_event(TransitLoadApplied(
@@ -283,11 +289,30 @@ async def load_card(bus: LoadBus, payment: PaymentCompleted, funding_pan_token: 
             res.balance_after = conf.balance
         elif tac is not None:
             res.outcome, res.reason = "unconfirmed", conf.reason or "operator did not confirm"
+        elif conf.outcome == "unresolved":
+            res.outcome = "unconfirmed"
+            res.reason = f"load not proven aborted ({conf.reason}): reconciliation"
         else:
             res.outcome = "aborted"
         return res
     finally:
         await asyncio.to_thread(target.close_link, link)
+
+
+def probe_purse(link: Link, aid: str, auth: TransitLoadAuthorized, amount: Money
+                ) -> PurseProbe | None:
+    """The card's evidence after MAC2 (``cardbus.crypto.transit.probe_terminal_id``): an
+    INITIALIZE FOR LOAD naming the MAC2 challenge, whose MAC1 states the purse's balance and
+    online sequence number. It also voids the MAC2 on the card. None if the card is gone."""
+    try:
+        read_purse(link, aid)
+        init = init_load(link, amount.amount, probe_terminal_id(bytes.fromhex(auth.mac2)))
+    except CardError as exc:
+        log.info("no card evidence for the aborted load", error=str(exc))
+        return None
+    return PurseProbe(balance=init.balance, load_counter=init.online_seq,
+                      card_random=init.random.hex().upper(), probe_amount=amount.amount,
+                      mac1=init.mac1.hex().upper())
 
 
 def _mismatch(auth: TransitLoadAuthorized, init: LoadInit, amount: Money) -> str | None:

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from schemas.base import Event, MaskedPan, Money, PanToken, ProviderId, TerminalId
-from schemas.cards import CardRead
+from schemas.cards import CardRead, add_cvm_results
 from schemas.cardstatus import IssuerScript
 from schemas.upcast import Raw, upcaster
 from schemas.values import (
@@ -42,12 +42,13 @@ class _PinBlockUnderKey:
 
 
 class PaymentRequested(Event, _PinBlockUnderKey):
-    """A terminal asks for a payment (v2: amount is ``Money``; v1 had flat fields)."""
+    """A terminal asks for a payment (v2: amount is ``Money``; v1 had flat fields; v3: the card
+    carries its CVM results)."""
 
     SEALED_BY: ClassVar[str] = "terminal MAC key"
 
     type: Literal["PaymentRequested"] = "PaymentRequested"
-    schema_version: Literal[2] = 2
+    schema_version: Literal[3] = 3
 
     terminal_id: TerminalId
     merchant: Merchant
@@ -73,6 +74,14 @@ def _payment_requested_v1_to_v2(raw: Raw) -> Raw:
     return raw
 
 
+@upcaster("PaymentRequested", 2)
+def _payment_requested_v2_to_v3(raw: Raw) -> Raw:
+    """v2 cards carried no CVM results (9F34)."""
+    raw = add_cvm_results(raw)
+    raw["schema_version"] = 3
+    return raw
+
+
 class PaymentCancelled(Event):
     """A terminal gave up on a payment it had no answer for by its deadline (it resent the
     request meanwhile): whatever the bank decided for it must be undone. Keyed like the request
@@ -90,12 +99,13 @@ class PaymentCancelled(Event):
 
 
 class AuthorizationRequested(Event, _PinBlockUnderKey):
-    """The platform asks one provider to authorize: PIN and PAN re-encrypted to the provider."""
+    """The platform asks one provider to authorize: PIN and PAN re-encrypted to the provider
+    (v2: the card carries its CVM results)."""
 
     SEALED_BY: ClassVar[str] = "platform identity key"
 
     type: Literal["AuthorizationRequested"] = "AuthorizationRequested"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
 
     provider_id: ProviderId
     request_event_id: str = Field(description="event id of the PaymentRequested it answers")
@@ -113,6 +123,14 @@ class AuthorizationRequested(Event, _PinBlockUnderKey):
     def _pin(self) -> AuthorizationRequested:
         self._check_pin_pair()
         return self
+
+
+@upcaster("AuthorizationRequested", 1)
+def _authorization_requested_v1_to_v2(raw: Raw) -> Raw:
+    """v1 cards carried no CVM results (9F34)."""
+    raw = add_cvm_results(raw)
+    raw["schema_version"] = 2
+    return raw
 
 
 class AuthorizationDecided(Event):

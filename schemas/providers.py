@@ -54,6 +54,26 @@ def _provider_registered_v1_to_v2(raw: Raw) -> Raw:
     return raw
 
 
+class ProviderAdmitted(Event):
+    """An operator admitted a provider: its id, the identity key it must register with, and the
+    only card ranges (BIN ranges, payment and transit AIDs) the platform may route to it. A
+    registration is routed only once an admission for its id, key and ranges exists."""
+
+    SEALED_BY: ClassVar[str] = "operator key (the platform operator's admission)"
+
+    type: Literal["ProviderAdmitted"] = "ProviderAdmitted"
+    schema_version: Literal[1] = 1
+
+    provider_id: ProviderId
+    kind: Literal["bank", "transit"]
+    identity_key_id: KeyId
+    identity_public_key: B64 = Field(description="Ed25519 public key, raw 32 bytes, base64url")
+    bin_ranges: tuple[BinRange, ...] = ()
+    payment_aids: tuple[Aid, ...] = ()
+    transit_aids: tuple[Aid, ...] = ()
+    reason: Text
+
+
 # the same strings as cardbus.crypto.keys.KeyUsage (schemas do not import the crypto core)
 KeyUsage = Literal["pin_enc", "pin_verify", "mac", "pan_enc", "pan_token", "emv_imk_ac",
                    "transit_load", "transit_tac", "gp_isd_master", "card_perso"]

@@ -37,7 +37,7 @@ from schemas.payments import (
     ReversalCompleted,
     ReversalRequested,
 )
-from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
+from schemas.providers import ProviderAdmitted, ProviderKeysProvisioned, ProviderRegistered
 from schemas.settlement import SettlementBatchClosed
 from schemas.terminals import TerminalEnrolled, TerminalKeysIssued, TerminalStatusChanged
 from schemas.transit import (
@@ -50,6 +50,7 @@ from schemas.transit import (
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     ProviderRegistered,
+    ProviderAdmitted,
     ProviderKeysProvisioned,
     TerminalEnrolled,
     TerminalStatusChanged,

@@ -54,6 +54,7 @@ _BODIES: dict[str, dict[str, Any]] = {
         "keys": [{"key_id": "T-0001/mac/1", "usage": "mac", "kcv": "ABCDEF", "wrapped": _WRAP}],
         "card_auth_keys": [{"provider_id": "bank-a", "key_id": "bank-a/ca/1",
                             "public_key": _B64}],
+        "status": "active",
     },
     "CardTapped": {"terminal_id": "T-0001", "reader": "Virtual PCD 00 00",
                    "atr": "3B8F8001804F0CA000000306030001000000006A", "card": _CARD},
@@ -106,7 +107,7 @@ _BODIES: dict[str, dict[str, Any]] = {
     },
     "TransitLoadConfirmed": {"operator_id": "transit", "request_event_id": "f" * 32,
                              "card_token": "tok_" + "c" * 24, "confirmed": True,
-                             "balance": 1550},
+                             "outcome": "booked", "balance": 1550},
     "SettlementBatchClosed": {
         "provider_id": "bank-a", "batch_id": "bank-a-2025-01-15", "opened_at": _AT,
         "closed_at": "2025-01-15T23:59:59Z", "first_sequence": 0, "last_sequence": 41,
@@ -154,6 +155,11 @@ _BODIES: dict[str, dict[str, Any]] = {
                              "terminal_id": "T-0001", "report_event_id": "f" * 32,
                              "script": "block", "sw": 0x9000},
     "ClockTicked": {"partition": 3},
+    "ProviderAdmitted": {
+        "provider_id": "bank-a", "kind": "bank", "identity_key_id": "sign:provider:bank-a.v1",
+        "identity_public_key": _B64, "bin_ranges": [{"low": "622202", "high": "622202"}],
+        "payment_aids": ["A000000333010101"], "reason": "contract 2025-001",
+    },
     "EventDeadLettered": {
         "reason": "payload: malformed JSON", "error_code": "decode", "field": None,
         "original_topic": "cardbus.taps", "original_partition": 0, "original_offset": 42,
@@ -161,7 +167,8 @@ _BODIES: dict[str, dict[str, Any]] = {
     },
 }
 
-_PRODUCERS = {"Provider": "provider:bank-a", "Terminal": "platform", "Card": "terminal:T-0001",
+_PRODUCERS = {"Provider": "provider:bank-a", "ProviderAdm": "cli", "Terminal": "platform",
+              "Card": "terminal:T-0001",
               "PaymentReq": "terminal:T-0001", "TransitLoadReq": "terminal:T-0001",
               "TransitLoadApp": "terminal:T-0001", "TransitLoadAu": "provider:transit",
               "TransitLoadC": "provider:transit", "AuthorizationD": "provider:bank-a",

@@ -76,11 +76,14 @@ class TerminalKeysIssued(Event):
     SEALED_BY: ClassVar[str] = "platform identity key"
 
     type: Literal["TerminalKeysIssued"] = "TerminalKeysIssued"
-    schema_version: Literal[2] = 2
+    schema_version: Literal[3] = 3
 
     terminal_id: TerminalId
     keys: tuple[IssuedKey, ...] = Field(min_length=1)
     card_auth_keys: tuple[ProviderCardAuthKey, ...] = ()
+    status: Literal["active", "suspended"] = Field(
+        description="whether the platform takes this terminal's payments (v3): a new terminal "
+                    "is suspended until an operator activates it")
 
 
 @upcaster("TerminalKeysIssued", 1)
@@ -91,4 +94,12 @@ def _terminal_keys_issued_v1_to_v2(raw: Raw) -> Raw:
             entry.setdefault("kind", "bank")
             entry.setdefault("aids", [])
     raw["schema_version"] = 2
+    return raw
+
+
+@upcaster("TerminalKeysIssued", 2)
+def _terminal_keys_issued_v2_to_v3(raw: Raw) -> Raw:
+    """v2 said nothing of the terminal's status: terminals were active from enrollment."""
+    raw["status"] = "active"
+    raw["schema_version"] = 3
     return raw

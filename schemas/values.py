@@ -6,9 +6,18 @@ lower-case hex string is refused, not silently converted.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 
 def hex_bytes(n_min: int, n_max: int | None = None) -> object:
@@ -48,7 +57,20 @@ AuthCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Z]{6}$")]
 KeyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/\-]{0,63}$")]
 """The name of a key (never the key): ``bank-a/pin/2025-01``."""
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+_UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _plain_text(value: str) -> str:
+    """Refuse control characters (C0, DEL, C1) and bidirectional controls (the Trojan
+    Source characters, CVE-2021-42574): text shown to people or logs must read as it is."""
+    found = _UNSAFE_TEXT.search(value)
+    if found:
+        raise ValueError(f"control or bidi character U+{ord(found.group()):04X} in text")
+    return value
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200),
+                 AfterValidator(_plain_text)]
 Counter = Annotated[StrictInt, Field(ge=0, le=0xFFFF)]
 """A two-byte card counter (ATC, e-purse load counter)."""
 

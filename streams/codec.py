@@ -181,6 +181,8 @@ def _parse_strict(data: bytes | bytearray | memoryview) -> dict[str, Any]:
         raise DecodeError(f"payload: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise DecodeError(f"payload: malformed JSON ({exc.msg} at char {exc.pos})") from None
+    except RecursionError:  # nesting deeper than the parser's stack: no event is like that
+        raise DecodeError("payload: JSON nested too deeply") from None
     if not isinstance(raw, dict):
         raise DecodeError(f"payload: expected a JSON object, got {type(raw).__name__}")
     return raw

@@ -47,7 +47,7 @@ from schemas.payments import (
     ReversalCompleted,
     ReversalRequested,
 )
-from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
+from schemas.providers import ProviderAdmitted, ProviderKeysProvisioned, ProviderRegistered
 from schemas.registry import type_name, union_adapter
 from schemas.settlement import SettlementBatchClosed
 from schemas.terminals import TerminalEnrolled, TerminalKeysIssued, TerminalStatusChanged
@@ -141,12 +141,16 @@ class TopicSpec:
         return union_adapter(self.values)
 
     def config(self, settings: TopicSettings | None = None) -> dict[str, str]:
-        """The broker topic config this spec asks for."""
+        """The broker topic config this spec asks for. Every event topic stamps its records
+        with the broker's clock (``LogAppendTime``): the time a consumer reads as "when it
+        arrived" (deadlines, a tick's bound, a card's expiry) is never a producer's claim."""
         settings = settings or TopicSettings()
         conf = {
             "cleanup.policy": self.cleanup,
             "min.insync.replicas": str(settings.min_insync_replicas),
         }
+        if self.values:  # event topics; a table's changelog keeps Faust's own timestamps
+            conf["message.timestamp.type"] = "LogAppendTime"
         if self.cleanup == "delete":
             conf["retention.ms"] = str(settings.retention_days * DAY_MS)
         conf.update(dict(self.extra_config))
@@ -162,6 +166,10 @@ OPERATOR = "operator"
 PROVIDER_REGISTRATIONS = TopicSpec(
     f"{NAMESPACE}.providers", "provider_id", (ProviderRegistered,), 3, "compact",
     (PROVIDERS,), (PLATFORM, AUDIT), "provider registrations: routing by BIN / transit AID")
+PROVIDER_ADMISSIONS = TopicSpec(
+    f"{NAMESPACE}.provider-admissions", "provider_id", (ProviderAdmitted,), 3, "compact",
+    (OPERATOR,), (PLATFORM, AUDIT),
+    "operator-signed admissions: the identity key and card ranges a provider may register")
 PROVIDER_KEYS = TopicSpec(
     f"{NAMESPACE}.provider-keys", "provider_id", (ProviderKeysProvisioned,), 3, "compact",
     (PROVIDERS,), (PLATFORM, AUDIT), "TR-31 key blocks, the provider's whole current key set")
@@ -223,7 +231,8 @@ DEAD_LETTERS = TopicSpec(
     (PLATFORM, PROVIDERS), (AUDIT, OPERATOR), "messages set aside, with reason")
 
 STATIC_TOPICS: tuple[TopicSpec, ...] = (
-    PROVIDER_REGISTRATIONS, PROVIDER_KEYS, TERMINALS, TERMINAL_STATUS, TERMINAL_KEYS, TAPS,
+    PROVIDER_REGISTRATIONS, PROVIDER_ADMISSIONS, PROVIDER_KEYS, TERMINALS, TERMINAL_STATUS,
+    TERMINAL_KEYS, TAPS,
     PAYMENT_REQUESTS, PROVIDER_RESULTS, TERMINAL_RESULTS, TRANSIT_LOADS, SETTLEMENTS,
     CARD_POLICIES, CARD_MANAGEMENT, CARD_COMMANDS, DEAD_LETTERS,
 )
@@ -269,6 +278,8 @@ def topic_spec(name: str) -> TopicSpec:
 # Faust tables (name -> partitions: a table's changelog must have its source topics' count)
 PLATFORM_TABLES: dict[str, int] = {
     "routes": PROVIDER_REGISTRATIONS.partitions, "parked-keys": PROVIDER_KEYS.partitions,
+    "admissions": PROVIDER_ADMISSIONS.partitions,
+    "parked-registrations": PROVIDER_REGISTRATIONS.partitions,
     "terminals": TERMINALS.partitions, "platform-keys": TERMINALS.partitions,
     "pending": PAYMENT_REQUESTS.partitions, "card-policies": CARD_POLICIES.partitions,
 }

@@ -16,6 +16,7 @@ clients connect as the operator (``tests.kafka_auth``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -179,6 +180,7 @@ def system(kafka_bootstrap: str, cardbus_home: Path) -> Iterator[Any]:
     """Key setup, topics, the platform worker and the bank-a and bank-b workers (other
     providers, such as ``transit``, are set up and started on demand)."""
     from cardbus import ceremony
+    from console.commands.admit import admit
     from streams import credentials
     from streams.admin import ensure_topics_sync
     from streams.topics import TopicSettings, catalogue
@@ -195,6 +197,7 @@ def system(kafka_bootstrap: str, cardbus_home: Path) -> Iterator[Any]:
     report = ensure_topics_sync(kafka_bootstrap, list(catalogue(SYSTEM_PROVIDERS, with_changelogs=True)),
                                 TopicSettings())
     assert report is not None
+    asyncio.run(admit(kafka_bootstrap, SYSTEM_PROVIDERS, home))  # the operator's act
     sys_ = System(kafka_bootstrap, home, env)
     sys_.worker("platform", "platform", "--timeout", "10")
     sys_.start_provider("bank-a")
@@ -209,3 +212,21 @@ def system(kafka_bootstrap: str, cardbus_home: Path) -> Iterator[Any]:
             os.environ["CARDBUS_HOME"] = old_home
 
 
+
+
+_SERVICE_FIXTURES = {"kafka_bootstrap": "broker", "system": "broker"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses the real broker must be marked ``broker`` (a "unit" selection,
+    ``-m 'not broker and not pcsc'``, must never start one): collection fails otherwise."""
+    unmarked = []
+    for item in items:
+        needs = {_SERVICE_FIXTURES[f] for f in getattr(item, "fixturenames", ())
+                 if f in _SERVICE_FIXTURES}
+        missing = needs - {m.name for m in item.iter_markers()}
+        if missing:
+            unmarked.append(f"{item.nodeid} (needs {', '.join(sorted(missing))})")
+    if unmarked:
+        raise pytest.UsageError("tests using a service without its marker:\n  "
+                                + "\n  ".join(unmarked))

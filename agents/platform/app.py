@@ -1,9 +1,9 @@
 """The trusted platform as a Faust app: wiring around ``agents.platform.handlers.Platform``.
 
 Tables (rocksdb, changelog-backed):
-- ``routes``, ``terminals``, ``platform-keys``, ``card-policies``: every platform worker needs
-  every provider route, terminal record, key record and issuer's card policy (kept in full from
-  their changelogs: streams.replica);
+- ``routes``, ``admissions``, ``terminals``, ``platform-keys``, ``card-policies``: every
+  platform worker needs every provider route, admission, terminal record, key record and
+  issuer's card policy (kept in full from their changelogs: streams.replica);
 - ``pending`` (payment id -> the payment's one record: request digest, state, answer):
   co-partitioned with ``cardbus.payment-requests`` and ``cardbus.provider-results``, both
   keyed by the card's PAN token, so one worker owns a payment from request to answer.
@@ -73,15 +73,18 @@ def build(cfg: PlatformConfig) -> faust.App:
     def replicated(name: str) -> Replicated:
         return Replicated(table(name), f"{cfg.app_id}-{name}-changelog", n[name])
 
-    # routes, terminals, key records, policies: every worker needs them all (streams.replica);
-    # parked keys are only read by the owner of the provider's partition
-    routes, terminals, key_table, policies = (
-        replicated(t) for t in ("routes", "terminals", "platform-keys", "card-policies"))
-    replica = Replica(cfg.bootstrap, [routes, terminals, key_table, policies],
+    # routes, admissions, terminals, key records and issuers' card policies: every worker needs
+    # them all (see streams.replica); parked keys and registrations only the owner of the
+    # provider's partition
+    routes, admissions, terminals, key_table, policies = (
+        replicated(t) for t in ("routes", "admissions", "terminals", "platform-keys",
+                                "card-policies"))
+    replica = Replica(cfg.bootstrap, [routes, admissions, terminals, key_table, policies],
                       party="platform")
-    tables = PlatformTables(routes=routes, terminals=terminals, keys=key_table,
-                            parked=table("parked-keys"), pending=table("pending"),
-                            policies=policies)
+    tables = PlatformTables(routes=routes, admissions=admissions, terminals=terminals,
+                            keys=key_table, parked=table("parked-keys"),
+                            parked_registrations=table("parked-registrations"),
+                            pending=table("pending"), policies=policies)
     file_keys = vault.FileKeyStore("platform", cfg.home)
     keystore = TableKeyStore(vault.keyring("platform", cfg.home), file_keys.records(), key_table,
                              reload=lambda: vault.FileKeyStore("platform", cfg.home).records())
@@ -112,9 +115,10 @@ def build(cfg: PlatformConfig) -> faust.App:
         for tp in list(app.consumer.assignment()):
             if tp.topic != PAYMENT_REQUESTS.name or not platform.due(tp.partition, now):
                 continue
-            tick = ClockTicked(**header("platform", f"clock-{tp.partition}", now,
-                                        event_id=f"tick-{tp.partition}-{now.timestamp():.3f}"),
-                               partition=tp.partition)
+            tick = platform.hsm.sign_event(ClockTicked(
+                **header("platform", f"clock-{tp.partition}", now,
+                         event_id=f"tick-{tp.partition}-{now.timestamp():.3f}"),
+                partition=tp.partition))  # sealed: terminals write this topic too
             await requests_topic.send(value=codec.encode(tick), partition=tp.partition)
 
     @app.timer(2.0)

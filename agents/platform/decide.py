@@ -33,6 +33,7 @@ from cardbus.response_codes import (
 )
 from schemas.base import Event, Money, header
 from schemas.cardstatus import IssuerScript
+from schemas.clock import ClockTicked
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
@@ -125,7 +126,7 @@ class Pending(BaseModel):
     approved: bool = False
     # transit top-up, after the funding payment is approved
     load_stage: Literal["none", "await_load", "requested", "authorized", "applied",
-                        "confirmed", "failed"] = "none"
+                        "voiding", "reconcile", "confirmed", "failed"] = "none"
     load_request_id: str | None = None
     operator_id: str | None = None
     card_token: str | None = None
@@ -159,7 +160,9 @@ def derived_id(kind: str, source_event_id: str) -> str:
 
 def register_provider(ev: ProviderRegistered, current: Route | None) -> Route:
     """Learn (or update) a provider's route. The registration must be sealed by the identity
-    key it declares (proof of possession); a changed identity key is refused."""
+    key it declares (proof of possession); a changed identity key is refused. This alone is
+    trust on first use: ``agents.platform.admission.register_admitted`` adds the operator's
+    admission and the overlap check."""
     verifier = Verifier(ev.identity_key_id, b64d(ev.identity_public_key))
     try:
         verify_event(ev, lambda kid: verifier if kid == ev.identity_key_id else None)
@@ -213,9 +216,13 @@ def card_auth_keys(routes: dict[str, Route]) -> tuple[ProviderCardAuthKey, ...]:
 
 
 def enroll_terminal(ev: TerminalEnrolled, current: TerminalRecord | None, hsm: PlatformHsm,
-                    routes: dict[str, Route]) -> tuple[TerminalRecord, TerminalKeysIssued]:
+                    routes: dict[str, Route], *,
+                    initial_status: Literal["active", "suspended"] = "active",
+                    ) -> tuple[TerminalRecord, TerminalKeysIssued]:
     """Issue keys to a terminal that proved possession of its identity key. The same
-    enrollment again gets the same keys again (idempotent)."""
+    enrollment again gets the same keys again (idempotent). A new terminal gets
+    ``initial_status``: ``suspended`` until an operator's signed ``TerminalStatusChanged``
+    activates it (admission as the operator's act; ``active`` is trust on first use)."""
     verifier = Verifier(ev.identity_key_id, b64d(ev.identity_public_key))
     try:
         verify_event(ev, lambda kid: verifier if kid == ev.identity_key_id else None)
@@ -231,7 +238,7 @@ def enroll_terminal(ev: TerminalEnrolled, current: TerminalRecord | None, hsm: P
         record = TerminalRecord(
             terminal_id=ev.terminal_id, identity_key_id=ev.identity_key_id,
             identity_public_key=ev.identity_public_key, wrap_public_key=ev.wrap_public_key,
-            status=current.status if current else "active",
+            status=current.status if current else initial_status,
             issued=tuple(IssuedKey(key_id=b.key_id, usage=_ISSUED_USAGE[b.key_id.split(":")[0]],
                                    kcv=_kcv_of(hsm, b.key_id), wrapped=b) for b in blobs),
         )
@@ -258,6 +265,7 @@ def keys_event(record: TerminalRecord, routes: dict[str, Route], hsm: PlatformHs
         terminal_id=record.terminal_id,
         keys=record.issued,
         card_auth_keys=card_auth_keys(routes),
+        status=record.status,
     )
     return hsm.sign_event(ev)
 
@@ -280,11 +288,13 @@ def change_status(ev: TerminalStatusChanged, current: TerminalRecord | None,
 
 
 def route_card(routes: dict[str, Route], aid: str, bin6: str) -> Route | None:
-    """The provider for a card: a transit AID first, then the BIN ranges of bank providers."""
-    for route in sorted(routes.values(), key=lambda r: r.provider_id):
+    """The provider for a card: a transit AID first, then the BIN ranges of bank providers.
+    A route whose keys are not ready is skipped (it could not take the card anyway)."""
+    ready = sorted((r for r in routes.values() if r.keys_ready), key=lambda r: r.provider_id)
+    for route in ready:
         if aid in route.transit_aids:
             return route
-    for route in sorted(routes.values(), key=lambda r: r.provider_id):
+    for route in ready:
         if route.kind == "bank" and any(r.covers(bin6) for r in route.bin_ranges):
             return route
     return None
@@ -332,7 +342,7 @@ def request_payment(req: PaymentRequested, *, received_at: datetime,
     except CryptoError as exc:
         raise Rejected(f"encrypted PAN of {req.event_id}: {exc}") from None
     route = route_card(routes, card.aid, bin6)
-    if route is None or not route.keys_ready:
+    if route is None:
         return decline(NO_ROUTE)
     try:
         pan_blob = hsm.reencrypt_pan(req.terminal_id, route.provider_id, card.pan_encrypted,
@@ -458,6 +468,25 @@ def reverse_unmatched(dec: AuthorizationDecided, *, at: datetime,
             dec.correlation_id, dec.provider_id, dec.request_event_id, dec.pan_token,
             dec.amount, "unmatched_approval", at=at, hsm=hsm))
     return out
+
+
+TICK_MAX_AHEAD = timedelta(seconds=5)
+"""How far a clock tick may be ahead of the broker time of the record that carries it."""
+
+
+def accept_tick(tick: ClockTicked, *, broker_time: datetime, platform: Verifier,
+                max_ahead: timedelta = TICK_MAX_AHEAD) -> datetime:
+    """The "now" a clock tick gives the deadlines. ``Rejected`` unless the platform sealed it
+    (a terminal can write the topic ticks travel on) and it is at most ``max_ahead`` after
+    the broker's time of its record (with ``LogAppendTime``, the broker's own clock)."""
+    try:
+        verify_event(tick, lambda kid: platform if kid == platform.key_id else None)
+    except CryptoError as exc:
+        raise Rejected(f"clock tick {tick.event_id}: {exc}") from None
+    if tick.occurred_at > broker_time + max_ahead:
+        raise Rejected(f"clock tick {tick.event_id} at {tick.occurred_at.isoformat()} is ahead "
+                       f"of the broker's {broker_time.isoformat()}")
+    return tick.occurred_at
 
 
 def expire(pending: Pending, *, now: datetime, hsm: PlatformHsm) -> tuple[Pending, Out]:

@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from agents.platform import decide, scripts, transit
+from agents.platform import admission, decide, scripts, transit
 from agents.platform.cardmanager import CardManager
 from agents.platform.parsed import Parsed
 from agents.platform.tablekeys import TableKeyStore
@@ -48,7 +48,7 @@ from schemas.payments import (
     PaymentRequested,
     ReversalCompleted,
 )
-from schemas.providers import ProviderKeysProvisioned, ProviderRegistered
+from schemas.providers import ProviderAdmitted, ProviderKeysProvisioned, ProviderRegistered
 from schemas.terminals import TerminalEnrolled, TerminalStatusChanged
 from schemas.transit import (
     TransitLoadAborted,
@@ -62,6 +62,7 @@ from streams.topics import (
     CARD_MANAGEMENT,
     CARD_POLICIES,
     PAYMENT_REQUESTS,
+    PROVIDER_ADMISSIONS,
     PROVIDER_KEYS,
     PROVIDER_REGISTRATIONS,
     PROVIDER_RESULTS,
@@ -104,6 +105,8 @@ class PlatformTables:
     """The platform's state (Faust tables in the app, dicts in unit tests)."""
 
     routes: Table = field(default_factory=dict)
+    admissions: Table = field(default_factory=dict)
+    parked_registrations: Table = field(default_factory=dict)
     terminals: Table = field(default_factory=dict)
     keys: Table = field(default_factory=dict)
     parked: Table = field(default_factory=dict)
@@ -222,10 +225,39 @@ class Platform:
 
     # -- providers -------------------------------------------------------------------------
 
+    async def on_admission(self, record: Record) -> None:
+        """``cardbus.provider-admissions``: an operator admitted a provider (its identity key
+        and card ranges); a registration that waited for it is taken now."""
+        ev = codec.decode_as(PROVIDER_ADMISSIONS.name, record.value, ProviderAdmitted)
+        admitted = admission.admit_provider(ev, self._admissions(), self.hsm.verifier)
+        self.t.admissions[ev.provider_id] = admitted.model_dump(mode="json")
+        log.info("provider admitted", provider=ev.provider_id, kind=ev.kind)
+        waiting = self.t.parked_registrations.get(ev.provider_id)
+        if waiting:
+            del self.t.parked_registrations[ev.provider_id]
+            await self._register(ProviderRegistered.model_validate(waiting))
+
+    def _admissions(self) -> dict[str, ProviderAdmitted]:
+        return {k: ProviderAdmitted.model_validate(v)
+                for k, v in list(self.t.admissions.items()) if v}
+
     async def on_provider(self, record: Record) -> None:
-        """``cardbus.providers``: a provider joined or updated its registration."""
+        """``cardbus.providers``: a provider joined or updated its registration; routed only
+        as the operator admitted it (a registration without an admission waits for one)."""
         ev = codec.decode_as(PROVIDER_REGISTRATIONS.name, record.value, ProviderRegistered)
-        route = decide.register_provider(ev, self.route(ev.provider_id))
+        if not self.t.admissions.get(ev.provider_id):
+            self.t.parked_registrations[ev.provider_id] = ev.model_dump(mode="json")
+            log.warning("provider registration waits for an operator's admission",
+                        provider=ev.provider_id)
+            return
+        await self._register(ev)
+
+    async def _register(self, ev: ProviderRegistered) -> None:
+        raw = self.t.admissions.get(ev.provider_id)
+        route = admission.register_admitted(
+            ev, self.route(ev.provider_id),
+            admission=ProviderAdmitted.model_validate(raw) if raw else None,
+            routes={k: r for k, r in self.routes().items() if k != ev.provider_id})
         self.t.routes[ev.provider_id] = route.model_dump(mode="json")
         log.info("provider registered", provider=ev.provider_id, kind=ev.kind)
         waiting = self.t.parked.get(ev.provider_id)
@@ -261,17 +293,20 @@ class Platform:
         """``cardbus.terminals``: a terminal registered its public keys; issue its keys."""
         ev = codec.decode_as(TERMINALS.name, record.value, TerminalEnrolled)
         entry, keys = decide.enroll_terminal(ev, self.terminal(ev.terminal_id), self.hsm,
-                                             self.routes())
+                                             self.routes(), initial_status="suspended")
         self.save_keys()
         self.t.terminals[ev.terminal_id] = entry.model_dump(mode="json")
         await self.send(TERMINAL_KEYS.name, ev.terminal_id, keys)
-        log.info("terminal enrolled", terminal=ev.terminal_id)
+        log.info("terminal enrolled", terminal=ev.terminal_id, status=entry.status)
 
     async def on_status(self, record: Record) -> None:
         """``cardbus.terminal-status``: an operator activated or suspended a terminal."""
         ev = codec.decode_as(TERMINAL_STATUS.name, record.value, TerminalStatusChanged)
         entry = decide.change_status(ev, self.terminal(ev.terminal_id), self.hsm.verifier)
         self.t.terminals[ev.terminal_id] = entry.model_dump(mode="json")
+        # the terminal's key set says its status: it knows when it may take payments
+        await self.send(TERMINAL_KEYS.name, ev.terminal_id,
+                        decide.keys_event(entry, self.routes(), self.hsm, cause=ev))
         log.info("terminal status", terminal=ev.terminal_id, status=ev.status)
 
     # -- payments --------------------------------------------------------------------------
@@ -283,7 +318,9 @@ class Platform:
                              (PaymentRequested, PaymentCancelled, ClockTicked,
                               IssuerScriptApplied))
         if isinstance(ev, ClockTicked):
-            await self.on_tick(ev, record.partition)
+            now = decide.accept_tick(ev, broker_time=received_at(record),
+                                     platform=self.hsm.verifier)
+            await self.on_tick(ev.model_copy(update={"occurred_at": now}), record.partition)
         elif isinstance(ev, IssuerScriptApplied):
             with bind_correlation(ev.correlation_id, terminal=ev.terminal_id):
                 out = scripts.forward_result(ev, self.load_pending(ev.correlation_id)[0],
@@ -466,6 +503,7 @@ class Platform:
     def handlers(self) -> dict[str, Callable[[Record], Awaitable[None]]]:
         """Topic name -> handler: what the app subscribes to."""
         return {
+            PROVIDER_ADMISSIONS.name: self.on_admission,
             PROVIDER_REGISTRATIONS.name: self.on_provider,
             PROVIDER_KEYS.name: self.on_provider_keys,
             TERMINALS.name: self.on_enrollment,

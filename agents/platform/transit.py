@@ -9,9 +9,19 @@ platform's pending entry waits for the load (``load_stage``):
     applied    --TransitLoadConfirmed (operator)-----> confirmed   (forwarded to the terminal)
 
 A load that fails before the card could take it (the operator refuses, the terminal reports
-the card did not take it, or no load request comes in time) reverses the funding payment:
-``failed``, once. After MAC2 was given the card may have taken the load, so no deadline
-reverses it then: only the terminal's own report (applied or aborted) moves it on.
+the card did not take it before MAC2, or no load request comes in time) reverses the funding
+payment: ``failed``, once. After MAC2 was given the card may have taken the load, so neither a
+deadline nor the terminal's word reverses it then:
+
+    authorized --TransitLoadAborted (terminal MAC)---> voiding     (forwarded to the operator)
+    voiding    --TransitLoadConfirmed voided---------> failed      (reversed: the card's
+                                                                    evidence proved no load)
+    voiding    --TransitLoadConfirmed unresolved-----> reconcile   (not reversed; listed by
+                                                                    reconciliation)
+
+A ``reconcile`` top-up may still end ``confirmed`` (a late proof of load) or ``failed`` (later
+card evidence). Operator answers must come from the operator the load was sent to, for this
+card (and, for MAC2, this amount and terminal).
 Everything the platform forwards it re-seals with its identity key: terminals and operators
 check one key.
 """
@@ -113,14 +123,19 @@ def operator_answer(ev: TransitLoadAuthorized | TransitLoadConfirmed, *,
     out = Out()
     if pending is None or pending.load_request_id != ev.request_event_id:
         raise Rejected(f"{ev.type} {ev.event_id} answers no top-up in progress")
+    _same_load(ev, pending)
     if isinstance(ev, TransitLoadAuthorized):
         if pending.load_stage != "requested":
             return pending, out  # redelivered
         new = pending.model_copy(update={"load_stage": "authorized"})
-    elif ev.confirmed:
+    elif ev.outcome == "booked":
         if pending.load_stage == "confirmed":
             return pending, out
         new = pending.model_copy(update={"load_stage": "confirmed"})
+    elif ev.outcome == "unresolved":
+        if pending.load_stage == "reconcile":
+            return pending, out
+        new = pending.model_copy(update={"load_stage": "reconcile"})
     else:
         if pending.load_stage == "failed" and pending.reversed:
             out.add("terminal", pending.terminal_id, _forwarded(ev, hsm))
@@ -130,10 +145,24 @@ def operator_answer(ev: TransitLoadAuthorized | TransitLoadConfirmed, *,
     return new, out
 
 
+def _same_load(ev: TransitLoadAuthorized | TransitLoadConfirmed, pending: Pending) -> None:
+    """``Rejected`` unless ``ev`` is about the load sent: its operator, card (and amount and
+    terminal for MAC2). A sealed answer from another registered operator answers nothing."""
+    if ev.operator_id != pending.operator_id or ev.card_token != pending.card_token:
+        raise Rejected(f"{ev.type} {ev.event_id} from {ev.operator_id} for card "
+                       f"{ev.card_token} does not match the load sent to "
+                       f"{pending.operator_id} for {pending.card_token}")
+    if isinstance(ev, TransitLoadAuthorized) and (
+            ev.amount != pending.amount or ev.terminal_id != pending.terminal_id):
+        raise Rejected(f"{ev.type} {ev.event_id} authorizes {ev.amount} at {ev.terminal_id}, "
+                       f"not {pending.amount} at {pending.terminal_id}")
+
+
 def card_report(ev: TransitLoadApplied | TransitLoadAborted, *, pending: Pending | None,
                 hsm: PlatformHsm, received_at: datetime) -> tuple[Pending, Out]:
-    """The terminal says the card took the load (TAC) or did not: forward to the operator; a
-    load the card did not take reverses the funding payment."""
+    """The terminal says the card took the load (TAC) or did not: forward to the operator.
+    Before MAC2 a load the card did not take reverses the funding payment; after MAC2 the
+    operator decides from the card's evidence (``voiding``), never the terminal's word."""
     _terminal_mac(ev, hsm)
     pending = _mine(ev, pending)
     out = Out()
@@ -141,11 +170,16 @@ def card_report(ev: TransitLoadApplied | TransitLoadAborted, *, pending: Pending
         raise Rejected(f"{ev.type} {ev.event_id} matches no load request")
     if pending.load_stage in ("applied", "confirmed", "failed"):
         return pending, out  # redelivered
+    if pending.load_stage in ("voiding", "reconcile") and (
+            isinstance(ev, TransitLoadAborted) and ev.evidence is None):
+        return pending, out  # the operator has (or had) this claim already
     forwarded = hsm.sign_event(ev.model_copy(update={"occurred_at": received_at,
                                                      "producer": "platform"}))
     out.add(f"provider:{pending.operator_id}", ev.card_token, forwarded)
     if isinstance(ev, TransitLoadApplied):
         return pending.model_copy(update={"load_stage": "applied"}), out
+    if pending.load_stage in ("authorized", "voiding", "reconcile"):  # MAC2 is out
+        return pending.model_copy(update={"load_stage": "voiding"}), out
     return _fail(pending, out, at=received_at, hsm=hsm), out
 
 
@@ -159,7 +193,8 @@ def expire_load(pending: Pending, *, now: datetime, hsm: PlatformHsm) -> tuple[P
         correlation_id=pending.payment_id, occurred_at=pending.deadline, producer="platform",
         operator_id=pending.operator_id or "transit",
         request_event_id=pending.load_request_id or pending.request_event_id,
-        card_token=pending.card_token or NO_CARD, confirmed=False, balance=0,
+        card_token=pending.card_token or NO_CARD, confirmed=False, outcome="voided",
+        balance=0,
         reason="top-up timed out before the card was loaded: payment reversed")
     out.add("terminal", pending.terminal_id, hsm.sign_event(notice))
     del now

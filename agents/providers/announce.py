@@ -15,10 +15,16 @@ from agents.providers.base import ProviderAdapter
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.keys import KeyUsage
 from cardbus.crypto.keystore import b64e
+from cardbus.crypto.signing import Verifier
 from schemas.base import header
 from schemas.cardmgmt import CardPolicyPublished
 from schemas.providers import KeyUsage as KeyUsageName
-from schemas.providers import ProviderKeysProvisioned, ProviderRegistered, ProvisionedKey
+from schemas.providers import (
+    ProviderAdmitted,
+    ProviderKeysProvisioned,
+    ProviderRegistered,
+    ProvisionedKey,
+)
 
 
 def registration(adapter: ProviderAdapter, hsm: ProviderHsm, now: datetime) -> ProviderRegistered:
@@ -60,3 +66,15 @@ def card_policy(adapter: ProviderAdapter, hsm: ProviderHsm, now: datetime) -> Ca
         **header(f"provider:{pid}", pid, now), issuer_id=pid, installable=adapter.card_apps,
         protected_aids=(adapter.aid,))
     return hsm.sign_event(ev)
+
+
+def admission_for(adapter: ProviderAdapter, identity: Verifier,
+                  now: datetime | None = None) -> ProviderAdmitted:
+    """What the operator admits a provider with (unsealed: the operator seals it): its id and
+    kind, the identity key it must register with, its BIN ranges and AIDs, nothing more."""
+    return ProviderAdmitted(
+        **header("platform", adapter.provider_id, now), provider_id=adapter.provider_id,
+        kind=adapter.kind, identity_key_id=identity.key_id,
+        identity_public_key=b64e(identity.public_bytes()), bin_ranges=adapter.bin_ranges,
+        payment_aids=(adapter.aid,) if adapter.kind == "bank" else (),
+        transit_aids=adapter.transit_aids, reason="admitted by the operator")

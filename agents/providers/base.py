@@ -58,6 +58,7 @@ class ProviderAdapter:
     transit_aids: tuple[str, ...] = ()
     currency: str = "CNY"
     per_txn_limit: int = 500_000
+    cvm_floor: int = decide.DEFAULT_CVM_FLOOR  # above it, an online PIN is required
     card_bin: str = ""
     replayable: bool = True  # False: a host outside CardBus decides; audit cannot re-derive
     card_apps: tuple[str, ...] = ("transit",)  # a bank lets the platform install these
@@ -67,10 +68,12 @@ class ProviderAdapter:
     def authorize(self, req: AuthorizationRequested, *, card: CardRecord | None,
                   account: Account | None, chain: ChainHead, batch: OpenBatch,
                   processed: AuthorizationDecided | None,
-                  crypto: decide.IssuerCrypto) -> decide.Authorized:
-        """Decide on an authorization request."""
+                  crypto: decide.IssuerCrypto, now: datetime | None = None
+                  ) -> decide.Authorized:
+        """Decide on an authorization request (``now``: the provider's clock)."""
         return decide.authorize(req, card=card, account=account, chain=chain, batch=batch,
-                                processed=processed, crypto=crypto)
+                                processed=processed, crypto=crypto, now=now,
+                                cvm_floor=self.cvm_floor)
 
     def reverse(self, rev: ReversalRequested, *, account: Account | None, batch: OpenBatch,
                 decision: AuthorizationDecided | None,

@@ -5,18 +5,37 @@ and the crypto (``IssuerCrypto``) is deterministic for given keys. So a replay o
 inputs reproduces every decision byte for byte (audit), and unit tests need no broker.
 
 The authorization steps, in order (each a small named check, jPOS-participant style):
-duplicate? -> platform signature -> card known -> card blocked -> expiry -> cryptogram (ARQC)
--> ATC replay/window -> reported lost/stolen (41, 43) -> PIN (tries counter, block at the limit)
--> per-transaction limit -> available funds -> approve (place a hold). A decision with an ARPC
-carries the card's pending issuer script (APPLICATION BLOCK for a lost or stolen card,
-UNBLOCK once the issuer lifted the block: ``agents.providers.cardstatus``).
+duplicate? -> platform signature -> card known -> what the cryptogram covers is this request
+(CDOL1: amount, currency, date, unpredictable number, ATC) -> cryptogram (ARQC) -> card blocked
+-> expiry (the provider's own clock) -> account currency -> ATC replay/window -> reported lost or
+stolen (41, 43) -> card authentication (the terminal's outcome) -> cardholder verification
+policy (an online PIN above the adapter's floor) -> PIN (tries counter, block at the limit) ->
+per-transaction limit -> available funds -> approve (a hold). A decision with an ARPC carries
+the card's pending issuer script (APPLICATION BLOCK for a lost or stolen card, UNBLOCK once the
+issuer lifted the block: ``agents.providers.cardstatus``).
+
+The cryptogram is checked before any decline that carries an ARPC: an ARPC is only ever made
+for an ARQC that verified, so a bad cryptogram on a blocked or expired card is a decline (82),
+never an error.
+
+Response codes of the cryptogram checks (ISO 8583 field 39, as payments hosts use them):
+``30`` (format error) when the cryptogram data is not the CDOL1 layout (wrong length, odd hex,
+not BCD, not a date); ``82`` (negative cryptogram result) when the ARQC does not verify, or
+when it verifies but over other data than the request's own: another amount (9F02), an amount
+other (9F03) that is not zero, another currency (5F2A), an unknown currency, a date (9A) more
+than a day from the request's time, another unpredictable number (9F37) or ATC, or a
+transaction type (9C) that is not a purchase. Cardholder verification: ``Q1`` when the
+terminal reports the card failed card authentication; ``1A`` (additional customer
+authentication required, a soft decline) above the adapter's CVM floor without an online PIN
+(no PIN block, or CVM results 9F34 that do not say online PIN). (The ATC needs no
+comparison: the session key the ARQC is checked under comes from the request's ATC.)
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from agents.providers.cardstatus import pending_script
@@ -30,18 +49,22 @@ from agents.providers.state import (
     OpenBatch,
     PinCheck,
 )
+from cardbus.emv.data import CURRENCY_NUMERIC, TX_PURCHASE, parse_arqc_data
 from cardbus.errors import CryptoError, PinBlockError
 from cardbus.response_codes import (
     APPROVED,
     BAD_CRYPTOGRAM,
+    CARD_AUTH_FAILED,
     DO_NOT_HONOUR,
     EXCEEDS_LIMIT,
     EXPIRED_CARD,
+    FORMAT_ERROR,
     INCORRECT_PIN,
     INSUFFICIENT_FUNDS,
     INVALID_CARD,
     LOST_CARD,
     NO_ORIGINAL,
+    PIN_REQUIRED,
     PIN_TRIES_EXCEEDED,
     REPLAYED_ATC,
     STOLEN_CARD,
@@ -60,6 +83,9 @@ from schemas.payments import (
 from schemas.settlement import CurrencyTotal, SettlementBatchClosed
 
 ATC_WINDOW = 100  # an ATC jump larger than this is refused as out of window
+CVM_ONLINE_PIN = 0x02  # 9F34 byte 1, low six bits: enciphered PIN verified online
+DEFAULT_CVM_FLOOR = 100_000  # minor units above which an online PIN is required (1,000.00)
+DATE_SLACK = timedelta(days=1)  # 9A is the terminal's local date: a day either side of UTC
 
 
 class IssuerCrypto(Protocol):
@@ -133,7 +159,7 @@ def settle(account: Account, open_batch: int) -> Account:
 
 
 def _check(req: AuthorizationRequested, card: CardRecord | None, account: Account | None,
-           crypto: IssuerCrypto, batch: int) -> _Draft:
+           crypto: IssuerCrypto, batch: int, now: datetime, cvm_floor: int) -> _Draft:
     """Run the checks in order; return the response code and the updated card/account."""
     try:
         crypto.verify_platform(req)
@@ -146,22 +172,42 @@ def _check(req: AuthorizationRequested, card: CardRecord | None, account: Accoun
             return _Draft(INVALID_CARD, card, account, arpc_needed=False)
     except CryptoError:
         return _Draft(INVALID_CARD, card, account, arpc_needed=False)
-    if card.status == "blocked":
-        return _Draft(PIN_TRIES_EXCEEDED, card, account)
-    if _expired(card.expiry, req):
-        return _Draft(EXPIRED_CARD, card, account)
-    if req.amount.currency != account.currency:
-        return _Draft(WRONG_CURRENCY, card, account)
+    covers = cryptogram_covers(req)
+    if covers is not None:
+        return _Draft(covers, card, account, arpc_needed=False)
     try:
         crypto.verify_arqc(req.card, req.correlation_id)
     except CryptoError:
         return _Draft(BAD_CRYPTOGRAM, card, account, arpc_needed=False)
+    if card.status == "blocked":
+        return _Draft(PIN_TRIES_EXCEEDED, card, account)
+    if expired(card.expiry, now):
+        return _Draft(EXPIRED_CARD, card, account)
+    if req.amount.currency != account.currency:
+        return _Draft(WRONG_CURRENCY, card, account)
     atc = req.card.atc
     if card.last_atc is not None and not card.last_atc < atc <= card.last_atc + ATC_WINDOW:
         return _Draft(REPLAYED_ATC, card, account, arpc_needed=False)
     card = card.model_copy(update={"last_atc": atc})
     if card.reported is not None:  # lost or stolen: declined, and blocked by a script
         return _Draft(LOST_CARD if card.reported == "lost" else STOLEN_CARD, card, account)
+    if req.card.card_auth == "failed":
+        return _Draft(CARD_AUTH_FAILED, card, account)
+    if req.amount.amount > cvm_floor and not online_pin(req):
+        return _Draft(PIN_REQUIRED, card, account)
+    return _after_cryptogram(req, card, account, crypto, batch)
+
+
+def online_pin(req: AuthorizationRequested) -> bool:
+    """Whether the cardholder was verified by an online PIN: a PIN block, and CVM results
+    (9F34) whose method is enciphered PIN online (02, with or without the "next CVM" bit)."""
+    return (req.pin_block is not None and req.pin_key_id is not None
+            and int(req.card.cvm_results[:2], 16) & 0x3F == CVM_ONLINE_PIN)
+
+
+def _after_cryptogram(req: AuthorizationRequested, card: CardRecord, account: Account,
+                      crypto: IssuerCrypto, batch: int) -> _Draft:
+    """PIN, limit, funds: the checks after the card proved the transaction."""
     if req.pin_block is not None and req.pin_key_id is not None:
         try:
             ok = crypto.pin_matches(req.card, req.correlation_id, req.pin_block,
@@ -184,9 +230,31 @@ def _check(req: AuthorizationRequested, card: CardRecord | None, account: Accoun
     return _Draft(APPROVED, card, account.model_copy(update={"holds": holds}))
 
 
-def _expired(expiry_yymm: str, req: AuthorizationRequested) -> bool:
-    when = req.occurred_at
-    return (when.year % 100, when.month) > (int(expiry_yymm[:2]), int(expiry_yymm[2:]))
+def cryptogram_covers(req: AuthorizationRequested) -> str | None:
+    """None if the data the card's ARQC covers (``card.cdol_data``) is this request's own
+    transaction; else the decline code (``30`` malformed, ``82`` another transaction)."""
+    try:
+        data = parse_arqc_data(bytes.fromhex(req.card.cdol_data))
+    except ValueError:
+        return FORMAT_ERROR
+    currency = CURRENCY_NUMERIC.get(req.amount.currency)
+    same = (data.amount == req.amount.amount and data.amount_other == 0
+            and currency is not None and data.currency == currency
+            and data.unpredictable_number.hex().upper() == req.card.unpredictable_number
+            and data.tx_type == TX_PURCHASE
+            and _near(data.date, req.occurred_at))
+    return None if same else BAD_CRYPTOGRAM
+
+
+def _near(yymmdd: str, when: datetime) -> bool:
+    """Whether the card's transaction date is within a day of ``when`` (UTC)."""
+    day = date(2000 + int(yymmdd[:2]), int(yymmdd[2:4]), int(yymmdd[4:]))
+    return abs(day - when.date()) <= DATE_SLACK
+
+
+def expired(expiry_yymm: str, now: datetime) -> bool:
+    """Whether a card valid through the month ``expiry_yymm`` is expired at ``now``."""
+    return (now.year % 100, now.month) > (int(expiry_yymm[:2]), int(expiry_yymm[2:]))
 
 
 def authorize(
@@ -198,13 +266,19 @@ def authorize(
     batch: OpenBatch,
     processed: AuthorizationDecided | None,
     crypto: IssuerCrypto,
+    now: datetime | None = None,
+    cvm_floor: int = DEFAULT_CVM_FLOOR,
 ) -> Authorized:
-    """Decide on one authorization request. A duplicate gets the original decision, unchanged."""
+    """Decide on one authorization request. A duplicate gets the original decision, unchanged.
+
+    ``now`` is the provider's own clock for the card's expiry (the wiring passes the broker's
+    append time of the request record); without it, the request's time (the platform's)."""
     if processed is not None:
         return Authorized(processed, card, account, chain, batch, duplicate=True)
     if account is not None:
         account = settle(account, batch.number)
-    draft = _check(req, card, account, crypto, batch.number)
+    draft = _check(req, card, account, crypto, batch.number,
+                   req.occurred_at if now is None else now, cvm_floor)
     approved = draft.code == APPROVED
     script = pending_script(draft.card) if draft.arpc_needed else None
     sequence = chain.sequence + 1

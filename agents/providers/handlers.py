@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -56,6 +57,9 @@ class Record(Protocol):
 
     @property
     def partition(self) -> int: ...
+
+    @property
+    def timestamp(self) -> float: ...
 
 
 @dataclass
@@ -101,7 +105,8 @@ class Provider:
         """The provider's request topic: dispatch by event type."""
         ev = codec.decode(self.topic, record.value)
         if isinstance(ev, AuthorizationRequested):
-            await self.on_authorization(ev, record.partition)
+            await self.on_authorization(ev, record.partition,
+                                        now=datetime.fromtimestamp(record.timestamp, UTC))
         elif isinstance(ev, ReversalRequested):
             await self.on_reversal(ev, record.partition)
         elif isinstance(ev, CardIssued):
@@ -117,8 +122,11 @@ class Provider:
         else:
             raise DecodeError(f"type: {ev.type} is not handled by a provider", field="type")
 
-    async def on_authorization(self, req: AuthorizationRequested, partition: int) -> None:
-        """Decide; the card's record, the chain head and the batch are written together."""
+    async def on_authorization(self, req: AuthorizationRequested, partition: int, *,
+                               now: datetime) -> None:
+        """Decide; the card's record, the chain head and the batch are written together.
+        ``now``: the provider's own time for the request (its record's broker time, with
+        LogAppendTime the broker's clock): card expiry is checked against it."""
         token = req.card.pan_token
         entry = _load(self.t.ledger, token, CardLedger)
         done = entry.decision(req.event_id) if entry else None
@@ -131,7 +139,7 @@ class Provider:
                 or ChainHead(chain_id=f"{self.pid}.{pk}"),
                 batch=_load(self.t.batch, pk, OpenBatch) or OpenBatch(),
                 processed=AuthorizationDecided.model_validate(done) if done else None,
-                crypto=self.crypto)
+                crypto=self.crypto, now=now)
             if not result.duplicate:
                 if entry is not None and result.card is not None and result.account is not None:
                     _store(self.t.ledger, token, CardLedger(

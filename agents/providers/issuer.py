@@ -11,7 +11,7 @@ from agents.providers.state import PinCheck
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.keystore import b64e
 from cardbus.crypto.signing import Verifier, verify_event
-from cardbus.errors import SignatureInvalid
+from cardbus.errors import CryptogramInvalid, SignatureInvalid
 from schemas.base import Event
 from schemas.cards import CardRead
 from schemas.cardstatus import ScriptKind
@@ -35,13 +35,13 @@ class HsmIssuer:
 
     def verify_arqc(self, card: CardRead, context: str) -> None:
         self.hsm.authorize_cryptogram(
-            card.pan_encrypted, context, card.psn, card.atc, bytes.fromhex(card.cdol_data),
-            bytes.fromhex(card.arqc), None, last_atc=None)
+            card.pan_encrypted, context, card.psn, card.atc, _hex(card.cdol_data),
+            _hex(card.arqc), None, last_atc=None)
 
     def make_arpc(self, card: CardRead, context: str, response_code: str) -> str:
         return self.hsm.authorize_cryptogram(
-            card.pan_encrypted, context, card.psn, card.atc, bytes.fromhex(card.cdol_data),
-            bytes.fromhex(card.arqc), response_code.encode("ascii"), last_atc=None).hex().upper()
+            card.pan_encrypted, context, card.psn, card.atc, _hex(card.cdol_data),
+            _hex(card.arqc), response_code.encode("ascii"), last_atc=None).hex().upper()
 
     def pin_matches(self, card: CardRead, context: str, pin_block: str, pin_key_id: str,
                     pin: PinCheck) -> bool:
@@ -55,3 +55,11 @@ class HsmIssuer:
 
     def seal(self, event: Event) -> Event:
         return self.hsm.sign_event(event)
+
+
+def _hex(text: str) -> bytes:
+    """Bytes of a hex field; ``CryptogramInvalid`` (a decline) for an odd-length one."""
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise CryptogramInvalid("cryptogram field is not whole bytes of hex") from None

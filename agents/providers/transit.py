@@ -6,8 +6,14 @@ Its decisions, pure like a bank's (time and ids from the input events):
   for the card's CREDIT FOR LOAD, remembering the authorization;
 - ``confirm_load``: the terminal reports the card's TAC (proof of load); the operator checks it
   and books the load;
-- ``abort_load``: the card did not take the load; the authorization is voided.
-A request seen twice gets the same answer, and a load is booked once.
+- ``abort_load``: the terminal says the card did not take the load. Sealed by the platform
+  or refused (raises: a dead letter, no answer). Before MAC2 the authorization is voided; after
+  MAC2 only the card's evidence (a probe whose MAC1 covers the MAC2 challenge, showing the
+  purse's online sequence number not advanced and its balance unchanged) voids it; without it
+  the load is ``unresolved``: kept open (a later TAC still books it) and listed by
+  reconciliation, never reversed on a terminal's word.
+A request seen twice gets the same answer, and a load is booked once. A TAC that does not verify
+is ``unresolved`` too (the card may hold the value whatever the terminal sent).
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from agents.providers.base import ProviderAdapter
 from cardbus.cardprofile import CardProfile, make_pan
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.transit import card_time
-from cardbus.errors import CryptoError
+from cardbus.errors import CryptoError, MacInvalid
 from schemas.base import Event
 from schemas.transit import (
+    LoadOutcome,
     TransitLoadAborted,
     TransitLoadApplied,
     TransitLoadAuthorized,
@@ -76,6 +83,8 @@ class OperatorCrypto(Protocol):
 
     def check_tac(self, applied: TransitLoadApplied, auth: Authorized) -> None: ...
 
+    def check_probe(self, aborted: TransitLoadAborted, auth: Authorized) -> None: ...
+
     def seal(self, event: Event) -> Event: ...
 
 
@@ -97,13 +106,16 @@ class Answer:
 
 
 def _refusal(req: TransitLoadRequested | TransitLoadApplied | TransitLoadAborted,
-             purse: Purse, reason: str, crypto: OperatorCrypto) -> TransitLoadConfirmed:
+             purse: Purse, reason: str, crypto: OperatorCrypto,
+             outcome: LoadOutcome = "voided") -> TransitLoadConfirmed:
     ev = TransitLoadConfirmed(
-        event_id=_id("refused", req.event_id), correlation_id=req.correlation_id,
+        event_id=_id("refused" if outcome == "voided" else outcome, req.event_id),
+        correlation_id=req.correlation_id,
         occurred_at=req.occurred_at, producer=f"provider:{crypto.provider_id}",
         operator_id=crypto.provider_id,
         request_event_id=getattr(req, "request_event_id", req.event_id),
-        card_token=req.card_token, confirmed=False, balance=purse.balance, reason=reason)
+        card_token=req.card_token, confirmed=False, outcome=outcome, balance=purse.balance,
+        reason=reason)
     sealed = crypto.seal(ev)
     assert isinstance(sealed, TransitLoadConfirmed)
     return sealed
@@ -166,14 +178,19 @@ def confirm_load(applied: TransitLoadApplied, purse: Purse | None,
         return Answer(purse, _refusal(applied, purse, "no authorized load to confirm", crypto))
     try:
         crypto.verify_platform(applied)
-        crypto.check_tac(applied, auth)
     except CryptoError as exc:
-        return Answer(purse, _refusal(applied, purse, f"proof of load: {exc}", crypto))
+        return Answer(purse, _refusal(applied, purse, f"not from the platform: {exc}", crypto,
+                                      "unresolved"))
+    try:
+        crypto.check_tac(applied, auth)
+    except CryptoError as exc:  # MAC2 is out: a bad proof says nothing of the card
+        return Answer(purse, _refusal(applied, purse, f"proof of load: {exc}", crypto,
+                                      "unresolved"))
     ev = TransitLoadConfirmed(
         event_id=_id("confirmed", rid), correlation_id=applied.correlation_id,
         occurred_at=applied.occurred_at, producer=f"provider:{crypto.provider_id}",
         operator_id=crypto.provider_id, request_event_id=rid, card_token=applied.card_token,
-        confirmed=True, balance=auth.new_balance)
+        confirmed=True, outcome="booked", balance=auth.new_balance)
     sealed = crypto.seal(ev)
     assert isinstance(sealed, TransitLoadConfirmed)
     authorized = {k: v for k, v in purse.authorized.items() if k != rid}
@@ -186,16 +203,43 @@ def confirm_load(applied: TransitLoadApplied, purse: Purse | None,
 
 def abort_load(aborted: TransitLoadAborted, purse: Purse | None,
                crypto: OperatorCrypto) -> Answer:
-    """The card did not take the load: void the authorization."""
+    """The card did not take the load: void the authorization if nothing can have been loaded
+    (no MAC2 given, or the card's evidence shows the load not taken); else ``unresolved``.
+    ``CryptoError`` (a dead letter, no answer) unless the platform sealed it."""
+    crypto.verify_platform(aborted)
     purse = purse or Purse(card_token=aborted.card_token)
     rid = aborted.request_event_id
     if rid in purse.done:
         return Answer(purse, TransitLoadConfirmed.model_validate(purse.done[rid]))
+    auth = purse.authorized.get(rid)
+    if auth is not None:  # MAC2 was given: the card may hold the value
+        why = _not_taken(aborted, auth, crypto)
+        if why is not None:
+            return Answer(purse, _refusal(aborted, purse, f"load not proven aborted: {why}",
+                                          crypto, "unresolved"))
     authorized = {k: v for k, v in purse.authorized.items() if k != rid}
     answer = _refusal(aborted, purse, f"load aborted: {aborted.reason}", crypto)
     return Answer(purse.model_copy(update={
         "authorized": authorized, "done": {**purse.done, rid: answer.model_dump(mode="json")}}),
         answer)
+
+
+def _not_taken(aborted: TransitLoadAborted, auth: Authorized, crypto: OperatorCrypto
+               ) -> str | None:
+    """None if the card's evidence proves the authorized load was not taken; else why not."""
+    probe = aborted.evidence
+    if probe is None:
+        return "no card evidence"
+    try:
+        crypto.check_probe(aborted, auth)
+    except CryptoError as exc:
+        return f"card evidence: {exc}"
+    if probe.load_counter != auth.load_counter:
+        return (f"the purse's online sequence is {probe.load_counter}, not "
+                f"{auth.load_counter}")
+    if probe.balance != auth.new_balance - auth.amount:
+        return f"the purse's balance is {probe.balance}, not {auth.new_balance - auth.amount}"
+    return None
 
 
 class HsmOperator:
@@ -219,6 +263,15 @@ class HsmOperator:
         self.hsm.verify_load_tac(applied.card_token, auth.new_balance, auth.load_counter,
                                  auth.amount, auth.terminal_id, card_time(auth.date_time),
                                  bytes.fromhex(applied.tac))
+
+    def check_probe(self, aborted: TransitLoadAborted, auth: Authorized) -> None:
+        probe = aborted.evidence
+        if probe is None:
+            raise MacInvalid("no card evidence")
+        mac2 = TransitLoadAuthorized.model_validate(auth.answer).mac2
+        self.hsm.verify_purse_probe(aborted.card_token, bytes.fromhex(probe.card_random),
+                                    probe.load_counter, probe.balance, probe.probe_amount,
+                                    bytes.fromhex(mac2), bytes.fromhex(probe.mac1))
 
     def seal(self, event: Event) -> Event:
         return self.hsm.sign_event(event)

@@ -7,29 +7,40 @@ key version still opens after a rotation while new work uses the newest version.
 
 Key ids: ``kbpk:<p>`` ``pin:<p>`` ``pan:<p>`` (provider keys the platform holds), ``tpk:<t>``
 ``tmk:<t>`` ``tpan:<t>`` (terminal PIN, MAC, PAN keys), ``sign:<who>``, ``token:<who>``,
-``imk:<p>`` ``smi:<p>`` ``pvk:<p>`` ``cardca:<p>`` ``load:<p>`` ``tac:<p>`` (provider-only keys),
-``isd:<p>`` (an issuer's master for its cards' security-domain keys; the platform gets it by
-TR-31 to run card management), ``kex:<t>`` (terminal key agreement).
+``imk:<p>`` ``smi:<p>`` ``pvk:<p>`` ``pvd:<p>`` ``cardca:<p>`` ``load:<p>`` ``tac:<p>``
+(provider-only keys: never in a key block; ``pvd`` seals PIN verification data, in its own AEAD
+domain), ``isd:<p>`` (an issuer's master for its cards' security-domain keys; the platform gets
+it by TR-31 to run card management), ``kex:<t>`` (terminal key agreement).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import date
 from typing import Any, ClassVar, TypeVar
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cardbus.crypto import card_auth, emv, issuer_script, pin, scp03, transit
+from cardbus.crypto.cache import ExpiringCache, NonceBudget
 from cardbus.crypto.issued import CardProfile, SealedPurse
 from cardbus.crypto.keys import KeyAlg, KeyUsage, kcv, new_key
-from cardbus.crypto.keystore import KeyStore, StoredKey
+from cardbus.crypto.keystore import KeyStore, StoredKey, b64d, b64e
 from cardbus.crypto.pan import PanCipher, PanTokenizer
 from cardbus.crypto.signing import MacSealer, Signer, Verifier, seal_event, verify_event
 from cardbus.crypto.tr31 import unwrap_key_block, wrap_key_block
 from cardbus.crypto.wrap import unwrap_for_terminal, wrap_for_terminal
-from cardbus.errors import CardAuthenticationError, KeyUsageError, MissingKeyError, UnwrapError
+from cardbus.errors import (
+    CardAuthenticationError,
+    KeyBlockHeaderMismatch,
+    KeyUsageError,
+    MissingKeyError,
+    UnwrapError,
+)
 from cardbus.gp.session import PursePersonalisation
 from schemas.base import EncryptedBlob, Event
 
@@ -56,7 +67,8 @@ class _Role:
     def __init__(self, identity: str, keystore: KeyStore) -> None:
         self.identity = identity
         self.keys = keystore
-        self._objects: dict[tuple[str, str], Any] = {}
+        self._objects: ExpiringCache[tuple[str, str], Any] = ExpiringCache()
+        self._budgets: dict[str, NonceBudget] = {}  # per key version: outlives the cache
         sign_id = f"sign:{identity}"
         self._ensure(sign_id, KeyUsage.SIGNING, KeyAlg.ED25519)
         v = self.keys.latest_version(sign_id)
@@ -68,9 +80,9 @@ class _Role:
             self.keys.generate(key_id, usage, self.identity, alg)
 
     def _cached(self, kind: str, vid: str, make: Callable[[], T]) -> T:
-        obj = self._objects.get((kind, vid))
+        obj: T | None = self._objects.get((kind, vid))
         if obj is None:
-            obj = self._objects[(kind, vid)] = make()
+            obj = self._objects.put((kind, vid), make())
         return obj
 
     def _key(self, vid: str, usage: KeyUsage, owner: str | None = None) -> bytes:
@@ -80,9 +92,13 @@ class _Role:
     def _latest(self, key_id: str) -> str:
         return versioned(key_id, self.keys.latest_version(key_id))
 
+    def budget(self, vid: str) -> NonceBudget:
+        """The AES-GCM encryptions key version ``vid`` has left (random nonces)."""
+        return self._budgets.setdefault(vid, NonceBudget(vid))
+
     def _pan_cipher(self, vid: str, owner: str | None = None) -> PanCipher:
-        return self._cached("pan", vid, lambda: PanCipher(vid, self._key(vid, KeyUsage.PAN_ENC,
-                                                                          owner)))
+        return self._cached("pan", vid, lambda: PanCipher(
+            vid, self._key(vid, KeyUsage.PAN_ENC, owner), budget=self.budget(vid)))
 
     def sign_event(self, event: E) -> E:
         """The event sealed with this role's identity key."""
@@ -115,13 +131,21 @@ class PlatformHsm(_Role):
         the provider's own version number when given (so both sides name it alike)."""
         owner = f"provider:{provider_id}"
         kbpk = self.keys.key(f"kbpk:{provider_id}", KeyUsage.KBPK, owner=owner)
-        key, _ = unwrap_key_block(kbpk, key_block, usage)
+        key, block_version = unwrap_key_block(kbpk, key_block, usage)
+        if block_version != "00":  # the header names the key's version: it must be this one
+            if not block_version.isdigit() or (version is not None
+                                               and int(block_version) != version):
+                raise KeyBlockHeaderMismatch(
+                    f"key block version {block_version} is not the provisioned v{version}")
+            version = int(block_version)
         prefix = _BLOCK_PREFIX[usage]
         key_id = f"{prefix}:{provider_id}"
         try:
             existing = self.keys.record(key_id, version)
         except MissingKeyError:
             existing = None
+        if existing is not None and existing.status == "revoked":
+            raise KeyUsageError(f"{key_id} v{existing.version} is revoked: not accepted again")
         if existing is not None and existing.kcv == kcv(key, KeyAlg.AES) and (
                 version is None or existing.version == version):
             return existing  # the same block again: idempotent
@@ -233,6 +257,7 @@ class ProviderHsm(_Role):
         for key_id, usage, alg in ((f"imk:{p}", KeyUsage.EMV_IMK_AC, KeyAlg.TDES),
                                    (f"pin:{p}", KeyUsage.PIN_ENC, KeyAlg.AES),
                                    (f"pvk:{p}", KeyUsage.PIN_VERIFY, KeyAlg.TDES),
+                                   (f"pvd:{p}", KeyUsage.PIN_DATA, KeyAlg.AES),
                                    (f"pan:{p}", KeyUsage.PAN_ENC, KeyAlg.AES),
                                    (f"token:{p}", KeyUsage.PAN_TOKEN, KeyAlg.HMAC),
                                    (f"cardca:{p}", KeyUsage.CARD_AUTH_CA, KeyAlg.ED25519),
@@ -244,7 +269,8 @@ class ProviderHsm(_Role):
             self.keys.put(f"isd:{p}", KeyUsage.GP_ISD_MASTER, self.identity, KeyAlg.AES,
                           new_key(KeyAlg.AES, 16))
         self._tokenizer = PanTokenizer(self.keys.key(f"token:{p}", KeyUsage.PAN_TOKEN))
-        self._icc_keys: dict[tuple[bytes, str, str], bytes] = {}
+        self._icc_keys: ExpiringCache[tuple[str, str, str], bytes] = ExpiringCache(
+            max_entries=self._ICC_KEYS_KEPT)
         self._last_pan: tuple[tuple[str, str, str, str], str] | None = None
         self._last_cryptogram: tuple[tuple[Any, ...], bytes] | None = None
         ca_id = self._latest(f"cardca:{p}")
@@ -266,7 +292,10 @@ class ProviderHsm(_Role):
         prefix = _BLOCK_PREFIX.get(usage)
         if prefix is None:
             raise KeyUsageError(f"{usage.value} keys are not exported to the platform")
-        return wrap_key_block(self._k("kbpk", KeyUsage.KBPK), usage, self._k(prefix, usage))
+        rec = self.keys.record(f"{prefix}:{self.provider_id}")
+        return wrap_key_block(self._k("kbpk", KeyUsage.KBPK), usage,
+                              self._k(prefix, usage, rec.version),
+                              version_num=f"{rec.version % 100:02d}")
 
     @property
     def card_ca_verifier(self) -> Verifier:
@@ -330,36 +359,36 @@ class ProviderHsm(_Role):
         call with the same inputs (same IMK, card, ATC, data and ARQC), so it neither derives
         the key nor verifies the ARQC again; any other input goes the whole way."""
         emv.check_atc(atc, last_atc)
-        imk = self._k("imk", KeyUsage.EMV_IMK_AC)
-        which = (imk, pan_blob.key_id, pan_blob.nonce, pan_blob.ct, context, psn, atc, data,
+        imk_id = self._latest(f"imk:{self.provider_id}")
+        which = (imk_id, pan_blob.key_id, pan_blob.nonce, pan_blob.ct, context, psn, atc, data,
                  arqc)
         if self._last_cryptogram is not None and self._last_cryptogram[0] == which:
             sk = self._last_cryptogram[1]
         else:
             sk = emv.derive_session_key(
-                self._icc_master_key(imk, self._pan(pan_blob, context), psn), atc)
+                self._icc_master_key(imk_id, self._pan(pan_blob, context), psn), atc)
             emv.verify_arqc(sk, data, arqc)
             self._last_cryptogram = (which, sk)
         return b"" if arc is None else emv.generate_arpc_method1(sk, arqc, arc)
 
     _ICC_KEYS_KEPT = 65_536
 
-    def _icc_master_key(self, imk: bytes, pan: str, psn: str) -> bytes:
-        """The card's ICC master key (option A, from the IMK ``imk``), kept per card inside
-        this HSM object like the IMK it comes from: two TDES operations and a parity pass
-        fewer per cryptogram. Dropped all at once past ``_ICC_KEYS_KEPT`` cards."""
-        cache = self._icc_keys
-        key = cache.get((imk, pan, psn))
+    def _icc_master_key(self, imk_id: str, pan: str, psn: str) -> bytes:
+        """The card's ICC master key (option A, from the IMK version ``imk_id``), kept per card
+        inside this HSM object: two TDES operations and a parity pass fewer per cryptogram.
+        Kept by IMK version and PAN token (never the clear PAN or key bytes) for at most
+        ``KEY_TTL_S``, the oldest dropped past ``_ICC_KEYS_KEPT`` cards."""
+        which = (imk_id, self._tokenizer.token(pan), psn)
+        key = self._icc_keys.get(which)
         if key is None:
-            if len(cache) >= self._ICC_KEYS_KEPT:
-                cache.clear()
-            key = cache[(imk, pan, psn)] = emv.derive_icc_master_key(imk, pan, psn)
+            imk = self._key(imk_id, KeyUsage.EMV_IMK_AC)
+            key = self._icc_keys.put(which, emv.derive_icc_master_key(imk, pan, psn))
         return key
 
     def arpc_method2(self, pan_blob: EncryptedBlob, context: str, psn: str, atc: int,
                      arqc: bytes, csu: bytes) -> bytes:
         """ARPC method 2 for a card (after its ARQC was verified)."""
-        icc = self._icc_master_key(self._k("imk", KeyUsage.EMV_IMK_AC),
+        icc = self._icc_master_key(self._latest(f"imk:{self.provider_id}"),
                                    self._pan(pan_blob, context), psn)
         return emv.generate_arpc_method2(emv.derive_session_key(icc, atc), arqc, csu)
 
@@ -370,20 +399,41 @@ class ProviderHsm(_Role):
         return pin.verify_pin_pvv(key, pin_block, self._pan(pan_blob, context),
                                   self._k("pvk", KeyUsage.PIN_VERIFY), pvki, pvv)
 
+    def _pin_data(self, vid: str) -> AESGCM:
+        return self._cached("pvd", vid, lambda: AESGCM(self._key(vid, KeyUsage.PIN_DATA,
+                                                                 self.identity)))
+
+    @staticmethod
+    def _pin_data_aad(vid: str, pan_token: str) -> bytes:
+        return f"cardbus-pin-data-v1|{vid}|{pan_token}".encode()
+
     def seal_card_secret(self, value: str, pan_token: str) -> EncryptedBlob:
-        """A card's verification data (its PVV) encrypted under our data key, bound to the
-        card's token, so ledger records and events never hold it in clear."""
-        cipher = self._pan_cipher(self._latest(f"pan:{self.provider_id}"), self.identity)
-        return cipher.encrypt(value, f"card-secret|{pan_token}")
+        """A card's PIN verification data (its PVV) encrypted under the provider-only PIN data
+        key (``pvd``, never exported: the platform holds the PAN key, not this one), bound to
+        the card's token in its own AEAD domain, so ledger records and events never hold it
+        in clear and no PAN blob or payment context can stand in for it."""
+        vid = self._latest(f"pvd:{self.provider_id}")
+        self.budget(vid).spend()
+        nonce = os.urandom(12)
+        ct = self._pin_data(vid).encrypt(nonce, value.encode("ascii"),
+                                         self._pin_data_aad(vid, pan_token))
+        return EncryptedBlob(key_id=vid, alg="AES-256-GCM", nonce=b64e(nonce), ct=b64e(ct))
+
+    def _open_card_secret(self, blob: EncryptedBlob, pan_token: str) -> str:
+        if blob.alg != "AES-256-GCM" or not blob.key_id.startswith(f"pvd:{self.provider_id}.v"):
+            raise UnwrapError(f"sealed PVV is under {blob.key_id}, not our PIN data key")
+        try:
+            value = self._pin_data(blob.key_id).decrypt(
+                b64d(blob.nonce), b64d(blob.ct), self._pin_data_aad(blob.key_id, pan_token))
+        except (InvalidTag, ValueError):
+            raise UnwrapError("sealed PVV does not open (another card, or tampered)") from None
+        return value.decode("ascii")
 
     def verify_pin_sealed(self, pin_key_id: str, pin_block: bytes, pan_blob: EncryptedBlob,
                           context: str, pvv_blob: EncryptedBlob, pan_token: str,
                           pvki: str = "1") -> bool:
         """``verify_pin`` against a PVV kept sealed by ``seal_card_secret``."""
-        if not pvv_blob.key_id.startswith(f"pan:{self.provider_id}.v"):
-            raise UnwrapError(f"sealed PVV is under {pvv_blob.key_id}, not ours")
-        pvv = self._pan_cipher(pvv_blob.key_id, self.identity).decrypt(
-            pvv_blob, f"card-secret|{pan_token}")
+        pvv = self._open_card_secret(pvv_blob, pan_token)
         return self.verify_pin(pin_key_id, pin_block, pan_blob, context, pvv, pvki)
 
     # -- transit (this provider as an operator) ------------------------------------------
@@ -420,6 +470,15 @@ class ProviderHsm(_Role):
                                  mac1)
         return transit.operator_mac2(dlk, card_random, online_seq, amount, terminal_id,
                                      date_time)
+
+    def verify_purse_probe(self, card_token: str, card_random: bytes, online_seq: int,
+                           balance: int, amount: int, mac2: bytes, mac1: bytes) -> None:
+        """Verify the card's MAC1 over a probe made with the challenge of ``mac2`` (the card's
+        balance and online sequence number, as the card itself states them)."""
+        dlk = transit.derive_card_key(self._k("load", KeyUsage.TRANSIT_LOAD),
+                                      transit.diversifier(card_token))
+        transit.verify_card_mac1(dlk, card_random, online_seq, balance, amount,
+                                 transit.probe_terminal_id(mac2), mac1)
 
     def verify_load_tac(self, card_token: str, new_balance: int, online_seq: int, amount: int,
                         terminal_id: str, date_time: str, tac: bytes) -> None:

@@ -19,6 +19,7 @@ class KeyUsage(StrEnum):
     KBPK = "kbpk"  # TR-31 key block protection key, provider <-> platform
     PIN_ENC = "pin_enc"  # ISO 9564 format 4 PIN block key (AES)
     PIN_VERIFY = "pin_verify"  # PVK: Visa PVV / IBM 3624 (TDES)
+    PIN_DATA = "pin_data"  # provider-only AES-256-GCM key sealing PIN verification data (PVVs)
     MAC = "mac"  # HMAC-SHA256 terminal MAC key
     PAN_ENC = "pan_enc"  # AES-256-GCM PAN encryption key
     PAN_TOKEN = "pan_token"  # noqa: S105 - a usage name, not a secret; HMAC-SHA256 PAN tokenisation key

@@ -20,11 +20,13 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict
 
+from cardbus.crypto.cache import ExpiringCache, NonceBudget
 from cardbus.crypto.keys import KeyAlg, KeyUsage, kcv, new_key
 from cardbus.errors import ConfigError, CryptoError, KeyUsageError, MissingKeyError, UnwrapError
 
@@ -53,6 +55,7 @@ class StorageKeyring:
                 raise ConfigError(f"storage key version {v} is not 32 bytes")
         self._aead = {v: AESGCM(k) for v, k in versions.items()}
         self.current = max(versions)
+        self._budget = NonceBudget(f"storage key v{self.current}")
 
     @property
     def versions(self) -> list[int]:
@@ -61,6 +64,7 @@ class StorageKeyring:
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> tuple[int, bytes, bytes]:
         """(version, nonce, ciphertext) under the newest version."""
+        self._budget.spend()
         nonce = os.urandom(12)
         return self.current, nonce, self._aead[self.current].encrypt(nonce, plaintext, aad)
 
@@ -168,6 +172,9 @@ class StoredKey(BaseModel):
     storage_version: int
     nonce: str
     ct: str
+    status: Literal["active", "retired", "revoked"] = "active"
+    """``retired``: opens what was made under it, makes nothing new; ``revoked``: never opens
+    again (a compromised key). Not in the AAD: the record's owner may change it."""
 
     def aad(self) -> bytes:
         """The associated data the record's ciphertext is bound to."""
@@ -191,7 +198,7 @@ class KeyStore:
     def __init__(self, keyring: StorageKeyring, records: Iterable[StoredKey] = ()) -> None:
         self._keyring = keyring
         self._records: dict[tuple[str, int], StoredKey] = {}
-        self._cache: dict[tuple[str, int], bytes] = {}
+        self._cache: ExpiringCache[tuple[str, int], bytes] = ExpiringCache()
         self.load_records(records)
 
     @classmethod
@@ -213,7 +220,7 @@ class KeyStore:
             *, version: int | None = None) -> StoredKey:
         """Store ``key``; without ``version`` it becomes the next version of ``key_id``."""
         if version is None:
-            version = self.latest_version(key_id, default=0) + 1
+            version = max((v for (k, v) in self._records if k == key_id), default=0) + 1
         existing = self._records.get((key_id, version))
         if existing is not None and existing.kcv != kcv(key, alg):
             raise CryptoError(f"key {key_id} v{version} already stored with another value")
@@ -222,7 +229,7 @@ class KeyStore:
         rec = StoredKey(key_id=key_id, usage=usage, owner=owner, version=version, alg=alg,
                         kcv=kcv(key, alg), storage_version=sv, nonce=b64e(nonce), ct=b64e(ct))
         self._records[(key_id, version)] = rec
-        self._cache[(key_id, version)] = key
+        self._cache.put((key_id, version), key)
         return rec
 
     def generate(self, key_id: str, usage: KeyUsage, owner: str, alg: KeyAlg) -> StoredKey:
@@ -230,13 +237,33 @@ class KeyStore:
         return self.put(key_id, usage, owner, alg, new_key(alg))
 
     def latest_version(self, key_id: str, default: int | None = None) -> int:
-        """The newest version stored for ``key_id``."""
-        versions = [v for (k, v) in self._records if k == key_id]
+        """The newest active version of ``key_id``: what new work uses (retired and revoked
+        versions are skipped)."""
+        versions = [v for (k, v), rec in self._records.items()
+                    if k == key_id and rec.status == "active"]
         if not versions:
             if default is not None:
                 return default
-            raise MissingKeyError(f"no key {key_id} in the key store")
+            raise MissingKeyError(f"no active key {key_id} in the key store")
         return max(versions)
+
+    def retire(self, key_id: str, version: int) -> StoredKey:
+        """No new work under this version; what was made under it still opens."""
+        return self._set_status(key_id, version, "retired")
+
+    def revoke(self, key_id: str, version: int) -> StoredKey:
+        """This version never opens again (its clear copy is dropped from the cache)."""
+        self._cache.pop((key_id, version))
+        return self._set_status(key_id, version, "revoked")
+
+    def _set_status(self, key_id: str, version: int,
+                    status: Literal["retired", "revoked"]) -> StoredKey:
+        rec = self.record(key_id, version)
+        if rec.status == "revoked":
+            return rec  # revoked is final
+        rec = rec.model_copy(update={"status": status})
+        self._records[(key_id, version)] = rec
+        return rec
 
     def record(self, key_id: str, version: int | None = None) -> StoredKey:
         """The encrypted record (no key bytes)."""
@@ -257,14 +284,15 @@ class KeyStore:
             raise KeyUsageError(f"key {key_id} has usage {rec.usage.value}, not {usage.value}")
         if owner is not None and rec.owner != owner:
             raise KeyUsageError(f"key {key_id} belongs to {rec.owner}, not {owner}")
+        if rec.status == "revoked":
+            raise KeyUsageError(f"key {key_id} v{rec.version} is revoked")
         cached = self._cache.get((rec.key_id, rec.version))
         if cached is not None:
             return cached
         key = self._keyring.decrypt(rec.storage_version, b64d(rec.nonce), b64d(rec.ct), rec.aad())
         if kcv(key, rec.alg) != rec.kcv:
             raise UnwrapError(f"key {key_id} v{rec.version} fails its key check value")
-        self._cache[(rec.key_id, rec.version)] = key
-        return key
+        return self._cache.put((rec.key_id, rec.version), key)
 
     def rewrap(self) -> int:
         """Re-encrypt every record under the newest storage key; returns how many moved."""

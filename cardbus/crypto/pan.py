@@ -17,6 +17,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cardbus.crypto.cache import GCM_RANDOM_NONCE_LIMIT, NonceBudget
 from cardbus.crypto.keystore import b64d, b64e
 from cardbus.errors import KeyUsageError, UnwrapError
 from schemas.base import EncryptedBlob, luhn_ok, mask_pan
@@ -47,17 +48,19 @@ class PanTokenizer:
 class PanCipher:
     """AES-256-GCM PAN encryption under one key id."""
 
-    def __init__(self, key_id: str, key: bytes) -> None:
+    def __init__(self, key_id: str, key: bytes, *, budget: NonceBudget | None = None) -> None:
         if len(key) != 32:
             raise KeyUsageError("PAN encryption key must be AES-256")
         self.key_id = key_id
         self._aead = AESGCM(key)
+        self.budget = budget or NonceBudget(key_id, GCM_RANDOM_NONCE_LIMIT)
 
     def _aad(self, context: str) -> bytes:
         return f"cardbus-pan-v1|{self.key_id}|{context}".encode()
 
     def encrypt(self, pan: str, context: str) -> EncryptedBlob:
         """Encrypt ``pan`` for use in ``context`` (e.g. the correlation id)."""
+        self.budget.spend()
         nonce = os.urandom(12)
         ct = self._aead.encrypt(nonce, pan.encode("ascii"), self._aad(context))
         return EncryptedBlob(key_id=self.key_id, alg="AES-256-GCM", nonce=b64e(nonce), ct=b64e(ct))

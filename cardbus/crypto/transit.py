@@ -13,6 +13,13 @@ on purpose: double-length TDES session and TAC keys and ISO 9797-1 MAC algorithm
 single-DES MACs); the terminal id is the first 6 bytes of SHA-256 of the CardBus terminal id.
 Per-card keys (DLK load key, DTK TAC key) come from the operator's master keys by the card
 number (EMV option A). Amounts and balances are integer minor units (4 bytes).
+
+Card evidence after MAC2 (``probe_terminal_id``): INITIALIZE FOR LOAD carries no host challenge,
+so a terminal could keep an old answer and show it later. A probe names, as its terminal id,
+a challenge made of the operator's MAC2 (unknown to anyone before the operator answered); the
+card's MAC1 covers it. A probe also starts a new load session on the card (a new random), so the
+MAC2 it answers can never be used after it: the balance and sequence number it shows are the
+card's state once that load's chance is gone.
 """
 
 from __future__ import annotations
@@ -77,6 +84,14 @@ def session_load_key(dlk: bytes, card_random: bytes, online_seq: int) -> bytes:
     r = card_random + online_seq.to_bytes(2, "big") + b"\x80\x00"
     inv = bytes(b ^ 0xFF for b in r)
     return adjust_key_parity(encrypt_tdes_ecb(dlk, r + inv))
+
+
+def probe_terminal_id(mac2: bytes) -> str:
+    """The terminal id a probe INITIALIZE FOR LOAD names: a challenge from the operator's MAC2
+    (14 ASCII characters, within the card's 1-32)."""
+    if len(mac2) != 4:
+        raise MacInvalid("MAC2 must be 4 bytes")
+    return "PROBE-" + mac2.hex().upper()
 
 
 def card_load_mac1(dlk: bytes, card_random: bytes, online_seq: int, balance: int, amount: int,

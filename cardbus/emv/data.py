@@ -7,6 +7,11 @@ the provider: CDOL1 data || AIP || ATC (EMV Book 2 8.1.1).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
+from cardbus.errors import ConfigError
+
 PPSE_NAME = b"2PAY.SYS.DDF01"
 CARD_TOKEN_TAG = "DF01"  # noqa: S105 - a TLV tag, not a secret
 """Proprietary FCI tag of a transit purse: the operator's token of the card, what stands for
@@ -39,3 +44,72 @@ def iad(cvr: bytes) -> bytes:
 
 def cvr_from_iad(data: bytes) -> bytes:
     return data[3:7]
+
+
+# -- ISO 4217: the currencies a CardBus terminal may put in 5F2A, and the issuer checks ------
+
+CURRENCY_NUMERIC: dict[str, int] = {"CNY": 156, "USD": 840, "EUR": 978, "HKD": 344,
+                                    "GBP": 826}
+"""ISO 4217 alphabetic -> numeric code, for the currencies CardBus accepts (all with two
+minor units). Anything else is refused, never sent as some default code."""
+
+
+def currency_numeric(currency: str) -> int:
+    """The ISO 4217 numeric code of ``currency``; ``ConfigError`` for a currency CardBus does
+    not accept (an unknown currency must not go into a cryptogram as some other one)."""
+    code = CURRENCY_NUMERIC.get(currency)
+    if code is None:
+        known = ", ".join(sorted(CURRENCY_NUMERIC))
+        raise ConfigError(f"currency {currency!r} is not accepted (known: {known})")
+    return code
+
+
+# -- what the ARQC covers, field by field (the issuer rebuilds it from the request) ----------
+
+ARQC_DATA_LEN = CDOL1_LEN + 2 + 2  # CDOL1 data || AIP || ATC
+TX_PURCHASE = 0x00  # 9C transaction type: goods and services
+
+
+@dataclass(frozen=True)
+class ArqcInput:
+    """The data an ARQC covers, parsed (CDOL1 of the CardBus cards, then AIP and ATC)."""
+
+    amount: int  # 9F02, minor units
+    amount_other: int  # 9F03
+    country: int  # 9F1A, ISO 3166 numeric
+    tvr: bytes  # 95
+    currency: int  # 5F2A, ISO 4217 numeric
+    date: str  # 9A, YYMMDD
+    tx_type: int  # 9C
+    unpredictable_number: bytes  # 9F37
+    aip: bytes
+    atc: int
+
+
+def _bcd_int(data: bytes, what: str) -> int:
+    text = data.hex()
+    if not text.isdigit():
+        raise ValueError(f"{what} is not BCD")
+    return int(text)
+
+
+def parse_arqc_data(data: bytes) -> ArqcInput:
+    """The fields of ``arqc_data``; ``ValueError`` if ``data`` is not that layout (length, BCD
+    digits, a real calendar date)."""
+    if len(data) != ARQC_DATA_LEN:
+        raise ValueError(f"cryptogram data is {len(data)} bytes, not {ARQC_DATA_LEN}")
+    fields: dict[str, bytes] = {}
+    at = 0
+    for tag, size in CDOL1:
+        fields[tag] = data[at:at + size]
+        at += size
+    date = fields["9A"].hex()
+    _bcd_int(fields["9A"], "9A date")
+    datetime.strptime(date, "%y%m%d")  # a real calendar date (ValueError if not)
+    return ArqcInput(
+        amount=_bcd_int(fields["9F02"], "9F02 amount"),
+        amount_other=_bcd_int(fields["9F03"], "9F03 amount other"),
+        country=_bcd_int(fields["9F1A"], "9F1A country"), tvr=fields["95"],
+        currency=_bcd_int(fields["5F2A"], "5F2A currency"), date=date,
+        tx_type=fields["9C"][0], unpredictable_number=fields["9F37"],
+        aip=data[at:at + 2], atc=int.from_bytes(data[at + 2:at + 4], "big"))

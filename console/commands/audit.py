@@ -32,6 +32,12 @@ def _timestamp_ms(text: str | None) -> int | None:
     return int(when.timestamp() * 1000)
 
 
+def _as_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--as", dest="party", choices=("auditor", "operator"), default="auditor",
+                   help="read as the namespace's auditor (CARDBUS_NAMESPACE; read-only, commits "
+                        "nothing) or as the cluster's operator (any namespace)")
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``audit``, and ``audit`` under ``bench``."""
     p = subparsers.add_parser(
@@ -52,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--no-rederive", action="store_true", help="skip decision re-derivation")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _as_option(p)
     p.set_defaults(func=audit_command)
 
     r = subparsers.add_parser(
@@ -67,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     r.add_argument("--grace", type=float, default=60.0,
                    help="seconds a decision or outcome may be in flight (default 60)")
     r.add_argument("--json", action="store_true", help="print one JSON object")
+    _as_option(r)
     r.set_defaults(func=reconcile_command)
 
     bench = subparsers.choices.get("bench") or subparsers.add_parser("bench", help="benchmarks")
@@ -92,7 +100,8 @@ def reconcile_command(args: argparse.Namespace) -> int:
     from audit.reconcile import reconcile
     from streams.broker import resolve_bootstrap
 
-    capture = asyncio.run(read_namespace(resolve_bootstrap(args.bootstrap), args.namespace))
+    capture = asyncio.run(read_namespace(resolve_bootstrap(args.bootstrap), args.namespace,
+                                         party=args.party))
     result = reconcile(capture.records, now_ms=int(time.time() * 1000),
                        grace_ms=int(args.grace * 1000))
     lists = {"held_without_outcome": result.held_without_outcome,
@@ -138,7 +147,8 @@ def audit_command(args: argparse.Namespace) -> int:
         from streams.broker import resolve_bootstrap
 
         args.bootstrap = resolve_bootstrap(args.bootstrap)
-        capture = asyncio.run(read_namespace(args.bootstrap, args.namespace, start_ms=start_ms,
+        capture = asyncio.run(read_namespace(args.bootstrap, args.namespace, party=args.party,
+                                             start_ms=start_ms,
                                              end_ms=end_ms, progress=progress))
         bar.update(task, description="verifying")
         home = args.home or settings().home

@@ -140,23 +140,32 @@ def _enroll(args: argparse.Namespace) -> int:
     terminal = asyncio.run(enroll(args.terminal_id, args.bootstrap, timeout=args.timeout,
                                   providers=args.providers))
     print(f"terminal {terminal.terminal_id} enrolled; keys installed; trusted providers: "
-          f"{', '.join(sorted(terminal.card_auth))}")
+          f"{', '.join(sorted(terminal.card_auth))}; {terminal.status}"
+          + ("" if terminal.status == "active" else
+             f" until an operator activates it (`cardbus terminal activate --terminal-id "
+             f"{terminal.terminal_id}`)"))
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
+async def set_terminal_status(bootstrap: str | None, terminal_id: str,
+                              status: str = "active", reason: str = "activated by the operator"
+                              ) -> None:
+    """The operator's signed act: activate or suspend ``terminal_id`` (signed with the
+    platform's identity key, published as the operator)."""
     from cardbus.ceremony import platform_hsm
+    from console.commands.cards import publish_one
     from schemas.base import header
     from schemas.terminals import TerminalStatusChanged
     from streams.topics import TERMINAL_STATUS
 
     ev = platform_hsm().sign_event(TerminalStatusChanged(
-        **header("platform", args.terminal_id), terminal_id=args.terminal_id,
-        status=args.status, reason=args.reason))
-    from console.commands.cards import publish_one
+        **header("platform", terminal_id), terminal_id=terminal_id,
+        status=status, reason=reason))  # type: ignore[arg-type]
+    await publish_one(TERMINAL_STATUS.name, terminal_id, ev, bootstrap, party="operator")
 
-    asyncio.run(publish_one(TERMINAL_STATUS.name, args.terminal_id, ev, args.bootstrap,
-                            party="operator"))
+
+def _status(args: argparse.Namespace) -> int:
+    asyncio.run(set_terminal_status(args.bootstrap, args.terminal_id, args.status, args.reason))
     print(f"terminal {args.terminal_id}: {args.status} ({args.reason})")
     return 0
 

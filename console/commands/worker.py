@@ -52,16 +52,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help="Faust processing_guarantee=exactly_once (correctness does not "
                             "depend on it: every consumer is idempotent)")
         q.add_argument("--loglevel", default="warn", choices=("debug", "info", "warn", "error"))
+        q.add_argument("--dumpable", action="store_true",
+                       help="leave the process dumpable (a profiler such as py-spy attaches); "
+                            "by default no core dumps and no attaching: clear keys and PINs "
+                            "pass through a worker's memory")
     plat.set_defaults(func=_platform)
     prov.set_defaults(func=_provider)
 
 
-def _run(app: faust.App, loglevel: str) -> int:
+def _run(app: faust.App, loglevel: str, *, dumpable: bool = False) -> int:
     import faust
 
     from cardbus.crypto import quiet_tdes_warnings
+    from cardbus.processes import no_core_dumps
 
     quiet_tdes_warnings()
+    if not dumpable:
+        no_core_dumps()
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="faust")
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG so that it can spin on every log
@@ -84,7 +91,7 @@ def _platform(args: argparse.Namespace) -> int:
         load_timeout=timedelta(seconds=args.load_timeout),
         guarantee="exactly_once" if args.exactly_once else "at_least_once",
         topics=_topics(bootstrap))
-    return _run(build(cfg), args.loglevel)
+    return _run(build(cfg), args.loglevel, dumpable=args.dumpable)
 
 
 def _topics(bootstrap: str) -> TopicSettings:
@@ -123,4 +130,4 @@ def _provider(args: argparse.Namespace) -> int:
                                                    f"{args.instance}"),
         guarantee="exactly_once" if args.exactly_once else "at_least_once",
         cutover=_cutover(args.cutover))
-    return _run(build(cfg), args.loglevel)
+    return _run(build(cfg), args.loglevel, dumpable=args.dumpable)

@@ -10,7 +10,7 @@ from typing import Any
 
 from agents.platform.handlers import Platform, PlatformTables
 from agents.platform.tablekeys import TableKeyStore
-from agents.providers.announce import key_provisioning, registration
+from agents.providers.announce import admission_for, key_provisioning, registration
 from agents.providers.base import IssuedCard, ProviderAdapter, card_issued_event
 from agents.providers.handlers import Provider, ProviderTables
 from agents.providers.issuer import HsmIssuer
@@ -23,9 +23,10 @@ from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, Checkout, run_payment
 from reader_agent.requests import Sale, tap_events
 from reader_agent.terminal import enrollment
-from schemas.base import Event, Money
+from schemas.base import Event, Money, header
+from schemas.clock import ClockTicked
 from schemas.payments import PaymentRequested
-from schemas.terminals import TerminalKeysIssued
+from schemas.terminals import TerminalKeysIssued, TerminalStatusChanged
 from schemas.values import Merchant
 from streams import codec
 from streams.topics import TERMINAL_KEYS, provider_requests_topic
@@ -88,14 +89,19 @@ class Network:
         provider = Provider(adapter, ProviderTables(), hsm,
                             HsmIssuer(hsm, self.platform_hsm.verifier), self.sent)
         self.providers[adapter.provider_id] = provider
+        admitted = self.platform_hsm.sign_event(admission_for(adapter, hsm.verifier, self.now))
+        await self.platform.on_admission(rec(admitted))
         await self.platform.on_provider(rec(registration(adapter, hsm, self.now)))
         await self.platform.on_provider_keys(rec(key_provisioning(hsm, self.now)))
         return provider
 
-    async def enroll(self, terminal_id: str) -> TerminalKeysIssued:
-        """A terminal's enrollment; it installs the key set the platform sends back."""
+    async def enroll(self, terminal_id: str, *, activate: bool = True) -> TerminalKeysIssued:
+        """A terminal's enrollment (then the operator's activation); it installs the key set
+        the platform sends back."""
         terminal = TerminalHsm(terminal_id, memory_keystore())
         await self.platform.on_enrollment(rec(enrollment(terminal, MERCHANT, self.now)))
+        if activate:
+            await self.platform.on_status(rec(self.status(terminal_id, "active")))
         keys = [ev for ev in self.sent.on(TERMINAL_KEYS.name)
                 if isinstance(ev, TerminalKeysIssued) and ev.terminal_id == terminal_id][-1]
         for issued in keys.keys:
@@ -127,6 +133,17 @@ class Network:
                                       purpose))
         assert req is not None
         return req
+
+    def status(self, terminal_id: str, status: str) -> TerminalStatusChanged:
+        """The operator's signed status change of a terminal."""
+        return self.platform_hsm.sign_event(TerminalStatusChanged(
+            **header("platform", terminal_id, self.now), terminal_id=terminal_id,
+            status=status, reason="operator"))  # type: ignore[arg-type]
+
+    def tick(self, partition: int, at: datetime) -> ClockTicked:
+        """The platform's sealed clock tick for ``partition`` at ``at``."""
+        return self.platform_hsm.sign_event(ClockTicked(
+            **header("platform", f"clock-{partition}", at), partition=partition))
 
     async def deliver(self, items: list[tuple[str, str | None, Event]]) -> None:
         """Hand events the platform sent to providers to those providers' handlers."""

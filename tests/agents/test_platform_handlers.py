@@ -9,14 +9,13 @@ from typing import Any
 import pytest
 
 from agents.platform.decide import Rejected, ReplayChanged
-from agents.providers.announce import key_provisioning, registration
+from agents.providers.announce import admission_for, key_provisioning, registration
 from agents.providers.bank_a import adapter as bank_a
 from agents.providers.bank_b import adapter as bank_b
 from agents.providers.transit import adapter as transit_operator
 from bench.sim import kbpk_ceremony
 from cardbus.errors import DecodeError
 from schemas.base import Money, header
-from schemas.clock import ClockTicked
 from schemas.payments import (
     AuthorizationDecided,
     AuthorizationRequested,
@@ -60,9 +59,44 @@ async def test_provider_registration_routes_and_keys_parked_until_registered() -
     await late.platform.on_provider_keys(rec(key_provisioning(provider.hsm, NOW)))
     assert "bank-b" not in late.platform_tables.routes
     assert set(late.platform_tables.parked) == {"bank-a"}
+    # a registration without the operator's admission waits for it, then is routed
     await late.platform.on_provider(rec(registration(bank_a, provider.hsm, NOW)))
-    assert late.platform_tables.parked == {}
+    assert "bank-a" not in late.platform_tables.routes
+    assert set(late.platform_tables.parked_registrations) == {"bank-a"}
+    admitted = late.platform_hsm.sign_event(admission_for(bank_a, provider.hsm.verifier, NOW))
+    await late.platform.on_admission(rec(admitted))
+    assert late.platform_tables.parked == {} and late.platform_tables.parked_registrations == {}
     assert late.platform_tables.routes["bank-a"]["keys_ready"] is True
+
+
+async def test_admission_is_the_operators_and_ranges_may_not_overlap() -> None:
+    network = Network(NOW)
+    provider = await network.join(bank_a)
+    forged = admission_for(bank_b, provider.hsm.verifier, NOW)  # unsealed: nobody's act
+    with pytest.raises(Rejected):
+        await network.platform.on_admission(rec(forged))
+    rival = network.platform_hsm.sign_event(admission_for(
+        bank_a.__class__(**{**bank_a.__dict__, "provider_id": "bank-x"}),
+        provider.hsm.verifier, NOW))  # bank-a's ranges for another provider
+    with pytest.raises(Rejected, match="overlap"):
+        await network.platform.on_admission(rec(rival))
+    assert set(network.platform_tables.admissions) == {"bank-a"}
+
+
+async def test_a_new_terminal_is_suspended_until_the_operator_activates_it() -> None:
+    network = Network(NOW)
+    await network.join(bank_a)
+    keys = await network.enroll("T-NEW", activate=False)
+    assert keys.status == "suspended"
+    assert network.platform_tables.terminals["T-NEW"]["status"] == "suspended"
+    card = await network.issue("bank-a")
+    network.sent.take()
+    await network.platform.on_request(rec(network.request("T-NEW", card, 100)))
+    assert only(network.sent.on(TERMINAL_RESULTS.name), PaymentCompleted).response_code == "58"
+    network.sent.take()
+    await network.platform.on_status(rec(network.status("T-NEW", "active")))
+    reissued = only(network.sent.on(TERMINAL_KEYS.name), TerminalKeysIssued)
+    assert reissued.status == "active" and reissued.terminal_id == "T-NEW"
 
 
 async def test_a_new_provider_reissues_every_terminal_key_set_with_its_aids(net: Network
@@ -152,12 +186,10 @@ async def test_tick_past_the_deadline_declines_91_and_reverses(net: Network) -> 
     req = net.request(T, card, 700)
     await net.platform.on_request(rec(req, partition=1))
     net.sent.take()
-    early = ClockTicked(**header("platform", "clock-1", NOW + timedelta(seconds=1)),
-                        partition=1)
+    early = net.tick(1, NOW + timedelta(seconds=1))
     await net.platform.on_request(rec(early, partition=1))
     assert net.sent.take() == []
-    late = ClockTicked(**header("platform", "clock-1", NOW + timedelta(minutes=5)),
-                       partition=1)
+    late = net.tick(1, NOW + timedelta(minutes=5))
     await net.platform.on_request(rec(late, partition=1))
     sent = [ev for _t, _k, ev in net.sent.take()]
     assert only(sent, PaymentCompleted).response_code == "91"
@@ -266,12 +298,10 @@ async def test_an_unclaimed_approval_is_parked_then_reversed_once(net: Network) 
     decision = only([ev for _t, _k, ev in net.sent.take()], AuthorizationDecided)
     await net.platform.on_result(rec(decision, topic=PROVIDER_RESULTS.name, partition=3))
     assert net.sent.take() == []  # parked, not dead-lettered, not forwarded
-    soon = ClockTicked(**header("platform", "clock-3", NOW + timedelta(seconds=5)),
-                       partition=3)
+    soon = net.tick(3, NOW + timedelta(seconds=5))
     await net.platform.on_request(rec(soon, partition=3))
     assert net.sent.take() == []
-    late = ClockTicked(**header("platform", "clock-3", NOW + timedelta(minutes=2)),
-                       partition=3)
+    late = net.tick(3, NOW + timedelta(minutes=2))
     await net.platform.on_request(rec(late, partition=3))
     reversal = only([ev for _t, _k, ev in net.sent.take()], ReversalRequested)
     assert reversal.reason == "unmatched_approval"
@@ -299,7 +329,6 @@ async def test_a_resent_request_claims_its_parked_decision(net: Network) -> None
     done = only(net.sent.on(TERMINAL_RESULTS.name), PaymentCompleted)
     assert done.approved
     net.sent.take()
-    later = ClockTicked(**header("platform", "clock-1", NOW + timedelta(minutes=2)),
-                        partition=1)
+    later = net.tick(1, NOW + timedelta(minutes=2))
     await net.platform.on_request(rec(later, partition=1))
     assert not any(isinstance(ev, ReversalRequested) for _t, _k, ev in net.sent.take())

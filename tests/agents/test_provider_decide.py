@@ -57,13 +57,13 @@ class Ledger:
         assert isinstance(auth, AuthorizationRequested)
         return auth
 
-    def decide(self, auth: AuthorizationRequested) -> decide.Authorized:
+    def decide(self, auth: AuthorizationRequested, **kw: object) -> decide.Authorized:
         token = auth.card.pan_token
         result = self.adapter.authorize(
             auth, card=self.cards.get(token), account=self.accounts.get(token),  # type: ignore[arg-type]
             chain=self.chain, batch=self.batch,
             processed=self.processed.get(auth.event_id),  # type: ignore[arg-type]
-            crypto=self.crypto)
+            crypto=self.crypto, **kw)  # type: ignore[arg-type]
         if result.card is not None:
             self.cards[token] = result.card
         if result.account is not None:

@@ -21,7 +21,6 @@ from cards.profile import CardState
 from reader_agent.dialogue import AppletLink, credit_load, init_load, read_purse
 from schemas.payments import ReversalRequested
 from schemas.transit import (
-    TransitLoadAborted,
     TransitLoadApplied,
     TransitLoadAuthorized,
     TransitLoadConfirmed,
@@ -145,28 +144,6 @@ def test_redelivered_load_command_does_not_credit_twice(world: World) -> None:
     with pytest.raises(CardError):  # the card has no load pending any more
         credit_load(top.link, auth.date_time, bytes.fromhex(auth.mac2))
     assert read_purse(top.link, top.purse_profile.aid).balance == 6_000
-
-
-def test_card_removed_before_load_reverses_the_payment(world: World) -> None:
-    top = TopUp(world)
-    top.pay()
-    auth = top.operator(top.forward(top.load_request()))
-    top.back(auth)
-    aborted = top.terminal.mac_event(TransitLoadAborted(
-        event_id="abort-0001", correlation_id=top.pending.payment_id, occurred_at=NOW,
-        producer=f"terminal:{T}", terminal_id=T, operator_id="transit",
-        request_event_id=auth.request_event_id, funding_pan_token=top.pending.pan_token,
-        card_token=auth.card_token, reason="card removed before the load"))
-    top.pending, out = platform_transit.card_report(aborted, pending=top.pending,
-                                                    hsm=world.platform, received_at=NOW)
-    roles = [(role, type(ev)) for role, _, ev in out.events]
-    assert ("provider:bank-a", ReversalRequested) in roles
-    assert top.pending.load_stage == "failed" and top.pending.reversed
-    refusal = top.operator(next(ev for role, _, ev in out.events if role == "provider:transit"))
-    assert isinstance(refusal, TransitLoadConfirmed) and not refusal.confirmed
-    events = top.back(refusal)  # forwarded to the terminal, no second reversal
-    assert [type(ev) for _, _, ev in events] == [TransitLoadConfirmed]
-    assert read_purse(top.link, top.purse_profile.aid).balance == 1_000
 
 
 def test_bad_mac1_is_refused_and_the_payment_reversed(world: World) -> None:

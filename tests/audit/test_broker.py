@@ -28,7 +28,7 @@ def fresh_namespace() -> str:
 
 
 async def audit(bootstrap: str, ns: str, home: Path, **kw: int) -> tuple[AuditReport, object]:
-    cap = await read_namespace(bootstrap, ns, start_ms=kw.get("start_ms"),
+    cap = await read_namespace(bootstrap, ns, party="operator", start_ms=kw.get("start_ms"),
                                end_ms=kw.get("end_ms"))
     opts = AuditOptions(ns, home=home, workers=1, partial=cap.partial, end_ms=kw.get("end_ms"))
     return audit_records(cap.records, opts, build_keybook(home, cap.key_changelog)), cap
@@ -55,7 +55,7 @@ def test_cli_json_and_exit_code(kafka_bootstrap: str, published: str,
                                 trail_home: tuple[Trail, Path],
                                 capsys: pytest.CaptureFixture[str]) -> None:
     _, home = trail_home
-    code = main(["audit", "--namespace", published, "--bootstrap", kafka_bootstrap,
+    code = main(["audit", "--namespace", published, "--as", "operator", "--bootstrap", kafka_bootstrap,
                  "--home", str(home), "--json", "--workers", "1"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["ok"] is True and out["findings"] == []

@@ -82,3 +82,22 @@ async def test_a_cancelled_payment_whose_approval_was_reversed_reconciles() -> N
     assert result.ok and result.held_without_outcome == []
     without_reversal = reconcile(_records(events[:3]), now_ms=LATER)
     assert without_reversal.held_without_outcome == [dec.correlation_id]
+
+
+def test_a_top_up_the_operator_could_not_settle_is_listed_until_settled() -> None:
+    from schemas.base import header
+    from schemas.transit import TransitLoadConfirmed
+
+    def answer(outcome: str) -> TransitLoadConfirmed:
+        return TransitLoadConfirmed(
+            **header("provider:transit", "pay-0001", NOW), operator_id="transit",
+            request_event_id="load-0001", card_token="tok_" + "d" * 24, confirmed=outcome == "booked",
+            outcome=outcome, balance=1_000)  # type: ignore[arg-type]
+
+    unresolved = [(PROVIDER_RESULTS.name, answer("unresolved"))]
+    result = reconcile(_records(unresolved), now_ms=LATER)
+    assert result.loads_unresolved == ["pay-0001"] and not result.ok
+    for later in ("booked", "voided"):
+        settled = reconcile(_records([*unresolved, (PROVIDER_RESULTS.name, answer(later))]),
+                            now_ms=LATER)
+        assert settled.loads_unresolved == [] and settled.ok

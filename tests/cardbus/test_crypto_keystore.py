@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cardbus.crypto import pin as pin_module
 from cardbus.crypto.keys import KeyAlg, KeyUsage, kcv, new_key
 from cardbus.crypto.keystore import (
     ENV_VAR,
@@ -154,7 +155,12 @@ def test_terminal_key_rotation_keeps_old_material_open(world, pan: str) -> None:
     assert (old_kid, new_kid) == ("tpk:T-1.v1", "tpk:T-1.v2")  # new work uses the newest
     assert term.encrypt_pan(pan, "c").key_id == "tpan:T-1.v2"
     # material made under version 1 still opens on the platform
-    plat.translate_pin("T-1", "bank-a", old_kid, old_block, old_pan, "c-old")
+    dst_id, translated = plat.translate_pin("T-1", "bank-a", old_kid, old_block, old_pan,
+                                            "c-old")
+    dst_key_id, dst_version = dst_id.rsplit(".v", 1)
+    assert dst_key_id == "pin:bank-a" and translated != old_block
+    provider_pin_key = plat.keys.key(dst_key_id, KeyUsage.PIN_ENC, version=int(dst_version))
+    assert pin_module._decipher(provider_pin_key, translated, pan) == "1357"  # the same PIN
     plat.verify_terminal_mac("T-1", old_mac)
     plat.verify_terminal_mac("T-1", term.mac_event(_event()))
 

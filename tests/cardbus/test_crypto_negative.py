@@ -142,34 +142,47 @@ def test_tr31_failures() -> None:
     kbpk, key = new_key(KeyAlg.AES), new_key(KeyAlg.AES)
     block = tr31.wrap_key_block(kbpk, KeyUsage.PIN_ENC, key)
     assert tr31.unwrap_key_block(kbpk, block, KeyUsage.PIN_ENC)[0] == key
-    with pytest.raises(KeyBlockError):  # wrong KBPK
-        tr31.unwrap_key_block(new_key(KeyAlg.AES), block, KeyUsage.PIN_ENC)
-    with pytest.raises(KeyBlockError):  # truncated
-        tr31.unwrap_key_block(kbpk, block[:-2], KeyUsage.PIN_ENC)
     body = block[16:]
     tampered = block[:16] + ("0" if body[0] != "0" else "1") + body[1:]
-    with pytest.raises(KeyBlockError):  # one changed digit of the encrypted key
-        tr31.unwrap_key_block(kbpk, tampered, KeyUsage.PIN_ENC)
-    with pytest.raises(KeyBlockError):  # header edited (exportability N -> E): MAC fails
-        tr31.unwrap_key_block(kbpk, block[:11] + "E" + block[12:], KeyUsage.PIN_ENC)
+    for bad_kbpk, bad_block in ((new_key(KeyAlg.AES), block),  # wrong KBPK
+                                (kbpk, block[:-2]),  # truncated
+                                (kbpk, tampered),  # one changed digit of the encrypted key
+                                (kbpk, block[:11] + "E" + block[12:])):  # header: MAC fails
+        with pytest.raises(KeyBlockError) as info:
+            tr31.unwrap_key_block(bad_kbpk, bad_block, KeyUsage.PIN_ENC)
+        assert type(info.value) is KeyBlockError  # does not open: not a header mismatch
     with pytest.raises(KeyBlockHeaderMismatch):  # a sound block for another usage
         tr31.unwrap_key_block(kbpk, block, KeyUsage.PAN_ENC)
     with pytest.raises(KeyUsageError):  # not a usage that travels by key block
         tr31.wrap_key_block(kbpk, KeyUsage.EMV_IMK_AC, key)
 
 
-@pytest.mark.parametrize(("field", "value"), [("mode", "B"), ("export", "E"), ("usage", "D0")])
+@pytest.mark.parametrize(("field", "value"), [("mode", "B"), ("export", "E"), ("usage", "D0"),
+                                              ("alg", "T"), ("alg", "H")])
 def test_tr31_header_mismatch(field: str, value: str) -> None:
     # A block properly made (by psec) with the provider's KBPK, but a header the platform is
-    # not provisioned for: mode of use, exportability or usage different.
+    # not provisioned for: mode of use, exportability, usage or algorithm different.
     from psec import tr31 as ptr31
 
     kbpk = new_key(KeyAlg.AES)
-    parts = {"usage": "P0", "mode": "E", "export": "N"} | {field: value}
-    header = f"D0000{parts['usage']}A{parts['mode']}00{parts['export']}0000"
+    parts = {"usage": "P0", "mode": "E", "export": "N", "alg": "A"} | {field: value}
+    header = f"D0000{parts['usage']}{parts['alg']}{parts['mode']}00{parts['export']}0000"
     block = ptr31.wrap(kbpk, header, new_key(KeyAlg.AES))
     with pytest.raises(KeyBlockHeaderMismatch):
         tr31.unwrap_key_block(kbpk, block, KeyUsage.PIN_ENC)
+
+
+@pytest.mark.parametrize("version_id", ["A", "B", "C"])
+def test_tr31_only_version_d_blocks_are_accepted(version_id: str) -> None:
+    """TR-31 key block versions A/B/C (TDES derivation or variant) are refused before any
+    unwrap: the platform takes AES key derivation (D) blocks only."""
+    from psec import tr31 as ptr31
+
+    kbpk = new_key(KeyAlg.TDES)
+    block = ptr31.wrap(kbpk, f"{version_id}0000P0AE00N0000", new_key(KeyAlg.AES))
+    with pytest.raises(KeyBlockError, match="only TR-31 version D") as info:
+        tr31.unwrap_key_block(new_key(KeyAlg.AES), block, KeyUsage.PIN_ENC)
+    assert type(info.value) is KeyBlockError
 
 
 def test_platform_rejects_block_under_other_providers_kbpk(world: World) -> None:

@@ -143,3 +143,26 @@ def test_tr31_payshield_aes256_example_kcv() -> None:
              "B19ACF1357178D50EA0AB193228E13958304FC6149632DFDCADF3A5B3D57E814")
     _, key = ptr31.unwrap(b"A" * 32, block)
     assert kcv(key, KeyAlg.AES) == "0A00E3"
+
+
+# --- EMV Issuer and Application Security Guidelines v3.0, Annex A.3.3 ----------------------
+# "Example of ARQC generation": the recommended CDOL1 data (EMV Book 2 8.1.1), as the jPOS
+# project quotes it in its tests (CVNCPADataBuilderTest, CVNMCDataBuilderTest): amount 100.00,
+# other 10.00, country 0840, TVR 0000001080, currency 0840, date 98-07-04, type 00, UN 11111111,
+# AIP 5800, ATC 3456. CardBus builds (emv.arqc_data) and parses (the issuer's check of what the
+# ARQC covers) exactly that layout.
+A33_DATA = "000000010000000000001000084000000010800840980704001111111158003456"
+
+
+def test_arqc_data_layout_emv_security_guidelines_a33() -> None:
+    from cardbus.emv.data import parse_arqc_data
+
+    built = emv.arqc_data(amount=10_000, amount_other=1_000, country_code=840,
+                          tvr=bytes.fromhex("0000001080"), currency_code=840, date="980704",
+                          tx_type=0x00, unpredictable_number=bytes.fromhex("11111111"),
+                          aip=bytes.fromhex("5800"), atc=0x3456)
+    assert built.hex().upper() == A33_DATA
+    got = parse_arqc_data(bytes.fromhex(A33_DATA))
+    assert (got.amount, got.amount_other, got.country, got.tvr.hex().upper(), got.currency,
+            got.date, got.tx_type, got.unpredictable_number.hex(), got.aip.hex(), got.atc) == (
+        10_000, 1_000, 840, "0000001080", 840, "980704", 0, "11111111", "5800", 0x3456)

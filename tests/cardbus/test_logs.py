@@ -60,3 +60,47 @@ def test_correlation_id_bound_and_json_lines(capsys: object) -> None:
     assert first["correlation_id"] == "pay-42"
     assert first["pan"] == "411111******1111"
     assert "correlation_id" not in second
+
+
+# -- issue 22, low: what the redaction missed ------------------------------------------------
+
+def test_pans_written_with_spaces_or_dashes_and_12_digit_pans_are_masked() -> None:
+    twelve = "123456789015"  # 12 digits, Luhn-valid (ISO/IEC 7812 allows 12-19)
+    with capture_logs(processors=[redact]) as logs:
+        structlog.get_logger().info(f"spaced 4111 1111 1111 1111, dashed 4111-1111-1111-1111, "
+                                    f"short {twelve}", n=int(twelve))
+    line = logs[0]
+    assert line["event"] == ("spaced 411111******1111, dashed 411111******1111, "
+                             "short 123456**9015")
+    assert line["n"] == "123456**9015"
+
+
+def test_an_object_logged_by_repr_loses_its_secrets() -> None:
+    from reader_agent.dialogue import Checkout
+
+    class Sale:  # a repr with a PIN, as any dataclass would write it
+        def __repr__(self) -> str:
+            return f"Sale(amount=1250, pin='4321', pan='{PAN}', pin_block=041234FFFFFFFFFF)"
+
+    with capture_logs(processors=[redact]) as logs:
+        structlog.get_logger().info("armed", sale=Sale(), checkout=Checkout(amount=5))
+    text = logs[0]["sale"]
+    assert "4321" not in text and "041234" not in text and PAN not in text
+    assert text == (f"Sale(amount=1250, pin={REDACTED}, pan='411111******1111', "
+                    f"pin_block={REDACTED})")
+    assert logs[0]["checkout"].startswith("Checkout(amount=5")
+
+
+def test_stdlib_loggers_go_through_the_same_redaction(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    log_file = tmp_path / "worker.log"
+    configure(path=log_file)
+    try:
+        logging.getLogger("aiokafka.producer").warning("retrying %s with pin=%s", PAN, "4321")
+    finally:
+        configure()
+    (line,) = [json.loads(raw) for raw in log_file.read_text().splitlines()]
+    assert PAN not in json.dumps(line) and "4321" not in json.dumps(line)
+    assert line["event"] == f"retrying 411111******1111 with pin={REDACTED}"
+    assert line["logger"] == "aiokafka.producer" and line["level"] == "warning"

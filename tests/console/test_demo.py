@@ -59,7 +59,7 @@ async def _scan(bootstrap: str, namespace: str, needles: list[bytes]) -> dict[st
     from streams import clients
 
     admin = clients.admin(bootstrap)
-    consumer = clients.consumer(bootstrap, party="auditor")
+    consumer = clients.consumer(bootstrap, party="operator")  # another namespace's topics
     await admin.start()
     await consumer.start()
     try:

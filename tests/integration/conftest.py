@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from reader_agent.session import TerminalSession
-from tests.integration.system import System, Till, software_terminal
+from tests.integration.system import System, Till, enroll_active, software_terminal
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -21,7 +21,7 @@ async def till(system: System, unique_name: str) -> AsyncIterator[Till]:
     session = TerminalSession(terminal, system.bootstrap)
     await session.start()
     try:
-        await session.enroll(timeout=90, providers=2)
+        await enroll_active(session)
     except Exception:
         await session.stop()
         print(system.logs())
@@ -38,11 +38,15 @@ def settle() -> float:
 
 
 async def eventually(check, timeout: float = 30.0, every: float = 0.3):  # type: ignore[no-untyped-def]
-    """Poll ``check()`` (async) until it returns a truthy value."""
+    """Poll ``check()`` (async) until it returns a truthy value, and return it; fail the test
+    (naming the check) if none came within ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         result = await check()
-        if result or loop.time() > deadline:
+        if result:
             return result
+        if loop.time() > deadline:
+            pytest.fail(f"{getattr(check, '__name__', 'check')} still {result!r} after "
+                        f"{timeout:.0f}s")
         await asyncio.sleep(every)

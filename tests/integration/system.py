@@ -155,6 +155,15 @@ class Till:
     def aids(self) -> dict[str, str]:
         return self.terminal.payment_aids()
 
+    async def learn(self, provider: str, timeout: float = 90) -> None:
+        """Enroll again until the platform's key set vouches for ``provider`` too (other tests
+        of the session may have brought other providers in meanwhile)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while provider not in self.terminal.card_auth:
+            await self.session.enroll(timeout=max(1.0, deadline - loop.time()),
+                                      providers=len(self.terminal.card_auth) + 1)
+
     def tap(self, card: IssuedCard, amount: int, when: datetime | None = None) -> tuple[
             EmvTap, AppletLink]:
         state = self.states.setdefault(card.profile.card_id, CardState(None, atc=0))
@@ -188,15 +197,27 @@ class Till:
         return result.issuer_authenticated
 
 
+async def enroll_active(session: TerminalSession, *, providers: int = 2,
+                        timeout: float = 90) -> None:
+    """Enroll the session's terminal, then activate it as the operator (a new terminal is
+    suspended until then) and wait until its key set says it is active."""
+    from console.commands.reader import set_terminal_status
+
+    await session.enroll(timeout=timeout, providers=providers)
+    await set_terminal_status(session.bootstrap, session.terminal.terminal_id)
+    await session.until_active(timeout)
+
+
 def software_terminal(terminal_id: str, home: Path) -> Terminal:
     return Terminal.create(terminal_id, home=home)
 
 
-def memory_terminal(terminal_id: str) -> Terminal:
+def memory_terminal(terminal_id: str, home: Path) -> Terminal:
+    from cardbus import vault
     from cardbus.crypto.keystore import memory_keystore
 
     ks: KeyStore = memory_keystore()
-    return Terminal.in_memory(terminal_id, ks)
+    return Terminal.in_memory(terminal_id, ks, platform=vault.identity("platform", home))
 
 
 async def table(bootstrap: str, app_id: str, name: str) -> dict[str, Any]:

@@ -101,7 +101,7 @@ async def test_third_provider_joins_without_restart(system: System, till: Till) 
     bank_c_aid = adapter_for("bank-c").aid
     assert bank_c_aid not in till.terminal.payment_aids()
     system.start_provider("bank-c")
-    await till.session.enroll(timeout=90, providers=3)  # the platform re-issued the key set
+    await till.learn("bank-c")  # the platform re-issued the key set
     assert till.terminal.payment_aids()[bank_c_aid] == "bank-c"
     assert till.terminal.directory["bank-c"].kind == "bank"
     await system.ready("bank-c")
@@ -115,7 +115,7 @@ async def test_timeout_declines_91_then_late_approval_is_reversed(system: System
                                                                    till: Till) -> None:
     if "bank-c" not in system.workers:
         system.start_provider("bank-c")
-        await till.session.enroll(timeout=90, providers=3)
+    await till.learn("bank-c")
     await system.ready("bank-c")
     card = await system.issue("bank-c", balance=9_000)
     warm, _, _ = await till.pay(card, 100, timeout=60)  # bank-c is up and answering
@@ -147,7 +147,7 @@ async def test_exactly_once_mode_is_a_setting(system: System, till: Till) -> Non
     if "bank-c" in system.workers:
         system.workers["bank-c"].stop()
     system.worker("bank-c", "provider", "bank-c", "--exactly-once")
-    await till.session.enroll(timeout=90, providers=3)
+    await till.learn("bank-c")
     await system.ready("bank-c")
     card = await system.issue("bank-c", balance=3_000)
     done, _, _ = await till.pay(card, 1_500, timeout=90)

@@ -54,7 +54,7 @@ async def agent_setup(kafka_bootstrap, issuers):
     terminal = standalone_terminal({p: h for p, h in issuers.items() if p != "transit"},
                                    "T-TEST", platform)
     suffix = uuid.uuid4().hex[:8]
-    pub = Publisher(kafka_bootstrap)
+    pub = Publisher(kafka_bootstrap, party="operator")  # the test's own topics
     await pub.start()
     bus = TopicBus(pub, f"test.taps.{suffix}", f"test.requests.{suffix}")
     agent = ReaderAgent(terminal, bus, aids=aids(), pin_source=scripted_pins("4321"))

@@ -99,7 +99,7 @@ async def test_events_survive_a_two_second_broker_outage_without_loss_or_duplica
 
     monkeypatch.setattr(ClusterMetadata, "broker_metadata", via_proxy)
     topic = f"test.outage.{uuid.uuid4().hex[:8]}"
-    pub = Publisher(f"127.0.0.1:{proxy_port}", client_id="outage-test")
+    pub = Publisher(f"127.0.0.1:{proxy_port}", client_id="outage-test", party="operator")
     await pub.start()
     events = [_event(n) for n in range(12)]
     try:

@@ -179,6 +179,10 @@ async def test_card_removed_before_the_load_aborts_and_says_why(world, issuers) 
     assert res.aborted is not None and res.applied is None
     assert res.confirmed is not None and not res.confirmed.confirmed
     assert state["balance"] == 100  # nothing credited
+    # the card's evidence went with the abort (issue 22): its probe shows nothing loaded
+    evidence = res.aborted.evidence
+    assert evidence is not None and (evidence.balance, evidence.load_counter) == (100, 0)
+    assert res.confirmed.outcome == "voided"
 
 
 async def test_declined_payment_never_touches_the_transit_card(world, issuers) -> None:

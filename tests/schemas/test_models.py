@@ -127,7 +127,7 @@ def test_canonical_bytes_ignore_the_seal_and_cover_every_other_field() -> None:
 
 def test_registry_covers_every_model_once_with_its_version() -> None:
     assert set(EVENT_TYPES) == set(NAMES) and len(NAMES) == len(set(NAMES))
-    assert CURRENT_VERSIONS["PaymentRequested"] == 2
+    assert CURRENT_VERSIONS["PaymentRequested"] == 3
     assert all(v >= 1 for v in CURRENT_VERSIONS.values())
 
 
@@ -139,3 +139,22 @@ def test_union_adapter_dispatches_on_type_and_refuses_foreign_types() -> None:
         adapter.validate_python(sample_raw("CardTapped"))
     assert union_adapter(reversed(ALL_EVENTS[:3])) is union_adapter(ALL_EVENTS[:3])
 
+
+
+# -- issue 22, low: text fields read as they are ---------------------------------------------
+
+@pytest.mark.parametrize("bad", ["shop\x00", "shop\n", "\x1b[31mshop", "shop\x7f", "shop\x85",
+                                 "paid\u202eRUSUBE", "\u2066shop\u2069", "a\u200fb", "a\u061cb"])
+def test_text_refuses_control_and_bidi_characters(bad: str) -> None:
+    from pydantic import ValidationError
+
+    from schemas.values import Merchant
+
+    with pytest.raises(ValidationError, match="control or bidi character"):
+        Merchant(merchant_id="M-1", name=bad, mcc="5999")
+
+
+def test_text_takes_any_other_unicode() -> None:
+    from schemas.values import Merchant
+
+    assert Merchant(merchant_id="M-1", name="Café 咖啡 — №1", mcc="5999").name == "Café 咖啡 — №1"

@@ -20,6 +20,12 @@ from streams.codec import decode, encode
 NAMES = [type_name(m) for m in ALL_EVENTS]
 _MONEY_AMOUNT = st.integers(min_value=0, max_value=10**12)
 
+# ``Text`` refuses control characters (category Cc) and bidi controls; anything else goes
+_TEXT = st.text(st.characters(blacklist_categories=("Cc",),
+                              blacklist_characters="\u061c\u200e\u200f\u202a\u202b\u202c"
+                                                   "\u202d\u202e\u2066\u2067\u2068\u2069"),
+                min_size=1, max_size=200)
+
 _ZONES = st.sampled_from(
     [UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))])
 
@@ -38,9 +44,9 @@ def events(draw: st.DrawFn) -> Event:
         raw["amount"]["currency"] = draw(st.from_regex(r"\A[A-Z]{3}\Z"))
     for text_field in ("message", "name"):  # free text (TerminalStatusChanged reason too)
         if text_field in raw and isinstance(raw[text_field], str):
-            raw[text_field] = draw(st.text(min_size=1, max_size=200))
+            raw[text_field] = draw(_TEXT)
     if name == "TerminalStatusChanged":
-        raw["reason"] = draw(st.text(min_size=1, max_size=200))
+        raw["reason"] = draw(_TEXT)
     if "card" in raw and isinstance(raw["card"], dict):
         raw["card"]["atc"] = draw(st.integers(0, 0xFFFF))
     return model_for(name).model_validate(raw)

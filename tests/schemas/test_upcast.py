@@ -29,16 +29,16 @@ def _bytes(raw: dict[str, Any]) -> bytes:
 
 def test_v1_payment_request_upcasts_to_v2_with_money() -> None:
     event = decode(f"{NAMESPACE}.payment-requests", _bytes(_v1(990, "HKD")))
-    assert event.schema_version == 2
+    assert event.schema_version == 3
     assert event.amount.amount == 990 and event.amount.currency == "HKD"  # type: ignore[attr-defined]
     # re-encoding writes the current version only
-    assert b'"schema_version":2' in encode(event) and b"amount_minor" not in encode(event)
+    assert b'"schema_version":3' in encode(event) and b"amount_minor" not in encode(event)
 
 
 def test_decode_raw_keeps_the_original_object_for_seal_verification() -> None:
     original = _v1()
     event, raw = decode_raw(None, _bytes(original))
-    assert raw == original and event.schema_version == 2
+    assert raw == original and event.schema_version == 3
 
 
 def test_v1_with_float_amount_is_still_refused_naming_the_field() -> None:
@@ -47,7 +47,7 @@ def test_v1_with_float_amount_is_still_refused_naming_the_field() -> None:
     assert info.value.field == "amount.amount"
 
 
-@pytest.mark.parametrize("version", [0, 3, 99])
+@pytest.mark.parametrize("version", [0, 4, 99])
 def test_versions_without_a_path_are_refused(version: int) -> None:
     raw = sample_raw("PaymentRequested")
     raw["schema_version"] = version

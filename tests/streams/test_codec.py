@@ -194,3 +194,13 @@ def test_decode_as_returns_the_handled_types_and_refuses_the_others() -> None:
     assert info.value.field == "type"
     with pytest.raises(DecodeError, match="does not belong on this topic"):
         decode_as(topic, encode(sample_event("CardTapped")), PaymentRequested)
+
+
+def test_deeply_nested_json_is_a_decode_error_not_a_recursion_error() -> None:
+    """Issue 22, low: 30,000-deep JSON raised RecursionError (a crash, no dead letter)."""
+    from cardbus.errors import DecodeError as _DecodeError
+    from streams.codec import decode as _decode
+
+    deep = b'{"type":"PaymentRequested","schema_version":3,"x":' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+    with pytest.raises(_DecodeError, match="nested too deeply"):
+        _decode(None, deep, max_bytes=len(deep))

@@ -18,7 +18,8 @@ from streams.topics import (
     topic_spec,
 )
 
-COMPACTED = {f"{NAMESPACE}.providers", f"{NAMESPACE}.provider-keys", f"{NAMESPACE}.terminals",
+COMPACTED = {f"{NAMESPACE}.providers", f"{NAMESPACE}.provider-admissions",
+             f"{NAMESPACE}.provider-keys", f"{NAMESPACE}.terminals",
              f"{NAMESPACE}.terminal-status", f"{NAMESPACE}.terminal-keys",
              f"{NAMESPACE}.card-policies"}
 

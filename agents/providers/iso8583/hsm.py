@@ -83,11 +83,9 @@ class BridgeHsm(ProviderHsm):
         return pin.translate_to_iso0(src, self._zpk, pin_block, self._pan(pan_blob, context))
 
     def card_secret(self, sealed: EncryptedBlob, pan_token: str) -> str:
-        """A card's sealed verification data (its PVV), for the host's card file only."""
-        if not sealed.key_id.startswith(f"pan:{self.provider_id}.v"):
-            raise UnwrapError(f"sealed value is under {sealed.key_id}, not ours")
-        return self._pan_cipher(sealed.key_id, self.identity).decrypt(
-            sealed, f"card-secret|{pan_token}")
+        """A card's sealed verification data (its PVV, under the provider-only ``pvd`` key), for
+        the host's card file only."""
+        return self._open_card_secret(sealed, pan_token)
 
     @property
     def card_file_cipher(self) -> AESGCM:

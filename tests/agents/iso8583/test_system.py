@@ -4,7 +4,6 @@ card checks the host's ARPC."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -30,21 +29,12 @@ def iso_host(system: System, iso_libs: None) -> Iterator[int]:
         isohost.stop(system.home)
 
 
-async def enrolled_with(till: Till, provider: str, timeout: float = 90) -> None:
-    """Enroll again until the platform's key set vouches for ``provider`` too."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while provider not in till.terminal.card_auth:
-        await till.session.enroll(timeout=max(1.0, deadline - loop.time()),
-                                  providers=len(till.terminal.card_auth) + 1)
-
-
 async def test_payment_through_the_jpos_host(system: System, till: Till,
                                              iso_host: int) -> None:
     system.start_provider("bank-iso")
     try:
         await system.ready("bank-iso")
-        await enrolled_with(till, "bank-iso")
+        await till.learn("bank-iso")
         card = await system.issue("bank-iso", balance=20_000)
         done, tap, link = await till.pay(card, 1_500, timeout=60)
         assert done.response_code == APPROVED and done.provider_id == "bank-iso", system.logs()
