@@ -29,7 +29,7 @@ from reader_agent.runner import pay_on_reader, payment_line
 from reader_agent.session import TerminalSession
 from reader_agent.terminal import Terminal
 from schemas.payments import PaymentCompleted
-from tests.integration.system import REPO
+from tests.integration.system import REPO, enroll_active
 from tests.reader_agent.test_platform import _log_says, _ready
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.broker, pytest.mark.slow]
@@ -51,7 +51,7 @@ async def terminal(system: Any) -> AsyncIterator[TerminalSession]:
     term = Terminal.create(f"G{uuid.uuid4().hex[:7].upper()}", home=system.home)
     session = await TerminalSession(term, system.bootstrap).start()
     try:
-        await session.enroll(timeout=90, providers=2)
+        await enroll_active(session, providers=2, timeout=90)
         yield session
     finally:
         await session.stop()
