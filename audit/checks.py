@@ -5,7 +5,8 @@
 - hash chains: per chain id, sequence 0, 1, 2, ... each ``prev_hash`` the hash of the one before;
 - replays: two requests carrying the same card cryptogram (PAN token, ATC, ARQC);
 - completeness: every payment request has exactly one outcome, a timeout decline its reversal,
-  every reversal its answer, every approved transit payment its confirmed load or a reversal;
+  every reversal its answer, every approved transit payment its confirmed load or a reversal,
+  every card-management session its one outcome;
 - settlement: each batch's approved/declined figures against the decisions of its chain range;
 - re-derivation: recorded decisions and batches against the re-derived ones, byte for byte.
 """
@@ -191,6 +192,7 @@ def check_completeness(by_type: dict[str, list[Fact]], dead: set[tuple[str, int,
                     f"reversal {r.event_id} ({r.data['reason']}) of payment {cid} has no "
                     f"answer from {r.data['provider_id']}")))
     findings += _transit(by_type, requested, completed, reversals, window)
+    findings += _card_sessions(by_type, window, counts)
     return findings, counts
 
 
@@ -218,6 +220,31 @@ def _transit(by_type: dict[str, list[Fact]], requested: dict[str, Fact],
         elif not loads and not reversed_ and window.overdue(outcomes[0]):
             findings.append(_at(f, COMPLETENESS, (
                 f"approved transit payment {cid} has neither a confirmed load nor a reversal")))
+    return findings
+
+
+def _card_sessions(by_type: dict[str, list[Fact]], window: Window,
+                   counts: dict[str, int]) -> list[Finding]:
+    """Every card-management request ends in exactly one outcome (the platform's
+    ``CardManagementCompleted``, success or refusal), and no outcome answers no request."""
+    findings: list[Finding] = []
+    ended: dict[str, list[Fact]] = defaultdict(list)
+    for f in by_type.get("CardManagementCompleted", []):
+        ended[f.correlation_id].append(f)
+    asked = {f.correlation_id: f for f in by_type.get("CardManagementRequested", [])}
+    counts["card_sessions"] = len(asked)
+    for sid, f in asked.items():
+        outcomes = ended.get(sid, [])
+        if len(outcomes) > 1:
+            findings.append(_at(outcomes[1], COMPLETENESS, (
+                f"card-management session {sid} has {len(outcomes)} outcomes")))
+        elif not outcomes and window.overdue(f):
+            findings.append(_at(f, COMPLETENESS, (
+                f"card-management session {sid} (request {f.event_id}) has no outcome")))
+    for sid, outcomes in ended.items():
+        if sid not in asked and not window.partial:
+            findings.append(_at(outcomes[0], COMPLETENESS, (
+                f"card-management outcome {outcomes[0].event_id} answers no request")))
     return findings
 
 

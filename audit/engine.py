@@ -320,7 +320,8 @@ def _ledger(replays: list[PartitionReplay]) -> dict[str, Any]:
     for rp in replays:
         led = out.setdefault(rp.provider_id, {"accounts": 0, "balance": 0, "held": 0,
                                               "holds": 0, "open_batch_approvals": 0,
-                                              "blocked_cards": 0, "negative_available": []})
+                                              "blocked_cards": 0, "reported_cards": 0,
+                                              "negative_available": []})
         for key, value in rp.ledger.items():
             led[key] = led[key] + value
     return out

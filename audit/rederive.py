@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from agents.providers import decide
+from agents.providers import cardstatus, decide
 from agents.providers.base import ProviderAdapter
 from agents.providers.issuer import HsmIssuer
 from agents.providers.state import Account, CardRecord, ChainHead, OpenBatch
@@ -24,6 +24,7 @@ from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.signing import Verifier, verify_event
 from cardbus.errors import CardBusError
 from schemas.base import Event
+from schemas.cardstatus import CardBlocked, CardUnblocked, IssuerScriptReported
 from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import AuthorizationDecided, AuthorizationRequested, ReversalRequested
 from streams import codec
@@ -108,6 +109,9 @@ class ProviderReplayer:
             if opened is not None:
                 self.cards[ev.pan_token], self.accounts[ev.pan_token] = opened
             return []
+        if isinstance(ev, CardBlocked | CardUnblocked | IssuerScriptReported):
+            self._card_status(ev)
+            return []
         if isinstance(ev, SettlementCutoverRequested):
             verify_event(ev, lambda kid: own if kid == own.key_id else None)
             settled = self.adapter.close_batch(
@@ -117,6 +121,24 @@ class ProviderReplayer:
             return [("settlements", settled.closed)] if settled.closed is not None else []
         self.skipped[ev.type] = self.skipped.get(ev.type, 0) + 1
         return []
+
+    def _card_status(self, ev: CardBlocked | CardUnblocked | IssuerScriptReported) -> None:
+        """A lost/stolen report, an unblock (the issuer's own), a script's result (the
+        platform's): the card's state, as the provider app keeps it."""
+        if isinstance(ev, IssuerScriptReported):
+            self.crypto.verify_platform(ev)
+        else:
+            own = self.hsm.verifier
+            verify_event(ev, lambda kid: own if kid == own.key_id else None)
+        card = self.cards.get(ev.pan_token)
+        if isinstance(ev, CardBlocked):
+            new = cardstatus.block(ev, card)
+        elif isinstance(ev, CardUnblocked):
+            new = cardstatus.unblock(ev, card)
+        else:
+            new = cardstatus.script_reported(ev, card)
+        if new is not None:
+            self.cards[ev.pan_token] = new
 
     def ledger(self) -> dict[str, Any]:
         """The recomputed ledger of this partition: balances (holds of closed batches
@@ -130,6 +152,7 @@ class ProviderReplayer:
             "negative_available": sorted(a.account_id for a in accounts if a.available < 0),
             "open_batch_approvals": sum(t.approved_count for t in self.batch.totals.values()),
             "blocked_cards": sum(c.status == "blocked" for c in self.cards.values()),
+            "reported_cards": sum(c.reported is not None for c in self.cards.values()),
         }
 
 

@@ -42,6 +42,7 @@ from reader_agent.terminal import Terminal
 from reader_agent.watcher import ReaderWatcher
 from schemas.base import Event
 from schemas.cards import CardTapped
+from schemas.cardstatus import IssuerScriptApplied
 from schemas.payments import PaymentRequested
 from schemas.values import Merchant
 from streams.broker import resolve_bootstrap
@@ -82,6 +83,9 @@ class TopicBus:
 
     async def cancel(self, req: PaymentRequested) -> None:
         """Nothing answers the bench's requests: nothing to cancel."""
+
+    async def report_script(self, applied: IssuerScriptApplied) -> None:
+        await self.publisher.send(self.requests_topic, applied.pan_token.encode(), applied)
 
 
 class CardProcess:

@@ -4,7 +4,9 @@ Starts what is not running (broker, pcscd with virtual readers), makes the keys,
 workers (platform, two banks, the transit operator), issues virtual cards and puts them in the
 readers, enrolls a terminal, then runs: key provisioning and enrollment, an approved payment
 with each bank card over real PC/SC, a declined payment (wrong PIN), a payment with the card of
-a bank that runs an ISO 8583 host (jPOS, behind the bank-iso bridge), a transit top-up, and a
+a bank that runs an ISO 8583 host (jPOS, behind the bank-iso bridge), a lost card (declined 41
+and blocked on the card by its issuer's script, then unblocked), a transit top-up, a transit
+purse installed on a bank card by the platform's card manager and topped up there, and a
 settlement batch checked against this run's approvals. Prints a summary table and stops
 everything it started. Exit code 0 only if every step behaved as expected.
 """
@@ -23,6 +25,7 @@ from rich.table import Table
 from console.stack import TERMINAL_ID, LocalStack
 
 BANK_A_READER, BANK_B_READER, TRANSIT_READER, ISO_READER = 0, 1, 2, 3
+PURSE_AID = "A000000632010105"  # the catalogue's transit purse instance
 console = Console(stderr=True)
 
 
@@ -65,6 +68,8 @@ class DemoRun:
         self.stack = stack
         self.session: Any = None
         self.approved_a = 0
+        self.card_a: Any = None
+        self.card_b: Any = None
 
     async def provisioning(self, s: Step) -> None:
         from console.commands.reader import set_terminal_status
@@ -89,6 +94,7 @@ class DemoRun:
         card_b: Any = await issue("bank-b", pin="4321", balance=50_000)
         purse: Any = await issue("transit", balance=500)
         card_iso: Any = await issue("bank-iso", pin="2468", balance=30_000)
+        self.card_a, self.card_b = card_a, card_b
         for card, reader in ((card_a, BANK_A_READER), (card_b, BANK_B_READER),
                              (purse, TRANSIT_READER), (card_iso, ISO_READER)):
             serve.insert(card.card_id, reader)
@@ -128,6 +134,67 @@ class DemoRun:
         if s.ok:
             self.approved_a += 20_00
 
+    async def install(self, s: Step) -> None:
+        """The platform's card manager installs a transit purse on the bank-a card (SCP03,
+        relayed by the terminal; the purse prepared by the operator)."""
+        from reader_agent.cardmgmt import run_card_management
+        from schemas.cardmgmt import CardOperation
+
+        done = await run_card_management(
+            reader=BANK_A_READER, issuer_id="bank-a", terminal_id=TERMINAL_ID,
+            operations=[CardOperation(action="install", app="transit")],
+            bootstrap=self.stack.bootstrap)
+        listed = [a.aid for a in done.applications if a.kind == "application"]
+        s.code = "9000" if done.ok else f"{done.sw or 0:04X}"
+        s.outcome = (f"{self.card_a.masked()}: installed {', '.join(done.installed)}; "
+                     f"{len(listed)} applications, {done.steps_relayed} APDUs relayed"
+                     if done.ok else f"refused: {done.reason}")
+        s.ok = done.ok and PURSE_AID in done.installed and PURSE_AID in listed
+
+    async def top_up_installed(self, s: Step) -> None:
+        from reader_agent.runner import run_topup
+
+        result = await run_topup(amount=15_00, currency="CNY", bank_reader=BANK_A_READER,
+                                 transit_reader=BANK_A_READER, operator="transit",
+                                 terminal_id=TERMINAL_ID, pin="1234",
+                                 bootstrap=self.stack.bootstrap)
+        s.code = result.payment.response_code if result.payment else "--"
+        s.outcome = result.summary()
+        s.ok = result.outcome == "loaded" and result.balance_after == 15_00
+        if s.ok:
+            self.approved_a += 15_00
+
+    def lost_card(self, step: str) -> Callable[[Step], Awaitable[None]]:
+        """The bank-b card reported lost (``reported``), tapped again (``blocked``), unblocked
+        by its issuer and tapped twice (``unblocked``: its script, then a payment)."""
+        from console.commands.cardmgmt import report_card
+        from reader_agent.runner import pay_on_reader
+
+        async def tap(s: Step, amount: int) -> str:
+            done, says = await pay_on_reader(self.session, BANK_B_READER, amount, pin="4321")
+            s.code = done.response_code if done is not None else "--"
+            s.outcome = f"{self.card_b.masked()}: " + (
+                f"{done.message}; {says}" if done is not None else says)
+            return says
+
+        async def run(s: Step) -> None:
+            if step == "reported":
+                await report_card(self.card_b, "lost", self.stack.bootstrap)
+                says = await tap(s, 30_00)
+                s.ok = s.code == "41" and says.endswith("BLOCK applied (9000)")
+            elif step == "blocked":
+                says = await tap(s, 30_00)
+                s.ok = s.code == "41" and says.startswith("card blocked (AAC)")
+            else:
+                await report_card(self.card_b, None, self.stack.bootstrap)
+                says = await tap(s, 30_00)
+                unblocked = says.endswith("UNBLOCK applied (9000)")
+                says = await tap(s, 30_00)
+                s.ok = unblocked and s.code == "00" and says == "approved, card accepted (TC)"
+                s.outcome = f"UNBLOCK applied (9000), then {s.outcome}"
+
+        return run
+
     async def settlement(self, s: Step) -> None:
         from console.commands.settle import settle
 
@@ -157,8 +224,12 @@ async def _run(stack: LocalStack, steps: list[Step]) -> None:
         await _timed(steps[2], demo.payment(BANK_B_READER, 88_00, "4321", "00"))
         await _timed(steps[3], demo.payment(BANK_A_READER, 5_00, "0000", "55"))
         await _timed(steps[4], demo.payment(ISO_READER, 64_00, "2468", "00"))
-    await _timed(steps[5], demo.top_up)
-    await _timed(steps[6], demo.settlement)
+        for i, step in ((5, "reported"), (6, "blocked"), (7, "unblocked")):
+            await _timed(steps[i], demo.lost_card(step))
+    await _timed(steps[8], demo.top_up)
+    await _timed(steps[9], demo.install)
+    await _timed(steps[10], demo.top_up_installed)
+    await _timed(steps[11], demo.settlement)
 
 
 def run_demo() -> int:
@@ -169,7 +240,12 @@ def run_demo() -> int:
         Step("payment, bank-b card", "approved 00"),
         Step("payment, wrong PIN", "declined 55"),
         Step("payment, ISO 8583 bank card", "approved 00 by the jPOS host, card accepts ARPC"),
+        Step("lost card (bank-b): reported, tapped", "declined 41, card applies BLOCK"),
+        Step("lost card: next tap", "blocked on the card (6283), declined 41"),
+        Step("lost card: unblocked, tapped twice", "card applies UNBLOCK, then approved 00"),
         Step("transit top-up 20.00", "paid, loaded, confirmed"),
+        Step("install transit on bank-a card", "platform's SCP03 channel installs the purse"),
+        Step("top-up 15.00 of the installed purse", "bank card pays its own purse: loaded"),
         Step("settlement bank-a", "batch net = approvals of this run"),
     ]
     stack = LocalStack(say=_say)

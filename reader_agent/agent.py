@@ -26,16 +26,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from cardbus.crypto.keystore import b64d
 from cardbus.emv.data import currency_numeric
 from cardbus.errors import CardBusError, CardError, PcscError
 from cardbus.logs import bind_correlation, get_logger
 from reader_agent.cardthread import MUTE_GRACE_S, in_card_thread, step_timeout
-from reader_agent.dialogue import Checkout, EmvTap, complete_payment, run_payment
+from reader_agent.dialogue import (
+    SW_OK,
+    Checkout,
+    EmvTap,
+    apply_script,
+    complete_payment,
+    run_payment,
+)
 from reader_agent.pcsc import DEFAULT_LIMITS, CardLimits, CardLink, Context
 from reader_agent.requests import Sale
 from reader_agent.terminal import Terminal
-from schemas.base import Event, Money, new_event_id
+from schemas.base import Event, Money, header, new_event_id
 from schemas.cards import CardTapped
+from schemas.cardstatus import IssuerScriptApplied
 from schemas.payments import PaymentCompleted, PaymentRequested
 from schemas.values import Merchant
 
@@ -53,6 +62,8 @@ class Bus(Protocol):
     async def request(self, req: PaymentRequested) -> asyncio.Future[Event]: ...
 
     async def cancel(self, req: PaymentRequested) -> None: ...
+
+    async def report_script(self, applied: IssuerScriptApplied) -> None: ...
 
 
 def interactive_pin(masked_pan: str) -> str:
@@ -112,7 +123,7 @@ class ReaderAgent:
         self.armed: Armed | None = None
         self._free: list[Context] = []  # PC/SC contexts not in use (one per dialogue at a time)
         self._free_lock = threading.Lock()
-        self.open_links: dict[str, tuple[CardLink, EmvTap]] = {}
+        self.open_links: dict[str, tuple[CardLink, EmvTap, str]] = {}  # + request id
 
     def arm(self, amount: int, currency: str, merchant: Merchant | None = None,
             purpose: str = "purchase") -> None:
@@ -192,8 +203,13 @@ class ReaderAgent:
             sale = None
             if armed is not None:
                 pin = await asyncio.to_thread(self.pin_source, tap.masked_pan)
-                sale = Sale(Money(amount=armed.amount, currency=armed.currency),
-                            armed.merchant, pin, armed.purpose)
+                if tap.blocked:  # it cannot pay: a zero-amount check brings the issuer's script
+                    log.warning("payment application blocked on the card",
+                                masked_pan=tap.masked_pan)
+                    sale = Sale(Money(amount=0, currency=armed.currency), armed.merchant, pin)
+                else:
+                    sale = Sale(Money(amount=armed.amount, currency=armed.currency),
+                                armed.merchant, pin, armed.purpose)
             out.tapped, out.request = self.terminal.events(
                 tap, reader=reader, atr=atr.hex().upper() or "3B00", now=datetime.now(UTC),
                 sale=sale, payment_id=payment_id)
@@ -201,7 +217,7 @@ class ReaderAgent:
                 if out.request is None:
                     await self.bus.publish_tap(out.tapped)
                 else:  # both events in one broker round trip (the publisher groups them)
-                    self.open_links[payment_id] = (link, tap)
+                    self.open_links[payment_id] = (link, tap, out.request.event_id)
                     _, out.answer = await asyncio.gather(self.bus.publish_tap(out.tapped),
                                                          self.bus.request(out.request))
                 log.info("card tapped", provider=tap.provider, masked_pan=tap.masked_pan,
@@ -225,28 +241,53 @@ class ReaderAgent:
 
     async def complete(self, done: PaymentCompleted) -> str:
         """The platform's answer: second GENERATE AC (ARC = the response code) if the card is
-        still there."""
+        still there, then the issuer's script if the answer carries one."""
         entry = self.open_links.pop(done.correlation_id, None)
         if entry is None:
             return "card gone"
-        link, tap = entry
+        link, tap, request_id = entry
         try:
-            if done.arpc is None:
-                return "approved (no ARPC)" if done.approved else "declined"
-            arc, arpc = done.response_code.encode("ascii"), bytes.fromhex(done.arpc)
-            result = await in_card_thread(lambda: complete_payment(link, tap, arc, arpc),
-                                          timeout=step_timeout(self.limits),
-                                          name="second generate AC")
-            if result.cid == 0x40:
-                return "approved, card accepted (TC)"
-            return "card closed the payment (AAC)" + (
-                ", issuer authenticated" if result.issuer_authenticated
-                else ", issuer authentication FAILED")
+            said = await self._second_ac(link, tap, done)
+            if done.issuer_script is not None:
+                said += "; " + await self._script(link, tap, request_id, done)
+            return said
         except CardError as exc:
             log.info("card left before the issuer's answer", error=str(exc))
             return "card removed before completion"
         finally:
             await self._close(link)
+
+    async def _second_ac(self, link: CardLink, tap: EmvTap, done: PaymentCompleted) -> str:
+        if tap.declined_by_card:  # its AAC ended the transaction: no second GENERATE AC
+            return "card blocked (AAC)" if tap.blocked else "card declined (AAC)"
+        if done.arpc is None:
+            return "approved (no ARPC)" if done.approved else "declined"
+        arc, arpc = done.response_code.encode("ascii"), bytes.fromhex(done.arpc)
+        result = await in_card_thread(lambda: complete_payment(link, tap, arc, arpc),
+                                      timeout=step_timeout(self.limits),
+                                      name="second generate AC")
+        if result.cid == 0x40:
+            return "approved, card accepted (TC)"
+        return "card closed the payment (AAC)" + (
+            ", issuer authenticated" if result.issuer_authenticated
+            else ", issuer authentication FAILED")
+
+    async def _script(self, link: CardLink, tap: EmvTap, request_id: str,
+                      done: PaymentCompleted) -> str:
+        """The issuer's script to the card (after its GENERATE AC), and the card's status word
+        reported back (``IssuerScriptApplied``)."""
+        script = done.issuer_script
+        assert script is not None
+        command = b64d(script.command)
+        sw = await in_card_thread(lambda: apply_script(link, command),
+                                  timeout=step_timeout(self.limits), name="issuer script")
+        tid = self.terminal.terminal_id
+        await self.bus.report_script(self.terminal.hsm.mac_event(IssuerScriptApplied(
+            **header(f"terminal:{tid}", done.correlation_id), terminal_id=tid,
+            pan_token=tap.pan_token, request_event_id=request_id, script=script.kind, sw=sw)))
+        log.info("issuer script", script=script.kind, sw=f"{sw:04X}")
+        verdict = "applied" if sw == SW_OK else "refused by the card"
+        return f"issuer script {script.kind.upper()} {verdict} ({sw:04X})"
 
     async def release(self, payment_id: str) -> None:
         """Forget an open payment without completing it (timeout, shutdown)."""

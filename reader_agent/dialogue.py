@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -61,14 +61,22 @@ def apdu(cla: int, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None
     return out
 
 
+SW_OK, SW_APP_BLOCKED = 0x9000, 0x6283  # 6283: selected, but the application is blocked
+
+
 def _call(link: Link, step: str, command: bytes) -> bytes:
+    return _call_sw(link, step, command)[0]
+
+
+def _call_sw(link: Link, step: str, command: bytes, ok: tuple[int, ...] = (SW_OK,)
+             ) -> tuple[bytes, int]:
     try:
         data, sw = link.transmit(command)
     except CardError as exc:
         raise CardError(f"{step}: {exc}") from None
-    if sw != 0x9000:
+    if sw not in ok:
         raise CardError(f"{step}: card answered status {sw:04X}")
-    return data
+    return data, sw
 
 
 MAX_COMMAND_DATA = 252
@@ -129,6 +137,13 @@ class EmvTap:
     card_signature: bytes
     certificate: cardcrypto.CardCertificate
     cdol2: list[tuple[str, int]]
+    blocked: bool = False  # the application answered SELECT with '6283' (issuer script block)
+
+    @property
+    def declined_by_card(self) -> bool:
+        """The card's first GENERATE AC was an AAC: it ends the transaction itself (no second
+        GENERATE AC), whatever the issuer answers."""
+        return self.cid & 0xC0 != CID_ARQC
 
     @property
     def pan_token(self) -> str:
@@ -149,7 +164,14 @@ def _bcd(n: int, size: int) -> bytes:
 
 
 def select_application(link: Link, aids: Mapping[str, str]) -> tuple[str, str, bytes]:
-    """SELECT PPSE, pick the best supported AID (priority), SELECT it -> (aid, provider, FCI)."""
+    """SELECT PPSE, pick the best supported AID (priority), SELECT it -> (aid, provider, FCI).
+    A blocked application's FCI comes with '6283' (``select_payment`` tells it apart)."""
+    aid, provider, fci, _blocked = select_payment(link, aids)
+    return aid, provider, fci
+
+
+def select_payment(link: Link, aids: Mapping[str, str]) -> tuple[str, str, bytes, bool]:
+    """``select_application``, and whether the application is blocked ('6283')."""
     ppse = _call(link, "select PPSE", apdu(0x00, 0xA4, 0x04, 0x00, PPSE_NAME))
     try:
         entries = find_all(ppse, "61")
@@ -166,8 +188,9 @@ def select_application(link: Link, aids: Mapping[str, str]) -> tuple[str, str, b
         listed = ", ".join(a for _, a in candidates) or "none"
         raise CardError(f"no supported application on the card (card lists: {listed})")
     aid = supported[0][1]
-    fci = _call(link, "select AID", apdu(0x00, 0xA4, 0x04, 0x00, bytes.fromhex(aid)))
-    return aid, aids[aid], fci
+    fci, sw = _call_sw(link, "select AID", apdu(0x00, 0xA4, 0x04, 0x00, bytes.fromhex(aid)),
+                       (SW_OK, SW_APP_BLOCKED))
+    return aid, aids[aid], fci, sw == SW_APP_BLOCKED
 
 
 def run_payment(link: Link, aids: Mapping[str, str], checkout: Checkout,
@@ -177,9 +200,15 @@ def run_payment(link: Link, aids: Mapping[str, str], checkout: Checkout,
 
     ``card_auth_key(provider)`` returns the provider's card-authentication public key (from
     the terminal key store); the card's certificate and its signature over ``un`` must verify.
+
+    A blocked application ('6283' to SELECT) cannot pay: the dialogue goes on as a zero-amount
+    account check (its AAC goes online, so the issuer can answer with a script, such as
+    APPLICATION UNBLOCK), and the tap says ``blocked``.
     """
     link.begin()
-    aid, provider, fci = select_application(link, aids)
+    aid, provider, fci, blocked = select_payment(link, aids)
+    if blocked:
+        checkout = replace(checkout, amount=0)
     pdol = dol(_tags("select AID", fci, "9F38")["9F38"])
     un = un or secrets.token_bytes(4)
     values = {
@@ -237,7 +266,7 @@ def run_payment(link: Link, aids: Mapping[str, str], checkout: Checkout,
                   atc=atc, cid=ac["9F27"][0], arqc=ac["9F26"], iad=ac["9F10"],
                   cdol1_data=cdol1_data, unpredictable_number=un,
                   card_signature=auth["9F4B"], certificate=cert,
-                  cdol2=dol(records["8D"]))
+                  cdol2=dol(records["8D"]), blocked=blocked)
 
 
 @dataclass(frozen=True)
@@ -261,6 +290,16 @@ def complete_payment(link: Link, tap: EmvTap, arc: bytes, arpc: bytes) -> Comple
     cvr = cvr_from_iad(tags["9F10"])
     return Completion(cid=tags["9F27"][0], cryptogram=tags["9F26"],
                       issuer_authenticated=not cvr[1] & 0x04)
+
+
+def apply_script(link: Link, command: bytes) -> int:
+    """Give the card an issuer script command (after the transaction's GENERATE AC); returns
+    the card's status word ('9000' applied, '6988' its MAC refused)."""
+    link.begin()
+    try:
+        return link.transmit(command)[1]
+    except CardError as exc:
+        raise CardError(f"issuer script: {exc}") from None
 
 
 # -- transit ----------------------------------------------------------------------------

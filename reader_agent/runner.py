@@ -177,6 +177,10 @@ async def run_topup(*, amount: int, currency: str, bank_reader: int, transit_rea
         tap, link = await in_card_thread(bank_tap, timeout=step_timeout(extra=10),
                                          dispose=lambda late: late[1].disconnect(),
                                          name="bank card")
+        if tap.blocked:
+            await asyncio.to_thread(link.disconnect)
+            return TopupResult("declined", "the bank card's payment application is blocked "
+                                           "(pay with it once to get the issuer's script)")
         try:
             the_pin = pin if pin is not None else await asyncio.to_thread(interactive_pin,
                                                                          tap.masked_pan)
@@ -226,11 +230,16 @@ async def run_pay(*, reader: int, amount: int, currency: str, pin: str | None,
         print(f"no payment: {card}")
         return PAY_NO_ANSWER if card.startswith("no answer") else PAY_ERROR
     print(payment_line(done, amount, currency, card))
-    return PAY_APPROVED if done.approved else PAY_DECLINED
+    return PAY_APPROVED if paid(done, amount) else PAY_DECLINED
 
 
 PAY_APPROVED, PAY_ERROR, PAY_DECLINED, PAY_NO_ANSWER = 0, 1, 3, 4
 """``cardbus pay`` exit codes (the console's table: ok, error, the answer is no, no answer)."""
+
+
+def paid(done: PaymentCompleted, amount: int) -> bool:
+    """Approved for the amount asked (a blocked card's zero-amount check is no payment)."""
+    return done.approved and done.amount.amount == amount
 
 
 def payment_line(done: PaymentCompleted, amount: int, currency: str, card: str) -> str:
@@ -238,5 +247,8 @@ def payment_line(done: PaymentCompleted, amount: int, currency: str, card: str) 
     verdict = "APPROVED" if done.approved else f"DECLINED ({done.response_code}) {done.message}"
     if done.approved:
         verdict = f"APPROVED ({done.response_code})"
+    if done.amount.amount != amount:
+        verdict = (f"DECLINED: card blocked (issuer's account check: {done.response_code} "
+                   f"{done.message})")
     card = card.removeprefix("approved, ")
     return f"{done.masked_pan} {amount / 100:.2f} {currency}: {verdict}; {card}"

@@ -24,6 +24,7 @@ from reader_agent.publisher import Publisher
 from reader_agent.terminal import Terminal
 from schemas.base import Event, header
 from schemas.cards import CardTapped
+from schemas.cardstatus import IssuerScriptApplied
 from schemas.payments import PaymentCancelled, PaymentCompleted, PaymentRequested
 from schemas.terminals import TerminalKeysIssued
 from schemas.transit import TransitLoadAuthorized, TransitLoadConfirmed
@@ -178,6 +179,10 @@ class TerminalSession:
             terminal_id=self.terminal.terminal_id, request_event_id=req.event_id,
             pan_token=req.card.pan_token, reason=reason))  # type: ignore[arg-type]
         await self.publisher.send(PAYMENT_REQUESTS.name, req.card.pan_token.encode(), ev)
+
+    async def report_script(self, applied: IssuerScriptApplied) -> None:
+        """What the card answered to its issuer's script (for the platform, then the issuer)."""
+        await self.publisher.send(PAYMENT_REQUESTS.name, applied.pan_token.encode(), applied)
 
     async def pay(self, req: PaymentRequested, timeout: float = 30.0) -> PaymentCompleted | None:
         """Request and wait for the answer, resending meanwhile; None (and the payment

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from schemas.base import Event, MaskedPan, Money, PanToken, ProviderId, TerminalId
 from schemas.cards import CardRead, add_cvm_results
+from schemas.cardstatus import IssuerScript
 from schemas.upcast import Raw, upcaster
 from schemas.values import (
     AuthCode,
@@ -133,12 +134,13 @@ def _authorization_requested_v1_to_v2(raw: Raw) -> Raw:
 
 
 class AuthorizationDecided(Event):
-    """A provider's answer. ``prev_hash`` chains the decisions of one partition (audit)."""
+    """A provider's answer. ``prev_hash`` chains the decisions of one partition (audit). v2: an
+    issuer script for the card may come with it (APPLICATION BLOCK / UNBLOCK)."""
 
     SEALED_BY: ClassVar[str] = "provider identity key"
 
     type: Literal["AuthorizationDecided"] = "AuthorizationDecided"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
 
     provider_id: ProviderId
     request_event_id: str
@@ -152,6 +154,9 @@ class AuthorizationDecided(Event):
                                         "the request partition, e.g. bank-a.p3")
     sequence: SeqNo
     prev_hash: Sha256Hex = Field(description="SHA-256 of the previous decision's canonical bytes")
+    issuer_script: IssuerScript | None = Field(
+        default=None, description="a script for the card, bound to this tap's ATC and "
+                                  "cryptogram (v2)")
 
     @model_validator(mode="after")
     def _consistent(self) -> AuthorizationDecided:
@@ -159,16 +164,27 @@ class AuthorizationDecided(Event):
             raise ValueError("response_code: approved must go with 00 and 00 with approved")
         if self.approved and self.auth_code is None:
             raise ValueError("auth_code: an approval carries an auth code")
+        if self.issuer_script is not None and self.arpc is None:
+            raise ValueError("issuer_script: only with an ARPC (a cryptogram that verified)")
         return self
 
 
+@upcaster("AuthorizationDecided", 1)
+def _authorization_decided_v1_to_v2(raw: Raw) -> Raw:
+    """v1 carried no issuer script."""
+    raw["issuer_script"] = None
+    raw["schema_version"] = 2
+    return raw
+
+
 class PaymentCompleted(Event):
-    """The platform tells the terminal how its payment ended."""
+    """The platform tells the terminal how its payment ended (v2: with the issuer's script for
+    the card, if its decision carried one)."""
 
     SEALED_BY: ClassVar[str] = "platform (MAC under the terminal MAC key)"
 
     type: Literal["PaymentCompleted"] = "PaymentCompleted"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
 
     terminal_id: TerminalId
     provider_id: ProviderId | None = None
@@ -179,6 +195,15 @@ class PaymentCompleted(Event):
     auth_code: AuthCode | None = None
     arpc: Cryptogram8 | None = None
     message: Text
+    issuer_script: IssuerScript | None = None
+
+
+@upcaster("PaymentCompleted", 1)
+def _payment_completed_v1_to_v2(raw: Raw) -> Raw:
+    """v1 carried no issuer script."""
+    raw["issuer_script"] = None
+    raw["schema_version"] = 2
+    return raw
 
 
 ReversalReason = Literal["timeout", "late_approval", "transit_load_failed", "terminal_cancelled",

@@ -76,7 +76,7 @@ class ProviderAdmitted(Event):
 
 # the same strings as cardbus.crypto.keys.KeyUsage (schemas do not import the crypto core)
 KeyUsage = Literal["pin_enc", "pin_verify", "mac", "pan_enc", "pan_token", "emv_imk_ac",
-                   "transit_load", "transit_tac"]
+                   "transit_load", "transit_tac", "gp_isd_master", "card_perso"]
 
 
 class ProvisionedKey(BaseModel):

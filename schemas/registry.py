@@ -14,7 +14,17 @@ from typing import Annotated, Any, Union, get_args
 from pydantic import Field, TypeAdapter
 
 from schemas.base import Event
+from schemas.cardmgmt import (
+    CardCommandsIssued,
+    CardManagementCompleted,
+    CardManagementRequested,
+    CardPolicyPublished,
+    CardResponsesRelayed,
+    PursePersonalisationPrepared,
+    PursePersonalisationRequested,
+)
 from schemas.cards import CardTapped
+from schemas.cardstatus import CardBlocked, CardUnblocked, IssuerScriptApplied, IssuerScriptReported
 from schemas.clock import ClockTicked
 from schemas.deadletters import EventDeadLettered
 from schemas.ledger import CardIssued, SettlementCutoverRequested
@@ -63,6 +73,17 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     CardIssued,
     SettlementCutoverRequested,
     ClockTicked,
+    CardPolicyPublished,
+    CardManagementRequested,
+    CardCommandsIssued,
+    CardResponsesRelayed,
+    CardManagementCompleted,
+    PursePersonalisationRequested,
+    PursePersonalisationPrepared,
+    CardBlocked,
+    CardUnblocked,
+    IssuerScriptApplied,
+    IssuerScriptReported,
 )
 
 

@@ -121,6 +121,39 @@ _BODIES: dict[str, dict[str, Any]] = {
         "per_txn_limit": 500000, "pin_verification_encrypted": _BLOB,
     },
     "SettlementCutoverRequested": {"provider_id": "bank-a", "batch_id": "bank-a-2025-01-15"},
+    "CardPolicyPublished": {"issuer_id": "bank-a", "installable": ["transit"],
+                            "protected_aids": ["A000000333010101"]},
+    "CardManagementRequested": {
+        "terminal_id": "T-0001", "issuer_id": "bank-a",
+        "operations": [{"action": "install", "app": "transit"}, {"action": "list"}]},
+    "CardCommandsIssued": {
+        "terminal_id": "T-0001", "batch": 1,
+        "steps": [{"apdu": "AKQEAAigAAABUQAAAAA=", "label": "select ISD",
+                   "expect": [0x9000, 0x6283]}]},
+    "CardResponsesRelayed": {"terminal_id": "T-0001", "batch": 1,
+                             "responses": [{"data": "bwqECKAAAAFRAAAA", "sw": 0x9000}]},
+    "CardManagementCompleted": {
+        "terminal_id": "T-0001", "issuer_id": "bank-a", "ok": True, "reason": "done",
+        "card_life": "SECURED", "installed": ["A000000632010105"],
+        "applications": [{"aid": "A000000632010105", "kind": "application", "life": 15}]},
+    "PursePersonalisationRequested": {"operator_id": "transit", "issuer_id": "bank-a",
+                                      "terminal_id": "T-0001", "app": "transit"},
+    "PursePersonalisationPrepared": {
+        "operator_id": "transit", "request_event_id": "e" * 32,
+        "card_token": "tok_" + "c" * 24, "label": "TRANSIT PURSE", "number_encrypted": _BLOB,
+        "load_key": {"key_id": "purse/load", "usage": "card_perso", "algorithm": "TDES",
+                     "kcv": "0A1B2C", "key_block": "D0112E6TN00E0000" + "0123456789ABCDEF" * 6},
+        "tac_key": {"key_id": "purse/tac", "usage": "card_perso", "algorithm": "TDES",
+                    "kcv": "3D4E5F", "key_block": "D0112E6TN00E0000" + "FEDCBA9876543210" * 6}},
+    "CardBlocked": {"provider_id": "bank-a", "pan_token": "tok_" + "b" * 24,
+                    "masked_pan": "622202******1234", "reason": "lost"},
+    "CardUnblocked": {"provider_id": "bank-a", "pan_token": "tok_" + "b" * 24,
+                      "masked_pan": "622202******1234"},
+    "IssuerScriptApplied": {"terminal_id": "T-0001", "pan_token": "tok_" + "b" * 24,
+                            "request_event_id": "e" * 32, "script": "block", "sw": 0x9000},
+    "IssuerScriptReported": {"provider_id": "bank-a", "pan_token": "tok_" + "b" * 24,
+                             "terminal_id": "T-0001", "report_event_id": "f" * 32,
+                             "script": "block", "sw": 0x9000},
     "ClockTicked": {"partition": 3},
     "ProviderAdmitted": {
         "provider_id": "bank-a", "kind": "bank", "identity_key_id": "sign:provider:bank-a.v1",
@@ -140,7 +173,11 @@ _PRODUCERS = {"Provider": "provider:bank-a", "ProviderAdm": "cli", "Terminal": "
               "TransitLoadApp": "terminal:T-0001", "TransitLoadAu": "provider:transit",
               "TransitLoadC": "provider:transit", "AuthorizationD": "provider:bank-a",
               "ReversalC": "provider:bank-a", "Settlement": "provider:bank-a",
-              "CardIssued": "provider:bank-a"}
+              "CardIssued": "provider:bank-a", "CardPolicy": "provider:bank-a",
+              "CardBlocked": "provider:bank-a", "CardUnblocked": "provider:bank-a",
+              "CardManagementR": "terminal:T-0001", "CardResponses": "terminal:T-0001",
+              "CardCommands": "platform", "CardManagementC": "platform",
+              "PursePersonalisationP": "provider:transit", "IssuerScriptA": "terminal:T-0001"}
 
 
 def _producer(name: str) -> str:

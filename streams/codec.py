@@ -34,6 +34,7 @@ E = TypeVar("E", bound=Event)
 E2 = TypeVar("E2", bound=Event)
 E3 = TypeVar("E3", bound=Event)
 E4 = TypeVar("E4", bound=Event)
+E5 = TypeVar("E5", bound=Event)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 """The largest value CardBus writes or accepts (a tap or a key set is a few KiB)."""
@@ -83,6 +84,12 @@ def decode_as(source: _Source, data: _Data, kind: tuple[type[E], type[E2], type[
 def decode_as(source: _Source, data: _Data,
               kind: tuple[type[E], type[E2], type[E3], type[E4]], *,
               max_bytes: int = ...) -> E | E2 | E3 | E4: ...
+
+
+@overload
+def decode_as(source: _Source, data: _Data,
+              kind: tuple[type[E], type[E2], type[E3], type[E4], type[E5]], *,
+              max_bytes: int = ...) -> E | E2 | E3 | E4 | E5: ...
 
 
 def decode_as(source: _Source, data: _Data, kind: type[Event] | tuple[type[Event], ...], *,

@@ -24,7 +24,17 @@ from pydantic import TypeAdapter
 from cardbus.errors import ConfigError
 from cardbus.settings import settings
 from schemas.base import Event
+from schemas.cardmgmt import (
+    CardCommandsIssued,
+    CardManagementCompleted,
+    CardManagementRequested,
+    CardPolicyPublished,
+    CardResponsesRelayed,
+    PursePersonalisationPrepared,
+    PursePersonalisationRequested,
+)
 from schemas.cards import CardTapped
+from schemas.cardstatus import CardBlocked, CardUnblocked, IssuerScriptApplied, IssuerScriptReported
 from schemas.clock import ClockTicked
 from schemas.deadletters import EventDeadLettered
 from schemas.ledger import CardIssued, SettlementCutoverRequested
@@ -178,15 +188,17 @@ TAPS = TopicSpec(
     (READER,), (AUDIT,), "card taps (masked/tokenized/encrypted card data)")
 PAYMENT_REQUESTS = TopicSpec(
     f"{NAMESPACE}.payment-requests", "card.pan_token", (PaymentRequested, PaymentCancelled,
-                                                        ClockTicked),
+                                                        ClockTicked, IssuerScriptApplied),
     PAYMENT_PARTITIONS, "delete",
     (READER, PLATFORM), (PLATFORM, AUDIT),
-    "payment requests and cancellations from terminals (terminal MAC); the platform's clock "
-    "ticks where a deadline is due")
+    "payment requests and cancellations from terminals (terminal MAC), what cards answered to "
+    "issuer scripts; the platform's clock ticks where a deadline is due")
 PROVIDER_RESULTS = TopicSpec(
     f"{NAMESPACE}.provider-results", "pan_token or card_token",
-    (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized, TransitLoadConfirmed),
-    PAYMENT_PARTITIONS, "delete", (PROVIDERS,), (PLATFORM, AUDIT), "signed provider answers")
+    (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized, TransitLoadConfirmed,
+     PursePersonalisationPrepared),
+    PAYMENT_PARTITIONS, "delete", (PROVIDERS,), (PLATFORM, AUDIT),
+    "signed provider answers (a purse for card management: keyed by its session id)")
 TERMINAL_RESULTS = TopicSpec(
     f"{NAMESPACE}.terminal-results", "terminal_id",
     (PaymentCompleted, TransitLoadAuthorized, TransitLoadConfirmed), PAYMENT_PARTITIONS,
@@ -200,6 +212,20 @@ TRANSIT_LOADS = TopicSpec(
 SETTLEMENTS = TopicSpec(
     f"{NAMESPACE}.settlements", "provider_id", (SettlementBatchClosed,), 3, "delete",
     (PROVIDERS,), (OPERATOR, AUDIT), "closed settlement batches")
+CARD_POLICIES = TopicSpec(
+    f"{NAMESPACE}.card-policies", "issuer_id", (CardPolicyPublished,), 3, "compact",
+    (PROVIDERS,), (PLATFORM, AUDIT),
+    "each issuer's card-management policy (what the platform may do to its cards)")
+CARD_MANAGEMENT = TopicSpec(
+    f"{NAMESPACE}.card-management", "session id", (CardManagementRequested,
+                                                   CardResponsesRelayed),
+    PAYMENT_PARTITIONS, "delete", (READER,), (PLATFORM, AUDIT),
+    "card-management requests and the card's relayed answers (terminal MAC); co-partitioned "
+    "with provider-results, so one platform worker holds a session")
+CARD_COMMANDS = TopicSpec(
+    f"{NAMESPACE}.card-commands", "terminal_id", (CardCommandsIssued, CardManagementCompleted),
+    PAYMENT_PARTITIONS, "delete", (PLATFORM,), (READER, AUDIT),
+    "the platform's secure-channel APDUs for a terminal to relay, and each session's outcome")
 DEAD_LETTERS = TopicSpec(
     f"{NAMESPACE}.dead-letters", "original topic", (EventDeadLettered,), 3, "delete",
     (PLATFORM, PROVIDERS), (AUDIT, OPERATOR), "messages set aside, with reason")
@@ -208,13 +234,14 @@ STATIC_TOPICS: tuple[TopicSpec, ...] = (
     PROVIDER_REGISTRATIONS, PROVIDER_ADMISSIONS, PROVIDER_KEYS, TERMINALS, TERMINAL_STATUS,
     TERMINAL_KEYS, TAPS,
     PAYMENT_REQUESTS, PROVIDER_RESULTS, TERMINAL_RESULTS, TRANSIT_LOADS, SETTLEMENTS,
-    DEAD_LETTERS,
+    CARD_POLICIES, CARD_MANAGEMENT, CARD_COMMANDS, DEAD_LETTERS,
 )
 _BY_NAME = {spec.name: spec for spec in STATIC_TOPICS}
 
 PROVIDER_REQUEST_VALUES: tuple[type[Event], ...] = (
     AuthorizationRequested, ReversalRequested, TransitLoadRequested, TransitLoadApplied,
-    TransitLoadAborted, CardIssued, SettlementCutoverRequested,
+    TransitLoadAborted, CardIssued, SettlementCutoverRequested, CardBlocked, CardUnblocked,
+    IssuerScriptReported, PursePersonalisationRequested,
 )
 
 
@@ -231,7 +258,8 @@ def provider_requests_spec(provider_id: str) -> TopicSpec:
         provider_requests_topic(provider_id), "pan_token or card_token", PROVIDER_REQUEST_VALUES,
         PAYMENT_PARTITIONS, "delete", (PLATFORM, f"provider:{provider_id}", OPERATOR),
         (f"provider:{provider_id}", AUDIT),
-        f"requests for {provider_id}, signed by the platform (cut-overs: the provider's own)",
+        f"requests for {provider_id}, signed by the platform (cut-overs, card issues and "
+        f"blocks: the provider's own)",
     )
 
 
@@ -253,7 +281,7 @@ PLATFORM_TABLES: dict[str, int] = {
     "admissions": PROVIDER_ADMISSIONS.partitions,
     "parked-registrations": PROVIDER_REGISTRATIONS.partitions,
     "terminals": TERMINALS.partitions, "platform-keys": TERMINALS.partitions,
-    "pending": PAYMENT_REQUESTS.partitions,
+    "pending": PAYMENT_REQUESTS.partitions, "card-policies": CARD_POLICIES.partitions,
 }
 PROVIDER_TABLES: dict[str, int] = dict.fromkeys(
     ("ledger", "chain", "batch", "purses"), PAYMENT_PARTITIONS)

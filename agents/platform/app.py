@@ -1,8 +1,9 @@
 """The trusted platform as a Faust app: wiring around ``agents.platform.handlers.Platform``.
 
 Tables (rocksdb, changelog-backed):
-- ``routes``, ``terminals``, ``platform-keys``: every platform worker needs every provider
-  route, terminal record and key record (kept in full from their changelogs: streams.replica);
+- ``routes``, ``admissions``, ``terminals``, ``platform-keys``, ``card-policies``: every
+  platform worker needs every provider route, admission, terminal record, key record and
+  issuer's card policy (kept in full from their changelogs: streams.replica);
 - ``pending`` (payment id -> the payment's one record: request digest, state, answer):
   co-partitioned with ``cardbus.payment-requests`` and ``cardbus.provider-results``, both
   keyed by the card's PAN token, so one worker owns a payment from request to answer.
@@ -76,18 +77,20 @@ def build(cfg: PlatformConfig) -> faust.App:
     def replicated(name: str) -> Replicated:
         return Replicated(table(name), f"{cfg.app_id}-{name}-changelog", n[name])
 
-    # routes, admissions, terminals and key records: every worker needs them all (see
-    # streams.replica); parked keys and registrations only the owner of the provider's partition
-    routes, admissions, terminals, key_table = (
-        replicated(t) for t in ("routes", "admissions", "terminals", "platform-keys"))
-    replica = Replica(cfg.bootstrap, [routes, admissions, terminals, key_table],
+    # routes, admissions, terminals, key records and issuers' card policies: every worker needs
+    # them all (see streams.replica); parked keys and registrations only the owner of the
+    # provider's partition
+    routes, admissions, terminals, key_table, policies = (
+        replicated(t) for t in ("routes", "admissions", "terminals", "platform-keys",
+                                "card-policies"))
+    replica = Replica(cfg.bootstrap, [routes, admissions, terminals, key_table, policies],
                       party="platform")
     # the partitioned tables are seen through the running batch (each key written once per
     # batch); the replicated ones are not written on the hot paths
     tables = PlatformTables(routes=routes, admissions=admissions, terminals=terminals,
                             keys=key_table, parked=Scoped(table("parked-keys")),
                             parked_registrations=Scoped(table("parked-registrations")),
-                            pending=Scoped(table("pending")))
+                            pending=Scoped(table("pending")), policies=policies)
     file_keys = vault.FileKeyStore("platform", cfg.home)
     keystore = TableKeyStore(vault.keyring("platform", cfg.home), file_keys.records(), key_table,
                              reload=lambda: vault.FileKeyStore("platform", cfg.home).records())

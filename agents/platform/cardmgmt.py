@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from cardbus.crypto import scp03
 from cardbus.errors import CardManagementRefused
 from cardbus.gp import session
 from cardbus.gp.card import TRANSIT_LOAD_FILE, LoadFile
@@ -59,10 +60,11 @@ class ListApps:
 
 @dataclass(frozen=True)
 class InstallApp:
-    """Install a catalogue application, personalised with ``personalisation``."""
+    """Install a catalogue application, personalised with ``personalisation`` (None while its
+    provider has not prepared it: the policy is checked before it is asked for)."""
 
     template: str
-    personalisation: session.PursePersonalisation
+    personalisation: session.PursePersonalisation | None = None
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,21 @@ def _operation(policy: IssuerPolicy, request: Request,
     return session.DeleteApp(aid)
 
 
+INSTALL_LEVEL = scp03.Level.C_MAC | scp03.Level.C_DECRYPTION
+"""The least an install runs at: its STORE DATA carry the purse's number and keys."""
+
+
 def script_for(policy: IssuerPolicy, requests: tuple[Request, ...], *,
                catalogue: Mapping[str, AppTemplate] = CATALOGUE,
-               list_after: bool = True) -> session.Script:
+               list_after: bool = True, level: int = session.Script.level) -> session.Script:
     """The session script for ``requests`` on a card of ``policy.issuer`` (a listing at the
-    end unless ``list_after`` is off, so the outcome shows the card as it is now)."""
+    end unless ``list_after`` is off, so the outcome shows the card as it is now). An install
+    needs C-MAC and C-DECRYPTION at least."""
     ops = [_operation(policy, r, catalogue) for r in requests]
+    if any(isinstance(op, session.InstallApp) for op in ops) and \
+            level & INSTALL_LEVEL != INSTALL_LEVEL:
+        raise CardManagementRefused(f"an install needs C-MAC and C-DECRYPTION, not level "
+                                    f"{level:#04x}")
     if list_after and not any(isinstance(op, session.ListContent) for op in ops):
         ops.append(session.ListContent())
-    return session.Script(tuple(ops))
+    return session.Script(tuple(ops), level)

@@ -32,6 +32,7 @@ from cardbus.response_codes import (
     message,
 )
 from schemas.base import Event, Money, header
+from schemas.cardstatus import IssuerScript
 from schemas.clock import ClockTicked
 from schemas.payments import (
     AuthorizationDecided,
@@ -187,7 +188,7 @@ def provision_keys(ev: ProviderKeysProvisioned, route: Route | None, hsm: Platfo
         verify_event(ev, lambda kid: route.verifier() if kid == route.identity_key_id else None)
         for key in ev.keys:
             usage = KeyUsage(key.usage)
-            if usage not in (KeyUsage.PIN_ENC, KeyUsage.PAN_ENC):
+            if usage not in (KeyUsage.PIN_ENC, KeyUsage.PAN_ENC, KeyUsage.GP_ISD_MASTER):
                 raise Rejected(f"key {key.key_id}: usage {key.usage} is not provisioned to the "
                                f"platform")
             _, _, ver = key.key_id.rpartition(".v")
@@ -302,13 +303,14 @@ def route_card(routes: dict[str, Route], aid: str, bin6: str) -> Route | None:
 def complete(req_id: str, payment_id: str, terminal_id: str, masked_pan: str, amount: Money,
              code: str, *, occurred_at: datetime, hsm: PlatformHsm, provider_id: str | None,
              auth_code: str | None = None, arpc: str | None = None,
-             kind: str = "complete") -> PaymentCompleted:
-    """The signed answer to a terminal."""
+             kind: str = "complete", issuer_script: IssuerScript | None = None
+             ) -> PaymentCompleted:
+    """The signed answer to a terminal (with the issuer's script for the card, if any)."""
     ev = PaymentCompleted(
         event_id=derived_id(kind, req_id), correlation_id=payment_id, occurred_at=occurred_at,
         producer="platform", terminal_id=terminal_id, provider_id=provider_id,
         masked_pan=masked_pan, amount=amount, approved=code == "00", response_code=code,
-        auth_code=auth_code, arpc=arpc, message=message(code))
+        auth_code=auth_code, arpc=arpc, message=message(code), issuer_script=issuer_script)
     return hsm.sign_event(ev)
 
 
@@ -420,7 +422,8 @@ def take_decision(dec: AuthorizationDecided, *, pending: Pending | None, route: 
     out.add("terminal", pending.terminal_id, complete(
         pending.request_event_id, pending.payment_id, pending.terminal_id, pending.masked_pan,
         pending.amount, dec.response_code, occurred_at=dec.occurred_at, hsm=hsm,
-        provider_id=dec.provider_id, auth_code=dec.auth_code, arpc=dec.arpc))
+        provider_id=dec.provider_id, auth_code=dec.auth_code, arpc=dec.arpc,
+        issuer_script=dec.issuer_script))
     update: dict[str, object] = {"state": "answered", "approved": dec.approved}
     if dec.approved and pending.purpose == "transit_load":
         # the funds are held: now the transit card must be presented and loaded

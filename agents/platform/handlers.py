@@ -12,7 +12,9 @@ Tables (dict-like, values are JSON-ready dicts):
 - ``parked`` (provider id -> keys that arrived before the registration);
 - ``pending`` (payment id -> the payment's one record: its request's event id and digest, the
   partition, the in-flight state (``decide.Pending``) and the answer the terminal got), written
-  once per step; co-partitioned with the payment topics.
+  once per step; co-partitioned with the payment topics;
+- ``policies`` (issuer -> its sealed card-management policy): the card manager's
+  (``agents.platform.cardmanager``, whose sessions live in memory only).
 
 A request whose event id is known is a resend: the same bytes get the stored answer again (or
 nothing more while it is in flight); the same event id (or payment id) with other content is
@@ -25,15 +27,19 @@ import hashlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from agents.platform import admission, decide, transit
+from agents.platform import admission, decide, scripts, transit
+from agents.platform.cardmanager import CardManager
+from agents.platform.parsed import Parsed
 from agents.platform.tablekeys import TableKeyStore
 from cardbus.crypto.hsm import PlatformHsm
 from cardbus.logs import bind_correlation, get_logger
 from schemas.base import Event
+from schemas.cardmgmt import PursePersonalisationPrepared
+from schemas.cardstatus import IssuerScriptApplied
 from schemas.clock import ClockTicked
 from schemas.payments import (
     AuthorizationDecided,
@@ -53,6 +59,8 @@ from schemas.transit import (
 )
 from streams import codec
 from streams.topics import (
+    CARD_MANAGEMENT,
+    CARD_POLICIES,
     PAYMENT_REQUESTS,
     PROVIDER_ADMISSIONS,
     PROVIDER_KEYS,
@@ -92,26 +100,6 @@ def received_at(record: Record) -> datetime:
     return datetime.fromtimestamp(record.timestamp, UTC)
 
 
-class Parsed(Generic[M]):
-    """Parsed models of a table's JSON records, parsed again only when a record changes (every
-    payment reads the routes and its terminal; their records change rarely)."""
-
-    def __init__(self, model: type[M]) -> None:
-        self.model = model
-        self._cache: dict[str, tuple[Any, M]] = {}
-
-    def get(self, key: str, raw: Any) -> M | None:
-        if not raw:
-            self._cache.pop(key, None)
-            return None
-        hit = self._cache.get(key)
-        if hit is not None and (hit[0] is raw or hit[0] == raw):
-            return hit[1]
-        parsed = self.model.model_validate(raw)
-        self._cache[key] = (raw, parsed)
-        return parsed
-
-
 @dataclass
 class PlatformTables:
     """The platform's state (Faust tables in the app, dicts in unit tests)."""
@@ -123,6 +111,7 @@ class PlatformTables:
     keys: Table = field(default_factory=dict)
     parked: Table = field(default_factory=dict)
     pending: Table = field(default_factory=dict)
+    policies: Table = field(default_factory=dict)  # issuer -> its sealed card policy
 
 
 @dataclass(frozen=True)
@@ -149,6 +138,8 @@ class Platform:
         self.deadlines: dict[int, dict[str, datetime]] = {}
         self._routes = Parsed(decide.Route)
         self._terminals = Parsed(decide.TerminalRecord)
+        self.cards = CardManager(tables.policies, hsm, send, routes=self.routes,
+                                 terminal=self.terminal)
 
     # -- reading state ---------------------------------------------------------------------
 
@@ -324,11 +315,18 @@ class Platform:
         """``cardbus.payment-requests``: a payment request, a terminal's cancellation, or the
         platform's clock tick."""
         ev = codec.decode_as(PAYMENT_REQUESTS.name, record.value,
-                             (PaymentRequested, PaymentCancelled, ClockTicked))
+                             (PaymentRequested, PaymentCancelled, ClockTicked,
+                              IssuerScriptApplied))
         if isinstance(ev, ClockTicked):
             now = decide.accept_tick(ev, broker_time=received_at(record),
                                      platform=self.hsm.verifier)
             await self.on_tick(ev.model_copy(update={"occurred_at": now}), record.partition)
+        elif isinstance(ev, IssuerScriptApplied):
+            with bind_correlation(ev.correlation_id, terminal=ev.terminal_id):
+                out = scripts.forward_result(ev, self.load_pending(ev.correlation_id)[0],
+                                             self.hsm)
+                log.info("issuer script result", script=ev.script, sw=f"{ev.sw:04X}")
+                await self.emit(out)
         elif isinstance(ev, PaymentCancelled):
             await self.on_cancel(ev, record)
         else:
@@ -429,8 +427,10 @@ class Platform:
         """``cardbus.provider-results``: a provider's decision, reversal or load answer."""
         ev = codec.decode_as(PROVIDER_RESULTS.name, record.value,
                              (AuthorizationDecided, ReversalCompleted, TransitLoadAuthorized,
-                              TransitLoadConfirmed))
-        if isinstance(ev, AuthorizationDecided):
+                              TransitLoadConfirmed, PursePersonalisationPrepared))
+        if isinstance(ev, PursePersonalisationPrepared):
+            await self.cards.on_purse(ev, received_at(record))
+        elif isinstance(ev, AuthorizationDecided):
             await self._decision(ev, record)
         elif isinstance(ev, ReversalCompleted):
             decide.check_provider_seal(ev, self.route(ev.provider_id))
@@ -511,6 +511,8 @@ class Platform:
             PAYMENT_REQUESTS.name: self.on_request,
             PROVIDER_RESULTS.name: self.on_result,
             TRANSIT_LOADS.name: self.on_load,
+            CARD_POLICIES.name: self.cards.on_policy,
+            CARD_MANAGEMENT.name: self.cards.on_message,
         }
 
 

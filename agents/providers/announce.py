@@ -1,6 +1,7 @@
-"""What a provider says about itself on the bus: its registration and its key set.
+"""What a provider says about itself on the bus: its registration, its key set and (a bank) its
+card-management policy.
 
-Both go to compacted topics keyed by provider id and carry the provider's whole current state,
+All go to compacted topics keyed by provider id and carry the provider's whole current state,
 so publishing them again at every start is idempotent. Sealed with the provider's identity key:
 the registration also proves possession of the key it declares.
 """
@@ -16,6 +17,7 @@ from cardbus.crypto.keys import KeyUsage
 from cardbus.crypto.keystore import b64e
 from cardbus.crypto.signing import Verifier
 from schemas.base import header
+from schemas.cardmgmt import CardPolicyPublished
 from schemas.providers import KeyUsage as KeyUsageName
 from schemas.providers import (
     ProviderAdmitted,
@@ -40,9 +42,11 @@ def registration(adapter: ProviderAdapter, hsm: ProviderHsm, now: datetime) -> P
 
 
 def key_provisioning(hsm: ProviderHsm, now: datetime) -> ProviderKeysProvisioned:
-    """The provider's PIN and PAN keys as TR-31 blocks under the KBPK, sealed."""
+    """The provider's PIN and PAN keys and its cards' security-domain master (the platform runs
+    their secure channel) as TR-31 blocks under the KBPK, sealed."""
     keys = []
-    for usage, prefix in ((KeyUsage.PIN_ENC, "pin"), (KeyUsage.PAN_ENC, "pan")):
+    for usage, prefix in ((KeyUsage.PIN_ENC, "pin"), (KeyUsage.PAN_ENC, "pan"),
+                          (KeyUsage.GP_ISD_MASTER, "isd")):
         rec = hsm.keys.record(f"{prefix}:{hsm.provider_id}")
         keys.append(ProvisionedKey(key_id=f"{rec.key_id}.v{rec.version}",
                                    usage=cast(KeyUsageName, usage.value),
@@ -51,6 +55,16 @@ def key_provisioning(hsm: ProviderHsm, now: datetime) -> ProviderKeysProvisioned
     ev = ProviderKeysProvisioned(
         **header(f"provider:{hsm.provider_id}", hsm.provider_id, now),
         provider_id=hsm.provider_id, kbpk_id=f"kbpk:{hsm.provider_id}", keys=tuple(keys))
+    return hsm.sign_event(ev)
+
+
+def card_policy(adapter: ProviderAdapter, hsm: ProviderHsm, now: datetime) -> CardPolicyPublished:
+    """A bank's card-management policy, sealed: the catalogue applications the platform may
+    install on its cards (``adapter.card_apps``); its own payment application is protected."""
+    pid = adapter.provider_id
+    ev = CardPolicyPublished(
+        **header(f"provider:{pid}", pid, now), issuer_id=pid, installable=adapter.card_apps,
+        protected_aids=(adapter.aid,))
     return hsm.sign_event(ev)
 
 

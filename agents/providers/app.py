@@ -16,7 +16,7 @@ from typing import Any
 
 import faust
 
-from agents.providers.announce import key_provisioning, registration
+from agents.providers.announce import card_policy, key_provisioning, registration
 from agents.providers.base import ProviderAdapter
 from agents.providers.handlers import Provider, ProviderTables
 from agents.providers.issuer import HsmIssuer
@@ -27,6 +27,7 @@ from cardbus.logs import get_logger
 from streams.batching import Scoped, ScopedSend
 from streams.faust_support import Bus, batches, consume_batches, make_app
 from streams.topics import (
+    CARD_POLICIES,
     PROVIDER_KEYS,
     PROVIDER_REGISTRATIONS,
     PROVIDER_TABLES,
@@ -88,6 +89,8 @@ def build(cfg: ProviderConfig) -> faust.App:
         now = datetime.now(UTC)
         await bus.send(PROVIDER_REGISTRATIONS.name, pid, registration(adapter, hsm, now))
         await bus.send(PROVIDER_KEYS.name, pid, key_provisioning(hsm, now))
+        if adapter.kind == "bank":
+            await bus.send(CARD_POLICIES.name, pid, card_policy(adapter, hsm, now))
         log.info("provider announced", provider=pid)
 
     last_cut: dict[str, datetime] = {}

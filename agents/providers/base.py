@@ -25,8 +25,8 @@ from typing import Literal
 from agents.providers import decide
 from agents.providers.state import Account, CardRecord, ChainHead, OpenBatch, PinCheck
 from cardbus.cardprofile import CardProfile, make_pan
-from cardbus.crypto.hsm import CardProfile as HsmCardProfile
 from cardbus.crypto.hsm import ProviderHsm
+from cardbus.crypto.issued import CardProfile as HsmCardProfile
 from cardbus.errors import ConfigError
 from schemas.base import Event, header, mask_pan
 from schemas.ledger import CardIssued
@@ -61,6 +61,7 @@ class ProviderAdapter:
     cvm_floor: int = decide.DEFAULT_CVM_FLOOR  # above it, an online PIN is required
     card_bin: str = ""
     replayable: bool = True  # False: a host outside CardBus decides; audit cannot re-derive
+    card_apps: tuple[str, ...] = ("transit",)  # a bank lets the platform install these
 
     # -- the four operations (pure; override to change a provider's rules) -------------------
 

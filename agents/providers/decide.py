@@ -7,10 +7,12 @@ inputs reproduces every decision byte for byte (audit), and unit tests need no b
 The authorization steps, in order (each a small named check, jPOS-participant style):
 duplicate? -> platform signature -> card known -> what the cryptogram covers is this request
 (CDOL1: amount, currency, date, unpredictable number, ATC) -> cryptogram (ARQC) -> card blocked
--> expiry (the provider's own clock) -> account currency -> ATC replay/window -> card
-authentication (the terminal's outcome) -> cardholder verification policy (an online PIN above
-the adapter's floor) -> PIN (tries counter, block at the limit) -> per-transaction limit ->
-available funds -> approve (a hold).
+-> expiry (the provider's own clock) -> account currency -> ATC replay/window -> reported lost or
+stolen (41, 43) -> card authentication (the terminal's outcome) -> cardholder verification
+policy (an online PIN above the adapter's floor) -> PIN (tries counter, block at the limit) ->
+per-transaction limit -> available funds -> approve (a hold). A decision with an ARPC carries
+the card's pending issuer script (APPLICATION BLOCK for a lost or stolen card, UNBLOCK once the
+issuer lifted the block: ``agents.providers.cardstatus``).
 
 The cryptogram is checked before any decline that carries an ARPC: an ARPC is only ever made
 for an ARQC that verified, so a bad cryptogram on a blocked or expired card is a decline (82),
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
+from agents.providers.cardstatus import pending_script
 from agents.providers.state import (
     MAX_PIN_TRIES,
     Account,
@@ -59,14 +62,17 @@ from cardbus.response_codes import (
     INCORRECT_PIN,
     INSUFFICIENT_FUNDS,
     INVALID_CARD,
+    LOST_CARD,
     NO_ORIGINAL,
     PIN_REQUIRED,
     PIN_TRIES_EXCEEDED,
     REPLAYED_ATC,
+    STOLEN_CARD,
     WRONG_CURRENCY,
 )
 from schemas.base import Event
 from schemas.cards import CardRead
+from schemas.cardstatus import IssuerScript, ScriptKind
 from schemas.ledger import CardIssued
 from schemas.payments import (
     AuthorizationDecided,
@@ -102,6 +108,9 @@ class IssuerCrypto(Protocol):
     def pin_matches(self, card: CardRead, context: str, pin_block: str, pin_key_id: str,
                     pin: PinCheck) -> bool:
         """Whether the PIN block holds the card's PIN (raises PinBlockError if malformed)."""
+
+    def issuer_script(self, card: CardRead, context: str, kind: ScriptKind) -> str:
+        """APPLICATION BLOCK/UNBLOCK with its script MAC for this tap (base64 APDU)."""
 
     def seal(self, event: Event) -> Event:
         """``event`` signed with the provider's identity key."""
@@ -180,6 +189,8 @@ def _check(req: AuthorizationRequested, card: CardRecord | None, account: Accoun
     if card.last_atc is not None and not card.last_atc < atc <= card.last_atc + ATC_WINDOW:
         return _Draft(REPLAYED_ATC, card, account, arpc_needed=False)
     card = card.model_copy(update={"last_atc": atc})
+    if card.reported is not None:  # lost or stolen: declined, and blocked by a script
+        return _Draft(LOST_CARD if card.reported == "lost" else STOLEN_CARD, card, account)
     if req.card.card_auth == "failed":
         return _Draft(CARD_AUTH_FAILED, card, account)
     if req.amount.amount > cvm_floor and not online_pin(req):
@@ -269,6 +280,7 @@ def authorize(
     draft = _check(req, card, account, crypto, batch.number,
                    req.occurred_at if now is None else now, cvm_floor)
     approved = draft.code == APPROVED
+    script = pending_script(draft.card) if draft.arpc_needed else None
     sequence = chain.sequence + 1
     decision = AuthorizationDecided(
         event_id=derived_id("decision", req.event_id),
@@ -287,6 +299,8 @@ def authorize(
         chain_id=chain.chain_id,
         sequence=sequence,
         prev_hash=chain.last_hash,
+        issuer_script=None if script is None else IssuerScript(
+            kind=script, command=crypto.issuer_script(req.card, req.correlation_id, script)),
     )
     sealed = crypto.seal(decision)
     assert isinstance(sealed, AuthorizationDecided)

@@ -2,7 +2,9 @@
 
 A provider (bank or transit operator) consumes only its own topic
 ``cardbus.provider.<id>.requests``; ``on_request`` dispatches by event type to
-``on_authorization``, ``on_reversal``, ``on_card_issued``, ``on_cutover`` and ``on_load``. Each
+``on_authorization``, ``on_reversal``, ``on_card_issued``, ``on_card_status`` (lost, stolen,
+unblocked, a script's result), ``on_cutover``, ``on_load`` and ``on_purse`` (a new e-purse for
+the platform's card manager). Each
 reads its tables, calls the adapter's pure decision and sends the answer through ``send``. No
 Kafka and no Faust here: the app (``agents.providers.app``) passes its tables and a sender, a
 unit test passes dicts and a list.
@@ -22,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from agents.providers import decide
+from agents.providers import cardstatus, decide, purses
 from agents.providers.base import ProviderAdapter
 from agents.providers.issuer import HsmIssuer
 from agents.providers.state import CardLedger, ChainHead, OpenBatch
@@ -32,6 +34,8 @@ from cardbus.crypto.signing import verify_event
 from cardbus.errors import DecodeError
 from cardbus.logs import bind_correlation, get_logger
 from schemas.base import Event
+from schemas.cardmgmt import PursePersonalisationRequested
+from schemas.cardstatus import CardBlocked, CardUnblocked, IssuerScriptReported
 from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import AuthorizationDecided, AuthorizationRequested, ReversalRequested
 from schemas.transit import TransitLoadAborted, TransitLoadApplied, TransitLoadRequested
@@ -93,6 +97,7 @@ class Provider:
         self.hsm = hsm
         self.crypto = crypto
         self.operator = HsmOperator(hsm, crypto)
+        self.purses = purses.HsmPurses(hsm, crypto)
         self.send = send
         self.topic = provider_requests_topic(self.pid)
 
@@ -110,6 +115,10 @@ class Provider:
             await self.on_cutover(ev, record.partition)
         elif isinstance(ev, TransitLoadRequested | TransitLoadApplied | TransitLoadAborted):
             await self.on_load(ev)
+        elif isinstance(ev, CardBlocked | CardUnblocked | IssuerScriptReported):
+            self.on_card_status(ev)
+        elif isinstance(ev, PursePersonalisationRequested):
+            await self.on_purse(ev)
         else:
             raise DecodeError(f"type: {ev.type} is not handled by a provider", field="type")
 
@@ -177,6 +186,26 @@ class Provider:
             _store(self.t.ledger, ev.pan_token, CardLedger(card=opened[0], account=opened[1]))
             log.info("card opened", masked_pan=ev.masked_pan, balance=ev.opening_balance)
 
+    def on_card_status(self, ev: CardBlocked | CardUnblocked | IssuerScriptReported) -> None:
+        """A card reported lost or stolen, unblocked (the provider's own sealed events), or
+        what the card answered to an issuer script (the platform's)."""
+        if isinstance(ev, IssuerScriptReported):
+            self.crypto.verify_platform(ev)
+        else:
+            self._own_seal(ev)
+        entry = _load(self.t.ledger, ev.pan_token, CardLedger)
+        card = entry.card if entry else None
+        if isinstance(ev, CardBlocked):
+            new = cardstatus.block(ev, card)
+        elif isinstance(ev, CardUnblocked):
+            new = cardstatus.unblock(ev, card)
+        else:
+            new = cardstatus.script_reported(ev, card)
+        if entry is not None and new is not None:
+            _store(self.t.ledger, ev.pan_token, entry.model_copy(update={"card": new}))
+        log.info("card status", step=ev.type, changed=new is not None,
+                 masked_pan=card.masked_pan if card else None)
+
     async def on_cutover(self, ev: SettlementCutoverRequested, partition: int) -> None:
         """Close this partition's settlement batch (the provider's own sealed event)."""
         self._own_seal(ev)
@@ -209,3 +238,19 @@ class Provider:
             log.info("transit load", step=ev.type, answer=answer.event.type,
                      confirmed=getattr(answer.event, "confirmed", None))
             await self.send(PROVIDER_RESULTS.name, ev.funding_pan_token, answer.event)
+
+    async def on_purse(self, ev: PursePersonalisationRequested) -> None:
+        """A transit operator's new e-purse for the platform to install (keyed by session)."""
+        if self.adapter.kind != "transit":
+            raise DecodeError(f"type: {ev.type}: {self.pid} is not a transit operator",
+                              field="type")
+        number = purses.purse_number(self.adapter.card_bin, ev.event_id)
+        known = _load(self.t.purses, self.hsm.transit_card_token(number), Purse)
+        with bind_correlation(ev.correlation_id, provider=self.pid):
+            done = purses.prepare(ev, known, card_bin=self.adapter.card_bin,
+                                  label=self.adapter.label, crypto=self.purses)
+            if done.purse is not None:
+                _store(self.t.purses, done.answer.card_token, done.purse)
+            log.info("purse prepared for card management", issuer=ev.issuer_id,
+                     repeated=done.purse is None)
+            await self.send(PROVIDER_RESULTS.name, ev.correlation_id, done.answer)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from agents.providers.state import PinCheck
 from cardbus.crypto.hsm import ProviderHsm
+from cardbus.crypto.keystore import b64e
 from cardbus.crypto.signing import Verifier, verify_event
 from cardbus.errors import CryptogramInvalid, SignatureInvalid
 from schemas.base import Event
 from schemas.cards import CardRead
+from schemas.cardstatus import ScriptKind
 
 
 class HsmIssuer:
@@ -46,6 +48,10 @@ class HsmIssuer:
         return self.hsm.verify_pin_sealed(pin_key_id, bytes.fromhex(pin_block),
                                           card.pan_encrypted, context, pin.sealed_value,
                                           card.pan_token, pin.pvki)
+
+    def issuer_script(self, card: CardRead, context: str, kind: ScriptKind) -> str:
+        return b64e(self.hsm.issuer_script(card.pan_encrypted, context, card.psn, card.atc,
+                                           bytes.fromhex(card.arqc), block=kind == "block"))
 
     def seal(self, event: Event) -> Event:
         return self.hsm.sign_event(event)

@@ -6,7 +6,7 @@ detection and balances need that ordering). One account per card; an account wit
 is left to a later version.
 
 - ``CardRecord``: status, expiry, limits, last ATC, PIN verification data (a PVV, never the PIN),
-  PIN-try counter.
+  PIN-try counter, a lost/stolen report and a pending unblock (``agents.providers.cardstatus``).
 - ``Account``: ledger balance and holds (authorized, not yet cleared); available = balance - holds.
   Each hold names the settlement batch it was authorized in; once that batch is closed the hold
   is cleared into the balance the next time the card is used (``decide.settle``). Clearing does
@@ -57,6 +57,8 @@ class CardRecord(BaseModel):
     pin_tries: int = 0
     last_atc: int | None = None
     per_txn_limit: int = 500_000
+    reported: Literal["lost", "stolen"] | None = None  # the issuer's block (``CardBlocked``)
+    unblock_pending: bool = False  # APPLICATION UNBLOCK goes out until the card applied it
 
 
 class Hold(BaseModel):

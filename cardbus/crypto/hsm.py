@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, ClassVar, TypeVar
 
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cardbus.crypto import card_auth, emv, issuer_script, pin, scp03, transit
 from cardbus.crypto.cache import ExpiringCache, NonceBudget
+from cardbus.crypto.issued import CardProfile, SealedPurse
 from cardbus.crypto.keys import KeyAlg, KeyUsage, kcv, new_key
 from cardbus.crypto.keystore import KeyStore, StoredKey, b64d, b64e
 from cardbus.crypto.pan import PanCipher, PanTokenizer
@@ -41,6 +41,7 @@ from cardbus.errors import (
     MissingKeyError,
     UnwrapError,
 )
+from cardbus.gp.session import PursePersonalisation
 from schemas.base import EncryptedBlob, Event
 
 E = TypeVar("E", bound=Event)
@@ -158,6 +159,21 @@ class PlatformHsm(_Role):
                                owner=f"provider:{issuer_id}")
         return scp03.diversify_kdf3(master, kdd)
 
+    def open_purse(self, operator_id: str, purse: SealedPurse, context: str,
+                   label: str) -> PursePersonalisation:
+        """An operator's new e-purse (``ProviderHsm.purse_for_platform``) opened for one card
+        manager session: its keys out of their TR-31 blocks (E6, exportable only to the card),
+        its number out of the operator's PAN key. Session memory only; STORE DATA encrypts the
+        keys under the card's Key-DEK."""
+        owner = f"provider:{operator_id}"
+        kbpk = self.keys.key(f"kbpk:{operator_id}", KeyUsage.KBPK, owner=owner)
+        load, _ = unwrap_key_block(kbpk, purse.load_block, KeyUsage.CARD_PERSO)
+        tac, _ = unwrap_key_block(kbpk, purse.tac_block, KeyUsage.CARD_PERSO)
+        if not purse.number.key_id.startswith(f"pan:{operator_id}.v"):
+            raise UnwrapError(f"purse number is under {purse.number.key_id}, not {operator_id}")
+        number = self._pan_cipher(purse.number.key_id, owner).decrypt(purse.number, context)
+        return PursePersonalisation(number, purse.card_token, load, tac, label)
+
     # -- terminals -----------------------------------------------------------------------
 
     def enroll_terminal(self, terminal_id: str, terminal_public: bytes) -> list[EncryptedBlob]:
@@ -225,24 +241,6 @@ class PlatformHsm(_Role):
     def bin_of(self, terminal_id: str, pan_blob: EncryptedBlob, context: str) -> str:
         """The first six digits of the PAN (for routing by BIN)."""
         return self._terminal_pan(terminal_id, pan_blob, context)[:6]
-
-
-@dataclass(frozen=True)
-class CardProfile:
-    """Personalisation data for one card (goes to the card, never on the bus)."""
-
-    pan: str = field(repr=False)
-    psn: str
-    expiry: str
-    icc_master_key: bytes = field(repr=False)
-    card_private_key: bytes = field(repr=False)
-    certificate: card_auth.CardCertificate
-    pan_token: str
-    pvv: str = field(repr=False)
-    pvki: str = "1"
-    icc_mk_smi: bytes = field(default=b"", repr=False)  # issuer scripts (MK-SMI)
-    isd_kdd: bytes = b""  # key diversification data of the card's security domain
-    isd_keys: scp03.StaticKeys | None = field(default=None, repr=False)
 
 
 _BLOCK_PREFIX = {KeyUsage.PIN_ENC: "pin", KeyUsage.PAN_ENC: "pan",
@@ -450,6 +448,18 @@ class ProviderHsm(_Role):
         div = transit.diversifier(card_token)
         return (transit.derive_card_key(self._k("load", KeyUsage.TRANSIT_LOAD), div),
                 transit.derive_card_key(self._k("tac", KeyUsage.TRANSIT_TAC), div))
+
+    def purse_for_platform(self, card_no: str, context: str) -> SealedPurse:
+        """A purse to install on a card through the platform's card manager: its token, its
+        number encrypted under our PAN key (bound to ``context``), its keys in TR-31 blocks."""
+        token = self.transit_card_token(card_no)
+        kbpk = self._k("kbpk", KeyUsage.KBPK)
+        dlk, dtk = self.transit_card_keys(token)
+        cipher = self._pan_cipher(self._latest(f"pan:{self.provider_id}"), self.identity)
+        return SealedPurse(token, cipher.encrypt(card_no, context),
+                           wrap_key_block(kbpk, KeyUsage.CARD_PERSO, dlk),
+                           wrap_key_block(kbpk, KeyUsage.CARD_PERSO, dtk),
+                           kcv(dlk, KeyAlg.TDES), kcv(dtk, KeyAlg.TDES))
 
     def authorize_load(self, card_token: str, card_random: bytes, online_seq: int, balance: int,
                        amount: int, terminal_id: str, date_time: str, mac1: bytes) -> bytes:

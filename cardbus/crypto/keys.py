@@ -31,6 +31,7 @@ class KeyUsage(StrEnum):
     TERMINAL_KEX = "terminal_kex"  # terminal's X25519 key-agreement private key
     TRANSIT_LOAD = "transit_load"  # operator's master load key (TDES)
     TRANSIT_TAC = "transit_tac"  # operator's master TAC key (TDES)
+    CARD_PERSO = "card_perso"  # one card's own key on its way to personalisation (e-purse DLK/DTK)
 
 
 class KeyAlg(StrEnum):

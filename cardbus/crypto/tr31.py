@@ -34,11 +34,14 @@ class HeaderSpec:
 # The platform only ever encrypts under these keys (PIN translation into the provider's PIN
 # key, PAN re-encryption to the provider), so the mode of use is "E" and they go no further.
 # An issuer's security-domain master is an "EMV/chip issuer master key: card personalization"
-# (E5) that only derives (mode X) the card keys the platform's card manager uses.
+# (E5) that only derives (mode X) the card keys the platform's card manager uses. A card's
+# own key on its way to the card (an e-purse's load or TAC key, TDES) is "EMV/chip: other" (E6)
+# with no use at the platform (mode N) but export (E) under the card's Key-DEK in STORE DATA.
 PROVISIONED: dict[KeyUsage, HeaderSpec] = {
     KeyUsage.PIN_ENC: HeaderSpec("P0", "A", "E", "N"),
     KeyUsage.PAN_ENC: HeaderSpec("D0", "A", "E", "N"),
     KeyUsage.GP_ISD_MASTER: HeaderSpec("E5", "A", "X", "N"),
+    KeyUsage.CARD_PERSO: HeaderSpec("E6", "T", "N", "E"),
 }
 
 

@@ -1,5 +1,7 @@
 """``cardbus cards issue|insert|remove|list``: virtual cards, issued by the providers' adapters
-(and their HSMs, after ``cardbus setup``) and tapped in virtual readers."""
+(and their HSMs, after ``cardbus setup``) and tapped in virtual readers; card management and
+lost cards (``apps``, ``install``, ``lock``, ``unlock``, ``delete-app``, ``block``,
+``unblock``) in ``console.commands.cardmgmt``."""
 
 from __future__ import annotations
 
@@ -42,6 +44,9 @@ def register(sub: Any) -> None:
     rem.set_defaults(func=_remove)
     lst = csub.add_parser("list", help="issued cards and where they sit")
     lst.set_defaults(func=_list)
+    from console.commands.cardmgmt import register_actions
+
+    register_actions(csub)
 
 
 def issue_card(provider: str, *, pin: str = "1234", balance: int = 0,

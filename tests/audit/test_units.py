@@ -190,3 +190,26 @@ def test_has_sensitive_key_is_a_case_blind_key_search(parts: list[str]) -> None:
                       + r')"\s*:', re.IGNORECASE)
     text = "".join(parts)
     assert has_sensitive_key(text.encode()) == bool(slow.search(text))
+
+
+def _session_fact(kind: str, offset: int, session: str) -> Fact:
+    return Fact("card-management" if kind == "CardManagementRequested" else "card-commands", 0,
+                offset, 0, kind, f"e{offset}", session, f"d{offset}", {})
+
+
+def test_every_card_session_has_one_outcome_and_every_outcome_a_request() -> None:
+    window = checks.Window(end_ms=60_000, timeout_ms=10_000)
+    by_type = {
+        "CardManagementRequested": [_session_fact("CardManagementRequested", 0, "s1"),
+                                    _session_fact("CardManagementRequested", 1, "s2"),
+                                    _session_fact("CardManagementRequested", 2, "s3")],
+        "CardManagementCompleted": [_session_fact("CardManagementCompleted", 3, "s1"),
+                                    _session_fact("CardManagementCompleted", 4, "s3"),
+                                    _session_fact("CardManagementCompleted", 5, "s3"),
+                                    _session_fact("CardManagementCompleted", 6, "s9")]}
+    findings, counts = checks.check_completeness(by_type, set(), window)
+    reasons = sorted(f.reason for f in findings)
+    assert counts["card_sessions"] == 3 and len(reasons) == 3, reasons
+    assert "card-management outcome e6 answers no request" in reasons
+    assert "card-management session s2 (request e1) has no outcome" in reasons
+    assert "card-management session s3 has 2 outcomes" in reasons

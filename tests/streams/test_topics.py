@@ -18,8 +18,10 @@ from streams.topics import (
     topic_spec,
 )
 
-COMPACTED = {f"{NAMESPACE}.providers", f"{NAMESPACE}.provider-admissions", f"{NAMESPACE}.provider-keys", f"{NAMESPACE}.terminals",
-             f"{NAMESPACE}.terminal-status", f"{NAMESPACE}.terminal-keys"}
+COMPACTED = {f"{NAMESPACE}.providers", f"{NAMESPACE}.provider-admissions",
+             f"{NAMESPACE}.provider-keys", f"{NAMESPACE}.terminals",
+             f"{NAMESPACE}.terminal-status", f"{NAMESPACE}.terminal-keys",
+             f"{NAMESPACE}.card-policies"}
 
 
 def test_names_are_unique_and_every_event_type_has_a_topic() -> None:
