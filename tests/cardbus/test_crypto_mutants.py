@@ -58,10 +58,11 @@ def test_psec_error_messages_keep_their_words_but_lose_their_digits() -> None:
                                                                       str(direct.value))
 
 
-def test_tr31_accepts_an_aes128_kbpk() -> None:
+@pytest.mark.parametrize("size", [16, 24])
+def test_tr31_accepts_aes128_and_aes192_kbpks(size: int) -> None:
     """ANSI X9.143 version D allows AES-128, -192 and -256 KBPKs; a block made by psec under
-    an AES-128 KBPK opens."""
-    kbpk = bytes(range(16))
+    an AES-128 or AES-192 KBPK opens."""
+    kbpk = bytes(range(size))
     block = ptr31.wrap(kbpk, PROVISIONED[KeyUsage.PIN_ENC].header(), bytes(range(100, 116)))
     assert tr31.unwrap_key_block(kbpk, block, KeyUsage.PIN_ENC) == (bytes(range(100, 116)),
                                                                     "00")
