@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from audit import checks
-from audit.keys import KeyBook, learn_from
+from audit.keys import KeyBook, NotCheckable, learn_from
 from audit.model import DECODE, SEAL, AuditReport, DeadLetter, Fact, Finding, Record
 from audit.rederive import PartitionReplay, provider_hsm, replay_partition
 from audit.scan import (
     ChunkResult,
+    canonical,
     decode_record,
     provider_of,
     scan,
@@ -32,7 +33,7 @@ from audit.scan import (
 from cardbus.errors import CardBusError
 
 CHUNK = 2000
-IDENTITY_TOPICS = ("providers", "terminals")
+IDENTITY_TOPICS = ("providers", "terminals", "key-history")
 
 
 @dataclass
@@ -162,15 +163,28 @@ def _audit(records: Iterable[Record], options: AuditOptions, book: KeyBook,
 
 
 def _learn_identities(by_tp: dict[tuple[str, int], list[Record]], book: KeyBook) -> None:
-    for (topic, _p), recs in by_tp.items():
+    """Public keys from the registrations; from the key history, when each key was registered,
+    then (once every key is known) the revocations whose seal verifies."""
+    revocations: list[tuple[Record, Any, dict[str, Any]]] = []
+    for (topic, _p), recs in sorted(by_tp.items()):
         if topic not in IDENTITY_TOPICS:
             continue
         for rec in recs:
             try:
-                event, _ = decode_record(rec)
+                event, raw = decode_record(rec)
             except CardBusError:
                 continue
             learn_from(book, event)
+            if topic == "key-history":
+                book.history.learn(event, rec.timestamp_ms)
+                if event.type == "KeyRevoked":
+                    revocations.append((rec, event, raw))
+    for rec, event, raw in revocations:
+        try:
+            book.check(event, canonical(event, raw))
+        except (CardBusError, NotCheckable):
+            continue  # not a revocation anyone made: the scan reports its seal
+        book.history.revoke(event, rec.timestamp_ms, f"{rec.topic}/{rec.partition}@{rec.offset}")
 
 
 def _replay_plan(by_tp: dict[tuple[str, int], list[Record]], options: AuditOptions,

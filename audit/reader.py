@@ -23,7 +23,7 @@ from audit.scan import provider_of, topic_types
 from cardbus.errors import BrokerError
 from streams import clients
 
-STATE_TOPICS = ("providers", "provider-keys", "terminals", "terminal-keys")
+STATE_TOPICS = ("providers", "provider-keys", "terminals", "terminal-keys", "key-history")
 
 Progress = Callable[[int, int], None]
 

@@ -17,6 +17,7 @@ from schemas.base import Event
 from schemas.cards import CardTapped
 from schemas.clock import ClockTicked
 from schemas.deadletters import EventDeadLettered
+from schemas.keys import KeyRevoked
 from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import (
     AuthorizationDecided,
@@ -63,6 +64,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     CardIssued,
     SettlementCutoverRequested,
     ClockTicked,
+    KeyRevoked,
 )
 
 

@@ -26,6 +26,7 @@ from cardbus.crypto.hsm import ProviderHsm
 from cardbus.logs import get_logger
 from streams.faust_support import Bus, consume, make_app
 from streams.topics import (
+    KEY_HISTORY,
     PROVIDER_KEYS,
     PROVIDER_REGISTRATIONS,
     PROVIDER_TABLES,
@@ -81,7 +82,9 @@ def build(cfg: ProviderConfig) -> faust.App:
     async def announce() -> None:
         """Publish the registration and the key blocks (compacted: idempotent)."""
         now = datetime.now(UTC)
-        await bus.send(PROVIDER_REGISTRATIONS.name, pid, registration(adapter, hsm, now))
+        registered = registration(adapter, hsm, now)
+        await bus.send(KEY_HISTORY.name, pid, registered)  # first: kept in full for the audit
+        await bus.send(PROVIDER_REGISTRATIONS.name, pid, registered)
         await bus.send(PROVIDER_KEYS.name, pid, key_provisioning(hsm, now))
         log.info("provider announced", provider=pid)
 
