@@ -16,6 +16,7 @@ from audit.model import CHAIN, REDERIVE, AuditReport, Record
 from audit.reader import read_namespace
 from bench.trail import Trail
 from console.cli import main
+from streams import codec
 from streams.topics import NAMESPACE
 from tests.audit.conftest import pick
 from tests.audit.kafka import publish_records, rewrite
@@ -109,3 +110,25 @@ async def test_time_range_agrees_with_full_replay(kafka_bootstrap: str,
 
     assert sorted(ranged.findings, key=str) == sorted(filter(inside, full.findings), key=str)
     assert ranged.events_read < full.events_read
+
+
+async def test_key_history_topic_is_read_and_a_revoked_key_is_a_finding(
+        kafka_bootstrap: str, trail_home: tuple[Trail, Path]) -> None:
+    """The key-history topic, read from the broker: a revocation of a terminal's MAC key makes
+    every later request sealed with it a finding (and nothing else)."""
+    from tests.audit.test_key_history import _revocation, _sealed_with
+
+    trail, home = trail_home
+    sealed = _sealed_with(trail.records, "tmk:T-0000.v1")
+    cut = sorted(r.timestamp_ms for r in sealed)[(2 * len(sealed)) // 3]
+    revoked = _revocation(home, "tmk:T-0000.v1", "terminal:T-0000", cut)
+    history = [r for r in trail.records if r.topic == "key-history" and r.partition == 0]
+    extra = Record("key-history", 0, len(history), cut, b"T-0000", codec.encode(revoked))
+    ns = fresh_namespace()
+    await publish_records(kafka_bootstrap, ns, [*trail.records, extra])
+    report, _ = await audit(kafka_bootstrap, ns, home)
+    assert report.per_topic["key-history"] == len(
+        [r for r in trail.records if r.topic == "key-history"]) + 1
+    assert {f.where() for f in report.findings} == {
+        (r.topic, r.partition, r.offset) for r in sealed if r.timestamp_ms >= cut}
+    assert {f.kind for f in report.findings} == {"seal"}

@@ -113,3 +113,20 @@ def test_a_revocation_cannot_be_dated_after_its_record() -> None:
     history.revoke(ev, 1_000, "key-history/0@0")
     assert history.problem("tmk:T-1.v1", 999, "PaymentRequested") is None
     assert history.problem("tmk:T-1.v1", 1_000, "PaymentRequested") is not None
+
+
+def test_key_history_acls_auditor_reads_owners_write() -> None:
+    """Declared next to the topic catalogue: the auditor reads the history and writes nothing;
+    the platform, the providers and the terminals write (their own keys: the seals say whose)
+    and read nothing of it."""
+    from streams.acls import grants_of
+    from streams.topics import KEY_HISTORY
+
+    def ops(party: str) -> set[str]:
+        return {g.operation for g in grants_of(party, ("bank-a",))
+                if g.resource_type == "topic" and g.name == KEY_HISTORY.name}
+
+    assert ops("auditor") == {"READ"}
+    for party in ("platform", "provider-bank-a", "terminal"):
+        assert "WRITE" in ops(party) and "READ" not in ops(party), party
+    assert KEY_HISTORY.cleanup == "delete"  # never compacted: every version is kept
