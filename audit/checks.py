@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,7 +255,7 @@ def check_settlements(decisions: list[Fact], batches: list[Fact]) -> list[Findin
 
 def compare_rederived(replays: list[PartitionReplay], recorded: dict[tuple[str, str], Fact],
                       raw: dict[tuple[str, int, int], bytes | None], window: Window,
-                      in_range: set[tuple[str, int, int]] | None = None
+                      in_range: Container[tuple[str, int, int]] | None = None
                       ) -> tuple[list[Finding], dict[tuple[str, str], str]]:
     """Recorded decisions/reversals/batches vs re-derived ones, byte for byte.
 
@@ -308,7 +308,7 @@ def _superseded(out: Output, heads: dict[str, int]) -> bool:
     return bool(heads.get(d["chain_id"], -1) > d["sequence"])
 
 
-def _counts(out: Output, window: Window, in_range: set[tuple[str, int, int]] | None,
+def _counts(out: Output, window: Window, in_range: Container[tuple[str, int, int]] | None,
             topic: str, partition: int) -> bool:
     """Whether a missing output counts: its request is inside the audited range."""
     return in_range is None or (topic, partition, out.source_offset) in in_range
