@@ -97,6 +97,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     b.add_argument("--cache", type=Path, default=None,
                    help="keep the generated trail (and its keys) in this folder for re-runs")
+    b.add_argument("--split", action="store_true",
+                   help="also: one process over every partition, then two processes over half "
+                        "the partitions each (--partitions) and their merge: the speed-up")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=bench_audit_command)
 
@@ -229,7 +232,7 @@ def bench_audit_command(args: argparse.Namespace) -> int:
     from bench.audit import run
 
     result: dict[str, Any] = run(args.events, workers=args.workers, cache=args.cache,
-                                 say=lambda m: print(m, file=sys.stderr))
+                                 say=lambda m: print(m, file=sys.stderr), split=args.split)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -250,6 +253,12 @@ def bench_audit_command(args: argparse.Namespace) -> int:
             ("projected on free cores: verify only (events/s)",
              "verify_only_per_s_on_free_cores"),
             ("machine load average while measuring", "load_average")]
+    if args.split:
+        rows += [("split: one process over every partition (s)", "one_process_s"),
+                 ("split: two processes over half each, and the merge (s)", "two_processes_s"),
+                 ("split: speed-up of two processes over one", "speedup_two_processes"),
+                 ("split: speed-up on free cores (CPU of one / longest part + merge)",
+                  "speedup_two_processes_on_free_cores")]
     width = max(len(label) for label, _key in rows)
     for label, key in rows:
         print(f"  {label:<{width}} {result[key]:>12,.2f}")

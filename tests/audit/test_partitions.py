@@ -95,3 +95,18 @@ def test_partition_spec() -> None:
     for bad in ("6", "x", "", "2-9"):
         with pytest.raises(ConfigError):
             parse_partitions(bad)
+
+
+def test_bench_split_is_balanced_and_agrees_with_one_process(trail_home: Trailed) -> None:
+    """`cardbus bench audit --split`: the two parts it runs at once cover every partition, hold
+    partition 0 in the first, and their merge agrees with the one-process audit."""
+    from bench.audit import balanced_split, split_run
+
+    trail, home = trail_home
+    first, second = balanced_split(trail.records)
+    check_cover([Partial("cardbus", parse_partitions(first)),
+                 Partial("cardbus", parse_partitions(second))])
+    assert "0" in first.split(",")
+    result = split_run(trail.records, home)
+    assert result["split_same_findings"] is True
+    assert result["split"] == [first, second]
