@@ -310,6 +310,7 @@ def _cross_checks(facts: list[Fact], replays: list[PartitionReplay],
     completeness, counts = checks.check_completeness(by_type, dead, window)
     report.findings += completeness
     report.checks.update({k: v for k, v in counts.items() if v})
+    report.findings += checks.check_answers(decisions, by_type.get("PaymentCompleted", []))
     batches = by_type.get("SettlementBatchClosed", [])
     report.findings += checks.check_settlements(decisions, batches)
     report.checks["settlement batches"] = len(batches)

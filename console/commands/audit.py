@@ -232,7 +232,8 @@ def bench_audit_command(args: argparse.Namespace) -> int:
     from bench.audit import run
 
     result: dict[str, Any] = run(args.events, workers=args.workers, cache=args.cache,
-                                 say=lambda m: print(m, file=sys.stderr), split=args.split)
+                                 say=lambda m: print(m, file=sys.stderr),
+                                 split=getattr(args, "split", False))
     if args.json:
         print(json.dumps(result))
         return 0
@@ -253,7 +254,7 @@ def bench_audit_command(args: argparse.Namespace) -> int:
             ("projected on free cores: verify only (events/s)",
              "verify_only_per_s_on_free_cores"),
             ("machine load average while measuring", "load_average")]
-    if args.split:
+    if getattr(args, "split", False):
         rows += [("split: one process over every partition (s)", "one_process_s"),
                  ("split: two processes over half each, and the merge (s)", "two_processes_s"),
                  ("split: speed-up of two processes over one", "speedup_two_processes"),
