@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from agents.providers.state import GENESIS_HASH
 from audit.model import (
+    ANSWER,
     CHAIN,
     COMPLETENESS,
     CONFLICT,
@@ -280,9 +281,30 @@ def check_settlements(decisions: list[Fact], batches: list[Fact]) -> list[Findin
     return findings
 
 
+def check_answers(decisions: list[Fact], completed: list[Fact]) -> list[Finding]:
+    """The platform's answer to each terminal against its bank's decision: the same approval
+    and response code, unless the platform answered "issuer unavailable" (91: its timeout,
+    the late decision is reversed, which ``check_completeness`` checks)."""
+    decided: dict[str, Fact] = {}
+    for decision in decisions:
+        decided.setdefault(decision.correlation_id, decision)
+    findings: list[Finding] = []
+    for f in completed:
+        d = decided.get(f.correlation_id)
+        if d is None or f.data["code"] == ISSUER_UNAVAILABLE:
+            continue
+        if (f.data["approved"], f.data["code"]) != (d.data["approved"], d.data["code"]):
+            findings.append(_at(f, ANSWER, (
+                f"payment {f.correlation_id}: the platform told terminal "
+                f"{f.data['terminal_id']} code {f.data['code']} (approved: {f.data['approved']})"
+                f" but {d.data['provider_id']} decided {d.data['code']} (approved: "
+                f"{d.data['approved']}) at {d.topic}/{d.partition}@{d.offset}")))
+    return findings
+
+
 def compare_rederived(replays: list[PartitionReplay], recorded: dict[tuple[str, str], Fact],
                       raw: dict[tuple[str, int, int], bytes | None], window: Window,
-                      in_range: set[tuple[str, int, int]] | None = None
+                      in_range: Container[tuple[str, int, int]] | None = None
                       ) -> tuple[list[Finding], dict[tuple[str, str], str]]:
     """Recorded decisions/reversals/batches vs re-derived ones, byte for byte.
 
@@ -335,7 +357,7 @@ def _superseded(out: Output, heads: dict[str, int]) -> bool:
     return bool(heads.get(d["chain_id"], -1) > d["sequence"])
 
 
-def _counts(out: Output, window: Window, in_range: set[tuple[str, int, int]] | None,
+def _counts(out: Output, window: Window, in_range: Container[tuple[str, int, int]] | None,
             topic: str, partition: int) -> bool:
     """Whether a missing output counts: its request is inside the audited range."""
     return in_range is None or (topic, partition, out.source_offset) in in_range
@@ -360,5 +382,5 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-__all__ = ["APPROVED", "Window", "check_chains", "check_completeness", "check_replays",
-           "check_settlements", "compare_rederived", "dedupe"]
+__all__ = ["APPROVED", "Window", "check_answers", "check_chains", "check_completeness",
+           "check_replays", "check_settlements", "compare_rederived", "dedupe"]

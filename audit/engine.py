@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from audit import checks
-from audit.keys import KeyBook, learn_from
+from audit.keys import KeyBook, NotCheckable, learn_from
 from audit.model import DECODE, SEAL, AuditReport, DeadLetter, Fact, Finding, Record
+from audit.partial import IDENTITY_TOPICS, KEPT_TOPICS, InRange, Partial, check_cover, owns
 from audit.rederive import PartitionReplay, provider_hsm, replay_partition
 from audit.scan import (
     ChunkResult,
+    canonical,
     decode_record,
     provider_of,
     scan,
@@ -32,7 +34,6 @@ from audit.scan import (
 from cardbus.errors import CardBusError
 
 CHUNK = 2000
-IDENTITY_TOPICS = ("providers", "terminals")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class AuditOptions:
     rederive: bool = True
     partial: bool = False  # the range starts after the beginning (--from)
     end_ms: int | None = None  # end of the range (default: the last record's time)
+    partitions: frozenset[int] | None = None  # payment-topic partitions (None: every one)
 
 
 @dataclass
@@ -82,7 +84,54 @@ def audit_records(records: Iterable[Record], options: AuditOptions, book: KeyBoo
                   progress: Callable[[str], None] | None = None) -> AuditReport:
     """Audit ``records`` (any order; every topic of one namespace)."""
     with _young_collections_only():
-        return _audit(records, options, book, progress)
+        started = time.perf_counter()
+        part = _scan_phase(records, replace(options, partitions=None), book, progress)
+        report = finish([part], options, book, progress)
+        report.seconds = time.perf_counter() - started
+        return report
+
+
+def audit_partitions(records: Iterable[Record], options: AuditOptions, book: KeyBook,
+                     progress: Callable[[str], None] | None = None) -> Partial:
+    """The per-record and per-partition part of an audit of ``options.partitions`` (of the
+    payment topics; the other topics belong to the process that has partition 0): what
+    ``finish`` merges with the other processes' parts into one report."""
+    with _young_collections_only():
+        return _scan_phase(records, options, book, progress)
+
+
+def finish(parts: list[Partial], options: AuditOptions, book: KeyBook,
+           progress: Callable[[str], None] | None = None) -> AuditReport:
+    """The report over ``parts`` that together cover every partition once: the cross-topic
+    and cross-partition checks (duplicates, chains, completeness, settlements, the
+    re-derived outputs against the recorded ones) run here, once."""
+    check_cover(parts)
+    say = progress or (lambda _msg: None)
+    report = AuditReport(options.namespace)
+    kept: dict[tuple[str, int], list[Record]] = {}
+    facts: list[Fact] = []
+    replays: list[PartitionReplay] = []
+    first_in_range: dict[tuple[str, int], int] = {}
+    for part in parts:
+        report.events_read += part.events_read
+        report.per_topic.update(part.per_topic)
+        report.ranges.update(part.ranges)
+        report.findings += part.findings
+        report.checks.update(part.checks)
+        report.not_checked.update(part.not_checked)
+        report.notes += [n for n in part.notes if n not in report.notes]
+        facts += part.facts
+        replays += part.replays
+        kept.update(part.kept)
+        first_in_range.update(part.first_in_range)
+    _learn_identities(kept, book)  # the merging process may hold no records of its own
+    window_options = replace(options, partial=any(p.time_partial for p in parts),
+                             end_ms=options.end_ms or max(
+                                 (p.end_ms or 0 for p in parts), default=0) or None)
+    say("checking chains, completeness, ledger")
+    _cross_checks(facts, replays, kept, first_in_range, window_options, book, report)
+    report.findings.sort(key=lambda f: (f.topic, f.partition, f.offset, f.kind))
+    return report
 
 
 @contextmanager
@@ -102,25 +151,41 @@ def _young_collections_only() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _audit(records: Iterable[Record], options: AuditOptions, book: KeyBook,
-           progress: Callable[[str], None] | None) -> AuditReport:
-    started = time.perf_counter()
-    say = progress or (lambda _msg: None)
-    report = AuditReport(options.namespace)
-    by_tp: dict[tuple[str, int], list[Record]] = defaultdict(list)
+def _group(records: Iterable[Record], options: AuditOptions
+           ) -> tuple[dict[tuple[str, int], list[Record]], dict[tuple[str, int], list[Record]]]:
+    """(records this process audits, identity records every process learns keys from), by
+    topic and partition, in offset order."""
+    mine: dict[tuple[str, int], list[Record]] = defaultdict(list)
+    identity: dict[tuple[str, int], list[Record]] = defaultdict(list)
     for rec in records:
-        by_tp[(rec.topic, rec.partition)].append(rec)
-    for recs in by_tp.values():
-        recs.sort(key=lambda r: r.offset)
+        if rec.topic in IDENTITY_TOPICS:
+            identity[(rec.topic, rec.partition)].append(rec)
+        if owns(options.partitions, rec.topic, rec.partition):
+            mine[(rec.topic, rec.partition)].append(rec)
+    for group in (mine, identity):
+        for recs in group.values():
+            recs.sort(key=lambda r: r.offset)
+    return mine, identity
+
+
+def _scan_phase(records: Iterable[Record], options: AuditOptions, book: KeyBook,
+                progress: Callable[[str], None] | None) -> Partial:
+    say = progress or (lambda _msg: None)
+    by_tp, identity = _group(records, options)
+    part = Partial(options.namespace, options.partitions, time_partial=options.partial,
+                   end_ms=options.end_ms)
     for (topic, partition), recs in by_tp.items():
         inside = [r for r in recs if r.in_range]
-        report.per_topic[topic] += len(inside)
-        report.events_read += len(inside)
+        part.per_topic[topic] += len(inside)
+        part.events_read += len(inside)
         if inside:
-            report.ranges[f"{topic}/{partition}"] = (inside[0].offset, inside[-1].offset + 1)
-    _learn_identities(by_tp, book)
-    report.notes += book.notes
-
+            part.ranges[f"{topic}/{partition}"] = (inside[0].offset, inside[-1].offset + 1)
+        if provider_of(topic):
+            part.first_in_range[(topic, partition)] = _first_in_range(recs)
+    _learn_identities(identity, book)
+    part.notes += book.notes
+    part.kept = {tp: recs for tp, recs in {**identity, **by_tp}.items()
+                 if tp[0] in KEPT_TOPICS}
     _CTX.records, _CTX.book, _CTX.home = dict(by_tp), book, options.home
     _CTX.platform_key = next((k for k in book.ed25519 if k.startswith("sign:platform.")), None)
     scan_tasks = []
@@ -128,53 +193,60 @@ def _audit(records: Iterable[Record], options: AuditOptions, book: KeyBook,
         first = next((i for i, r in enumerate(recs) if r.in_range), len(recs))
         for start in range(first, len(recs), CHUNK):
             scan_tasks.append((topic, partition, start, min(start + CHUNK, len(recs))))
-    replay_tasks, replay_notes = _replay_plan(by_tp, options, report)
-    report.notes += replay_notes
+    replay_tasks, replay_notes = _replay_plan(by_tp, options)
+    part.notes += replay_notes
     book.deferred = frozenset(t for t, _p in replay_tasks)
     book.deferred_producers = frozenset(
         f"provider:{pid}" for pid in {provider_of(t) for t, _p in replay_tasks}
         if pid is not None and _signs_as_registered(pid, options.home, book))
     workers = options.workers or os.cpu_count() or 1
-    say(f"verifying {report.events_read} events in {len(scan_tasks)} chunks, {workers} "
+    say(f"verifying {part.events_read} events in {len(scan_tasks)} chunks, {workers} "
         f"process(es)")
     if workers > 1 and len(scan_tasks) + len(replay_tasks) > 1:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(workers) as pool:
             replay_async = pool.map_async(_replay_task, replay_tasks, chunksize=1)
             chunks = pool.map(_scan_task, scan_tasks, chunksize=1)
-            replays = replay_async.get()
+            part.replays = replay_async.get()
     else:
         chunks = [_scan_task(t) for t in scan_tasks]
-        replays = [_replay_task(t) for t in replay_tasks]
+        part.replays = [_replay_task(t) for t in replay_tasks]
     _CTX.records = {}
-
-    facts: list[Fact] = []
     for chunk in chunks:
-        facts += chunk.facts
-        report.findings += chunk.findings
-        report.checks.update(chunk.checks)
-        report.not_checked.update(chunk.not_checked)
-    say("checking chains, completeness, ledger")
-    _cross_checks(facts, replays, by_tp, options, book, report)
-    report.findings.sort(key=lambda f: (f.topic, f.partition, f.offset, f.kind))
-    report.seconds = time.perf_counter() - started
-    return report
+        part.facts += chunk.facts
+        part.findings += chunk.findings
+        part.checks.update(chunk.checks)
+        part.not_checked.update(chunk.not_checked)
+    return part
 
 
 def _learn_identities(by_tp: dict[tuple[str, int], list[Record]], book: KeyBook) -> None:
-    for (topic, _p), recs in by_tp.items():
+    """Public keys from the registrations; from the key history, when each key was registered,
+    then (once every key is known) the revocations whose seal verifies."""
+    revocations: list[tuple[Record, Any, dict[str, Any]]] = []
+    for (topic, _p), recs in sorted(by_tp.items()):
         if topic not in IDENTITY_TOPICS:
             continue
         for rec in recs:
             try:
-                event, _ = decode_record(rec)
+                event, raw = decode_record(rec)
             except CardBusError:
                 continue
             learn_from(book, event)
+            if topic == "key-history":
+                book.history.learn(event, rec.timestamp_ms)
+                if event.type == "KeyRevoked":
+                    revocations.append((rec, event, raw))
+    for rec, event, raw in revocations:
+        try:
+            book.check(event, canonical(event, raw))
+        except (CardBusError, NotCheckable):
+            continue  # not a revocation anyone made: the scan reports its seal
+        book.history.revoke(event, rec.timestamp_ms, f"{rec.topic}/{rec.partition}@{rec.offset}")
 
 
-def _replay_plan(by_tp: dict[tuple[str, int], list[Record]], options: AuditOptions,
-                 report: AuditReport) -> tuple[list[tuple[str, int]], list[str]]:
+def _replay_plan(by_tp: dict[tuple[str, int], list[Record]], options: AuditOptions
+                 ) -> tuple[list[tuple[str, int]], list[str]]:
     notes: list[str] = []
     if not options.rederive:
         return [], ["decisions not re-derived (--no-rederive)"]
@@ -201,7 +273,8 @@ def _replay_plan(by_tp: dict[tuple[str, int], list[Record]], options: AuditOptio
 
 
 def _cross_checks(facts: list[Fact], replays: list[PartitionReplay],
-                  by_tp: dict[tuple[str, int], list[Record]], options: AuditOptions,
+                  by_tp: dict[tuple[str, int], list[Record]],
+                  first_in_range: dict[tuple[str, int], int], options: AuditOptions,
                   book: KeyBook, report: AuditReport) -> None:
     facts.sort(key=lambda f: (f.topic, f.partition, f.offset))
     end_ms = options.end_ms or max((f.timestamp_ms for f in facts), default=0)
@@ -237,6 +310,7 @@ def _cross_checks(facts: list[Fact], replays: list[PartitionReplay],
     completeness, counts = checks.check_completeness(by_type, dead, window)
     report.findings += completeness
     report.checks.update({k: v for k, v in counts.items() if v})
+    report.findings += checks.check_answers(decisions, by_type.get("PaymentCompleted", []))
     batches = by_type.get("SettlementBatchClosed", [])
     report.findings += checks.check_settlements(decisions, batches)
     report.checks["settlement batches"] = len(batches)
@@ -255,9 +329,7 @@ def _cross_checks(facts: list[Fact], replays: list[PartitionReplay],
         raw = {(r.topic, r.partition, r.offset): r.value
                for tp in by_tp if tp[0] in ("provider-results", "settlements")
                for r in by_tp[tp]}
-        in_range = ({(r.topic, r.partition, r.offset) for tp, recs in by_tp.items()
-                     if provider_of(tp[0]) for r in recs if r.in_range}
-                    if options.partial else None)
+        in_range = InRange(first_in_range) if options.partial else None
         found, matched = checks.compare_rederived(replays, recorded, raw, window, in_range)
         report.findings += found
         report.checks["re-derived outputs matching byte for byte"] = len(matched)
@@ -269,8 +341,8 @@ def _cross_checks(facts: list[Fact], replays: list[PartitionReplay],
             report.findings += [Finding(SEAL, topic, rp.partition, offset, reason)
                                 for offset, reason in rp.seal_failures
                                 if (topic, rp.partition, offset) not in dead
-                                and (not options.partial or offset >= _first_in_range(
-                                    by_tp[(topic, rp.partition)]))]
+                                and (not options.partial or offset >= first_in_range.get(
+                                    (topic, rp.partition), 1 << 62))]
             for kind, n in rp.skipped.items():
                 report.not_checked[f"{kind} not re-derived (no handler in the provider app)"] += n
 

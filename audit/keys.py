@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audit.history import KeyHistory
 from cardbus.crypto.hsm import PlatformHsm
 from cardbus.crypto.keys import KeyUsage
 from cardbus.crypto.keystore import StoredKey, b64d
@@ -48,6 +49,7 @@ class KeyBook:
     # producers whose outputs the replay re-derives with the registered signing key: an output
     # identical to its re-derivation carries a seal that verifies, so it is not verified twice
     deferred_producers: frozenset[str] = frozenset()
+    history: KeyHistory = field(default_factory=KeyHistory)  # which key was valid when
 
     def learn(self, key_id: str, public_b64: str) -> None:
         """Add a public key (registration or enrollment)."""

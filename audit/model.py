@@ -22,6 +22,7 @@ COMPLETENESS = "completeness"  # a payment/reversal/load without its outcome, or
 REDERIVE = "rederive"        # a recorded decision differs from the re-derived one
 LEDGER = "ledger"            # settlement totals that the decisions do not support
 HYGIENE = "hygiene"          # a clear PAN, PIN or key in a payload, key or header
+ANSWER = "answer"            # the platform's answer to a terminal contradicts the bank's decision
 
 
 @dataclass(frozen=True, slots=True)

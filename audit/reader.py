@@ -19,11 +19,12 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from audit.model import Record
+from audit.partial import IDENTITY_TOPICS, owns
 from audit.scan import provider_of, topic_types
 from cardbus.errors import BrokerError
 from streams import clients
 
-STATE_TOPICS = ("providers", "provider-keys", "terminals", "terminal-keys")
+STATE_TOPICS = ("providers", "provider-keys", "terminals", "terminal-keys", "key-history")
 
 Progress = Callable[[int, int], None]
 
@@ -40,6 +41,21 @@ class Capture:
     partial: bool = False
 
 
+def _needed(partitions: frozenset[int] | None, suffix: str, partition: int) -> bool:
+    """Whether a part auditing ``partitions`` reads this topic partition (a changelog, an
+    identity topic, or one it audits)."""
+    return not suffix or suffix in IDENTITY_TOPICS or owns(partitions, suffix, partition)
+
+
+def _nothing_readable(namespace: str, bootstrap: str, party: str,
+                      unauthorized: set[str]) -> BrokerError:
+    refused = sorted(t for t in unauthorized if t.startswith(namespace + "."))
+    return BrokerError(
+        f"nothing to audit: no topic of namespace {namespace} is readable at {bootstrap}"
+        f" as {party}" + (f" ({len(refused)} refused: audit as that namespace's auditor"
+                          " (CARDBUS_NAMESPACE) or --as operator)" if refused else ""))
+
+
 def keys_changelog(namespace: str) -> str:
     """The platform's key-records table changelog (Faust: ``<app id>-<table>-changelog``)."""
     return f"{namespace}-platform-platform-keys-changelog"
@@ -47,9 +63,11 @@ def keys_changelog(namespace: str) -> str:
 
 async def read_namespace(bootstrap: str, namespace: str, *, start_ms: int | None = None,
                          end_ms: int | None = None, progress: Progress | None = None,
-                         idle_timeout: float = 30.0, party: str = "auditor") -> Capture:
+                         idle_timeout: float = 30.0, party: str = "auditor",
+                         partitions: frozenset[int] | None = None) -> Capture:
     """Read every topic of ``namespace`` (see the module docstring) as ``party`` (the
-    namespace's auditor; the operator may audit any namespace)."""
+    namespace's auditor; the operator may audit any namespace); with ``partitions``, only
+    what that part of a partition-parallel audit needs (``audit.partial``)."""
     group = f"{namespace}-audit-{uuid.uuid4().hex[:8]}"
     consumer = clients.consumer(
         bootstrap, party=party, group_id=group, client_id=group,
@@ -71,13 +89,10 @@ async def read_namespace(bootstrap: str, namespace: str, *, start_ms: int | None
         if changelog in names:
             wanted.append(changelog)
         tps = [TopicPartition(t, p) for t in wanted
-               for p in sorted(cluster.partitions_for_topic(t) or ())]
+               for p in sorted(cluster.partitions_for_topic(t) or ())
+               if _needed(partitions, t[len(prefix):] if t.startswith(prefix) else "", p)]
         if not tps:  # never a clean report over nothing read
-            refused = sorted(t for t in cluster.unauthorized_topics if t.startswith(prefix))
-            raise BrokerError(
-                f"nothing to audit: no topic of namespace {namespace} is readable at {bootstrap}"
-                f" as {party}" + (f" ({len(refused)} refused: audit as that namespace's auditor"
-                                  " (CARDBUS_NAMESPACE) or --as operator)" if refused else ""))
+            raise _nothing_readable(namespace, bootstrap, party, cluster.unauthorized_topics)
         consumer.assign(tps)
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)

@@ -16,6 +16,7 @@ from typing import Any
 import rfc8785
 from pydantic import TypeAdapter
 
+from audit.history import may_revoke
 from audit.keys import KeyBook, NotCheckable
 from audit.model import DECODE, HYGIENE, SEAL, Fact, Finding, Record
 from cardbus.errors import CardBusError, CryptoError, DecodeError
@@ -231,6 +232,14 @@ def scan(records: list[Record], book: KeyBook) -> ChunkResult:
             continue
         for problem in hygiene(rec, raw, event):
             find(HYGIENE, problem)
+        if book.history and event.seal is not None:
+            out.checks["seals checked against the key history"] += 1
+            late = book.history.problem(event.seal.key_id, rec.timestamp_ms, event.type)
+            if late is not None:
+                find(SEAL, f"{event.type} {event.event_id}: {late}")
+        if event.type == "KeyRevoked" and not may_revoke(event.producer, raw["key_id"]):
+            find(SEAL, f"KeyRevoked {event.event_id}: {event.producer} may not revoke "
+                       f"{raw['key_id']} (only the platform or the key's owner)")
         if rec.topic in book.deferred and event.type in DEFERRED_TYPES:
             out.checks["deferred to the re-derivation"] += 1
             out.facts.append(fact_of(rec, event, b""))  # a request's fact needs no canonical

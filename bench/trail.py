@@ -84,6 +84,7 @@ def build_world(home: Path, provider_ids: list[str], terminal_ids: list[str],
         kbpk_ceremony(world.platform, hsm)
         world.providers[pid], world.adapters[pid] = hsm, adapter
         reg, keys = registration(adapter, hsm, now), key_provisioning(hsm, now)
+        trail.add("key-history", pid, reg, ts)  # the key history first, as the apps do
         trail.add("providers", pid, reg, ts)
         trail.add("provider-keys", pid, keys, ts)
         route = platform.register_provider(reg, None)
@@ -99,7 +100,9 @@ def build_world(home: Path, provider_ids: list[str], terminal_ids: list[str],
         for hsm in world.providers.values():
             terminal.trust_card_ca(hsm.card_ca_verifier)
         world.terminals[tid], world.terminal_records[tid] = terminal, record
+        trail.add("key-history", tid, enrolled, ts)
         trail.add("terminals", tid, enrolled, ts)
+        trail.add("key-history", tid, issued, ts)
         trail.add("terminal-keys", tid, issued, ts)
     for store in stores.values():
         store.save()

@@ -31,6 +31,7 @@ from schemas.transit import TransitLoadAuthorized, TransitLoadConfirmed
 from streams import clients
 from streams.codec import decode
 from streams.topics import (
+    KEY_HISTORY,
     PAYMENT_REQUESTS,
     TAPS,
     TERMINAL_KEYS,
@@ -106,6 +107,8 @@ class TerminalSession:
         vouches for at least ``providers`` providers. A new terminal is suspended until an
         operator activates it (``until_active``)."""
         ev = self.terminal.enrollment(datetime.now(UTC))
+        # the key history first (kept in full): nothing sealed with the key precedes it there
+        await self.publisher.send(KEY_HISTORY.name, self.terminal.terminal_id.encode(), ev)
         await self.publisher.send(TERMINALS.name, self.terminal.terminal_id.encode(), ev)
         await self._follow_keys(
             lambda: self.terminal.ready and len(self.terminal.card_auth) >= providers, timeout,

@@ -27,6 +27,7 @@ from schemas.cards import CardTapped
 from schemas.cardstatus import CardBlocked, CardUnblocked, IssuerScriptApplied, IssuerScriptReported
 from schemas.clock import ClockTicked
 from schemas.deadletters import EventDeadLettered
+from schemas.keys import KeyRevoked
 from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import (
     AuthorizationDecided,
@@ -84,6 +85,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     CardUnblocked,
     IssuerScriptApplied,
     IssuerScriptReported,
+    KeyRevoked,
 )
 
 

@@ -155,6 +155,8 @@ _BODIES: dict[str, dict[str, Any]] = {
                              "terminal_id": "T-0001", "report_event_id": "f" * 32,
                              "script": "block", "sw": 0x9000},
     "ClockTicked": {"partition": 3},
+    "KeyRevoked": {"key_id": "tmk:T-0001.v1", "owner": "terminal:T-0001",
+                   "revoked_at": _AT, "reason": "terminal reported stolen"},
     "ProviderAdmitted": {
         "provider_id": "bank-a", "kind": "bank", "identity_key_id": "sign:provider:bank-a.v1",
         "identity_public_key": _B64, "bin_ranges": [{"low": "622202", "high": "622202"}],

@@ -37,6 +37,7 @@ from schemas.cards import CardTapped
 from schemas.cardstatus import CardBlocked, CardUnblocked, IssuerScriptApplied, IssuerScriptReported
 from schemas.clock import ClockTicked
 from schemas.deadletters import EventDeadLettered
+from schemas.keys import KeyRevoked
 from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import (
     AuthorizationDecided,
@@ -230,11 +231,18 @@ DEAD_LETTERS = TopicSpec(
     f"{NAMESPACE}.dead-letters", "original topic", (EventDeadLettered,), 3, "delete",
     (PLATFORM, PROVIDERS), (AUDIT, OPERATOR), "messages set aside, with reason")
 
+KEY_HISTORY = TopicSpec(
+    f"{NAMESPACE}.key-history", "key owner", (ProviderRegistered, TerminalEnrolled,
+                                             TerminalKeysIssued, KeyRevoked), 3, "delete",
+    (PROVIDERS, READER, PLATFORM, OPERATOR), (AUDIT,),
+    "every key registration, issue and revocation, never compacted: the audit checks each "
+    "seal against the key valid at its time (a party may only write its own keys: the audit "
+    "checks each record's seal belongs to the key's owner, or to the platform)")
 STATIC_TOPICS: tuple[TopicSpec, ...] = (
     PROVIDER_REGISTRATIONS, PROVIDER_ADMISSIONS, PROVIDER_KEYS, TERMINALS, TERMINAL_STATUS,
     TERMINAL_KEYS, TAPS,
     PAYMENT_REQUESTS, PROVIDER_RESULTS, TERMINAL_RESULTS, TRANSIT_LOADS, SETTLEMENTS,
-    CARD_POLICIES, CARD_MANAGEMENT, CARD_COMMANDS, DEAD_LETTERS,
+    CARD_POLICIES, CARD_MANAGEMENT, CARD_COMMANDS, DEAD_LETTERS, KEY_HISTORY,
 )
 _BY_NAME = {spec.name: spec for spec in STATIC_TOPICS}
 

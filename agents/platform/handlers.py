@@ -61,6 +61,7 @@ from streams import codec
 from streams.topics import (
     CARD_MANAGEMENT,
     CARD_POLICIES,
+    KEY_HISTORY,
     PAYMENT_REQUESTS,
     PROVIDER_ADMISSIONS,
     PROVIDER_KEYS,
@@ -141,6 +142,12 @@ class Platform:
         self.cards = CardManager(tables.policies, hsm, send, routes=self.routes,
                                  terminal=self.terminal)
 
+    async def send_keys(self, terminal_id: str, event: Event) -> None:
+        """A terminal's key set: its current state (compacted), and the key history (kept in
+        full: the audit checks each terminal MAC against the key issued at its time)."""
+        await self.send(KEY_HISTORY.name, terminal_id, event)  # first: its time is the key's
+        await self.send(TERMINAL_KEYS.name, terminal_id, event)
+
     # -- reading state ---------------------------------------------------------------------
 
     def routes(self) -> dict[str, decide.Route]:
@@ -209,7 +216,7 @@ class Platform:
             if role == "terminal":
                 await self.send(TERMINAL_RESULTS.name, key, event)
             elif role == "terminal-keys":
-                await self.send(TERMINAL_KEYS.name, key, event)
+                await self.send_keys(key, event)
             else:
                 await self.send(provider_requests_topic(role.split(":", 1)[1]), key, event)
 
@@ -296,7 +303,7 @@ class Platform:
                                              self.routes(), initial_status="suspended")
         self.save_keys()
         self.t.terminals[ev.terminal_id] = entry.model_dump(mode="json")
-        await self.send(TERMINAL_KEYS.name, ev.terminal_id, keys)
+        await self.send_keys(ev.terminal_id, keys)
         log.info("terminal enrolled", terminal=ev.terminal_id, status=entry.status)
 
     async def on_status(self, record: Record) -> None:
@@ -305,7 +312,7 @@ class Platform:
         entry = decide.change_status(ev, self.terminal(ev.terminal_id), self.hsm.verifier)
         self.t.terminals[ev.terminal_id] = entry.model_dump(mode="json")
         # the terminal's key set says its status: it knows when it may take payments
-        await self.send(TERMINAL_KEYS.name, ev.terminal_id,
+        await self.send_keys(ev.terminal_id,
                         decide.keys_event(entry, self.routes(), self.hsm, cause=ev))
         log.info("terminal status", terminal=ev.terminal_id, status=ev.status)
 

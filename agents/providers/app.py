@@ -28,6 +28,7 @@ from streams.batching import Scoped, ScopedSend
 from streams.faust_support import Bus, batches, consume_batches, make_app
 from streams.topics import (
     CARD_POLICIES,
+    KEY_HISTORY,
     PROVIDER_KEYS,
     PROVIDER_REGISTRATIONS,
     PROVIDER_TABLES,
@@ -87,7 +88,9 @@ def build(cfg: ProviderConfig) -> faust.App:
     async def announce() -> None:
         """Publish the registration and the key blocks (compacted: idempotent)."""
         now = datetime.now(UTC)
-        await bus.send(PROVIDER_REGISTRATIONS.name, pid, registration(adapter, hsm, now))
+        registered = registration(adapter, hsm, now)
+        await bus.send(KEY_HISTORY.name, pid, registered)  # first: kept in full for the audit
+        await bus.send(PROVIDER_REGISTRATIONS.name, pid, registered)
         await bus.send(PROVIDER_KEYS.name, pid, key_provisioning(hsm, now))
         if adapter.kind == "bank":
             await bus.send(CARD_POLICIES.name, pid, card_policy(adapter, hsm, now))

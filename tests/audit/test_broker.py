@@ -15,7 +15,9 @@ from audit.keys import build_keybook
 from audit.model import CHAIN, REDERIVE, AuditReport, Record
 from audit.reader import read_namespace
 from bench.trail import Trail
+from console import exitcodes
 from console.cli import main
+from streams import codec
 from streams.topics import NAMESPACE
 from tests.audit.conftest import pick
 from tests.audit.kafka import publish_records, rewrite
@@ -109,3 +111,56 @@ async def test_time_range_agrees_with_full_replay(kafka_bootstrap: str,
 
     assert sorted(ranged.findings, key=str) == sorted(filter(inside, full.findings), key=str)
     assert ranged.events_read < full.events_read
+
+
+async def test_key_history_topic_is_read_and_a_revoked_key_is_a_finding(
+        kafka_bootstrap: str, trail_home: tuple[Trail, Path]) -> None:
+    """The key-history topic, read from the broker: a revocation of a terminal's MAC key makes
+    every later request sealed with it a finding (and nothing else)."""
+    from tests.audit.test_key_history import _revocation, _sealed_with
+
+    trail, home = trail_home
+    sealed = _sealed_with(trail.records, "tmk:T-0000.v1")
+    cut = sorted(r.timestamp_ms for r in sealed)[(2 * len(sealed)) // 3]
+    revoked = _revocation(home, "tmk:T-0000.v1", "terminal:T-0000", cut)
+    history = [r for r in trail.records if r.topic == "key-history" and r.partition == 0]
+    extra = Record("key-history", 0, len(history), cut, b"T-0000", codec.encode(revoked))
+    ns = fresh_namespace()
+    await publish_records(kafka_bootstrap, ns, [*trail.records, extra])
+    report, _ = await audit(kafka_bootstrap, ns, home)
+    assert report.per_topic["key-history"] == len(
+        [r for r in trail.records if r.topic == "key-history"]) + 1
+    assert {f.where() for f in report.findings} == {
+        (r.topic, r.partition, r.offset) for r in sealed if r.timestamp_ms >= cut}
+    assert {f.kind for f in report.findings} == {"seal"}
+
+
+def test_cli_partitions_parts_merged_equal_the_full_audit(
+        kafka_bootstrap: str, trail_home: tuple[Trail, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Two `cardbus audit --partitions ... --save` processes read their partitions from the
+    broker; `cardbus audit --merge` gives the full audit's report (a tampered trail)."""
+    import asyncio
+
+    trail, home = trail_home
+    gone = pick(trail.records, "provider-results", "AuthorizationDecided", 50)
+    ns = fresh_namespace()
+    asyncio.run(publish_records(kafka_bootstrap, ns, rewrite(
+        trail.records, lambda r: None if r is gone else r)))
+    common = ["audit", "--namespace", ns, "--as", "operator", "--bootstrap", kafka_bootstrap,
+              "--home", str(home), "--json", "--workers", "1"]
+    assert main(common) == exitcodes.NO
+    full = json.loads(capsys.readouterr().out)
+    read = []
+    for spec, name in (("0-2", "a"), ("3-5", "b")):
+        main([*common, "--partitions", spec, "--save", str(tmp_path / name)])
+        read.append(json.loads(capsys.readouterr().out)["events_read"])
+    assert all(0 < n < full["events_read"] for n in read)
+    code = main(["audit", "--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--home",
+                 str(home), "--json"])
+    whole = json.loads(capsys.readouterr().out)
+    assert code == exitcodes.NO and full["findings"] and whole["findings"] == full["findings"]
+    assert whole["events_read"] == full["events_read"] == sum(read)
+    assert whole["counts"] == full["counts"]
+    assert main(["audit", "--partitions", "0-2", "--namespace", ns]) != exitcodes.OK
+    assert "needs --save" in capsys.readouterr().err

@@ -37,6 +37,7 @@ from streams import codec
 from streams.faust_support import Bus, consume, make_app
 from streams.topics import (
     DEAD_LETTERS,
+    KEY_HISTORY,
     PROVIDER_KEYS,
     PROVIDER_REGISTRATIONS,
     PROVIDER_RESULTS,
@@ -119,7 +120,9 @@ def build(cfg: ProviderConfig) -> faust.App:
     async def announce() -> None:
         """Publish the registration and the key blocks; connect to the host."""
         now = datetime.now(UTC)
-        await bus.send(PROVIDER_REGISTRATIONS.name, pid, registration(adapter, hsm, now))
+        registered = registration(adapter, hsm, now)
+        await bus.send(KEY_HISTORY.name, pid, registered)  # first: kept in full for the audit
+        await bus.send(PROVIDER_REGISTRATIONS.name, pid, registered)
         await bus.send(PROVIDER_KEYS.name, pid, key_provisioning(hsm, now))
         log.info("provider announced", provider=pid, host=f"{host}:{port}")
         await link.start(wait=None)
