@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from audit.model import Record
@@ -61,6 +61,26 @@ def keys_changelog(namespace: str) -> str:
     return f"{namespace}-platform-platform-keys-changelog"
 
 
+async def _topic_partitions(consumer: AIOKafkaConsumer, namespace: str,
+                            partitions: frozenset[int] | None
+                            ) -> tuple[list[TopicPartition], set[str]]:
+    """The namespace's event topics and the platform's key changelog, as far as this part of
+    the audit needs them (all of them without ``partitions``); and the topics refused."""
+    # fresh metadata (``topics()`` does not refresh what ``partitions_for_topic`` sees)
+    cluster = await consumer._client.fetch_all_metadata()
+    names = sorted(cluster.topics())
+    prefix = namespace + "."
+    wanted = [t for t in names if t.startswith(prefix)
+              and topic_types(t[len(prefix):]) is not None]
+    changelog = keys_changelog(namespace)
+    if changelog in names:
+        wanted.append(changelog)
+    return [TopicPartition(t, p) for t in wanted
+            for p in sorted(cluster.partitions_for_topic(t) or ())
+            if _needed(partitions, t[len(prefix):] if t.startswith(prefix) else "", p)
+            ], set(cluster.unauthorized_topics)
+
+
 async def read_namespace(bootstrap: str, namespace: str, *, start_ms: int | None = None,
                          end_ms: int | None = None, progress: Progress | None = None,
                          idle_timeout: float = 30.0, party: str = "auditor",
@@ -79,20 +99,10 @@ async def read_namespace(bootstrap: str, namespace: str, *, start_ms: int | None
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
     cap = Capture(group_id=group, partial=start_ms is not None)
     try:
-        # fresh metadata (``topics()`` does not refresh what ``partitions_for_topic`` sees)
-        cluster = await consumer._client.fetch_all_metadata()
-        names = sorted(cluster.topics())
-        prefix = namespace + "."
-        wanted = [t for t in names if t.startswith(prefix)
-                  and topic_types(t[len(prefix):]) is not None]
-        changelog = keys_changelog(namespace)
-        if changelog in names:
-            wanted.append(changelog)
-        tps = [TopicPartition(t, p) for t in wanted
-               for p in sorted(cluster.partitions_for_topic(t) or ())
-               if _needed(partitions, t[len(prefix):] if t.startswith(prefix) else "", p)]
+        prefix, changelog = namespace + ".", keys_changelog(namespace)
+        tps, refused = await _topic_partitions(consumer, namespace, partitions)
         if not tps:  # never a clean report over nothing read
-            raise _nothing_readable(namespace, bootstrap, party, cluster.unauthorized_topics)
+            raise _nothing_readable(namespace, bootstrap, party, refused)
         consumer.assign(tps)
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)

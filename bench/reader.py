@@ -148,6 +148,23 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     return {"p50": statistics.median(values) if values else None, "p99": _pct(values, 0.99)}
 
 
+def _watch(vrs: list[Any]) -> tuple[ReaderWatcher, dict[str, asyncio.Queue[float]],
+                                    dict[str, asyncio.Queue[None]]]:
+    """A watcher of ``vrs`` whose card arrivals (their time) and removals land in queues."""
+    loop = asyncio.get_running_loop()
+    arrivals: dict[str, asyncio.Queue[float]] = {r.name: asyncio.Queue() for r in vrs}
+    removals: dict[str, asyncio.Queue[None]] = {r.name: asyncio.Queue() for r in vrs}
+
+    def arrived(name: str, _atr: bytes, t: float) -> None:
+        loop.call_soon_threadsafe(arrivals[name].put_nowait, t)
+
+    def removed(name: str) -> None:
+        loop.call_soon_threadsafe(removals[name].put_nowait, None)
+
+    watcher = ReaderWatcher(arrived, removed, readers=lambda name: name in arrivals).start()
+    return watcher, arrivals, removals
+
+
 async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = None,
                     topic_prefix: str = "cardbus.bench",
                     cards: Literal["process", "thread"] = "process") -> dict[str, Any]:
@@ -167,18 +184,8 @@ async def run_bench(taps: int = 200, readers: int = 4, bootstrap: str | None = N
     bus = TopicBus(publisher, f"{topic_prefix}.taps", f"{topic_prefix}.payment-requests")
     agent = ReaderAgent(terminal, bus, aids={a.aid: p for p, a in adapters.items()},
                         pin_source=scripted_pins("1234"))
-    loop = asyncio.get_running_loop()
     vrs = virtual_readers(readers)
-    by_name = {r.name: r for r in vrs}
-    arrivals: dict[str, asyncio.Queue[float]] = {r.name: asyncio.Queue() for r in vrs}
-    removals: dict[str, asyncio.Queue[None]] = {r.name: asyncio.Queue() for r in vrs}
-    def arrived(name: str, _atr: bytes, t: float) -> None:
-        loop.call_soon_threadsafe(arrivals[name].put_nowait, t)
-
-    def removed(name: str) -> None:
-        loop.call_soon_threadsafe(removals[name].put_nowait, None)
-
-    watcher = ReaderWatcher(arrived, removed, readers=lambda name: name in by_name).start()
+    watcher, arrivals, removals = _watch(vrs)
     detect: list[float] = []
     dialogue: list[float] = []
     card_ms: list[float] = []

@@ -126,14 +126,7 @@ def simulate(home: Path, payments: int, *, providers: tuple[str, ...] = ("bank-a
     trail = Trail()
     tids = [f"T-{i:04d}" for i in range(terminals)]
     world, replayers = build_world(home, list(providers), tids, trail, now)
-    cards: list[tuple[str, IssuedCard, CardState]] = []
-    for pid in providers:
-        for _ in range(cards_per_provider):
-            issued = world.issue(pid, balance=rng.choice([5_000, 200_000, 2_000_000]))
-            ev = card_issued_event(issued, world.providers[pid], now)
-            rec = trail.add(f"provider.{pid}.requests", issued.card.pan_token, ev, _ms(now))
-            replayers[f"{pid}.{rec.partition}"].apply(ev, rec.timestamp_ms)
-            cards.append((pid, issued, CardState(None, atc=0)))
+    cards = _issue_cards(world, replayers, trail, providers, cards_per_provider, rng, now)
     clock = now
     next_tick = _ms(now) + tick_ms
     req_parts = topic_spec(f"{NAMESPACE}.payment-requests").partitions
@@ -159,12 +152,7 @@ def simulate(home: Path, payments: int, *, providers: tuple[str, ...] = ("bank-a
         clock += timedelta(milliseconds=step_ms)
         ts = _ms(clock)
         while next_tick <= ts:
-            for p in range(req_parts):
-                tick = world.platform.sign_event(ClockTicked(
-                    event_id=f"tick-{p}-{next_tick / 1000:.3f}", correlation_id=f"clock-{p}",
-                    occurred_at=datetime.fromtimestamp(next_tick / 1000, UTC),
-                    producer="platform", partition=p))
-                trail.add("payment-requests", None, tick, next_tick, partition=p)
+            _tick(world, trail, next_tick, req_parts)
             next_tick += tick_ms
         pid, card, state = cards[rng.randrange(len(cards))]
         tid = tids[n % len(tids)]
@@ -205,17 +193,48 @@ def simulate(home: Path, payments: int, *, providers: tuple[str, ...] = ("bank-a
                                                   route=world.routes[pid], hsm=world.platform)
             emit(out, ts + 2)
         if cutover_every and (n + 1) % cutover_every == 0:
-            for p_id in providers:
-                hsm = world.providers[p_id]
-                spec = topic_spec(f"{NAMESPACE}.provider.{p_id}.requests")
-                for p in range(spec.partitions):  # one command per partition (own event id)
-                    cut = hsm.sign_event(SettlementCutoverRequested(
-                        **header(f"provider:{p_id}", f"B{n + 1:08d}", clock),
-                        provider_id=p_id, batch_id=f"B{n + 1:08d}"))
-                    trail.add(f"provider.{p_id}.requests", None, cut, ts + 3, partition=p)
-                    for topic, out_ev in replayers[f"{p_id}.{p}"].apply(cut, ts + 3):
-                        trail.add(topic, p_id, out_ev, ts + 4)
+            _cut_over(world, replayers, trail, providers, f"B{n + 1:08d}", clock, ts)
     return trail
+
+
+def _issue_cards(world: World, replayers: dict[str, ProviderReplayer], trail: Trail,
+                 providers: tuple[str, ...], per_provider: int, rng: random.Random,
+                 now: datetime) -> list[tuple[str, IssuedCard, CardState]]:
+    """Each provider's cards, their CardIssued on the trail and in the replayers."""
+    cards: list[tuple[str, IssuedCard, CardState]] = []
+    for pid in providers:
+        for _ in range(per_provider):
+            issued = world.issue(pid, balance=rng.choice([5_000, 200_000, 2_000_000]))
+            ev = card_issued_event(issued, world.providers[pid], now)
+            rec = trail.add(f"provider.{pid}.requests", issued.card.pan_token, ev, _ms(now))
+            replayers[f"{pid}.{rec.partition}"].apply(ev, rec.timestamp_ms)
+            cards.append((pid, issued, CardState(None, atc=0)))
+    return cards
+
+
+def _tick(world: World, trail: Trail, at_ms: int, partitions: int) -> None:
+    """The platform's sealed clock tick on every partition of the payment requests."""
+    for p in range(partitions):
+        tick = world.platform.sign_event(ClockTicked(
+            event_id=f"tick-{p}-{at_ms / 1000:.3f}", correlation_id=f"clock-{p}",
+            occurred_at=datetime.fromtimestamp(at_ms / 1000, UTC),
+            producer="platform", partition=p))
+        trail.add("payment-requests", None, tick, at_ms, partition=p)
+
+
+def _cut_over(world: World, replayers: dict[str, ProviderReplayer], trail: Trail,
+              providers: tuple[str, ...], batch_id: str, clock: datetime, ts: int) -> None:
+    """A settlement cut-over by each provider, one command per partition (own event id)."""
+    for p_id in providers:
+        hsm = world.providers[p_id]
+        spec = topic_spec(f"{NAMESPACE}.provider.{p_id}.requests")
+        for p in range(spec.partitions):
+            cut = hsm.sign_event(SettlementCutoverRequested(
+                **header(f"provider:{p_id}", batch_id, clock),
+                provider_id=p_id, batch_id=batch_id))
+            trail.add(f"provider.{p_id}.requests", None, cut, ts + 3, partition=p)
+            for topic, out_ev in replayers[f"{p_id}.{p}"].apply(cut, ts + 3):
+                trail.add(topic, p_id, out_ev, ts + 4)
 
 
 def completed_codes(trail: Trail) -> dict[str, int]:
