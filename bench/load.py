@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from bench.stats import Seen, Sent
 from reader_agent.terminal import Terminal
@@ -289,9 +290,11 @@ async def open_loop(producer: AIOKafkaProducer, results: Results, reqs: list[Pre
             r = reqs[i]
             ts = int((start + i / rate) * 1000)
             phase.sent_at[r.sent.payment_id] = ts
-            await producer.send(topic, r.value, key=r.key, timestamp_ms=ts)
-            if terminals is not None:
+            if terminals is not None:  # in flight first: a send the bus refuses is resent
                 terminals.sent(r, ts / 1000)
+                await terminals.publish(topic, r.value, r.key, ts)
+            else:
+                await producer.send(topic, r.value, key=r.key, timestamp_ms=ts)
             i += 1
         await asyncio.sleep(max(0.0, start + i / rate - time.time()))
     await _wait(phase, timeout)
@@ -332,6 +335,18 @@ class Terminals:
         self.cancelled: dict[str, float] = {}  # payment id -> when
         self.phase: Phase | None = None
         self.on_cancel: Callable[[], None] | None = None
+        self.refused = 0  # sends the bus did not take (a broker down): tried again later
+
+    async def publish(self, topic: str, value: bytes, key: bytes | None,
+                      timestamp_ms: int | None = None) -> bool:
+        """Send as a terminal does: False if the bus did not take it (no leader for longer
+        than the producer waits), which a terminal answers by trying again later."""
+        try:
+            await self.producer.send(topic, value, key=key, timestamp_ms=timestamp_ms)
+        except KafkaError:
+            self.refused += 1
+            return False
+        return True
 
     def sent(self, r: Prepared, at: float) -> None:
         p = self.policy
@@ -354,7 +369,7 @@ class Terminals:
                 if now >= f.first + self.policy.deadline:
                     await self._cancel(f, now)
                     continue
-                await self.producer.send(topic, f.prepared.value, key=f.prepared.key)
+                await self.publish(topic, f.prepared.value, f.prepared.key)
                 self.resends += 1
                 self.resent.add(pid)
                 f.pause = min(f.pause * 2, self.policy.max_pause)
@@ -367,7 +382,8 @@ class Terminals:
         req = codec.decode_as(PAYMENT_REQUESTS.name, f.prepared.value, PaymentRequested)
         ev = self.cancel_event(req)
         topic = PAYMENT_REQUESTS.name
-        await self.producer.send(topic, codec.encode(ev, topic=topic), key=f.prepared.key)
+        while not await self.publish(topic, codec.encode(ev, topic=topic), f.prepared.key):
+            await asyncio.sleep(1.0)  # a cancellation is sent until the bus takes it
         self.cancelled[pid] = now
         if self.on_cancel is not None:
             self.on_cancel()
