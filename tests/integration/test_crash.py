@@ -79,13 +79,16 @@ async def test_kill_9_provider_mid_stream(system: System, till: Till) -> None:
         return got if got == {c.card.pan_token: expected[c.card.pan_token] for c in cards} \
             else None
 
-    ok = await eventually(settled, timeout=90)
+    # a bound, not a timing claim: after a SIGKILL the bank's partitions come back after its
+    # session expires, a rebalance and table recovery, then the platform's timeouts are reversed
+    # (minutes on a loaded machine); a payment lost stays unsettled however long we wait
+    ok = await eventually(settled, timeout=180)
 
     async def drained():  # type: ignore[no-untyped-def]  # leave bank-a idle for later tests
         return await lag(system.bootstrap, provider_app_id("bank-a"),
                          provider_requests_topic("bank-a")) == 0
 
-    await eventually(drained, timeout=90)
+    await eventually(drained, timeout=180)
     if not ok:
         ledger = await accounts(system.bootstrap, "bank-a")
         diff = {c.card.pan_token[:12]: (OPENING - ledger[c.card.pan_token].available,
