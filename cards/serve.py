@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from cardbus.cardprofile import CardProfile
+from cardbus.crypto import quiet_tdes_warnings
 from cardbus.errors import CardError, ConfigError
 from cardbus.paths import sub_dir
 from cardbus.processes import child_env
@@ -96,6 +97,7 @@ def serve_commands(conn: Connection, profile_json: str, home: str, port: int) ->
     """A card process driven over a pipe (``insert``, ``remove``, ``stop``), for benchmarks
     that tap one card many times: the card answers from its own process, as a card inserted
     with ``cardbus cards insert`` does, not from threads of the process it measures."""
+    quiet_tdes_warnings()  # a spawned process: the parent's warning filters are not inherited
     applet = applet_for(CardProfile.model_validate_json(profile_json), Path(home))
     card = VirtualCard(applet, port)
     while True:
@@ -116,6 +118,7 @@ def serve_commands(conn: Connection, profile_json: str, home: str, port: int) ->
 
 
 def main(argv: list[str]) -> int:
+    quiet_tdes_warnings()
     card_id, reader = argv[0], int(argv[1])
     base_port = int(argv[2]) if len(argv) > 2 else DEFAULT_BASE_PORT
     profile = load_profile(card_id)
