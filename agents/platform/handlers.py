@@ -24,10 +24,10 @@ refused loudly: a dead letter, a warning, and the ``replay-changed`` count in ``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -58,6 +58,7 @@ from schemas.transit import (
     TransitLoadRequested,
 )
 from streams import codec
+from streams.records import Record, Send, Table, received_at
 from streams.topics import (
     CARD_MANAGEMENT,
     CARD_POLICIES,
@@ -77,28 +78,7 @@ from streams.topics import (
 
 log = get_logger("platform")
 
-Table = MutableMapping[str, Any]
 M = TypeVar("M", bound=BaseModel)
-Send = Callable[[str, str | None, Event], Awaitable[None]]
-"""``send(topic, key, event)``: publish one event (the app's ``Bus.send``)."""
-
-
-class Record(Protocol):
-    """What a handler reads of a consumed record (a Faust ``Message`` satisfies it)."""
-
-    @property
-    def value(self) -> Any: ...
-
-    @property
-    def partition(self) -> int: ...
-
-    @property
-    def timestamp(self) -> float: ...
-
-
-def received_at(record: Record) -> datetime:
-    """The broker timestamp of a record: the platform's notion of when it arrived."""
-    return datetime.fromtimestamp(record.timestamp, UTC)
 
 
 @dataclass

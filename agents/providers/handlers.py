@@ -17,10 +17,9 @@ never separates a decision from the hold it placed), ``chain`` (partition -> has
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -40,26 +39,12 @@ from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import AuthorizationDecided, AuthorizationRequested, ReversalRequested
 from schemas.transit import TransitLoadAborted, TransitLoadApplied, TransitLoadRequested
 from streams import codec
+from streams.records import Record, Send, Table
 from streams.topics import PROVIDER_RESULTS, SETTLEMENTS, provider_requests_topic
 
 log = get_logger("provider")
 
-Table = MutableMapping[str, Any]
-Send = Callable[[str, str | None, Event], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
-
-
-class Record(Protocol):
-    """What a handler reads of a consumed record (a Faust ``Message`` satisfies it)."""
-
-    @property
-    def value(self) -> Any: ...
-
-    @property
-    def partition(self) -> int: ...
-
-    @property
-    def timestamp(self) -> float: ...
 
 
 @dataclass
