@@ -30,16 +30,18 @@ class IsoBridgeAdapter(ProviderAdapter):
     def issue_card(self, hsm: ProviderHsm, *, pin: str, opening_balance: int,
                    expiry: str = "301231", pan: str | None = None,
                    card_id: str | None = None) -> IssuedCard:
-        """Personalise the card, then enrol it in the host's card file."""
+        """Personalise the card, then enrol it in the host's card file (the one in the state
+        folder of the key store's owner). A card issued from an in-memory key store (tests,
+        benchmarks) is enrolled nowhere: no host could open a card file under a key that lives
+        only in this process, and the state folder's file belongs to the real bridge."""
         issued = super().issue_card(hsm, pin=pin, opening_balance=opening_balance,
                                     expiry=expiry, pan=pan, card_id=card_id)
-        home = None
-        if isinstance(hsm.keys, FileKeyStore):
-            home = hsm.keys.path.parents[2]  # <state>/parties/provider-<id>/keystore.json
-            ensure_bridge_keys(self.provider_id, home)
-            hsm.keys.load_records(FileKeyStore(f"provider-{self.provider_id}", home).records())
-        else:
-            add_bridge_keys(hsm.keys, self.provider_id)  # an in-memory key store (tests)
+        if not isinstance(hsm.keys, FileKeyStore):
+            add_bridge_keys(hsm.keys, self.provider_id)
+            return issued
+        home = hsm.keys.path.parents[2]  # <state>/parties/provider-<id>/keystore.json
+        ensure_bridge_keys(self.provider_id, home)
+        hsm.keys.load_records(FileKeyStore(f"provider-{self.provider_id}", home).records())
         bridge = BridgeHsm(self.provider_id, hsm.keys)
         card = issued.card
         enrol(card_file_path(home), bridge.card_file_cipher, HostCard(

@@ -47,3 +47,20 @@ def test_bridge_finds_its_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("CARDBUS_ISO_HOST", "nonsense")
     with pytest.raises(ConfigError):
         host_address(tmp_path)
+
+
+def test_a_card_issued_from_an_in_memory_key_store_touches_no_card_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test or benchmark issuing a bank-iso card with throwaway keys must not write the state
+    folder's host card file (it would seal it under a key no host has, and the next run would
+    find a file it cannot open)."""
+    from agents.providers.iso8583.adapter import adapter
+    from cardbus.crypto.hsm import ProviderHsm
+    from cardbus.crypto.keystore import memory_keystore
+
+    monkeypatch.setenv("CARDBUS_HOME", str(tmp_path))
+    for _ in range(2):  # twice, each under new keys, as two benchmark runs
+        issued = adapter.issue_card(ProviderHsm("bank-iso", memory_keystore()), pin="1234",
+                                    opening_balance=100)
+        assert issued.profile.pan.startswith("356999")
+    assert not cardfile.card_file_path(tmp_path).exists()
