@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import faults, stats
+from bench import faults, procs, stats
 from bench.procs import REPO
 from streams import broker
 
@@ -93,10 +93,12 @@ def run_scenario(opts: Options, scenario: str, cluster: broker.Cluster, root: Pa
             except subprocess.TimeoutExpired:
                 proc.kill()
                 stdout, _ = proc.communicate()
+    leftovers = procs.kill_namespace(ns)  # workers of a child that did not stop them
     if proc.returncode != 0:
         tail = "\n".join(err.read_text(errors="replace").splitlines()[-30:])
         return {"scenario": scenario, "ok": False, "error": f"exit {proc.returncode}",
-                "log": str(err), "tail": tail, "workdir": str(home)}
+                "log": str(err), "tail": tail, "workdir": str(home),
+                "leftover_processes_stopped": len(leftovers)}
     out: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
     out["workdir"] = str(home)
     return out

@@ -127,6 +127,32 @@ class Fleet:
                 p.popen.wait()
 
 
+def kill_namespace(namespace: str, grace_s: float = 10.0) -> list[int]:
+    """Stop every process of this user whose environment names ``CARDBUS_NAMESPACE=namespace``
+    (SIGTERM, then SIGKILL after ``grace_s``); returns their pids. A run's workers live in
+    process groups of their own, so a run that was killed (a scenario past its timeout, a
+    SIGKILL) leaves them behind; each run has its own namespace, which finds them all."""
+    mine = os.getuid()
+    found: list[psutil.Process] = []
+    for p in psutil.process_iter(["uids"]):
+        try:
+            if p.pid == os.getpid() or p.info["uids"] is None or p.info["uids"].real != mine:
+                continue
+            if p.environ().get("CARDBUS_NAMESPACE") == namespace:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    for p in found:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(found, timeout=grace_s)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+    return [p.pid for p in found]
+
+
 def cluster_env(bootstrap: str) -> dict[str, str]:
     """What a child process given its own ``CARDBUS_HOME`` needs to find the cluster at
     ``bootstrap`` (its mode, CA and the operator's vault): ``CARDBUS_KAFKA_CLUSTER`` naming the
