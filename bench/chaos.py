@@ -28,6 +28,12 @@ from bench import faults, procs, stats
 from bench.procs import REPO
 from streams import broker
 
+BROKER_PORT = 28092
+"""Where the run's brokers listen: below Linux's ephemeral range (32768-60999 by default). A
+broker that is down for a while must get its port back, and in that range a client reconnecting
+to the stopped broker can be given that very port as its own local port (a TCP self-connect to
+127.0.0.1:port) and hold it: the restarted broker then fails with "Address already in use"."""
+
 SCENARIO_TIMEOUT_S = 900.0
 """A scenario that takes longer has hung: it is stopped and reported as failed."""
 
@@ -134,7 +140,7 @@ def run(opts: Options) -> dict[str, Any]:
             continue
         home = root / f"kafka-{size}"
         with _cluster_env(home):  # secured, as everywhere: the operator's vault lives there
-            cluster = broker.start_on_free_ports(home, brokers=size, start_port=39092)
+            cluster = broker.start_on_free_ports(home, brokers=size, start_port=BROKER_PORT)
             try:
                 for name in chosen:
                     result["scenarios"].append(run_scenario(opts, name, cluster, root))

@@ -6,6 +6,7 @@ import os
 import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 
@@ -35,3 +36,15 @@ def test_leftover_workers_of_a_namespace_are_stopped_and_others_are_not() -> Non
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_the_chaos_brokers_listen_below_the_ephemeral_port_range() -> None:
+    """A restarted broker must get its port back: a port in the kernel's ephemeral range can be
+    taken meanwhile by a client reconnecting to it (a TCP self-connect), which is how the
+    broker-restart scenario once failed with "Address already in use"."""
+    from bench.chaos import BROKER_PORT
+    from streams.broker import CONTROLLER_PORT_OFFSET, INTERNAL_PORT_OFFSET
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    highest = BROKER_PORT + 2 + max(CONTROLLER_PORT_OFFSET, INTERNAL_PORT_OFFSET)  # 3 nodes
+    assert highest < low
