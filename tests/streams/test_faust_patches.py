@@ -35,8 +35,9 @@ def fresh() -> Iterator[None]:
         fp.apply(before)
 
 
-def test_faust_is_the_pinned_version() -> None:
+def test_faust_and_aiokafka_are_the_pinned_versions() -> None:
     assert version("faust-streaming") == fp.FAUST_VERSION
+    assert version("aiokafka") == fp.AIOKAFKA_VERSION
 
 
 @pytest.mark.parametrize("patch", fp.PATCHES, ids=lambda p: p.name)
@@ -373,3 +374,29 @@ async def test_changelog_end_offsets_are_read_once_every_partition_has_a_leader(
     await fp._leader_wait(build)(rec, None, [TP("c", 0), TP("c", 1)], {}, "active")
     assert order == ["leaders of 127.0.0.1:1,127.0.0.1:2", "end offsets"]
     assert asked == [[("c", 0), ("c", 1)]]
+
+
+# -- a broker that is down ---------------------------------------------------------------------
+
+
+async def _failed_update_pauses(update: Any, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The pauses taken by one failed metadata update of a client with no reachable node (what
+    aiokafka's sender loop forces again at once while a leader is unknown)."""
+    from aiokafka.client import AIOKafkaClient
+
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    client = AIOKafkaClient(bootstrap_servers="127.0.0.1:9", retry_backoff_ms=250)
+    with monkeypatch.context() as m:
+        m.setattr(asyncio, "sleep", sleep)
+        assert await update(client, client.cluster, []) is False
+    return pauses
+
+
+async def test_a_failed_metadata_update_waits_its_backoff_before_it_reports(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert await _failed_update_pauses(fp.original("metadata_backoff"), monkeypatch) == []
+    assert await _failed_update_pauses(patched("metadata_backoff"), monkeypatch) == [0.25]
