@@ -234,6 +234,7 @@ class Run:
         self.out["decisions"] = len({d.request_event_id for d in decisions})
         self.out["resent_payments"], self.out["resends"] = len(terms.resent), terms.resends
         self.out["sends_refused"] = terms.refused  # the bus did not take them: sent again
+        self.out["sends_undelivered"] = terms.undelivered  # taken, never delivered: resent
         await asyncio.sleep(1.0)
         await cut_over(self.bootstrap, self.home, "final")
         ledger = outcomes.ledger_check(result.approved_seen, await settled(self.bootstrap))

@@ -336,17 +336,25 @@ class Terminals:
         self.phase: Phase | None = None
         self.on_cancel: Callable[[], None] | None = None
         self.refused = 0  # sends the bus did not take (a broker down): tried again later
+        self.undelivered = 0  # sends taken but not delivered: the payment is resent
 
     async def publish(self, topic: str, value: bytes, key: bytes | None,
                       timestamp_ms: int | None = None) -> bool:
         """Send as a terminal does: False if the bus did not take it (no leader for longer
         than the producer waits), which a terminal answers by trying again later."""
         try:
-            await self.producer.send(topic, value, key=key, timestamp_ms=timestamp_ms)
+            delivery = await self.producer.send(topic, value, key=key, timestamp_ms=timestamp_ms)
         except KafkaError:
             self.refused += 1
             return False
+        delivery.add_done_callback(self._delivered)
         return True
+
+    def _delivered(self, delivery: asyncio.Future[Any]) -> None:
+        """A send the bus took into its buffer but could not deliver (no leader before the
+        delivery timeout) is counted; the payment stays in flight and is resent."""
+        if not delivery.cancelled() and delivery.exception() is not None:
+            self.undelivered += 1
 
     def sent(self, r: Prepared, at: float) -> None:
         p = self.policy
