@@ -86,7 +86,18 @@ class Settings(BaseSettings):
     fetch_min_bytes: int = Field(
         default=1, ge=1, le=1 << 20,
         description="bytes the broker gathers for a worker's fetch before answering (it "
-                    "answers at 10 ms anyway)")
+                    "answers at CARDBUS_FETCH_MAX_WAIT_MS anyway)")
+    fetch_max_wait_ms: int = Field(
+        default=10, ge=0, le=1500,
+        description="how long the broker holds a worker's fetch that has fewer than "
+                    "CARDBUS_FETCH_MIN_BYTES")
+    commit_interval_ms: int = Field(
+        default=500, ge=10, le=60_000,
+        description="how often a worker commits its consumed offsets")
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        default="asyncio",
+        description="the workers' event loop: asyncio, or uvloop (pip install "
+                    "'cardbus[fast]')")
     iso_host: str | None = Field(
         default=None, pattern=r"^[^:\s]*:\d{1,5}$",
         description="HOST:PORT of the ISO 8583 bank host the bank-iso bridge talks to "

@@ -67,12 +67,11 @@ log = get_logger("streams.faust")
 FAUST_VERSION = "0.15.3"
 AIOKAFKA_VERSION = "0.14.0"
 
-FETCH_MAX_WAIT_MS = 10
-"""How long the broker may hold a worker's fetch. Faust hard-codes 1,500 ms. A worker's one
-fetch covers every partition it owns; measured here under load, the broker answered it only
-at the end of the wait (the round trip equalled the setting: 250-440 ms at 1,500, 21 ms at 20,
-6 ms at 5), and the platform idled at 30% CPU with a 1.5 s backlog in Kafka. 10 ms costs at
-most 100 empty fetches a second when idle."""
+# How long the broker may hold a worker's fetch (CARDBUS_FETCH_MAX_WAIT_MS, default 10 ms).
+# Faust hard-codes 1,500 ms. A worker's one fetch covers every partition it owns; measured here
+# under load, the broker answered it only at the end of the wait (the round trip equalled the
+# setting: 250-440 ms at 1,500, 21 ms at 20, 6 ms at 5), and the platform idled at 30% CPU with
+# a 1.5 s backlog in Kafka. 10 ms costs at most 100 empty fetches a second when idle.
 
 FLUSH_WARN_S = 10.0
 FLUSH_STALL_S = 90.0
@@ -128,7 +127,7 @@ def _idempotent_producer(original: Callable[..., Any]) -> Callable[..., Any]:
 def _short_fetch_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     def _create_worker_consumer(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when its fetcher starts
+        consumer._fetch_max_wait_ms = settings().fetch_max_wait_ms  # read when its fetcher starts
         consumer._fetch_min_bytes = settings().fetch_min_bytes  # CARDBUS_FETCH_MIN_BYTES
         return consumer
 

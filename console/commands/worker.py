@@ -79,7 +79,23 @@ def _run(app: faust.App, loglevel: str, *, dumpable: bool = False) -> int:
     return 0
 
 
+def _use_event_loop() -> None:
+    """The event loop ``CARDBUS_EVENT_LOOP`` names, set before the app or any loop is made."""
+    from cardbus.settings import settings
+
+    if settings().event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise ConfigError("CARDBUS_EVENT_LOOP=uvloop: uvloop is not installed "
+                              "(pip install 'cardbus[fast]')") from None
+        import asyncio
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def _platform(args: argparse.Namespace) -> int:
+    _use_event_loop()
     from agents.platform.app import APP_ID, PlatformConfig, build
     from streams.broker import resolve_bootstrap
 
@@ -115,6 +131,7 @@ def _cutover(text: str | None) -> dt_time | None:
 
 
 def _provider(args: argparse.Namespace) -> int:
+    _use_event_loop()
     from agents.providers.app import ProviderConfig, build
     from agents.providers.base import adapter_for
     from agents.providers.iso8583.adapter import IsoBridgeAdapter

@@ -76,12 +76,17 @@ def test_producers_are_idempotent_with_acks_all() -> None:
     assert made == {"acks": "all", "enable_idempotence": True, "other": True}
 
 
-def test_worker_consumers_fetch_with_a_short_wait() -> None:
+def test_worker_consumers_fetch_with_a_short_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     class Consumer:
         _fetch_max_wait_ms = 1500  # what Faust asks for
+        _fetch_min_bytes = 1
 
     make = fp._short_fetch_wait(lambda self, transport: Consumer())
-    assert make(object(), None)._fetch_max_wait_ms == fp.FETCH_MAX_WAIT_MS == 10
+    assert make(object(), None)._fetch_max_wait_ms == 10
+    monkeypatch.setenv("CARDBUS_FETCH_MAX_WAIT_MS", "25")
+    monkeypatch.setenv("CARDBUS_FETCH_MIN_BYTES", "4096")
+    made = make(object(), None)
+    assert (made._fetch_max_wait_ms, made._fetch_min_bytes) == (25, 4096)
 
 
 class _Thread:
