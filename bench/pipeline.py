@@ -29,7 +29,14 @@ from aiokafka import TopicPartition
 
 from bench import stats
 from bench.load import Generator, Phase, Results, closed_loop, new_producer, open_loop
-from bench.procs import Fleet, consumer_lag, start_profile, summarize_profile
+from bench.procs import (
+    Fleet,
+    consumer_lag,
+    records_per_payment,
+    start_profile,
+    summarize_profile,
+    topic_ends,
+)
 from streams import clients
 from streams.topics import (
     NAMESPACE,
@@ -316,10 +323,13 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
         cutter = asyncio.create_task(periodic_cutover())
         reqs = prepare(int(cfg["payments"]))
+        ends = await topic_ends(bootstrap, NAMESPACE)
         fleet.mark()
         best = await closed_loop(producer, results, reqs, window, "max")
         out["max"] = phase_figures(best)
         out["processes"] = fleet.usage()
+        out["records_per_payment"] = records_per_payment(  # after the CPU figures: not in them
+            ends, await topic_ends(bootstrap, NAMESPACE), best.done_count, NAMESPACE)
         rate = max(out["max"]["payments_per_s"], 1.0)
         out["open_loop"] = []
         for frac in cfg.get("open_loop", []):

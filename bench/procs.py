@@ -199,6 +199,44 @@ async def consumer_lag(bootstrap: str, groups: dict[str, list[tuple[str, int]]]
         await admin.close()
 
 
+async def topic_ends(bootstrap: str, prefix: str) -> dict[str, int]:
+    """Records written so far to each topic whose name starts with ``prefix`` (the sum of its
+    partitions' end offsets), Faust's changelogs included: two snapshots give the records a
+    phase wrote, topic by topic."""
+    admin = clients.admin(bootstrap)
+    consumer = clients.consumer(bootstrap, party="operator")
+    await admin.start()
+    await consumer.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        tps = [TopicPartition(t, p) for t in names
+               for p in (consumer.partitions_for_topic(t) or set())]
+        if len(tps) < len(names):  # metadata of topics the consumer has not seen yet
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(t, p) for t in names
+                   for p in (consumer.partitions_for_topic(t) or set())]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        out = dict.fromkeys(names, 0)
+        for tp, end in ends.items():
+            out[tp.topic] += end
+        return out
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def records_per_payment(before: dict[str, int], after: dict[str, int], payments: int,
+                        prefix: str = "") -> dict[str, Any]:
+    """Records written per payment between two ``topic_ends`` snapshots: in total and per
+    topic (names without ``prefix``), largest first."""
+    delta = {t[len(prefix):] if t.startswith(prefix) else t: n - before.get(t, 0)
+             for t, n in after.items() if n - before.get(t, 0) > 0}
+    per = max(payments, 1)
+    return {"total": round(sum(delta.values()) / per, 2), "payments": payments,
+            "by_topic": {t: round(n / per, 3)
+                         for t, n in sorted(delta.items(), key=lambda kv: -kv[1])}}
+
+
 def py_spy() -> str | None:
     """The py-spy binary (the ``bench`` extra), or None."""
     here = Path(sys.executable).parent / "py-spy"

@@ -114,6 +114,8 @@ def run(opts: Options) -> dict[str, Any]:
     # included), at its closed-loop maximum
     result["cpu_ms_per_payment"] = base.get("limit", {}).get("cpu_ms_per_payment_total")
     result["cpu_ms_per_payment_by_process"] = base.get("limit", {}).get("cpu_ms_per_payment")
+    # Kafka records (changelogs included) written per payment in the closed-loop phase
+    result["records_per_payment"] = base.get("records_per_payment", {}).get("total")
     half = [p for p in base.get("open_loop", []) if abs(p["fraction"] - 0.5) < 1e-9]
     result["latency_at_50pct_ms"] = half[0]["latency_ms"] if half else None
     result["lost"] = sum(r["accounting"]["lost"] for r in ok_runs)

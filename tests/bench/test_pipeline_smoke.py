@@ -48,3 +48,12 @@ def test_tiny_pipeline_benchmark_json(kafka_bootstrap: str, tmp_path: Path) -> N
     assert sum(acc["ledger_minor_units"].values()) > 0
     assert {"platform-1", "bank-a-1", "bank-b-1", "load-generator"} <= set(run["processes"])
     assert plot.stat().st_size > 0
+    # records written per payment in the closed loop, changelogs included: at least the
+    # request, the bank's request, its decision, the answer and the platform's pending record
+    per = run["records_per_payment"]
+    assert result["records_per_payment"] == per["total"] >= 5
+    assert per["payments"] == run["max"]["answered"]
+    for suffix in (".payment-requests", ".provider-results", ".terminal-results",
+                   "-platform-pending-changelog"):
+        assert any(t.endswith(suffix) and n >= 1 for t, n in per["by_topic"].items()), (
+            suffix, per)

@@ -83,3 +83,13 @@ async def test_a_send_taken_but_never_delivered_is_counted_and_its_error_retriev
     producer.deliveries.clear()
     gc.collect()
     assert unhandled == []  # the failed delivery's error was retrieved
+
+
+def test_records_per_payment_from_two_snapshots_of_end_offsets() -> None:
+    before = {"ns.payment-requests": 10, "ns-platform-pending-changelog": 4, "ns.idle": 7}
+    after = {"ns.payment-requests": 30, "ns-platform-pending-changelog": 44, "ns.idle": 7,
+             "ns.new": 5}
+    got = procs.records_per_payment(before, after, 20, "ns")
+    assert got == {"total": 3.25, "payments": 20,
+                   "by_topic": {"-platform-pending-changelog": 2.0, ".payment-requests": 1.0,
+                                ".new": 0.25}}
