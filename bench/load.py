@@ -56,6 +56,9 @@ class Prepared:
 _TERMINALS: list[Any] = []
 _CARDS: dict[str, tuple[Any, Any]] = {}  # card id -> (profile, CardState)
 _HOME: Path | None = None
+_CARDS_DIR: Path | None = None
+"""The cards' folder, resolved once: resolving it reads the settings from the environment
+(~1 ms of CPU), which was more than half of each request's making (2.1 -> 0.8 ms)."""
 
 
 def _init(home: str, terminal_ids: list[str]) -> None:
@@ -64,8 +67,11 @@ def _init(home: str, terminal_ids: list[str]) -> None:
     from cryptography.utils import CryptographyDeprecationWarning
 
     warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
-    global _HOME
+    from cards.profile import cards_dir
+
+    global _HOME, _CARDS_DIR
     _HOME = Path(home)
+    _CARDS_DIR = cards_dir()
     _TERMINALS[:] = [_reopen(Terminal, tid, _HOME) for tid in terminal_ids]
 
 
@@ -110,7 +116,7 @@ def make_requests(cards: list[Any], rounds: int, seed: int
             aids = term.payment_aids()
             amount = rng.randrange(100, 5_000)
             now = datetime.now(UTC)
-            link = AppletLink(applet_for(profile, state=state))
+            link = AppletLink(applet_for(profile, _CARDS_DIR, state=state))
             tap = run_payment(link, aids, Checkout(amount=amount, when=now),
                               term.card_auth_public)
             _, req = term.events(tap, reader="bench", atr="3B8080018080", now=now,
