@@ -66,3 +66,74 @@ def test_tampered_or_replayed_script_is_refused() -> None:
         issuer_script.verify_script_command(mk_smi, unblock_header, atc, ac)
     with pytest.raises(MacInvalid):
         issuer_script.verify_script_command(mk_smi, command[:-2], atc, ac)
+
+
+# -- boundaries and errors, with literal values ----------------------------------------------
+
+SK_VECTOR = H("0123456789ABCDEFFEDCBA9876543210")
+
+
+def test_script_mac_without_data_is_the_pyemv_vector() -> None:
+    """``script_mac`` with no data (its default) MACs header || ATC || AC only: with the ICC
+    key whose session key is the pyemv README vector, it equals the MAC under that key."""
+    icc_mk = H("67F8292358083E5EA7AB7FDA58D53B6B")
+    ac = H("1234567890123456")
+    sk = issuer_script.script_session_key(icc_mk, ac)
+    assert issuer_script.script_mac(icc_mk, H("8424000008"), 0xFFFF, ac) == \
+        issuer_script.script_mac_with_session_key(sk, H("8424000008"), 0xFFFF, ac, b"")
+
+
+@pytest.mark.parametrize("atc", [0, 0xFFFF])
+def test_the_atc_range_ends_are_accepted(atc: int) -> None:
+    mac = issuer_script.script_mac_with_session_key(SK_VECTOR, H("8424000008"), atc,
+                                                    H("1234567890123456"))
+    assert len(mac) == 8
+
+
+@pytest.mark.parametrize(("header", "atc", "ac"), [
+    (H("84240000"), 1, H("1234567890123456")),
+    (H("842400000800"), 1, H("1234567890123456")),
+    (H("8424000008"), -1, H("1234567890123456")),
+    (H("8424000008"), 0x10000, H("1234567890123456")),
+    (H("8424000008"), 1, H("12345678901234")),
+])
+def test_a_malformed_script_mac_input_is_refused(header: bytes, atc: int, ac: bytes) -> None:
+    with pytest.raises(MacInvalid) as err:
+        issuer_script.script_mac_with_session_key(SK_VECTOR, header, atc, ac)
+    assert str(err.value) == "a script header is 5 bytes, a cryptogram 8, an ATC 2"
+
+
+def test_a_cryptogram_that_is_not_8_bytes_has_no_session_key() -> None:
+    from cardbus.errors import CryptogramInvalid
+
+    with pytest.raises(CryptogramInvalid) as err:
+        issuer_script.script_session_key(SK_VECTOR, H("12345678901234"))
+    assert str(err.value) == "an application cryptogram is 8 bytes"
+
+
+def test_a_script_command_with_data_round_trips_and_its_mac_covers_the_data() -> None:
+    icc_mk = H("67F8292358083E5EA7AB7FDA58D53B6B")
+    ac, atc, data = H("1234567890123456"), 0x0042, H("9F4F0102")
+    cmd = issuer_script.script_command(icc_mk, 0xDA, atc, ac, data, p1=0x9F, p2=0x4F)
+    assert cmd[:5] == H("84DA9F4F0C") and cmd[5:9] == data
+    sk = issuer_script.script_session_key(icc_mk, ac)
+    assert cmd[9:] == issuer_script.script_mac_with_session_key(sk, cmd[:5], atc, ac, data)
+    assert cmd[9:] != issuer_script.script_mac_with_session_key(sk, cmd[:5], atc, ac)
+    assert issuer_script.verify_script_command(icc_mk, cmd, atc, ac) == data
+    tampered = cmd[:5] + H("9F4F0103") + cmd[9:]
+    with pytest.raises(MacInvalid) as err:
+        issuer_script.verify_script_command(icc_mk, tampered, atc, ac)
+    assert str(err.value) == "issuer script MAC does not verify"
+
+
+@pytest.mark.parametrize("command", [
+    H("04240000080011223344556677"),     # CLA without secure messaging, Lc right
+    H("842400000A001122334455667788"),   # Lc one more than the bytes that follow
+    H("84240000070011223344556677"[:-2]),  # shorter than header + MAC
+    H("8424000001AA"),                    # Lc matches, but no room for a MAC
+])
+def test_what_is_not_a_script_command_is_refused_as_such(command: bytes) -> None:
+    icc_mk = H("67F8292358083E5EA7AB7FDA58D53B6B")
+    with pytest.raises(MacInvalid) as err:
+        issuer_script.verify_script_command(icc_mk, command, 1, H("1234567890123456"))
+    assert str(err.value) == "not a script command with secure messaging"
