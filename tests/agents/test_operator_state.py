@@ -17,7 +17,7 @@ from schemas.transit import TransitLoadApplied, TransitLoadAuthorized, TransitLo
 from tests.agents.conftest import NOW
 from tests.agents.test_transit_decide import T, TopUp
 from tests.agents.test_trust_transit import aborted, authorized, probe, report
-from tests.agents.test_trust_transit import world as world  # noqa: F401 - the fixture
+from tests.agents.test_trust_transit import world as world
 
 
 def _id(kind: str, source: str) -> str:
