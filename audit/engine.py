@@ -114,7 +114,7 @@ def audit_records(records: Iterable[Record], options: AuditOptions, book: KeyBoo
     with _young_collections_only():
         started = time.perf_counter()
         part = _scan_phase(records, replace(options, partitions=None), book, progress)
-        report = finish([part], options, book, progress)
+        report = _finish([part], options, book, progress)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -133,6 +133,12 @@ def finish(parts: list[Partial], options: AuditOptions, book: KeyBook,
     """The report over ``parts`` that together cover every partition once: the cross-topic
     and cross-partition checks (duplicates, chains, completeness, settlements, the
     re-derived outputs against the recorded ones) run here, once."""
+    with _young_collections_only():  # the parts' facts: millions of objects, no cycles
+        return _finish(parts, options, book, progress)
+
+
+def _finish(parts: list[Partial], options: AuditOptions, book: KeyBook,
+            progress: Callable[[str], None] | None = None) -> AuditReport:
     check_cover(parts)
     say = progress or (lambda _msg: None)
     report = AuditReport(options.namespace)
