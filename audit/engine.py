@@ -30,8 +30,10 @@ from audit.scan import (
     decode_record,
     provider_of,
     scan,
+    scan_record,
 )
 from cardbus.errors import CardBusError
+from schemas.base import Event
 
 CHUNK = 2000
 
@@ -67,17 +69,43 @@ def _scan_task(task: tuple[str, int, int, int]) -> ChunkResult:
     return scan(_CTX.records[(topic, partition)][start:stop], _CTX.book)
 
 
-def _replay_task(task: tuple[str, int]) -> PartitionReplay:
-    topic, partition = task
+def _partition_task(task: tuple[int, tuple[str, ...]]) -> tuple[list[PartitionReplay],
+                                                                  ChunkResult]:
+    """One partition's provider work: each provider's request partition re-derived, its
+    records scanned on the way (each decoded once, for both), then the partition's recorded
+    outputs (``provider-results``) scanned, those byte-identical to a re-derived output
+    without decoding them again."""
+    partition, topics = task
+    assert _CTX.book is not None
+    out = ChunkResult()
+    derived: dict[str, tuple[Event, str | None]] = {}
+    replays = [_replay(topic, partition, out, derived) for topic in topics]
+    results = _CTX.records.get(("provider-results", partition), [])
+    scan([r for r in results if r.in_range], _CTX.book, derived=derived, out=out)
+    return replays, out
+
+
+def _replay(topic: str, partition: int, out: ChunkResult,
+            derived: dict[str, tuple[Event, str | None]]) -> PartitionReplay:
     pid = provider_of(topic)
-    assert pid is not None and _CTX.book is not None and _CTX.platform_key is not None
+    book = _CTX.book
+    assert pid is not None and book is not None and _CTX.platform_key is not None
     from agents.providers.base import discover
 
     adapter = discover()[pid]
-    platform = _CTX.book.verifier(_CTX.platform_key)
+    platform = book.verifier(_CTX.platform_key)
     assert platform is not None
+
+    def decode(rec: Record) -> Event | None:
+        if rec.in_range:  # audited: scanned as it is decoded
+            return scan_record(rec, book, out)
+        try:  # before the range: read only to rebuild the provider's state
+            return decode_record(rec)[0]
+        except CardBusError:
+            return None
+
     return replay_partition(adapter, provider_hsm(pid, _CTX.home), platform, partition,
-                            _CTX.records[(topic, partition)])
+                            _CTX.records[(topic, partition)], decode=decode, derived=derived)
 
 
 def audit_records(records: Iterable[Record], options: AuditOptions, book: KeyBook,
@@ -86,7 +114,7 @@ def audit_records(records: Iterable[Record], options: AuditOptions, book: KeyBoo
     with _young_collections_only():
         started = time.perf_counter()
         part = _scan_phase(records, replace(options, partitions=None), book, progress)
-        report = finish([part], options, book, progress)
+        report = _finish([part], options, book, progress)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -105,6 +133,12 @@ def finish(parts: list[Partial], options: AuditOptions, book: KeyBook,
     """The report over ``parts`` that together cover every partition once: the cross-topic
     and cross-partition checks (duplicates, chains, completeness, settlements, the
     re-derived outputs against the recorded ones) run here, once."""
+    with _young_collections_only():  # the parts' facts: millions of objects, no cycles
+        return _finish(parts, options, book, progress)
+
+
+def _finish(parts: list[Partial], options: AuditOptions, book: KeyBook,
+            progress: Callable[[str], None] | None = None) -> AuditReport:
     check_cover(parts)
     say = progress or (lambda _msg: None)
     report = AuditReport(options.namespace)
@@ -188,29 +222,39 @@ def _scan_phase(records: Iterable[Record], options: AuditOptions, book: KeyBook,
                  if tp[0] in KEPT_TOPICS}
     _CTX.records, _CTX.book, _CTX.home = dict(by_tp), book, options.home
     _CTX.platform_key = next((k for k in book.ed25519 if k.startswith("sign:platform.")), None)
+    replay_tasks, replay_notes = _replay_plan(by_tp, options)
+    part.notes += replay_notes
+    by_partition: dict[int, list[str]] = defaultdict(list)
+    for topic, partition in replay_tasks:
+        by_partition[partition].append(topic)
+    partition_tasks = sorted((p, tuple(ts)) for p, ts in by_partition.items())
+    scanned_there = {*replay_tasks, *(("provider-results", p) for p in by_partition)}
     scan_tasks = []
     for (topic, partition), recs in sorted(by_tp.items()):
+        if (topic, partition) in scanned_there:
+            continue
         first = next((i for i, r in enumerate(recs) if r.in_range), len(recs))
         for start in range(first, len(recs), CHUNK):
             scan_tasks.append((topic, partition, start, min(start + CHUNK, len(recs))))
-    replay_tasks, replay_notes = _replay_plan(by_tp, options)
-    part.notes += replay_notes
     book.deferred = frozenset(t for t, _p in replay_tasks)
     book.deferred_producers = frozenset(
         f"provider:{pid}" for pid in {provider_of(t) for t, _p in replay_tasks}
         if pid is not None and _signs_as_registered(pid, options.home, book))
     workers = options.workers or os.cpu_count() or 1
-    say(f"verifying {part.events_read} events in {len(scan_tasks)} chunks, {workers} "
-        f"process(es)")
-    if workers > 1 and len(scan_tasks) + len(replay_tasks) > 1:
+    say(f"verifying {part.events_read} events in {len(scan_tasks) + len(partition_tasks)} "
+        f"chunks, {workers} process(es)")
+    if workers > 1 and len(scan_tasks) + len(partition_tasks) > 1:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(workers) as pool:
-            replay_async = pool.map_async(_replay_task, replay_tasks, chunksize=1)
+        with ctx.Pool(workers) as pool:  # the long partition tasks first, chunks after
+            partition_async = pool.map_async(_partition_task, partition_tasks, chunksize=1)
             chunks = pool.map(_scan_task, scan_tasks, chunksize=1)
-            part.replays = replay_async.get()
+            provider_work = partition_async.get()
     else:
+        provider_work = [_partition_task(t) for t in partition_tasks]
         chunks = [_scan_task(t) for t in scan_tasks]
-        part.replays = [_replay_task(t) for t in replay_tasks]
+    for replays, chunk in provider_work:
+        part.replays += replays
+        chunks.append(chunk)
     _CTX.records = {}
     for chunk in chunks:
         part.facts += chunk.facts

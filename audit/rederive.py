@@ -10,6 +10,7 @@ encoded outputs must equal the recorded ones byte for byte.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,16 +193,21 @@ class PartitionReplay:
 
 
 def replay_partition(adapter: ProviderAdapter, hsm: ProviderHsm, platform: Verifier,
-                     partition: int, records: list[Record]) -> PartitionReplay:
-    """Replay ``records`` (one provider request partition, offset order)."""
-    from audit.scan import decode_record
+                     partition: int, records: list[Record], *,
+                     decode: Callable[[Record], Event | None] | None = None,
+                     derived: dict[str, tuple[Event, str | None]] | None = None
+                     ) -> PartitionReplay:
+    """Replay ``records`` (one provider request partition, offset order).
 
+    ``decode``: how a record becomes its event (None: it does not decode); the engine's scans
+    the record on the way, so each request is decoded once. ``derived``: filled with every
+    output by the SHA-256 hex of its bytes, with the decision hash of a decision (for the scan
+    of the recorded outputs: ``audit.scan.scan``)."""
     replayer = ProviderReplayer(adapter, hsm, platform, partition)
     result = PartitionReplay(adapter.provider_id, partition)
     for rec in records:
-        try:
-            ev, _raw = decode_record(rec)
-        except CardBusError:
+        ev = (decode or _decode)(rec)
+        if ev is None:
             replayer.rejected += 1
             continue
         failures = len(replayer.seal_failures)
@@ -209,13 +215,34 @@ def replay_partition(adapter: ProviderAdapter, hsm: ProviderHsm, platform: Verif
         result.seal_failures += [(rec.offset, r) for r in replayer.seal_failures[failures:]]
         for topic, out in outputs:
             data = codec.encode(out)
-            result.outputs.append(Output(topic, out.type, out.event_id, data,
-                                         hashlib.sha256(data).hexdigest(), rec.offset,
-                                         rec.timestamp_ms))
+            digest = hashlib.sha256(data).hexdigest()
+            result.outputs.append(Output(topic, out.type, out.event_id, data, digest,
+                                         rec.offset, rec.timestamp_ms))
+            if derived is not None:
+                derived[digest] = (out, _chain_hash(replayer, out))
     result.ledger = replayer.ledger()
     result.skipped, result.rejected = replayer.skipped, replayer.rejected
     result.verified = replayer.verified
     return result
+
+
+def _decode(rec: Record) -> Event | None:
+    from audit.scan import decode_record
+
+    try:
+        return decode_record(rec)[0]
+    except CardBusError:
+        return None
+
+
+def _chain_hash(replayer: ProviderReplayer, out: Event) -> str | None:
+    """The hash the chain head keeps for ``out`` when it is the decision just chained (the
+    one ``decide`` computed), else None."""
+    head = replayer.chain
+    if (isinstance(out, AuthorizationDecided) and head is not None
+            and head.chain_id == out.chain_id and head.sequence == out.sequence):
+        return head.last_hash
+    return None
 
 
 _HSMS: dict[tuple[str, str], ProviderHsm] = {}

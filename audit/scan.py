@@ -216,54 +216,100 @@ class ChunkResult:
     not_checked: Counter[str] = field(default_factory=Counter)
 
 
-def scan(records: list[Record], book: KeyBook) -> ChunkResult:
-    """Decode, hygiene-check and seal-check ``records``; collect their facts."""
-    out = ChunkResult()
-    for rec in records:
-        def find(kind: str, reason: str, rec: Record = rec) -> None:
-            out.findings.append(Finding(kind, rec.topic, rec.partition, rec.offset, reason))
+def scan(records: list[Record], book: KeyBook, *,
+         derived: dict[str, tuple[Event, str | None]] | None = None,
+         out: ChunkResult | None = None) -> ChunkResult:
+    """Decode, hygiene-check and seal-check ``records``; collect their facts (into ``out``).
 
-        try:
-            event, raw = decode_record(rec)
-        except DecodeError as exc:
-            find(DECODE, exc.reason if hasattr(exc, "reason") else str(exc))
-            for problem in hygiene(rec, None):
-                find(HYGIENE, problem)
-            continue
-        for problem in hygiene(rec, raw, event):
-            find(HYGIENE, problem)
-        if book.history and event.seal is not None:
-            out.checks["seals checked against the key history"] += 1
-            late = book.history.problem(event.seal.key_id, rec.timestamp_ms, event.type)
-            if late is not None:
-                find(SEAL, f"{event.type} {event.event_id}: {late}")
-        if event.type == "KeyRevoked" and not may_revoke(event.producer, raw["key_id"]):
-            find(SEAL, f"KeyRevoked {event.event_id}: {event.producer} may not revoke "
-                       f"{raw['key_id']} (only the platform or the key's owner)")
-        if rec.topic in book.deferred and event.type in DEFERRED_TYPES:
-            out.checks["deferred to the re-derivation"] += 1
-            out.facts.append(fact_of(rec, event, b""))  # a request's fact needs no canonical
-            continue
-        data = canonical(event, raw)
-        if event.type in OUTPUT_TYPES and event.producer in book.deferred_producers:
-            out.facts.append(fact_of(rec, event, data, seal_deferred=True))
-            continue
-        try:
-            kind = book.check(event, data)
-            out.checks[kind] += 1
-        except NotCheckable as exc:
-            out.not_checked[str(exc)] += 1
-        except CryptoError as exc:
-            find(SEAL, f"{event.type} {event.event_id}: {exc}")
-        except CardBusError as exc:  # a key store that cannot open a record, ...
-            find(SEAL, f"{event.type} {event.event_id}: {exc}")
-        out.facts.append(fact_of(rec, event, data))
+    ``derived``: the re-derived provider outputs by the SHA-256 hex of their bytes, with their
+    decision hash (``audit.rederive.replay_partition``). A recorded output with the very same
+    bytes is that event: it is not decoded again (``scan_derived``)."""
+    out = out if out is not None else ChunkResult()
+    for rec in records:
+        if derived:
+            digest = hashlib.sha256(rec.value or b"").hexdigest()
+            known = derived.get(digest)
+            if known is not None and scan_derived(rec, known[0], known[1], digest, book, out):
+                continue
+        scan_record(rec, book, out)
     return out
 
 
+def scan_record(rec: Record, book: KeyBook, out: ChunkResult) -> Event | None:
+    """The per-record checks of one record (findings, counts and its fact into ``out``); the
+    decoded event (None if it does not decode), for a caller that needs it too (the
+    re-derivation: each provider request is decoded once)."""
+    def find(kind: str, reason: str) -> None:
+        out.findings.append(Finding(kind, rec.topic, rec.partition, rec.offset, reason))
+
+    try:
+        event, raw = decode_record(rec)
+    except DecodeError as exc:
+        find(DECODE, exc.reason if hasattr(exc, "reason") else str(exc))
+        for problem in hygiene(rec, None):
+            find(HYGIENE, problem)
+        return None
+    for problem in hygiene(rec, raw, event):
+        find(HYGIENE, problem)
+    _check_key_time(rec, event, book, out)
+    if event.type == "KeyRevoked" and not may_revoke(event.producer, raw["key_id"]):
+        find(SEAL, f"KeyRevoked {event.event_id}: {event.producer} may not revoke "
+                   f"{raw['key_id']} (only the platform or the key's owner)")
+    if rec.topic in book.deferred and event.type in DEFERRED_TYPES:
+        out.checks["deferred to the re-derivation"] += 1
+        out.facts.append(fact_of(rec, event, b""))  # a request's fact needs no canonical
+        return event
+    data = canonical(event, raw)
+    if event.type in OUTPUT_TYPES and event.producer in book.deferred_producers:
+        out.facts.append(fact_of(rec, event, data, seal_deferred=True))
+        return event
+    try:
+        kind = book.check(event, data)
+        out.checks[kind] += 1
+    except NotCheckable as exc:
+        out.not_checked[str(exc)] += 1
+    except CryptoError as exc:
+        find(SEAL, f"{event.type} {event.event_id}: {exc}")
+    except CardBusError as exc:  # a key store that cannot open a record, ...
+        find(SEAL, f"{event.type} {event.event_id}: {exc}")
+    out.facts.append(fact_of(rec, event, data))
+    return event
+
+
+def _check_key_time(rec: Record, event: Event, book: KeyBook, out: ChunkResult) -> None:
+    if book.history and event.seal is not None:
+        out.checks["seals checked against the key history"] += 1
+        late = book.history.problem(event.seal.key_id, rec.timestamp_ms, event.type)
+        if late is not None:
+            out.findings.append(Finding(SEAL, rec.topic, rec.partition, rec.offset,
+                                        f"{event.type} {event.event_id}: {late}"))
+
+
+def scan_derived(rec: Record, event: Event, decision_hash: str | None, digest: str,
+                 book: KeyBook, out: ChunkResult) -> bool:
+    """``scan_record`` for a recorded provider output whose bytes (SHA-256 ``digest``) are those
+    of the re-derived ``event``: decoding them would give ``event`` again, so the fact comes
+    from it. Only for what needs no more than the bytes: a deferred seal (settled by the
+    byte-identical re-derivation in ``audit.engine``) and bytes with nothing a hygiene walk
+    would look at (no key, header, PAN-like digits or sensitive field name); False (nothing
+    done) otherwise, and the caller scans the record the ordinary way."""
+    value = rec.value or b""
+    if (event.type not in OUTPUT_TYPES or event.producer not in book.deferred_producers
+            or rec.headers or (rec.key and has_pan_bytes(rec.key)) or has_pan_bytes(value)
+            or (not closed_schema(type(event)) and has_sensitive_key(value))):
+        return False
+    _check_key_time(rec, event, book, out)
+    out.checks["provider outputs identical to their re-derivation (not decoded)"] += 1
+    out.facts.append(fact_of(rec, event, b"", seal_deferred=True, digest=digest,
+                             decision_hash=decision_hash))
+    return True
+
+
 def fact_of(rec: Record, event: Event, canonical_bytes: bytes, *,
-            seal_deferred: bool = False) -> Fact:
-    """The fact of one decoded event."""
+            seal_deferred: bool = False, digest: str | None = None,
+            decision_hash: str | None = None) -> Fact:
+    """The fact of one decoded event (``digest``: SHA-256 hex of the record's value, and
+    ``decision_hash``: of a decision's canonical bytes, when the caller has them already)."""
     e: Any = event
     d: dict[str, Any] = {}
     t = event.type
@@ -276,7 +322,8 @@ def fact_of(rec: Record, event: Event, canonical_bytes: bytes, *,
     elif t == "AuthorizationDecided":
         d = {"provider_id": e.provider_id, "request_event_id": e.request_event_id,
              "chain_id": e.chain_id, "sequence": e.sequence, "prev_hash": e.prev_hash,
-             "hash": hashlib.sha256(canonical_bytes).hexdigest().upper(),
+             "hash": decision_hash or hashlib.sha256(
+                 canonical_bytes or event.canonical_bytes()).hexdigest().upper(),
              "approved": e.approved, "code": e.response_code, "amount": e.amount.amount,
              "currency": e.amount.currency, "pan_token": e.pan_token}
     elif t == "PaymentCompleted":
@@ -306,6 +353,7 @@ def fact_of(rec: Record, event: Event, canonical_bytes: bytes, *,
              "confirmed": getattr(e, "confirmed", None)}
     elif t in ("ProviderRegistered", "CardIssued", "SettlementCutoverRequested"):
         d = {"provider_id": e.provider_id}
-    digest = hashlib.sha256(rec.value or b"").hexdigest()
+    if digest is None:
+        digest = hashlib.sha256(rec.value or b"").hexdigest()
     return Fact(rec.topic, rec.partition, rec.offset, rec.timestamp_ms, t, event.event_id,
                 event.correlation_id, digest, d, seal_deferred)

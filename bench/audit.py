@@ -117,33 +117,57 @@ def balanced_split(records: list[Record]) -> tuple[str, str]:
     return ",".join(map(str, best[1])), ",".join(map(str, rest))
 
 
+def _whole(_spec: str) -> tuple[Any, float]:
+    """The one-process audit (one worker) in a forked child like the parts, and its CPU
+    seconds."""
+    records, home = _SPLIT[0]
+    cpu0 = time.process_time()
+    report = audit_records(records, AuditOptions("cardbus", home=home, workers=1),
+                           build_keybook(home, []))
+    return report, time.process_time() - cpu0
+
+
+def _alone(task: Callable[[str], tuple[Any, float]], spec: str) -> tuple[Any, float]:
+    """``task(spec)`` in a forked process of its own, nothing else of ours running."""
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        return pool.apply(task, (spec,))
+
+
 def split_run(records: list[Record], home: Path) -> dict[str, Any]:
     """The partition-parallel audit: one process over everything, then two processes over
-    half the partitions each (forked, at the same time) and their merge, in the same run."""
+    half the partitions each (forked, at the same time) and their merge, in the same run.
+
+    On free cores (as on two hosts) the time is the longest part's CPU plus the merge's. The
+    parts are measured both at the same time (this machine's two cores, shared: each runs
+    slower than alone) and one after the other, each alone like the one-process audit (what
+    a host of its own gives)."""
     specs = balanced_split(records)
-    cpu0, start = _cpu(), time.perf_counter()
-    one = audit_records(records, AuditOptions("cardbus", home=home, workers=1),
-                        build_keybook(home, []))
-    one_s, one_cpu = time.perf_counter() - start, _cpu() - cpu0
+    _SPLIT[:] = [(records, home)]
+    start = time.perf_counter()
+    one, one_cpu = _alone(_whole, "")
+    one_s = time.perf_counter() - start
     ctx = multiprocessing.get_context("fork")
     cpu0, start = _cpu(), time.perf_counter()
-    _SPLIT[:] = [(records, home)]
     with ctx.Pool(2) as pool:
         parts = pool.map(_part, specs, chunksize=1)
-    _SPLIT.clear()
     merge_cpu0 = time.process_time()
     merged = finish([p for p, _c in parts], AuditOptions("cardbus", home=home),
                     build_keybook(home, []))
     merge_cpu = time.process_time() - merge_cpu0
     two_s, two_cpu = time.perf_counter() - start, _cpu() - cpu0
+    alone = [_alone(_part, spec)[1] for spec in specs]
+    _SPLIT.clear()
     longest = max(c for _p, c in parts) + merge_cpu  # the critical path on free cores
     return {"split": list(specs), "one_process_s": round(one_s, 3),
             "one_process_cpu_s": round(one_cpu, 2),
             "one_process_per_cpu_s": round(one.events_read / one_cpu, 1),
             "two_processes_s": round(two_s, 3), "two_processes_cpu_s": round(two_cpu, 2),
             "part_cpu_s": [round(c, 2) for _p, c in parts], "merge_cpu_s": round(merge_cpu, 2),
+            "part_cpu_alone_s": [round(c, 2) for c in alone],
             "speedup_two_processes": round(one_s / two_s, 3),
             "speedup_two_processes_on_free_cores": round(one_cpu / longest, 3),
+            "speedup_two_processes_alone": round(one_cpu / (max(alone) + merge_cpu), 3),
             "split_same_findings": merged.findings == one.findings
             and merged.events_read == one.events_read}
 

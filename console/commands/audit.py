@@ -259,7 +259,9 @@ def bench_audit_command(args: argparse.Namespace) -> int:
                  ("split: two processes over half each, and the merge (s)", "two_processes_s"),
                  ("split: speed-up of two processes over one", "speedup_two_processes"),
                  ("split: speed-up on free cores (CPU of one / longest part + merge)",
-                  "speedup_two_processes_on_free_cores")]
+                  "speedup_two_processes_on_free_cores"),
+                 ("split: the same, each part measured alone (as on its own host)",
+                  "speedup_two_processes_alone")]
     width = max(len(label) for label, _key in rows)
     for label, key in rows:
         print(f"  {label:<{width}} {result[key]:>12,.2f}")
