@@ -118,6 +118,8 @@ class FollowRun:
     seconds: float = 0.0
     behind: int = 0
     delays_ms: list[float] | None = None  # record time -> finding printed, per finding
+    caught_up_s: float | None = None  # when everything there was had been read, first
+    cpu_s: float = 0.0  # this process's CPU time while following
 
 
 @dataclass
@@ -148,8 +150,10 @@ def _suffix(topic: str, namespace: str) -> str:
 
 
 async def follow(options: LiveOptions, say: Callable[[str], None] = print,
-                 stop: asyncio.Event | None = None) -> FollowRun:
-    """Follow the namespace until ``stop`` is set (or idle, with ``exit_when_idle_s``)."""
+                 stop: asyncio.Event | None = None,
+                 say_status: Callable[[str], None] = lambda _m: None) -> FollowRun:
+    """Follow the namespace until ``stop`` is set (or idle, with ``exit_when_idle_s``):
+    findings go to ``say``, what the follower is doing to ``say_status``."""
     ns = options.follow.namespace
     home = options.home or options.follow.home
     if home is None:
@@ -176,13 +180,14 @@ async def follow(options: LiveOptions, say: Callable[[str], None] = print,
         raise BrokerError(f"cannot reach Kafka at {options.bootstrap}: {exc}") from None
     run = FollowRun(delays_ms=[])
     stop = stop or asyncio.Event()
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     try:
         tps: list[TopicPartition] = []
         last_ts: dict[TopicPartition, int] = {}
         ends: dict[TopicPartition, int] = {}
         next_meta = next_ends = next_ckpt = next_status = 0.0
         idle_since: float | None = None
+        waiting = False
         while not stop.is_set():
             mono = time.monotonic()
             if mono >= next_meta:
@@ -195,10 +200,14 @@ async def follow(options: LiveOptions, say: Callable[[str], None] = print,
                     for tp in new:
                         at = follower.s.offsets.get((_suffix(tp.topic, ns), tp.partition))
                         consumer.seek(tp, at if at is not None else begin[tp])
-                if not tps:
-                    raise BrokerError(f"nothing to follow: no topic of namespace {ns} is "
-                                      f"readable at {options.bootstrap} as {options.party}")
-                next_meta = mono + 30.0
+                next_meta = mono + (30.0 if tps else 1.0)
+                if not tps:  # started before the system made its topics: wait for them
+                    if not waiting:
+                        say_status(f"waiting for the topics of namespace {ns} (readable at "
+                                   f"{options.bootstrap} as {options.party})")
+                        waiting = True
+                    await asyncio.sleep(1.0)
+                    continue
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             records: list[Record] = []
             changelog: list[tuple[bytes | None, bytes | None]] = []
@@ -241,6 +250,8 @@ async def follow(options: LiveOptions, say: Callable[[str], None] = print,
             if mono >= next_status:
                 _write_status(status_file, ns, follower, behind, "running", run, started)
                 next_status = mono + 1.0
+            if behind == 0 and not records and run.caught_up_s is None:
+                run.caught_up_s = mono - started
             if options.exit_when_idle_s is not None:
                 if behind == 0 and not records:
                     idle_since = idle_since or mono
@@ -250,6 +261,7 @@ async def follow(options: LiveOptions, say: Callable[[str], None] = print,
                     idle_since = None
         await _checkpoint(producer, follower, ckpt)
         run.seconds = time.monotonic() - started
+        run.cpu_s = time.process_time() - cpu_started
         _write_status(status_file, ns, follower, run.behind, "stopped", run, started)
         return run
     finally:

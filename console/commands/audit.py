@@ -229,13 +229,17 @@ def _follow(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         print(f"following {args.namespace} (findings also on {args.namespace}.audit-findings)",
               file=sys.stderr)
-        return await follow(options, say=lambda line: print(line, flush=True), stop=stop)
+        return await follow(options, say=lambda line: print(line, flush=True), stop=stop,
+                            say_status=lambda m: print(m, file=sys.stderr, flush=True))
 
     run = asyncio.run(main())
     delays = sorted(run.delays_ms or [])
     summary = {"events": run.events, "findings": run.findings, "seconds": round(run.seconds, 2),
                "events_per_s": round(run.events / max(run.seconds, 1e-3), 1),
-               "behind": run.behind}
+               "behind": run.behind, "cpu_s": round(run.cpu_s, 2)}
+    if run.caught_up_s is not None:
+        summary["caught_up_s"] = round(run.caught_up_s, 2)
+        summary["events_per_s_to_catch_up"] = round(run.events / max(run.caught_up_s, 1e-3), 1)
     if delays:
         summary["finding_delay_ms_p50"] = round(delays[len(delays) // 2], 1)
         summary["finding_delay_ms_max"] = round(delays[-1], 1)
