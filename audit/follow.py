@@ -94,7 +94,7 @@ class FollowState:
     chain_seq: dict[str, dict[int, Fact]] = field(default_factory=dict)  # until batched
     batches: list[Fact] = field(default_factory=list)  # waiting for their decisions
     groups: dict[str, _Group] = field(default_factory=dict)
-    derived: dict[tuple[str, str], tuple[str, int, Output]] = field(default_factory=dict)
+    derived: dict[tuple[str, str], list[tuple[str, int, Output]]] = field(default_factory=dict)
     recorded: dict[tuple[str, str], tuple[Fact, Record]] = field(default_factory=dict)
     replayers: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     held: list[tuple[int, Finding, Record | None]] = field(default_factory=list)
@@ -349,7 +349,8 @@ class Follower:
             data = codec.encode(event)
             output = Output(topic, event.type, event.event_id, data,
                             hashlib.sha256(data).hexdigest(), rec.offset, rec.timestamp_ms)
-            self.s.derived[(topic, event.event_id)] = (pid, rec.partition, output)
+            self.s.derived.setdefault((topic, event.event_id), []).append(
+                (pid, rec.partition, output))
 
     def _compare(self, now_ms: int, out: list[Finding]) -> None:
         """Re-derived outputs against recorded ones: a pair at once, a lone one after the
@@ -359,11 +360,12 @@ class Follower:
         ready_recorded: dict[tuple[str, str], Fact] = {}
         raw: dict[tuple[str, int, int], bytes | None] = {}
         records: dict[tuple[str, str], Record] = {}
-        for key, (pid, partition, output) in list(self.s.derived.items()):
+        for key, outputs in list(self.s.derived.items()):
             pair = self.s.recorded.get(key)
-            if pair is None and not window.overdue_ms(output.source_timestamp_ms):
+            if pair is None and not window.overdue_ms(outputs[0][2].source_timestamp_ms):
                 continue
-            ready_derived[(pid, partition)].append(output)
+            for pid, partition, output in outputs:
+                ready_derived[(pid, partition)].append(output)
             del self.s.derived[key]
             if pair is not None:
                 ready_recorded[key] = pair[0]
