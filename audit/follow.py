@@ -33,6 +33,7 @@ has passed twice.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -94,6 +95,7 @@ class FollowState:
     chain_seq: dict[str, dict[int, Fact]] = field(default_factory=dict)  # until batched
     batches: list[Fact] = field(default_factory=list)  # waiting for their decisions
     groups: dict[str, _Group] = field(default_factory=dict)
+    due: list[tuple[int, str]] = field(default_factory=list)  # heap: (when, correlation id)
     derived: dict[tuple[str, str], list[tuple[str, int, Output]]] = field(default_factory=dict)
     recorded: dict[tuple[str, str], tuple[Fact, Record]] = field(default_factory=dict)
     replayers: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
@@ -275,8 +277,10 @@ class Follower:
         if t in GROUPED:
             group = self.s.groups.setdefault(f.correlation_id, _Group())
             group.facts.append(f)
-            group.due_ms = max(group.due_ms, f.timestamp_ms + self.options.grace_ms)
-            group.checked = False
+            due = max(group.due_ms, f.timestamp_ms + self.options.grace_ms)
+            if due != group.due_ms or group.checked:
+                heapq.heappush(self.s.due, (due, f.correlation_id))
+            group.due_ms, group.checked = due, False
             if t in ("AuthorizationDecided", "PaymentCompleted"):
                 self._answers(group, out)
 
@@ -435,9 +439,14 @@ class Follower:
         self.s.batches = waiting
 
     def _groups(self, now_ms: int, out: list[Finding]) -> None:
+        """The payments whose grace has passed (a heap by due time: stale entries, left by a
+        later event of the payment, are skipped)."""
         window = checks.Window(now_ms, self.options.grace_ms)
-        for cid, group in list(self.s.groups.items()):
-            if group.due_ms > now_ms:
+        linger = 2 * self.options.grace_ms
+        while self.s.due and self.s.due[0][0] <= now_ms:
+            when, cid = heapq.heappop(self.s.due)
+            group = self.s.groups.get(cid)
+            if group is None or when not in (group.due_ms, group.due_ms + linger):
                 continue
             if not group.checked:
                 by_type: dict[str, list[Fact]] = defaultdict(list)
@@ -448,7 +457,8 @@ class Follower:
                     self._emit(finding, out, group=group)
                 group.checked = True
                 self.s.counts["payments"] += counts.get("payments", 0)
-            elif group.due_ms + 2 * self.options.grace_ms <= now_ms:
+                heapq.heappush(self.s.due, (group.due_ms + linger, cid))
+            elif when == group.due_ms + linger:
                 del self.s.groups[cid]  # checked, and nothing came for twice the grace
 
     def _release(self, now_ms: int, out: list[Finding]) -> None:
