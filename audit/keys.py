@@ -26,9 +26,10 @@ from cardbus.crypto.signing import MacSealer, Verifier
 from cardbus.errors import CardBusError, CryptoError, MacInvalid, SignatureInvalid
 from schemas.base import Event, Seal
 
-UNSEALED_TYPES = frozenset({"ClockTicked", "EventDeadLettered", "TerminalStatusChanged"})
-"""Events that carry no seal by design (the platform's own clock, dead letters, and operator
-status changes, whose seal is optional)."""
+UNSEALED_TYPES = frozenset({"ClockTicked", "EventDeadLettered", "TerminalStatusChanged",
+                            "AuditFindingReported"})
+"""Events that carry no seal by design (the platform's own clock, dead letters, operator
+status changes, whose seal is optional, and the audit's own findings)."""
 
 
 class NotCheckable(Exception):

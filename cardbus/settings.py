@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     retention_days: int = Field(
         default=400, ge=366,
         description="retention of the payment trail (the audit needs at least 366 days)")
+    audit_grace_s: float = Field(
+        default=10.0, gt=0, le=86_400,
+        description="`cardbus audit --follow`: seconds after a payment's last event before a "
+                    "missing answer (outcome, reversal, decision) is a finding")
     kafka_bootstrap_servers: str | None = Field(
         default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"),
         description="host:port[,host:port] of the Kafka cluster (default: the running "

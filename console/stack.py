@@ -146,6 +146,19 @@ class LocalStack:
             self.workers[name] = w.start()
         self.say(f"workers: {', '.join(self.workers)} started (logs in {logs})")
 
+    def start_auditor(self) -> None:
+        """The live audit (``cardbus audit --follow``) as the auditor, with the key stores an
+        audit re-derives and checks MACs with; its status file is what ``cardbus up`` shows."""
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+               "CARDBUS_HOME": str(state_dir()), "PYTHONUNBUFFERED": "1"}
+        parties = ["platform", *(f"provider-{p}" for p in self.providers)]
+        own = child_env(env, keep=[vault.storage_key_env(p) for p in parties])
+        log = sub_dir("logs") / "audit-follow.log"
+        w = Worker("audit", ["audit", "--follow"], own, log)
+        w.log_start = log.stat().st_size if log.exists() else 0
+        self.workers["audit"] = w.start()
+        self.say(f"audit: following the bus (findings in {log} and on the findings topic)")
+
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Wait until every worker has joined its group and recovered its tables (Faust
         logs "Worker]: Ready" then)."""

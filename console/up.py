@@ -3,8 +3,10 @@
 Starts what is not running (broker, pcscd), the keys, topics and workers, enrolls terminal
 T-0001, then shows per provider: decisions, approvals, declines by response code, latency
 (request -> decision, from the events' and records' timestamps) p50/p99, and the consumer lag
-of its worker. Pay from another terminal with ``cardbus cards issue``/``insert``, ``cardbus
-pay`` and ``cardbus topup``. A second ``cardbus up`` finds the same keys, tables and topics.
+of its worker; and the live audit (``cardbus audit --follow``, started with the workers):
+running, or behind by how many events, and its last finding. Pay from another terminal with
+``cardbus cards issue``/``insert``, ``cardbus pay`` and ``cardbus topup``. A second
+``cardbus up`` finds the same keys, tables and topics.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -39,10 +42,23 @@ class ProviderView:
         return f"{data[min(len(data) - 1, int(q * len(data)))]:.0f}"
 
 
-def _table(views: dict[str, ProviderView], dead: Counter[str] | None = None) -> Table:
+def audit_line(status: dict[str, Any] | None) -> str:
+    """The live audit's state in one line: running / behind by N events / last finding."""
+    if status is None:
+        return "audit: not started"
+    state = status.get("state", "?")
+    if state == "running" and status.get("behind"):
+        state = f"behind by {status['behind']:,} events"
+    last = status.get("last_finding") or "none"
+    return (f"audit: {state}, {status.get('events', 0):,} events, "
+            f"{status.get('findings', 0)} finding(s), last finding: {last}")
+
+
+def _table(views: dict[str, ProviderView], dead: Counter[str] | None = None,
+           audit: str = "") -> Table:
     letters = ", ".join(f"{code}x{n}" for code, n in sorted((dead or Counter()).items()))
     t = Table(title="CardBus up: Ctrl-C stops everything",
-              caption=f"dead letters: {letters or 'none'}")
+              caption=f"dead letters: {letters or 'none'}" + (f"\n{audit}" if audit else ""))
     for col in ("provider", "decisions", "approved", "declines by code", "p50 ms", "p99 ms",
                 "lag"):
         t.add_column(col)
@@ -56,6 +72,8 @@ def _table(views: dict[str, ProviderView], dead: Counter[str] | None = None) -> 
 async def _watch(stack: LocalStack) -> None:
     from aiokafka import TopicPartition
 
+    from audit.live import read_status
+    from cardbus.paths import state_dir
     from console.commands.reader import set_terminal_status
     from reader_agent.runner import enroll
     from schemas.deadletters import EventDeadLettered
@@ -64,6 +82,7 @@ async def _watch(stack: LocalStack) -> None:
     from streams import codec
     from streams.topics import (
         DEAD_LETTERS,
+        NAMESPACE,
         PROVIDER_RESULTS,
         provider_app_id,
         provider_requests_spec,
@@ -90,6 +109,7 @@ async def _watch(stack: LocalStack) -> None:
     try:
         with Live(_table(views), console=console, refresh_per_second=2) as live:
             tick = 0
+            audit = ""
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
                 for msg in (m for ms in batch.values() for m in ms):
@@ -114,7 +134,8 @@ async def _watch(stack: LocalStack) -> None:
                         views[pid].lag = await _lag(admin, consumer, provider_app_id(pid),
                                                     provider_requests_spec(pid).name)
                     stack.check_workers()
-                live.update(_table(views, dead))
+                    audit = audit_line(read_status(state_dir(), NAMESPACE))
+                live.update(_table(views, dead, audit))
     finally:
         await consumer.stop()
         await admin.close()
@@ -137,6 +158,7 @@ def run_up() -> int:
     stack = LocalStack(say=lambda m: console.print(f"[dim]·[/dim] {m}"))
     try:
         stack.start_all()
+        stack.start_auditor()
         asyncio.run(_watch(stack))
     except KeyboardInterrupt:
         console.print("stopping ...")

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Union, get_args
 
 from pydantic import Field, TypeAdapter
 
+from schemas.audit import AuditFindingReported
 from schemas.base import Event
 from schemas.cardmgmt import (
     CardCommandsIssued,
@@ -86,6 +87,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     IssuerScriptApplied,
     IssuerScriptReported,
     KeyRevoked,
+    AuditFindingReported,
 )
 
 

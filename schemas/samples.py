@@ -167,6 +167,11 @@ _BODIES: dict[str, dict[str, Any]] = {
         "original_topic": "cardbus.taps", "original_partition": 0, "original_offset": 42,
         "original_b64": "e30=", "original_size": 2, "original_sha256": "44" * 32,
     },
+    "AuditFindingReported": {
+        "finding_id": "AB" * 32, "kind": "chain", "topic": "cardbus.provider-results",
+        "partition": 2, "offset": 1207, "record_time": _AT,
+        "reason": "chain bank-a.p2: sequence 14 follows 12: missing (deleted?)",
+    },
 }
 
 _PRODUCERS = {"Provider": "provider:bank-a", "ProviderAdm": "cli", "Terminal": "platform",
@@ -179,7 +184,8 @@ _PRODUCERS = {"Provider": "provider:bank-a", "ProviderAdm": "cli", "Terminal": "
               "CardBlocked": "provider:bank-a", "CardUnblocked": "provider:bank-a",
               "CardManagementR": "terminal:T-0001", "CardResponses": "terminal:T-0001",
               "CardCommands": "platform", "CardManagementC": "platform",
-              "PursePersonalisationP": "provider:transit", "IssuerScriptA": "terminal:T-0001"}
+              "PursePersonalisationP": "provider:transit", "IssuerScriptA": "terminal:T-0001",
+              "AuditF": "audit"}
 
 
 def _producer(name: str) -> str:

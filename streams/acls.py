@@ -17,8 +17,10 @@ runs on one cluster never share an identity):
 - ``terminal`` (the terminal fleet): its topics per the catalogue; no group (it reads without
   one and commits nothing);
 - ``auditor``: READ on every catalogue topic (prefixed for provider request topics) and the
-  platform's key-records changelog; DESCRIBE on groups ``<ns>-audit-*`` (the audit reader's
-  coordinator look-up) and never READ on a group, so it cannot commit an offset;
+  platform's key-records changelog; WRITE on one topic only, ``<ns>.audit-findings`` (what
+  ``cardbus audit --follow`` finds; its checkpoint is a local file, not a topic); DESCRIBE on
+  groups ``<ns>-audit-*`` (the audit reader's coordinator look-up) and never READ on a group,
+  so it cannot commit an offset;
 - ``operator``: a super user (``super.users``): creates topics, ACLs and credentials, changes
   terminal status, sends cut-overs. Its catalogue roles are listed for the reader's sake.
 

@@ -23,6 +23,7 @@ from pydantic import TypeAdapter
 
 from cardbus.errors import ConfigError
 from cardbus.settings import settings
+from schemas.audit import AuditFindingReported
 from schemas.base import Event
 from schemas.cardmgmt import (
     CardCommandsIssued,
@@ -238,11 +239,16 @@ KEY_HISTORY = TopicSpec(
     "every key registration, issue and revocation, never compacted: the audit checks each "
     "seal against the key valid at its time (a party may only write its own keys: the audit "
     "checks each record's seal belongs to the key's owner, or to the platform)")
+AUDIT_FINDINGS = TopicSpec(
+    f"{NAMESPACE}.audit-findings", "audited topic/partition", (AuditFindingReported,), 3,
+    "delete", (AUDIT,), (AUDIT, OPERATOR),
+    "what `cardbus audit --follow` found, one event per finding: the auditor's only write "
+    "(it writes nothing to the payment topics)")
 STATIC_TOPICS: tuple[TopicSpec, ...] = (
     PROVIDER_REGISTRATIONS, PROVIDER_ADMISSIONS, PROVIDER_KEYS, TERMINALS, TERMINAL_STATUS,
     TERMINAL_KEYS, TAPS,
     PAYMENT_REQUESTS, PROVIDER_RESULTS, TERMINAL_RESULTS, TRANSIT_LOADS, SETTLEMENTS,
-    CARD_POLICIES, CARD_MANAGEMENT, CARD_COMMANDS, DEAD_LETTERS, KEY_HISTORY,
+    CARD_POLICIES, CARD_MANAGEMENT, CARD_COMMANDS, DEAD_LETTERS, KEY_HISTORY, AUDIT_FINDINGS,
 )
 _BY_NAME = {spec.name: spec for spec in STATIC_TOPICS}
 

@@ -67,6 +67,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="FILE",
                    help="merge the parts written by --partitions --save (covering every "
                         "partition once) into one report: the cross-partition checks run here")
+    p.add_argument("--follow", action="store_true",
+                   help="live: verify events as they arrive, from the checkpoint in "
+                        "<home>/audit (a restart resumes), print each finding, publish it to "
+                        "<namespace>.audit-findings; runs until Ctrl-C")
+    p.add_argument("--grace", type=float, default=None,
+                   help="--follow: seconds after a payment's last event before a missing "
+                        "answer is a finding (default CARDBUS_AUDIT_GRACE_S)")
+    p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                   help="--follow: stop once everything is read and nothing came for this "
+                        "long (measurements, tests)")
     _as_option(p)
     p.set_defaults(func=audit_command)
 
@@ -148,6 +158,8 @@ def audit_command(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
     if args.merge:
         return _merge(args)
+    if args.follow:
+        return _follow(args)
     partitions = None
     if args.partitions is not None:
         from audit.partial import parse_partitions
@@ -187,6 +199,53 @@ def audit_command(args: argparse.Namespace) -> int:
     else:
         render(report)
     return exitcodes.OK if report.ok else exitcodes.NO
+
+
+def _follow(args: argparse.Namespace) -> int:
+    """``--follow``: one line per finding on stdout, progress on stderr, until Ctrl-C (or
+    idle, with ``--exit-when-idle``); exit 0 if it found nothing in this run, 3 if it did."""
+    import signal
+
+    from audit.follow import FollowOptions
+    from audit.live import LiveOptions, follow
+    from streams.broker import resolve_bootstrap
+
+    if args.partitions or args.start or args.end or args.save:
+        raise ConfigError("--follow reads everything from its checkpoint: no --partitions, "
+                          "--from, --to or --save")
+    s = settings()
+    home = args.home or s.home
+    grace = args.grace if args.grace is not None else s.audit_grace_s
+    options = LiveOptions(
+        FollowOptions(args.namespace, home=home, grace_ms=int(grace * 1000),
+                      rederive=not args.no_rederive),
+        resolve_bootstrap(args.bootstrap), party=args.party, home=home,
+        exit_when_idle_s=args.exit_when_idle)
+
+    async def main() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"following {args.namespace} (findings also on {args.namespace}.audit-findings)",
+              file=sys.stderr)
+        return await follow(options, say=lambda line: print(line, flush=True), stop=stop,
+                            say_status=lambda m: print(m, file=sys.stderr, flush=True))
+
+    run = asyncio.run(main())
+    delays = sorted(run.delays_ms or [])
+    summary = {"events": run.events, "findings": run.findings, "seconds": round(run.seconds, 2),
+               "events_per_s": round(run.events / max(run.seconds, 1e-3), 1),
+               "behind": run.behind, "cpu_s": round(run.cpu_s, 2)}
+    if run.caught_up_s is not None:
+        summary["caught_up_s"] = round(run.caught_up_s, 2)
+        summary["events_per_s_to_catch_up"] = round(run.events / max(run.caught_up_s, 1e-3), 1)
+    if delays:
+        summary["finding_delay_ms_p50"] = round(delays[len(delays) // 2], 1)
+        summary["finding_delay_ms_max"] = round(delays[-1], 1)
+    print(json.dumps(summary) if args.json else
+          "stopped: " + ", ".join(f"{k} {v}" for k, v in summary.items()), file=sys.stderr)
+    return exitcodes.OK if not run.findings else exitcodes.NO
 
 
 def _save_part(args: argparse.Namespace, capture: Any, options: Any, book: Any) -> int:

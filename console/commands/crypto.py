@@ -17,7 +17,8 @@ def default_key_path() -> Path:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``keys`` and ``bench`` to the CLI."""
-    keys = subparsers.add_parser("keys", help="platform storage key management")
+    keys = subparsers.add_parser("keys", help="platform storage key management, "
+                                              "key revocation")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="<keys command>")
     init = keys_sub.add_parser(
         "init", help="create the platform storage key file (mode 0600), or rotate it")
@@ -26,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init.add_argument("--rotate", action="store_true",
                       help="add a new key version; old versions keep opening old records")
     init.set_defaults(func=keys_init)
+    from console.commands import revoke
+
+    revoke.register(keys_sub)
 
     bench = subparsers.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="<bench>")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from audit.model import ANSWER, CHAIN, COMPLETENESS, REDERIVE, Record
+from audit.model import ANSWER, CHAIN, COMPLETENESS, LEDGER, REDERIVE, Record
 from bench.trail import Trail
 from cardbus import ceremony
 from schemas.payments import AuthorizationDecided, PaymentCompleted
+from schemas.settlement import SettlementBatchClosed
 from streams import codec
 from tests.audit.conftest import pick, replace, run
 
@@ -63,3 +64,44 @@ def test_dropped_reversal_is_caught(trail_home: Trailed) -> None:
     assert kinds == {REDERIVE, COMPLETENESS}
     assert any(f.kind == COMPLETENESS and f.topic == "terminal-results"
                and "no timeout reversal" in f.reason for f in report.findings)
+
+
+def _omit_one_approval(trail: Trail, home: Path) -> tuple[Record, SettlementBatchClosed]:
+    """A settlement batch re-signed by its bank's key with one approval left out of its
+    totals (count and amount), its sequence range unchanged."""
+    rec = next(r for r in trail.records if r.topic == "settlements"
+               and (ev := codec.decode(None, r.value)).totals  # type: ignore[union-attr]
+               and ev.totals[0].approved_count > 1)  # type: ignore[union-attr]
+    ev = codec.decode(None, rec.value)
+    assert isinstance(ev, SettlementBatchClosed)
+    decisions = [codec.decode(None, r.value) for r in trail.records
+                 if r.topic == "provider-results" and r.value
+                 and b'"type":"AuthorizationDecided"' in r.value]
+    chain = f"{ev.provider_id}.{ev.batch_id.rsplit('.', 1)[-1]}"
+    approval = next(d for d in decisions if isinstance(d, AuthorizationDecided)
+                    and d.chain_id == chain and d.approved
+                    and ev.first_sequence <= d.sequence <= ev.last_sequence
+                    and d.amount.currency == ev.totals[0].currency)
+    total = ev.totals[0]
+    less = total.model_copy(update={
+        "approved_count": total.approved_count - 1,
+        "approved_amount": total.approved_amount - approval.amount.amount,
+        "net_amount": total.net_amount - approval.amount.amount})
+    forged = ceremony.provider_hsm(ev.provider_id, home).sign_event(
+        ev.model_copy(update={"totals": (less, *ev.totals[1:]), "seal": None}))
+    return rec, forged
+
+
+def test_batch_that_omits_one_approval_is_caught_at_the_batch(trail_home: Trailed) -> None:
+    """The totals no longer add up to the batch's decisions (ledger), and the batch is not
+    the one its cut-over re-derives (re-derivation): both at the batch, nothing elsewhere;
+    without re-derivation, the one ledger finding."""
+    trail, home = trail_home
+    rec, forged = _omit_one_approval(trail, home)
+    records = replace(trail.records, rec, forged)
+    report = run(records, home)
+    assert {f.where() for f in report.findings} == {_where(rec)}
+    assert sorted(f.kind for f in report.findings) == [LEDGER, REDERIVE]
+    assert forged.batch_id in next(f.reason for f in report.findings if f.kind == LEDGER)
+    alone = run(records, home, rederive=False)
+    assert [(f.kind, f.where()) for f in alone.findings] == [(LEDGER, _where(rec))]

@@ -82,9 +82,11 @@ def test_the_terminal_fleet_has_no_group_and_never_writes_results() -> None:
     assert PROVIDER_RESULTS.name not in ops
 
 
-def test_the_auditor_reads_everything_writes_nothing_commits_nothing() -> None:
+def test_the_auditor_reads_everything_writes_only_its_findings_commits_nothing() -> None:
     mine = grants_of("auditor", PROVIDERS)
-    assert {g.operation for g in mine} == {"READ", "DESCRIBE"}
+    assert {g.operation for g in mine} == {"READ", "WRITE", "DESCRIBE"}
+    assert [g for g in mine if g.operation == "WRITE"] == [
+        Grant(principal("auditor"), "topic", "literal", topics.AUDIT_FINDINGS.name, "WRITE")]
     assert [g for g in mine if g.resource_type == "group"] == [
         Grant(principal("auditor"), "group", "prefixed", f"{NAMESPACE}-audit-", "DESCRIBE")]
     reads = {g.name for g in mine if g.resource_type == "topic"}
@@ -121,3 +123,11 @@ def test_an_unknown_role_fails_loudly() -> None:
     spec = replace(TERMINAL_KEYS, consumers=("somebody",))
     with pytest.raises(ConfigError, match="somebody"):
         acls._topic_grants(spec, PROVIDERS)
+
+
+def test_only_the_auditor_writes_findings_and_only_it_and_the_operator_read_them() -> None:
+    """``cardbus audit --follow`` publishes to the findings topic: its one write grant; no
+    other party may write (or read) a finding."""
+    name = topics.AUDIT_FINDINGS.name
+    on_findings = {(g.principal, g.operation) for g in grants(PROVIDERS) if g.name == name}
+    assert on_findings == {(principal("auditor"), "WRITE"), (principal("auditor"), "READ")}

@@ -298,3 +298,19 @@ def test_setup_of_a_new_bank_makes_its_principal_and_acls(
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"cardbus: error: bus: {principal('provider-bank-c')} may not READ topic "
                    f"{BANK_A_REQUESTS}: {access.HINT}"]
+
+
+async def test_the_auditor_writes_its_findings_topic(secured_bus: SecuredBus) -> None:
+    """``cardbus audit --follow`` publishes as the auditor: its one write grant works (the
+    refusals above show it writes nothing else)."""
+    from schemas.audit import AuditFindingReported
+    from schemas.samples import sample_raw
+    from streams import codec
+    from streams.topics import AUDIT_FINDINGS
+
+    finding = codec.encode(AuditFindingReported.model_validate(
+        {**sample_raw("AuditFindingReported", sealed=False), "event_id": uuid.uuid4().hex}))
+    auditor = sec(secured_bus, "auditor")
+    await produce(secured_bus.bootstrap, auditor, AUDIT_FINDINGS.name, finding)
+    assert finding in await read_all(secured_bus.bootstrap, auditor, AUDIT_FINDINGS.name,
+                                     until=finding)
