@@ -166,25 +166,30 @@ async def issue_cards(bootstrap: str, home: Path, count: int) -> list[Any]:
     return profiles
 
 
-async def cut_over(bootstrap: str, home: Path, label: str) -> None:
-    """Close the open settlement batch of every partition of every provider."""
+def cutover_records(home: Path, label: str, now: datetime) -> list[tuple[str, int, bytes, bytes]]:
+    """(topic, partition, key, value) of every provider's cut-over: one command per partition,
+    each with its own event id (as the bank's own daily cut-over). The batch a partition closes
+    takes its event id from its command's, so one command sent to every partition would give
+    every partition's closed batch the same event id (the audit's conflict findings)."""
+    from agents.providers.settle import cutover_events
     from cardbus import ceremony
-    from schemas.base import header
-    from schemas.ledger import SettlementCutoverRequested
     from streams import codec
 
+    out = []
+    for pid in PROVIDERS:
+        hsm = ceremony.provider_hsm(pid, home)
+        spec = provider_requests_spec(pid)
+        for part, ev in cutover_events(hsm, f"bench-{label}", now, spec.partitions):
+            out.append((spec.name, part, pid.encode(), codec.encode(ev, topic=spec.name)))
+    return out
+
+
+async def cut_over(bootstrap: str, home: Path, label: str) -> None:
+    """Close the open settlement batch of every partition of every provider."""
     producer = await new_producer(bootstrap, party="operator")  # the banks' cut-overs
     try:
-        now = datetime.now(UTC)
-        for pid in PROVIDERS:
-            hsm = ceremony.provider_hsm(pid, home)
-            spec = provider_requests_spec(pid)
-            ev = hsm.sign_event(SettlementCutoverRequested(
-                **header(f"provider:{pid}", f"cutover-{label}", now), provider_id=pid,
-                batch_id=f"bench-{label}"))
-            value = codec.encode(ev, topic=spec.name)
-            for part in range(spec.partitions):
-                await producer.send(spec.name, value, key=pid.encode(), partition=part)
+        for topic, part, key, value in cutover_records(home, label, datetime.now(UTC)):
+            await producer.send(topic, value, key=key, partition=part)
         await producer.flush()
     finally:
         await producer.stop()
