@@ -298,7 +298,7 @@ PLATFORM_TABLES: dict[str, int] = {
     "pending": PAYMENT_REQUESTS.partitions, "card-policies": CARD_POLICIES.partitions,
 }
 PROVIDER_TABLES: dict[str, int] = dict.fromkeys(
-    ("ledger", "chain", "batch", "purses"), PAYMENT_PARTITIONS)
+    ("ledger", "partition", "purses"), PAYMENT_PARTITIONS)
 
 
 def platform_app_id() -> str:

@@ -67,8 +67,8 @@ def build(cfg: ProviderConfig) -> faust.App:
                    guarantee=cfg.guarantee, settings=cfg.topics, **cfg.extra)
     bus = Bus(app, f"provider:{pid}")
     spec = provider_requests_spec(pid)
-    # seen through the running batch: a partition's chain head and open batch are written once
-    # per batch of decisions, not once per decision
+    # seen through the running batch: a partition's chain head and open batch (one record) are
+    # written once per batch of decisions, not once per decision
     tables = ProviderTables(**{name: Scoped(app.Table(name, default=None, partitions=n))
                                for name, n in PROVIDER_TABLES.items()})
     hsm = ProviderHsm(pid, vault.FileKeyStore(f"provider-{pid}", cfg.home))

@@ -11,8 +11,8 @@ unit test passes dicts and a list.
 
 Tables (dict-like, JSON-ready values), co-partitioned with the request topic:
 ``ledger`` (PAN token -> the card's record, account and recent decisions, one record so a crash
-never separates a decision from the hold it placed), ``chain`` (partition -> hash-chain head),
-``batch`` (partition -> open settlement batch), ``purses`` (transit card -> purse).
+never separates a decision from the hold it placed), ``partition`` (partition -> its hash-chain
+head and open settlement batch, one record), ``purses`` (transit card -> purse).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from agents.providers import cardstatus, decide, purses
 from agents.providers.base import ProviderAdapter
 from agents.providers.issuer import HsmIssuer
-from agents.providers.state import CardLedger, ChainHead, OpenBatch
+from agents.providers.state import CardLedger, ChainHead, PartitionState
 from agents.providers.transit import HsmOperator, Purse, TransitOperator
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.signing import verify_event
@@ -52,8 +52,7 @@ class ProviderTables:
     """A provider's state (Faust tables in the app, dicts in unit tests)."""
 
     ledger: Table = field(default_factory=dict)
-    chain: Table = field(default_factory=dict)
-    batch: Table = field(default_factory=dict)
+    partition: Table = field(default_factory=dict)
     purses: Table = field(default_factory=dict)
 
 
@@ -69,6 +68,13 @@ def _store(table: Table, key: str, value: BaseModel) -> None:
 def part_key(partition: int) -> str:
     """The table key of a partition's chain head and open batch."""
     return f"p{partition}"
+
+
+def load_partition(table: Table, provider_id: str, partition: int) -> PartitionState:
+    """A partition's chain head and open batch (a new chain and an empty batch at first)."""
+    pk = part_key(partition)
+    return (_load(table, pk, PartitionState)
+            or PartitionState(chain=ChainHead(chain_id=f"{provider_id}.{pk}")))
 
 
 class Provider:
@@ -115,14 +121,12 @@ class Provider:
         token = req.card.pan_token
         entry = _load(self.t.ledger, token, CardLedger)
         done = entry.decision(req.event_id) if entry else None
-        pk = part_key(partition)
+        part = load_partition(self.t.partition, self.pid, partition)
         with bind_correlation(req.correlation_id, provider=self.pid):
             result = self.adapter.authorize(
                 req, card=entry.card if entry else None,
                 account=entry.account if entry else None,
-                chain=_load(self.t.chain, pk, ChainHead)
-                or ChainHead(chain_id=f"{self.pid}.{pk}"),
-                batch=_load(self.t.batch, pk, OpenBatch) or OpenBatch(),
+                chain=part.chain, batch=part.batch,
                 processed=AuthorizationDecided.model_validate(done) if done else None,
                 crypto=self.crypto, now=now)
             if not result.duplicate:
@@ -130,8 +134,8 @@ class Provider:
                     _store(self.t.ledger, token, CardLedger(
                         card=result.card, account=result.account, decided=entry.decided,
                     ).with_decision(req.event_id, result.decision.model_dump(mode="json")))
-                _store(self.t.chain, pk, result.chain)
-                _store(self.t.batch, pk, result.batch)
+                _store(self.t.partition, part_key(partition),
+                       PartitionState(chain=result.chain, batch=result.batch))
             d = result.decision
             (log.debug if d.approved and not result.duplicate else log.info)(
                 "authorization decided", code=d.response_code, approved=d.approved,
@@ -145,16 +149,16 @@ class Provider:
         token = rev.pan_token
         entry = _load(self.t.ledger, token, CardLedger)
         done = entry.decision(rev.original_event_id) if entry else None
-        pk = part_key(partition)
+        part = load_partition(self.t.partition, self.pid, partition)
         with bind_correlation(rev.correlation_id, provider=self.pid):
             result = self.adapter.reverse(
-                rev, account=entry.account if entry else None,
-                batch=_load(self.t.batch, pk, OpenBatch) or OpenBatch(),
+                rev, account=entry.account if entry else None, batch=part.batch,
                 decision=AuthorizationDecided.model_validate(done) if done else None,
                 crypto=self.crypto)
             if entry is not None and result.account is not None:
                 _store(self.t.ledger, token, entry.model_copy(update={"account": result.account}))
-            _store(self.t.batch, pk, result.batch)
+            _store(self.t.partition, part_key(partition),
+                   part.model_copy(update={"batch": result.batch}))
             log.info("reversal applied", reversed=result.answer.reversed, reason=rev.reason)
             await self.send(PROVIDER_RESULTS.name, token, result.answer)
 
@@ -194,11 +198,12 @@ class Provider:
     async def on_cutover(self, ev: SettlementCutoverRequested, partition: int) -> None:
         """Close this partition's settlement batch (the provider's own sealed event)."""
         self._own_seal(ev)
-        pk = part_key(partition)
-        batch = _load(self.t.batch, pk, OpenBatch) or OpenBatch()
+        part = load_partition(self.t.partition, self.pid, partition)
+        batch = part.batch
         settled = self.adapter.close_batch(batch_id=f"{ev.batch_id}.p{partition}",
                                            closed_at_event=ev, batch=batch, crypto=self.crypto)
-        _store(self.t.batch, pk, settled.batch)
+        _store(self.t.partition, part_key(partition),
+               part.model_copy(update={"batch": settled.batch}))
         if settled.closed is not None:
             log.info("batch closed", batch=settled.closed.batch_id,
                      approved=sum(t.approved_count for t in batch.totals.values()))

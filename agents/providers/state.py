@@ -16,6 +16,8 @@ is left to a later version.
 - ``ChainHead``: the per-partition hash chain of decisions (audit).
 - ``OpenBatch``: the per-partition settlement batch being filled since the last cut-over: its
   running totals per currency, a record of fixed size whatever the number of payments in it.
+- ``PartitionState``: a partition's chain head and open batch in one record (one changelog
+  record per partition per batch of decisions, not two).
 """
 
 from __future__ import annotations
@@ -127,6 +129,16 @@ class OpenBatch(BaseModel):
     declined: int = 0
     first_sequence: int | None = None
     last_sequence: int | None = None
+
+
+class PartitionState(BaseModel):
+    """One request partition's chain head and open settlement batch: every decision moves
+    both, so they are one record, written once per batch of decisions."""
+
+    model_config = _STATE
+
+    chain: ChainHead
+    batch: OpenBatch = Field(default_factory=OpenBatch)
 
 
 RECENT_DECISIONS = 64

@@ -92,12 +92,14 @@ async def test_authorization_holds_funds_once_and_answers_a_duplicate_the_same(n
     assert isinstance(decision, AuthorizationDecided) and decision.approved
     account = provider.t.ledger[token]["account"]
     assert _available(account) == 10_000 - 1_500
-    assert set(provider.t.chain) == {"p3"} and set(provider.t.batch) == {"p3"}
-    chain_before = dict(provider.t.chain)
+    assert set(provider.t.partition) == {"p3"}  # its chain head and open batch: one record
+    part = provider.t.partition["p3"]
+    assert part["chain"]["sequence"] == 0 and part["batch"]["totals"]["CNY"]["approved_count"] == 1
+    chain_before = dict(provider.t.partition)
     await provider.on_request(rec(auth, topic=BANK_TOPIC, partition=3))
     (_t, _k, again), = net.sent.take()
     assert again == decision
-    assert provider.t.chain == chain_before
+    assert provider.t.partition == chain_before
     assert provider.t.ledger[token]["account"] == account
 
 

@@ -77,7 +77,7 @@ def build(cfg: ProviderConfig) -> faust.App:
     bus = Bus(app, f"provider:{pid}")
     spec = provider_requests_spec(pid)
     answers = app.Table("ledger", default=None, partitions=PROVIDER_TABLES["ledger"])
-    chains = app.Table("chain", default=None, partitions=PROVIDER_TABLES["chain"])
+    chains = app.Table("partition", default=None, partitions=PROVIDER_TABLES["partition"])
     hsm = BridgeHsm(pid, vault.FileKeyStore(f"provider-{pid}", cfg.home))
     host, port = host_address(cfg.home)
     bad_frames: list[asyncio.Task[None]] = []

@@ -22,7 +22,7 @@ from agents.providers.iso8583.fields import Doc
 from agents.providers.iso8583.hsm import BridgeHsm
 from agents.providers.iso8583.link import Link
 from agents.providers.issuer import HsmIssuer
-from agents.providers.state import ChainHead
+from agents.providers.state import ChainHead, PartitionState
 from cardbus.errors import CryptoError, DecodeError, IsoLinkError
 from cardbus.logs import get_logger
 from cardbus.response_codes import (
@@ -144,16 +144,17 @@ class Bridge:
                 sent: Doc | None, partition: int, answers: Table,
                 chains: Table) -> AuthorizationDecided:
         """Seal the decision, extend the partition's chain, remember it (no await: one step)."""
-        raw_head = chains.get(f"p{partition}")
-        head = (ChainHead.model_validate(raw_head) if raw_head
-                else ChainHead(chain_id=f"{self.provider_id}.p{partition}"))
+        raw = chains.get(f"p{partition}")  # the partition's record (no batch: the host's)
+        part = (PartitionState.model_validate(raw) if raw
+                else PartitionState(chain=ChainHead(chain_id=f"{self.provider_id}.p{partition}")))
+        head = part.chain
         unsealed = messages.decision(req, answer, provider_id=self.provider_id,
                                      chain_id=head.chain_id, sequence=head.sequence + 1,
                                      prev_hash=head.last_hash)
         decision = self.hsm.sign_event(unsealed)
-        chains[f"p{partition}"] = ChainHead(
+        chains[f"p{partition}"] = part.model_copy(update={"chain": ChainHead(
             chain_id=head.chain_id, sequence=decision.sequence,
-            last_hash=decision_hash(decision)).model_dump(mode="json")
+            last_hash=decision_hash(decision))}).model_dump(mode="json")
         kept = dict(answers.get(req.card.pan_token) or {})
         kept[req.event_id] = {
             "decision": decision.model_dump(mode="json"),
