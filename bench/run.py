@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -135,6 +136,9 @@ def run(opts: Options) -> dict[str, Any]:
                     and all(r["accounting"]["ok"] for r in ok_runs))
     if not opts.keep:
         _cleanup(opts.bootstrap, [r["namespace"] for r in ok_runs])
+        if result["ok"]:  # the workers' logs and the run's key stores: kept only to look into
+            shutil.rmtree(root, ignore_errors=True)
+            result["workdir"] = None
     return result
 
 

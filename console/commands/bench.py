@@ -43,7 +43,10 @@ def register(sub: Any) -> None:
     p.add_argument("--raw-messages", type=int, default=60_000)
     p.add_argument("--worker-log-level", default="INFO",
                    help="log level of the workers (default INFO, as deployed)")
-    p.add_argument("--keep", action="store_true", help="keep the run's topics")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the run's topics and its folder (the parties' key stores and the "
+                        "workers' logs, to audit the trail: `cardbus audit --namespace NS --home "
+                        "WORKDIR/NS --as operator`); a failed run keeps its folder anyway")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG chart here")
     p.set_defaults(func=_pipeline)

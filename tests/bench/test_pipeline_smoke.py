@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ def test_tiny_pipeline_benchmark_json(kafka_bootstrap: str, tmp_path: Path) -> N
          kafka_bootstrap, "--payments", "60", "--window", "20", "--terminals", "2",
          "--cards", "8", "--warmup", "10", "--open-loop", "0.5", "--open-seconds", "1",
          "--profile-seconds", "0", "--no-scaling", "--raw-messages", "500",
-         "--worker-log-level", "WARNING", "--json", "--plot", str(plot)],
+         "--worker-log-level", "WARNING", "--keep", "--json", "--plot", str(plot)],
         cwd=REPO, capture_output=True, text=True, timeout=280, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -57,3 +58,18 @@ def test_tiny_pipeline_benchmark_json(kafka_bootstrap: str, tmp_path: Path) -> N
                    "-platform-pending-changelog"):
         assert any(t.endswith(suffix) and n >= 1 for t, n in per["by_topic"].items()), (
             suffix, per)
+
+    # the run's trail audits clean: every seal, chain, settlement batch and re-derived decision
+    # (one cut-over per partition, each with its own event id, closes each batch once)
+    home = Path(result["workdir"]) / run["namespace"]
+    try:
+        audit = subprocess.run(
+            [sys.executable, "-m", "console.cli", "audit", "--namespace", run["namespace"],
+             "--bootstrap", kafka_bootstrap, "--home", str(home), "--as", "operator", "--json"],
+            cwd=REPO, capture_output=True, text=True, timeout=280, check=False)
+        report = json.loads(audit.stdout)
+        assert audit.returncode == 0 and report["ok"], report["findings"][:5]
+        assert report["findings"] == [] and report["events_read"] >= 4 * acc["requests"]
+        assert report["counts"], report
+    finally:
+        shutil.rmtree(result["workdir"], ignore_errors=True)
