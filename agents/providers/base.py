@@ -23,7 +23,14 @@ from importlib.metadata import entry_points
 from typing import Literal
 
 from agents.providers import decide
-from agents.providers.state import Account, CardRecord, ChainHead, OpenBatch, PinCheck
+from agents.providers.state import (
+    Account,
+    CardRecord,
+    ChainHead,
+    DecisionNote,
+    OpenBatch,
+    PinCheck,
+)
 from cardbus.cardprofile import CardProfile, make_pan
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.issued import CardProfile as HsmCardProfile
@@ -76,7 +83,7 @@ class ProviderAdapter:
                                 cvm_floor=self.cvm_floor)
 
     def reverse(self, rev: ReversalRequested, *, account: Account | None, batch: OpenBatch,
-                decision: AuthorizationDecided | None,
+                decision: AuthorizationDecided | DecisionNote | None,
                 crypto: decide.IssuerCrypto) -> decide.Reversed:
         """Apply a reversal."""
         return decide.reverse(rev, account=account, batch=batch, decision=decision,

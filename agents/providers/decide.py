@@ -45,6 +45,7 @@ from agents.providers.state import (
     BatchTotal,
     CardRecord,
     ChainHead,
+    DecisionNote,
     Hold,
     OpenBatch,
     PinCheck,
@@ -340,11 +341,12 @@ def reverse(
     *,
     account: Account | None,
     batch: OpenBatch,
-    decision: AuthorizationDecided | None,
+    decision: AuthorizationDecided | DecisionNote | None,
     crypto: IssuerCrypto,
 ) -> Reversed:
     """Undo an approval: release its hold (or credit back if already cleared). Idempotent:
-    a second reversal of the same payment finds nothing left to undo and says so, unchanged."""
+    a second reversal of the same payment finds nothing left to undo and says so, unchanged.
+    ``decision``: the original decision, or the card record's note of it (approved, amount)."""
     reversed_now = False
     code = NO_ORIGINAL
     if account is not None:

@@ -121,6 +121,13 @@ class Provider:
         token = req.card.pan_token
         entry = _load(self.t.ledger, token, CardLedger)
         done = entry.decision(req.event_id) if entry else None
+        if done is None and entry is not None and entry.note(req.event_id) is not None:
+            # decided, but no longer kept whole (the card made more payments since): never
+            # decide twice; unanswered, the platform's timeout declines and reverses it
+            with bind_correlation(req.correlation_id, provider=self.pid):
+                log.warning("redelivered request decided long ago: not answered again",
+                            masked_pan=req.card.masked_pan)
+            return
         part = load_partition(self.t.partition, self.pid, partition)
         with bind_correlation(req.correlation_id, provider=self.pid):
             result = self.adapter.authorize(
@@ -131,9 +138,9 @@ class Provider:
                 crypto=self.crypto, now=now)
             if not result.duplicate:
                 if entry is not None and result.card is not None and result.account is not None:
-                    _store(self.t.ledger, token, CardLedger(
-                        card=result.card, account=result.account, decided=entry.decided,
-                    ).with_decision(req.event_id, result.decision.model_dump(mode="json")))
+                    _store(self.t.ledger, token, entry.model_copy(update={
+                        "card": result.card, "account": result.account,
+                    }).with_decision(req.event_id, result.decision.model_dump(mode="json")))
                 _store(self.t.partition, part_key(partition),
                        PartitionState(chain=result.chain, batch=result.batch))
             d = result.decision
@@ -148,12 +155,11 @@ class Provider:
         verify_event(rev, lambda kid: platform if kid == platform.key_id else None)
         token = rev.pan_token
         entry = _load(self.t.ledger, token, CardLedger)
-        done = entry.decision(rev.original_event_id) if entry else None
         part = load_partition(self.t.partition, self.pid, partition)
         with bind_correlation(rev.correlation_id, provider=self.pid):
             result = self.adapter.reverse(
                 rev, account=entry.account if entry else None, batch=part.batch,
-                decision=AuthorizationDecided.model_validate(done) if done else None,
+                decision=entry.note(rev.original_event_id) if entry else None,
                 crypto=self.crypto)
             if entry is not None and result.account is not None:
                 _store(self.t.ledger, token, entry.model_copy(update={"account": result.account}))
