@@ -55,8 +55,8 @@ GROUPED = frozenset({
 """Event types the per-payment checks (completeness, answers) look at, by correlation id."""
 
 RECENT_TIMES = 200_000  # records whose time is kept for the finding delay
-_REPLAYER_STATE = ("cards", "accounts", "processed", "chain", "batch", "skipped", "rejected",
-                   "verified")
+_REPLAYER_STATE = ("cards", "accounts", "decided", "notes", "chain", "batch", "skipped",
+                   "rejected", "verified")
 
 
 @dataclass

@@ -19,7 +19,14 @@ from typing import Any, NamedTuple
 from agents.providers import cardstatus, decide
 from agents.providers.base import ProviderAdapter
 from agents.providers.issuer import HsmIssuer
-from agents.providers.state import Account, CardRecord, ChainHead, OpenBatch
+from agents.providers.state import (
+    Account,
+    CardRecord,
+    ChainHead,
+    DecisionNote,
+    OpenBatch,
+    remember,
+)
 from audit.model import Record
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.signing import Verifier, verify_event
@@ -54,7 +61,11 @@ class ProviderReplayer:
     partition: int
     cards: dict[str, CardRecord] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
-    processed: dict[str, AuthorizationDecided] = field(default_factory=dict)
+    # per card, its decisions as the bank remembers them (agents.providers.state.remember):
+    # the newest whole, notes of more; a request redelivered after its whole decision was
+    # dropped gets no answer from the bank, nor here
+    decided: dict[str, dict[str, AuthorizationDecided]] = field(default_factory=dict)
+    notes: dict[str, dict[str, DecisionNote]] = field(default_factory=dict)
     chain: ChainHead | None = None
     batch: OpenBatch = field(default_factory=OpenBatch)
     skipped: dict[str, int] = field(default_factory=dict)
@@ -82,9 +93,13 @@ class ProviderReplayer:
         if isinstance(ev, AuthorizationRequested):
             token = ev.card.pan_token
             assert self.chain is not None
+            whole = self.decided.get(token, {}).get(ev.event_id)
+            if whole is None and ev.event_id in self.notes.get(token, {}):
+                return []  # decided long ago, no longer kept whole: the bank does not answer
+            known = token in self.cards and token in self.accounts
             result = self.adapter.authorize(
                 ev, card=self.cards.get(token), account=self.accounts.get(token),
-                chain=self.chain, batch=self.batch, processed=self.processed.get(ev.event_id),
+                chain=self.chain, batch=self.batch, processed=whole,
                 crypto=self.crypto, now=now)
             if not result.duplicate:
                 if result.card is not None:
@@ -92,13 +107,18 @@ class ProviderReplayer:
                 if result.account is not None:
                     self.accounts[token] = result.account
                 self.chain, self.batch = result.chain, result.batch
-                self.processed[ev.event_id] = result.decision
+                if known and result.card is not None and result.account is not None:
+                    d = result.decision  # the bank remembers decisions on cards it holds
+                    self.decided[token], self.notes[token] = remember(
+                        self.decided.get(token, {}), self.notes.get(token, {}), ev.event_id,
+                        d, DecisionNote(approved=d.approved, amount=d.amount))
             return [("provider-results", result.decision)]
         if isinstance(ev, ReversalRequested):
             self.crypto.verify_platform(ev)
             rev = self.adapter.reverse(ev, account=self.accounts.get(ev.pan_token),
                                        batch=self.batch,
-                                       decision=self.processed.get(ev.original_event_id),
+                                       decision=self.notes.get(ev.pan_token, {}).get(
+                                           ev.original_event_id),
                                        crypto=self.crypto)
             if rev.account is not None:
                 self.accounts[ev.pan_token] = rev.account

@@ -22,7 +22,7 @@ is left to a later version.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -194,12 +194,23 @@ class CardLedger(BaseModel):
         notes = dict(self.notes)
         for rid, whole in self.decided.items():  # records written before notes were kept
             notes.setdefault(rid, _note_of(whole))
-        notes.pop(request_id, None)
-        notes[request_id] = _note_of(decision)
-        decided = {**self.decided, request_id: decision}
-        return self.model_copy(update={
-            "decided": dict(list(decided.items())[-SEALED_DECISIONS:]),
-            "notes": dict(list(notes.items())[-RECENT_DECISIONS:])})
+        decided, notes = remember(self.decided, notes, request_id, decision, _note_of(decision))
+        return self.model_copy(update={"decided": decided, "notes": notes})
+
+
+W = TypeVar("W")
+
+
+def remember(decided: dict[str, W], notes: dict[str, DecisionNote], request_id: str,
+             whole: W, note: DecisionNote) -> tuple[dict[str, W], dict[str, DecisionNote]]:
+    """A card's decision memory with one more decision: the newest ``SEALED_DECISIONS``
+    whole, notes of the newest ``RECENT_DECISIONS`` (the bank's rule; the audit's replay of
+    the bank keeps the same memory, so it answers a redelivered request as the bank does)."""
+    notes = {k: v for k, v in notes.items() if k != request_id}
+    notes[request_id] = note
+    decided = {**decided, request_id: whole}
+    return (dict(list(decided.items())[-SEALED_DECISIONS:]),
+            dict(list(notes.items())[-RECENT_DECISIONS:]))
 
 
 def _note_of(decision: dict[str, object]) -> DecisionNote:

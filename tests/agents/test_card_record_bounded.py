@@ -10,6 +10,7 @@ import json
 import pytest
 
 from agents.providers.bank_a import adapter as bank_a
+from agents.providers.base import card_issued_event
 from agents.providers.settle import cutover_events
 from agents.providers.state import (
     RECENT_DECISIONS,
@@ -148,3 +149,36 @@ def test_a_record_written_before_notes_were_kept_still_reverses_and_trims() -> N
     assert newer.note("r00") is None
     new_note = newer.note("new")
     assert new_note is not None and not new_note.approved
+
+
+async def test_the_audits_replay_of_the_bank_answers_exactly_as_the_bank(net: Network) -> None:
+    """Every request the bank sees, fed to the audit's replay of the bank: the same outputs,
+    byte for byte, including no answer to a request redelivered after its whole decision was
+    dropped, a reversal decided from a note, and a recent redelivery answered again."""
+    from audit.rederive import ProviderReplayer
+
+    provider = net.providers["bank-a"]
+    replay = ProviderReplayer(provider.adapter, provider.hsm, net.platform_hsm.verifier, 0)
+    card = await net.issue("bank-a", balance=OPENING)
+    at_ms = int(NOW.timestamp() * 1000)
+    assert replay.apply(card_issued_event(card, provider.hsm, NOW), at_ms) == []
+
+    async def bank_request(atc: int, amount: int) -> AuthorizationRequested:
+        await net.platform.on_request(rec(net.request(T, card, amount,
+                                                      state=CardState(None, atc=atc))))
+        return only([ev for _t, _k, ev in net.sent.take()], AuthorizationRequested)
+
+    first = await bank_request(1, 4_000)
+    (cut,) = [ev for _p, ev in cutover_events(provider.hsm, "B1", NOW, 1)]
+    later = [await bank_request(atc, 100) for atc in range(2, 3 + SEALED_DECISIONS)]
+    inputs = [first, cut, *later, first, _reversal(net, first), later[-1]]
+    answers = []
+    for ev in inputs:
+        await provider.on_request(rec(ev, topic=provider.topic))
+        by_bank = [out.model_dump_json() for _t, _k, out in net.sent.take()]
+        replayed = [out.model_dump_json() for _t, out in replay.apply(ev, at_ms)]
+        assert replayed == by_bank, ev.type
+        answers.append(len(by_bank))
+    # a decision each, the batch closed, no answer to the dropped redelivery, then the
+    # reversal's answer and the recent redelivery's same decision
+    assert answers == [1, 1, *[1] * len(later), 0, 1, 1]
