@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -68,6 +69,10 @@ class FollowOptions:
     grace_ms: int = 10_000  # a missing answer is a finding this long after the last event
     dead_letter_wait_ms: int = 2_000  # how long a decode/seal finding waits for its dead letter
     rederive: bool = True
+    # event ids (and card cryptograms) remembered for the duplicate and replay checks, newest
+    # kept: a follower runs for months, so what it keeps per event is bounded (an id re-used
+    # further apart than this is left to the batch audit, which sees its whole range)
+    window: int = 200_000
 
 
 @dataclass
@@ -103,6 +108,14 @@ class FollowState:
     dead: set[tuple[str, int, int]] = field(default_factory=set)
     counts: Counter[str] = field(default_factory=Counter)
     last_finding: Finding | None = None
+
+
+def _keep_newest(facts: dict[Any, Fact], limit: int) -> None:
+    """Forget the oldest entries beyond ``limit`` (dicts keep insertion order), a tenth at a
+    time so the trimming costs O(1) per event."""
+    if len(facts) > limit + limit // 10:
+        for key in list(itertools.islice(facts, len(facts) - limit)):
+            del facts[key]
 
 
 def finding_id(namespace: str, finding: Finding) -> str:
@@ -180,6 +193,8 @@ class Follower:
         for rec in records:
             if provider_of(rec.topic) is not None:
                 self._rederive(rec, out)
+        _keep_newest(self.s.first, self.options.window)
+        _keep_newest(self.s.replay_first, self.options.window)
         return out + self.tick(now_ms)
 
     # -- identities ----------------------------------------------------------------------

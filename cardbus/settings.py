@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=86_400,
         description="`cardbus audit --follow`: seconds after a payment's last event before a "
                     "missing answer (outcome, reversal, decision) is a finding")
+    audit_follow_window: int = Field(
+        default=200_000, ge=1_000, le=100_000_000,
+        description="`cardbus audit --follow`: event ids (and card cryptograms) it remembers "
+                    "for the duplicate and replay checks, the newest (about 0.5 KB each, in "
+                    "memory and in its checkpoint); older re-uses are the batch audit's")
     kafka_bootstrap_servers: str | None = Field(
         default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"),
         description="host:port[,host:port] of the Kafka cluster (default: the running "

@@ -218,7 +218,7 @@ def _follow(args: argparse.Namespace) -> int:
     grace = args.grace if args.grace is not None else s.audit_grace_s
     options = LiveOptions(
         FollowOptions(args.namespace, home=home, grace_ms=int(grace * 1000),
-                      rederive=not args.no_rederive),
+                      rederive=not args.no_rederive, window=s.audit_follow_window),
         resolve_bootstrap(args.bootstrap), party=args.party, home=home,
         exit_when_idle_s=args.exit_when_idle)
 

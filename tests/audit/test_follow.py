@@ -136,3 +136,44 @@ def test_checkpoint_resumes_without_reporting_again(trail_home: Trailed, tmp_pat
     found += second.tick(records[-1].timestamp_ms + 10 * GRACE_MS)
     assert sorted(map(str, found)) == sorted(map(str, whole))
     assert {x.kind for x in found} & {COMPLETENESS, REDERIVE}
+
+
+def test_what_a_follower_keeps_per_event_is_bounded(trail_home: Trailed) -> None:
+    """A follower runs for months: it remembers the ids and card cryptograms of the newest
+    ``window`` events only. A card cryptogram replayed at the end of the trail is caught when
+    its first use is within the window, and left to the batch audit when it is not."""
+    from dataclasses import replace as with_
+
+    from audit.keys import mac_sealer
+    from audit.model import REPLAY
+    from cardbus.crypto.signing import seal_event
+    from schemas.payments import PaymentRequested
+    from streams import codec
+
+    trail, home = trail_home
+    rec = pick(trail.records, "payment-requests", "PaymentRequested", 12)
+    ev = codec.decode(None, rec.value)
+    assert isinstance(ev, PaymentRequested) and ev.seal is not None
+    sealer = mac_sealer(build_keybook(home, []), ev.seal.key_id)
+    assert sealer is not None
+    replayed = seal_event(ev.model_copy(update={"event_id": "f" * 32,
+                                                "correlation_id": "e" * 32}), sealer)
+    last = max(r.offset for r in trail.records if (r.topic, r.partition) == (
+        rec.topic, rec.partition))
+    extra = with_(rec, offset=last + 1, value=codec.encode(replayed),
+                  timestamp_ms=max(r.timestamp_ms for r in trail.records) + 1)
+    records = [*trail.records, extra]
+
+    def replays(window: int) -> tuple[list[Finding], Follower]:
+        f = Follower(FollowOptions("cardbus", home=home, grace_ms=GRACE_MS, window=window),
+                     build_keybook(home, []))
+        return [x for x in follow_all(records, home, f) if x.kind == REPLAY], f
+
+    found, _ = replays(len(records))
+    assert [x.where() for x in found] == [(extra.topic, extra.partition, extra.offset)]
+    small = 100
+    assert len(records) > 3 * small
+    found, f = replays(small)
+    assert found == []
+    assert len(f.s.first) <= small + small // 10
+    assert len(f.s.replay_first) <= small + small // 10
