@@ -337,7 +337,7 @@ def compare_rederived(replays: list[PartitionReplay], recorded: dict[tuple[str, 
             recorded_bytes = raw.get(found.where())
             findings.append(_at(found, REDERIVE, (
                 f"recorded {found.type} {found.event_id} differs from the re-derived one: "
-                f"{_diff(recorded_bytes, out.data)}")))
+                f"{diff(recorded_bytes, out.data)}")))
     for (topic, event_id), f in recorded.items():
         if (topic, event_id) in derived or f.type not in (
                 "AuthorizationDecided", "ReversalCompleted", "SettlementBatchClosed"):
@@ -363,7 +363,8 @@ def _counts(out: Output, window: Window, in_range: Container[tuple[str, int, int
     return in_range is None or (topic, partition, out.source_offset) in in_range
 
 
-def _diff(recorded: bytes | None, derived: bytes) -> str:
+def diff(recorded: bytes | None, derived: bytes) -> str:
+    """The fields two encoded events differ in (the seal aside), recorded against re-derived."""
     if recorded is None:
         return "recorded bytes unavailable"
     try:
