@@ -21,7 +21,17 @@ from typing import Any
 
 from audit import checks, platform
 from audit.keys import KeyBook, NotCheckable, learn_from
-from audit.model import DECODE, PLATFORM, SEAL, AuditReport, DeadLetter, Fact, Finding, Record
+from audit.model import (
+    ANSWER,
+    DECODE,
+    PLATFORM,
+    SEAL,
+    AuditReport,
+    DeadLetter,
+    Fact,
+    Finding,
+    Record,
+)
 from audit.partial import (
     CONTEXT_TOPICS,
     IDENTITY_TOPICS,
@@ -208,9 +218,9 @@ def _finish(parts: list[Partial], options: AuditOptions, book: KeyBook,
 
 
 def _one_finding_per_record(report: AuditReport) -> None:
-    """A platform re-derivation finding at a record another check found already (a flipped
-    answer is also an ``answer`` finding there) is left out: one finding per tampering."""
-    found = {f.where() for f in report.findings if f.kind != PLATFORM}
+    """A platform re-derivation finding at an answer the ``answer`` check found already (it
+    names the bank's decision the answer contradicts) is left out: one finding per tampering."""
+    found = {f.where() for f in report.findings if f.kind == ANSWER}
     report.findings = [f for f in report.findings
                        if f.kind != PLATFORM or f.where() not in found]
 
