@@ -479,8 +479,7 @@ def _cross_checks(facts: list[Fact], replays: list[PartitionReplay],
     if replays:
         recorded = {(f.topic, f.event_id): f for f in unique
                     if f.topic in ("provider-results", "settlements")
-                    and f.type in ("AuthorizationDecided", "ReversalCompleted",
-                                   "SettlementBatchClosed")}
+                    and f.type in checks.REDERIVED_TYPES}
         raw = {(r.topic, r.partition, r.offset): r.value
                for tp in by_tp if tp[0] in ("provider-results", "settlements")
                for r in by_tp[tp]}

@@ -5,11 +5,17 @@ record it happened to. The platform's key signs the forgeries (an insider: the s
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from agents.platform import decide
-from audit.model import PLATFORM, AuditReport, Record
+from agents.providers.bank_a import adapter as bank_a
+from agents.providers.transit import adapter as operator
+from audit import checks
+from audit.model import PLATFORM, REDERIVE, AuditReport, Record
+from audit.rederive import replay_partition
+from audit.scan import fact_of
+from bench.sim import World
 from bench.trail import Trail
 from cardbus import ceremony
 from cardbus.response_codes import ISSUER_UNAVAILABLE
@@ -20,7 +26,10 @@ from schemas.payments import (
     PaymentCompleted,
     PaymentRequested,
 )
+from schemas.transit import TransitLoadAuthorized
 from streams import codec
+from tests.agents.conftest import NOW
+from tests.agents.test_transit_decide import T, TopUp
 from tests.audit.conftest import pick, replace, run
 
 Trailed = tuple[Trail, Path]
@@ -28,6 +37,10 @@ Trailed = tuple[Trail, Path]
 
 def _where(rec: Record) -> tuple[str, int, int]:
     return rec.topic, rec.partition, rec.offset
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
 
 
 def _platform(report: AuditReport) -> list[tuple[str, int, int]]:
@@ -149,3 +162,28 @@ def test_answer_to_a_payment_the_platform_never_received(trail_home: Trailed) ->
     report = run(records, home)
     assert _platform(report) == [_where(records[-1])]
     assert "received nothing" in next(f.reason for f in report.findings if f.kind == PLATFORM)
+
+
+def test_transit_operator_load_answer_re_derived_and_a_forged_mac2_found() -> None:
+    """The operator's MAC2 answer to a forwarded load request is re-derived byte for byte (its
+    purse record threaded like the provider app); one with another MAC2 (re-sealed by the
+    operator's key) is one ``rederive`` finding at it."""
+    world = World.build([bank_a, operator], [T], NOW)
+    top = TopUp(world)
+    top.pay()
+    forwarded = top.forward(top.load_request())
+    answer = top.operator(forwarded)
+    assert isinstance(answer, TransitLoadAuthorized)
+    request = Record("provider.transit.requests", 0, 0, _ms(NOW), None, codec.encode(forwarded))
+    op_hsm = world.providers["transit"]
+    replay = replay_partition(operator, op_hsm, world.platform.verifier, 0, [request])
+    assert [o.data for o in replay.outputs] == [codec.encode(answer)]
+    forged = op_hsm.sign_event(answer.model_copy(update={"mac2": "0" * len(answer.mac2),
+                                                         "seal": None}))
+    at = Record("provider-results", 1, 7, _ms(NOW), None, codec.encode(forged))
+    fact = fact_of(at, forged, b"")
+    found, matched = checks.compare_rederived(
+        [replay], {(at.topic, forged.event_id): fact}, {fact.where(): at.value},
+        checks.Window(_ms(NOW) + 60_000, 10_000))
+    assert [(f.kind, f.where()) for f in found] == [(REDERIVE, _where(at))]
+    assert "mac2" in found[0].reason and not matched
