@@ -302,6 +302,15 @@ def check_partition(hsm: PlatformHsm, rules: PlatformRules, partition: int,
                     admitted: bool) -> PlatformCheck:
     """Re-derive one payment partition (``inputs``: its records of ``INPUT_TOPICS``; the
     identity records in ``global_records``) and compare each payment with ``recorded``."""
+    with _quiet():
+        return _check_partition(hsm, rules, partition, inputs, global_records, recorded,
+                                end_ms, grace_ms, admitted)
+
+
+def _check_partition(hsm: PlatformHsm, rules: PlatformRules, partition: int,
+                     inputs: list[Record], global_records: list[Record],
+                     recorded: dict[str, list[Recorded]], end_ms: int, grace_ms: int,
+                     admitted: bool) -> PlatformCheck:
     result = PlatformCheck(partition)
     replayer = PlatformReplayer(hsm, rules, partition, admitted)
     platform, sent = replayer.platform({}, {})
@@ -310,47 +319,40 @@ def check_partition(hsm: PlatformHsm, rules: PlatformRules, partition: int,
     group_inputs: dict[str, list[Record]] = defaultdict(list)
     snapshot: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     ticks: list[tuple[Record, datetime]] = []
-    quiet = _quiet()
-    quiet.__enter__()
-    try:
-        for rec in sorted([*global_records, *inputs], key=_sort_key):
-            if rec.topic in GLOBAL_TOPICS:
-                replayer.state.apply(rec)
-                platform.t.routes = replayer.state.routes
-                platform.t.terminals = replayer.state.terminals
+    for rec in sorted([*global_records, *inputs], key=_sort_key):
+        if rec.topic in GLOBAL_TOPICS:
+            replayer.state.apply(rec)
+            platform.t.routes = replayer.state.routes
+            platform.t.terminals = replayer.state.terminals
+            continue
+        ev = _event_of(rec)
+        if ev is not None:
+            if isinstance(ev, PaymentRequested):
+                requests.setdefault(ev.event_id, ev)
+            if ev.type == "ClockTicked":
+                ticks.append((rec, ev.occurred_at))
+            else:
+                group_inputs[ev.correlation_id].append(rec)
+                snapshot.setdefault(ev.correlation_id, (replayer.state.routes,
+                                                        replayer.state.terminals))
+        for out in replayer.run(platform, sent, rec):
+            derived[out.event.correlation_id].append(out)
+    for cid in sorted(set(group_inputs) | set(derived)):
+        result.payments.add(cid)
+        found, matched = _compare(derived.get(cid, []), recorded.get(cid, []), hsm,
+                                  requests, end_ms, grace_ms)
+        if not found:
+            result.counts["payments re-derived"] += 1
+            continue
+        if cid in group_inputs:
+            other = _other_orders(replayer, cid, group_inputs[cid], ticks, snapshot[cid],
+                                  recorded.get(cid, []), requests, end_ms, grace_ms)
+            if other is not None and not other[0]:
+                result.counts["payments re-derived in another order of their topics"] += 1
                 continue
-            if not rec.in_range:
-                result.counts["records before the range"] += 1
-            ev = _event_of(rec)
-            if ev is not None:
-                if isinstance(ev, PaymentRequested):
-                    requests.setdefault(ev.event_id, ev)
-                if ev.type == "ClockTicked":
-                    ticks.append((rec, ev.occurred_at))
-                else:
-                    group_inputs[ev.correlation_id].append(rec)
-                    snapshot.setdefault(ev.correlation_id, (replayer.state.routes,
-                                                            replayer.state.terminals))
-            for out in replayer.run(platform, sent, rec):
-                derived[out.event.correlation_id].append(out)
-        for cid in sorted(set(group_inputs) | set(derived)):
-            result.payments.add(cid)
-            found, matched = _compare(derived.get(cid, []), recorded.get(cid, []), hsm,
-                                      requests, end_ms, grace_ms)
-            if not found:
-                result.counts["payments re-derived"] += 1
-                continue
-            if cid in group_inputs:
-                other = _other_orders(replayer, cid, group_inputs[cid], ticks, snapshot[cid],
-                                      recorded.get(cid, []), requests, end_ms, grace_ms)
-                if other is not None and not other[0]:
-                    result.counts["payments re-derived in another order of their topics"] += 1
-                    continue
-                if other is not None and (len(other[0]), -other[1]) < (len(found), -matched):
-                    found = other[0]  # the order that explains the most
-            result.findings += found
-    finally:
-        quiet.__exit__(None, None, None)
+            if other is not None and (len(other[0]), -other[1]) < (len(found), -matched):
+                found = other[0]  # the order that explains the most
+        result.findings += found
     return result
 
 
