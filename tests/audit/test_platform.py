@@ -9,15 +9,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from agents.platform import decide
+from agents.providers.announce import key_provisioning, registration
 from agents.providers.bank_a import adapter as bank_a
 from agents.providers.transit import adapter as operator
 from audit import checks
 from audit.model import PLATFORM, REDERIVE, AuditReport, Record
+from audit.platform import GlobalState
 from audit.rederive import replay_partition
 from audit.scan import fact_of
 from bench.sim import World
 from bench.trail import Trail
 from cardbus import ceremony
+from cardbus.crypto.hsm import ProviderHsm
+from cardbus.crypto.keystore import memory_keystore
 from cardbus.response_codes import ISSUER_UNAVAILABLE
 from schemas.base import Event, Money
 from schemas.payments import (
@@ -27,9 +31,11 @@ from schemas.payments import (
     PaymentRequested,
 )
 from schemas.transit import TransitLoadAuthorized
+from schemas.values import BinRange
 from streams import codec
 from tests.agents.conftest import NOW
 from tests.agents.test_transit_decide import T, TopUp
+from tests.agents.test_trust_platform import admitted, rogue
 from tests.audit.conftest import pick, replace, run
 
 Trailed = tuple[Trail, Path]
@@ -187,3 +193,28 @@ def test_transit_operator_load_answer_re_derived_and_a_forged_mac2_found() -> No
         checks.Window(_ms(NOW) + 60_000, 10_000))
     assert [(f.kind, f.where()) for f in found] == [(REDERIVE, _where(at))]
     assert "mac2" in found[0].reason and not matched
+
+
+def test_routes_follow_the_admissions_when_the_trail_has_them() -> None:
+    """The audit's routes as the platform's: a registration waits for its operator's
+    admission, keys that came first wait for the registration, an unadmitted provider (its
+    own proof of possession alone) is never routed."""
+    world = World.build([bank_a], [T], NOW)
+    hsm = world.providers["bank-a"]
+    reg = registration(bank_a, hsm, NOW)
+    admission = admitted(world, hsm, ranges=reg.bin_ranges, aids=reg.payment_aids)
+    rogue_hsm = ProviderHsm("rogue", memory_keystore())
+    state = GlobalState(world.platform.verifier, admitted=True)
+
+    def feed(ev: Event) -> None:
+        state.apply(Record("x", 0, 0, _ms(NOW), None, codec.encode(ev)))
+
+    feed(key_provisioning(hsm, NOW))
+    feed(reg)
+    feed(rogue(rogue_hsm, (BinRange(low="100000", high="199999"),)))
+    assert state.routes == {}
+    feed(admission)
+    assert set(state.routes) == {"bank-a"} and state.routes["bank-a"]["keys_ready"]
+    tofu = GlobalState(world.platform.verifier, admitted=False)  # an in-process trail's
+    tofu.apply(Record("x", 0, 0, _ms(NOW), None, codec.encode(reg)))
+    assert set(tofu.routes) == {"bank-a"} and not tofu.routes["bank-a"]["keys_ready"]
