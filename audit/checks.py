@@ -35,6 +35,9 @@ from audit.rederive import Output, PartitionReplay
 from cardbus.response_codes import APPROVED, ISSUER_UNAVAILABLE
 
 RESULTS, SETTLEMENTS = "provider-results", "settlements"
+REDERIVED_TYPES = frozenset({"AuthorizationDecided", "ReversalCompleted", "SettlementBatchClosed",
+                             "TransitLoadAuthorized", "TransitLoadConfirmed"})
+"""The providers' outputs the re-derivation gives (a transit operator's load answers too)."""
 
 
 def _at(f: Fact, kind: str, reason: str) -> Finding:
@@ -337,15 +340,16 @@ def compare_rederived(replays: list[PartitionReplay], recorded: dict[tuple[str, 
             recorded_bytes = raw.get(found.where())
             findings.append(_at(found, REDERIVE, (
                 f"recorded {found.type} {found.event_id} differs from the re-derived one: "
-                f"{_diff(recorded_bytes, out.data)}")))
+                f"{diff(recorded_bytes, out.data)}")))
+    replayed = {r.provider_id for r in replays}
     for (topic, event_id), f in recorded.items():
-        if (topic, event_id) in derived or f.type not in (
-                "AuthorizationDecided", "ReversalCompleted", "SettlementBatchClosed"):
+        if (topic, event_id) in derived or f.type not in REDERIVED_TYPES:
             continue
-        if replays and f.data.get("provider_id") in {r.provider_id for r in replays}:
+        pid = f.data.get("provider_id") or f.data.get("operator_id")
+        if replays and pid in replayed:
             findings.append(_at(f, REDERIVE, (
                 f"{f.type} {event_id} is not the answer to any recorded request of "
-                f"{f.data.get('provider_id')} (forged, or its request was removed)")))
+                f"{pid} (forged, or its request was removed)")))
     return findings, matched
 
 
@@ -363,7 +367,8 @@ def _counts(out: Output, window: Window, in_range: Container[tuple[str, int, int
     return in_range is None or (topic, partition, out.source_offset) in in_range
 
 
-def _diff(recorded: bytes | None, derived: bytes) -> str:
+def diff(recorded: bytes | None, derived: bytes) -> str:
+    """The fields two encoded events differ in (the seal aside), recorded against re-derived."""
     if recorded is None:
         return "recorded bytes unavailable"
     try:

@@ -19,10 +19,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from audit import checks
+from audit import checks, platform
 from audit.keys import KeyBook, NotCheckable, learn_from
-from audit.model import DECODE, SEAL, AuditReport, DeadLetter, Fact, Finding, Record
-from audit.partial import IDENTITY_TOPICS, KEPT_TOPICS, InRange, Partial, check_cover, owns
+from audit.model import (
+    ANSWER,
+    DECODE,
+    PLATFORM,
+    SEAL,
+    AuditReport,
+    DeadLetter,
+    Fact,
+    Finding,
+    Record,
+)
+from audit.partial import (
+    CONTEXT_TOPICS,
+    IDENTITY_TOPICS,
+    KEPT_TOPICS,
+    InRange,
+    Partial,
+    check_cover,
+    owns,
+)
 from audit.rederive import PartitionReplay, provider_hsm, replay_partition
 from audit.scan import (
     ChunkResult,
@@ -47,6 +65,8 @@ class AuditOptions:
     timeout_s: float = 10.0  # an answer later than this after its cause is missing
     workers: int = 0  # processes for the scan; 0 = one per core, 1 = in this process
     rederive: bool = True
+    platform_timeout_s: float = 3.0  # the platform worker's --timeout (its deadlines)
+    platform_load_timeout_s: float = 60.0  # and its --load-timeout (top-ups)
     partial: bool = False  # the range starts after the beginning (--from)
     end_ms: int | None = None  # end of the range (default: the last record's time)
     partitions: frozenset[int] | None = None  # payment-topic partitions (None: every one)
@@ -58,6 +78,18 @@ class _Context:
     book: KeyBook | None = None
     home: Path | None = None
     platform_key: str | None = None
+    platform: _PlatformWork | None = None
+
+
+@dataclass
+class _PlatformWork:
+    """What every platform re-derivation task reads (``audit.platform``)."""
+
+    recorded: dict[str, list[platform.Recorded]]
+    global_records: list[Record]
+    options: AuditOptions
+    end_ms: int
+    admitted: bool
 
 
 _CTX = _Context()  # set before the pool forks; read by the children
@@ -67,6 +99,19 @@ def _scan_task(task: tuple[str, int, int, int]) -> ChunkResult:
     topic, partition, start, stop = task
     assert _CTX.book is not None
     return scan(_CTX.records[(topic, partition)][start:stop], _CTX.book)
+
+
+def _platform_task(partition: int) -> platform.PlatformCheck:
+    """One payment partition's platform outputs re-derived and compared (``audit.platform``)."""
+    work, book = _CTX.platform, _CTX.book
+    assert work is not None and book is not None and book.platform is not None
+    inputs = [r for topic in platform.INPUT_TOPICS
+              for r in _CTX.records.get((topic, partition), [])]
+    opts = work.options
+    return platform.check_partition(
+        book.platform, platform.rules_for(opts.platform_timeout_s, opts.platform_load_timeout_s),
+        partition, inputs, work.global_records, work.recorded, work.end_ms,
+        int(opts.timeout_s * 1000), work.admitted)
 
 
 def _partition_task(task: tuple[int, tuple[str, ...]]) -> tuple[list[PartitionReplay],
@@ -158,14 +203,26 @@ def _finish(parts: list[Partial], options: AuditOptions, book: KeyBook,
         replays += part.replays
         kept.update(part.kept)
         first_in_range.update(part.first_in_range)
+    payments = {cid for part in parts for cid in getattr(part, "platform_payments", ())}
+    report.findings += [f for part in parts for cid, f in getattr(part, "platform_orphans", ())
+                        if cid not in payments]
     _learn_identities(kept, book)  # the merging process may hold no records of its own
     window_options = replace(options, partial=any(p.time_partial for p in parts),
                              end_ms=options.end_ms or max(
                                  (p.end_ms or 0 for p in parts), default=0) or None)
     say("checking chains, completeness, ledger")
     _cross_checks(facts, replays, kept, first_in_range, window_options, book, report)
+    _one_finding_per_record(report)
     report.findings.sort(key=lambda f: (f.topic, f.partition, f.offset, f.kind))
     return report
+
+
+def _one_finding_per_record(report: AuditReport) -> None:
+    """A platform re-derivation finding at an answer the ``answer`` check found already (it
+    names the bank's decision the answer contradicts) is left out: one finding per tampering."""
+    found = {f.where() for f in report.findings if f.kind == ANSWER}
+    report.findings = [f for f in report.findings
+                       if f.kind != PLATFORM or f.where() not in found]
 
 
 @contextmanager
@@ -187,12 +244,12 @@ def _young_collections_only() -> Iterator[None]:
 
 def _group(records: Iterable[Record], options: AuditOptions
            ) -> tuple[dict[tuple[str, int], list[Record]], dict[tuple[str, int], list[Record]]]:
-    """(records this process audits, identity records every process learns keys from), by
-    topic and partition, in offset order."""
+    """(records this process audits, identity and context records every process reads whole),
+    by topic and partition, in offset order."""
     mine: dict[tuple[str, int], list[Record]] = defaultdict(list)
     identity: dict[tuple[str, int], list[Record]] = defaultdict(list)
     for rec in records:
-        if rec.topic in IDENTITY_TOPICS:
+        if rec.topic in IDENTITY_TOPICS or rec.topic in CONTEXT_TOPICS:
             identity[(rec.topic, rec.partition)].append(rec)
         if owns(options.partitions, rec.topic, rec.partition):
             mine[(rec.topic, rec.partition)].append(rec)
@@ -240,18 +297,26 @@ def _scan_phase(records: Iterable[Record], options: AuditOptions, book: KeyBook,
     book.deferred_producers = frozenset(
         f"provider:{pid}" for pid in {provider_of(t) for t, _p in replay_tasks}
         if pid is not None and _signs_as_registered(pid, options.home, book))
+    platform_tasks, platform_notes = _platform_plan({**identity, **by_tp}, options, book)
+    part.notes += platform_notes
     workers = options.workers or os.cpu_count() or 1
-    say(f"verifying {part.events_read} events in {len(scan_tasks) + len(partition_tasks)} "
-        f"chunks, {workers} process(es)")
-    if workers > 1 and len(scan_tasks) + len(partition_tasks) > 1:
+    n_tasks = len(scan_tasks) + len(partition_tasks) + len(platform_tasks)
+    say(f"verifying {part.events_read} events in {n_tasks} chunks, {workers} process(es)")
+    if workers > 1 and n_tasks > 1:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(workers) as pool:  # the long partition tasks first, chunks after
             partition_async = pool.map_async(_partition_task, partition_tasks, chunksize=1)
+            platform_async = pool.map_async(_platform_task, platform_tasks, chunksize=1)
             chunks = pool.map(_scan_task, scan_tasks, chunksize=1)
             provider_work = partition_async.get()
+            platform_work = platform_async.get()
     else:
         provider_work = [_partition_task(t) for t in partition_tasks]
+        platform_work = [_platform_task(t) for t in platform_tasks]
         chunks = [_scan_task(t) for t in scan_tasks]
+    if _CTX.platform is not None:
+        _platform_results(platform_work, _CTX.platform, part)
+        _CTX.platform = None
     for replays, chunk in provider_work:
         part.replays += replays
         chunks.append(chunk)
@@ -262,6 +327,52 @@ def _scan_phase(records: Iterable[Record], options: AuditOptions, book: KeyBook,
         part.checks.update(chunk.checks)
         part.not_checked.update(chunk.not_checked)
     return part
+
+
+def _platform_plan(by_tp: dict[tuple[str, int], list[Record]], options: AuditOptions,
+                   book: KeyBook) -> tuple[list[int], list[str]]:
+    """The payment partitions whose platform outputs this process re-derives (``by_tp``: the
+    records it audits and those it reads whole), and why none are."""
+    why = None
+    if not options.rederive:
+        why = "--no-rederive"
+    elif book.platform is None or _CTX.platform_key is None:
+        why = "no platform key store"
+    elif options.partial:
+        why = "not with --from (a payment's state begins before the range)"
+    if why is not None:
+        return [], [f"platform outputs not re-derived: {why}"]
+    everything = [r for recs in by_tp.values() for r in recs]
+    _CTX.platform = _PlatformWork(
+        recorded=platform.index_recorded(everything),
+        global_records=[r for (t, _p), recs in sorted(by_tp.items())
+                        if t in platform.GLOBAL_TOPICS for r in recs],
+        options=options,
+        end_ms=options.end_ms or max((r.timestamp_ms for r in everything), default=0),
+        admitted=any(t == "provider-admissions" for t, _p in by_tp))
+    return sorted({p for t, p in by_tp if t in platform.INPUT_TOPICS
+                   and owns(options.partitions, t, p)}), []
+
+
+def _platform_results(checks_: list[platform.PlatformCheck], work: _PlatformWork,
+                      part: Partial) -> None:
+    """The partitions' platform findings; the recorded platform outputs this part owns whose
+    payment it did not re-derive (``_finish`` reports those no part re-derived)."""
+    for check in checks_:
+        part.findings += check.findings
+        part.checks.update(check.counts)
+        part.platform_payments |= check.payments
+    for cid, outputs in work.recorded.items():
+        if cid in part.platform_payments:
+            continue
+        for r in outputs:
+            rec = r.record
+            if not rec.in_range or not owns(part.partitions, rec.topic, rec.partition):
+                continue
+            part.platform_orphans.append((cid, Finding(
+                PLATFORM, rec.topic, rec.partition, rec.offset,
+                f"recorded {r.type} {r.event_id} answers payment {cid}, of which the platform "
+                f"received nothing (forged, or its inputs were removed)")))
 
 
 def _learn_identities(by_tp: dict[tuple[str, int], list[Record]], book: KeyBook) -> None:
@@ -368,8 +479,7 @@ def _cross_checks(facts: list[Fact], replays: list[PartitionReplay],
     if replays:
         recorded = {(f.topic, f.event_id): f for f in unique
                     if f.topic in ("provider-results", "settlements")
-                    and f.type in ("AuthorizationDecided", "ReversalCompleted",
-                                   "SettlementBatchClosed")}
+                    and f.type in checks.REDERIVED_TYPES}
         raw = {(r.topic, r.partition, r.offset): r.value
                for tp in by_tp if tp[0] in ("provider-results", "settlements")
                for r in by_tp[tp]}

@@ -45,7 +45,7 @@ from audit.keys import KeyBook, NotCheckable, learn_from
 from audit.model import DECODE, SEAL, Fact, Finding, Record
 from audit.partial import IDENTITY_TOPICS
 from audit.rederive import Output, PartitionReplay, ProviderReplayer, provider_hsm
-from audit.scan import OUTPUT_TYPES, canonical, decode_record, provider_of, scan
+from audit.scan import canonical, decode_record, provider_of, scan
 from cardbus.errors import CardBusError
 from streams import codec
 
@@ -57,7 +57,7 @@ GROUPED = frozenset({
 
 RECENT_TIMES = 200_000  # records whose time is kept for the finding delay
 _REPLAYER_STATE = ("cards", "accounts", "decided", "notes", "chain", "batch", "skipped",
-                   "rejected", "verified")
+                   "rejected", "verified", "purses")
 
 
 @dataclass
@@ -284,8 +284,9 @@ class Follower:
             self._chain(f, out)
         if t == "SettlementBatchClosed":
             self.s.batches.append(f)
-        if (t in OUTPUT_TYPES and f.topic in (checks.RESULTS, checks.SETTLEMENTS)
-                and f.data.get("provider_id") and self._can_replay(f.data["provider_id"])):
+        pid = f.data.get("provider_id") or f.data.get("operator_id")
+        if (t in checks.REDERIVED_TYPES and f.topic in (checks.RESULTS, checks.SETTLEMENTS)
+                and pid and self._can_replay(pid)):
             self.s.recorded[key] = (f, rec)
         elif f.seal_deferred:
             self._verify(rec, out)
@@ -400,7 +401,8 @@ class Follower:
             return
         replays = [PartitionReplay(pid, p, outputs=outs) for (pid, p), outs in
                    ready_derived.items()]
-        lone = {f.data.get("provider_id") for f in ready_recorded.values()} - {
+        lone = {f.data.get("provider_id") or f.data.get("operator_id")
+                for f in ready_recorded.values()} - {
             r.provider_id for r in replays}
         replays += [PartitionReplay(str(pid), -1) for pid in lone]
         found, matched = checks.compare_rederived(replays, ready_recorded, raw, window)

@@ -23,6 +23,7 @@ REDERIVE = "rederive"        # a recorded decision differs from the re-derived o
 LEDGER = "ledger"            # settlement totals that the decisions do not support
 HYGIENE = "hygiene"          # a clear PAN, PIN or key in a payload, key or header
 ANSWER = "answer"            # the platform's answer to a terminal contradicts the bank's decision
+PLATFORM = "platform"        # a platform output that its recorded inputs do not re-derive
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,10 @@ PAYMENT_TOPICS = frozenset({"taps", "payment-requests", "provider-results", "ter
                             "transit-loads"})
 IDENTITY_TOPICS = ("providers", "terminals", "key-history")
 """Topics every process reads whole: the identity keys and their history."""
+CONTEXT_TOPICS = ("provider-admissions", "provider-keys", "terminal-results")
+"""Topics every process reads whole for the platform re-derivation (``audit.platform``): the
+routes' admissions and keys, and the answers to terminals (keyed by terminal, so a payment's
+answer may lie on any partition); audited (scanned) only by their owner."""
 KEPT_TOPICS = frozenset({"provider-results", "settlements", *IDENTITY_TOPICS})
 """Records a part carries whole: the recorded outputs the merge compares with the re-derived
 ones (and verifies when they differ), and the keys to verify them with."""
@@ -76,6 +80,10 @@ class Partial:
     time_partial: bool = False  # the range started after the beginning (--from)
     end_ms: int | None = None
     events_read: int = 0
+    # the platform re-derivation: the payments it re-derived, and the recorded platform
+    # outputs this part owns whose payment it did not (an orphan unless another part has it)
+    platform_payments: set[str] = field(default_factory=set)
+    platform_orphans: list[tuple[str, Finding]] = field(default_factory=list)
     per_topic: Counter[str] = field(default_factory=Counter)
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     facts: list[Fact] = field(default_factory=list)

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from audit.model import Record
-from audit.partial import IDENTITY_TOPICS, owns
+from audit.partial import CONTEXT_TOPICS, IDENTITY_TOPICS, owns
 from audit.scan import provider_of, topic_types
 from cardbus.errors import BrokerError
 from streams import clients
@@ -44,7 +44,8 @@ class Capture:
 def _needed(partitions: frozenset[int] | None, suffix: str, partition: int) -> bool:
     """Whether a part auditing ``partitions`` reads this topic partition (a changelog, an
     identity topic, or one it audits)."""
-    return not suffix or suffix in IDENTITY_TOPICS or owns(partitions, suffix, partition)
+    return (not suffix or suffix in IDENTITY_TOPICS or suffix in CONTEXT_TOPICS
+            or owns(partitions, suffix, partition))
 
 
 def _nothing_readable(namespace: str, bootstrap: str, party: str,

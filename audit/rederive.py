@@ -1,7 +1,7 @@
 """Re-derivation: replay a provider's request partition through its adapter, as the provider
 app does (``agents.providers.app``), and give every output it would have published.
 
-State is threaded exactly like the app: cards and accounts by PAN token, processed decisions by
+State is threaded exactly like the app: cards and accounts by PAN token, decisions per card as the bank remembers them, by
 request id, the hash chain and the open batch per partition ``p<N>``. Decisions are
 deterministic (ids from inputs, time from the input event, Ed25519 deterministic), so the
 encoded outputs must equal the recorded ones byte for byte.
@@ -27,6 +27,7 @@ from agents.providers.state import (
     OpenBatch,
     remember,
 )
+from agents.providers.transit import HsmOperator, Purse, TransitOperator
 from audit.model import Record
 from cardbus.crypto.hsm import ProviderHsm
 from cardbus.crypto.signing import Verifier, verify_event
@@ -35,6 +36,7 @@ from schemas.base import Event
 from schemas.cardstatus import CardBlocked, CardUnblocked, IssuerScriptReported
 from schemas.ledger import CardIssued, SettlementCutoverRequested
 from schemas.payments import AuthorizationDecided, AuthorizationRequested, ReversalRequested
+from schemas.transit import TransitLoadAborted, TransitLoadApplied, TransitLoadRequested
 from streams import codec
 
 
@@ -72,9 +74,11 @@ class ProviderReplayer:
     rejected: int = 0
     verified: int = 0  # platform signatures checked on the way (the scan leaves them to us)
     seal_failures: list[str] = field(default_factory=list)
+    purses: dict[str, Purse] = field(default_factory=dict)  # a transit operator's, by card
 
     def __post_init__(self) -> None:
         self.crypto = _CountingIssuer(self.hsm, self.platform, self)
+        self.operator = HsmOperator(self.hsm, self.crypto)
         pid = self.adapter.provider_id
         self.chain = self.chain or ChainHead(chain_id=f"{pid}.p{self.partition}")
 
@@ -124,6 +128,8 @@ class ProviderReplayer:
                 self.accounts[ev.pan_token] = rev.account
             self.batch = rev.batch
             return [("provider-results", rev.answer)]
+        if isinstance(ev, TransitLoadRequested | TransitLoadApplied | TransitLoadAborted):
+            return self._load(ev)
         if isinstance(ev, CardIssued):
             verify_event(ev, lambda kid: own if kid == own.key_id else None)
             opened = decide.open_card(ev, self.cards.get(ev.pan_token))
@@ -142,6 +148,23 @@ class ProviderReplayer:
             return [("settlements", settled.closed)] if settled.closed is not None else []
         self.skipped[ev.type] = self.skipped.get(ev.type, 0) + 1
         return []
+
+    def _load(self, ev: TransitLoadRequested | TransitLoadApplied | TransitLoadAborted
+              ) -> list[tuple[str, Event]]:
+        """A transit operator's load step (MAC2, TAC, abort), on its purse record, as the
+        provider app answers it (``agents.providers.handlers.ProviderHandlers.on_load``)."""
+        adapter = self.adapter
+        if not isinstance(adapter, TransitOperator):
+            raise CardBusError(f"{ev.type}: {adapter.provider_id} is not a transit operator")
+        purse = self.purses.get(ev.card_token)
+        if isinstance(ev, TransitLoadRequested):
+            answer = adapter.authorize_load(ev, purse, self.operator)
+        elif isinstance(ev, TransitLoadApplied):
+            answer = adapter.confirm_load(ev, purse, self.operator)
+        else:
+            answer = adapter.abort_load(ev, purse, self.operator)
+        self.purses[ev.card_token] = answer.purse
+        return [("provider-results", answer.event)]
 
     def _card_status(self, ev: CardBlocked | CardUnblocked | IssuerScriptReported) -> None:
         """A lost/stolen report, an unblock (the issuer's own), a script's result (the

@@ -15,6 +15,7 @@ it by TR-31 to run card management), ``kex:<t>`` (terminal key agreement).
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import Callable
 from datetime import date
@@ -36,6 +37,7 @@ from cardbus.crypto.tr31 import unwrap_key_block, wrap_key_block
 from cardbus.crypto.wrap import unwrap_for_terminal, wrap_for_terminal
 from cardbus.errors import (
     CardAuthenticationError,
+    CardBusError,
     KeyBlockHeaderMismatch,
     KeyUsageError,
     MissingKeyError,
@@ -233,6 +235,32 @@ class PlatformHsm(_Role):
         pan = self._terminal_pan(terminal_id, pan_blob, context)
         dst = self._pan_cipher(self._latest(f"pan:{provider_id}"), f"provider:{provider_id}")
         return dst.encrypt(pan, context)
+
+    def same_translation(self, terminal_id: str, pan_blob: EncryptedBlob, context: str,
+                         provider_id: str, provider_pan: EncryptedBlob,
+                         pins: tuple[str, bytes, str, bytes] | None = None) -> bool:
+        """Whether ``provider_pan`` (and ``pins``: terminal PIN key id and block, provider PIN
+        key id and block) hold the PAN (and PIN) of the terminal's ``pan_blob``: how the audit
+        checks a translation whose fresh encryption it cannot re-derive. Nothing clear leaves."""
+        try:
+            if not provider_pan.key_id.startswith(f"pan:{provider_id}.v"):
+                return False
+            pan = self._terminal_pan(terminal_id, pan_blob, context)
+            other = self._pan_cipher(provider_pan.key_id, f"provider:{provider_id}").decrypt(
+                provider_pan, context)
+            if not hmac.compare_digest(pan, other):
+                return False
+            if pins is None:
+                return True
+            src_id, src_block, dst_id, dst_block = pins
+            if not (src_id.startswith(f"tpk:{terminal_id}.v")
+                    and dst_id.startswith(f"pin:{provider_id}.v")):
+                return False
+            src = self._key(src_id, KeyUsage.PIN_ENC, f"terminal:{terminal_id}")
+            dst = self._key(dst_id, KeyUsage.PIN_ENC, f"provider:{provider_id}")
+            return pin.same_pin(src, src_block, dst, dst_block, pan)
+        except CardBusError:
+            return False
 
     def pan_token(self, terminal_id: str, pan_blob: EncryptedBlob, context: str) -> str:
         """The platform's token for the PAN in a terminal's blob."""

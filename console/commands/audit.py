@@ -55,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="state folder with the parties' key stores (default: CARDBUS_HOME)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds after which a missing answer is a finding (default 10)")
+    p.add_argument("--platform-timeout", type=float, default=3.0, metavar="SECONDS",
+                   help="the platform worker's --timeout, for re-deriving its timeouts "
+                        "(default 3)")
+    p.add_argument("--platform-load-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="the platform worker's --load-timeout (top-ups; default 60)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--no-rederive", action="store_true", help="skip decision re-derivation")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -189,7 +194,9 @@ def audit_command(args: argparse.Namespace) -> int:
         book = build_keybook(home, capture.key_changelog)
         options = AuditOptions(args.namespace, home=home, timeout_s=args.timeout,
                                workers=args.workers, rederive=not args.no_rederive,
-                               partial=capture.partial, end_ms=end_ms, partitions=partitions)
+                               partial=capture.partial, end_ms=end_ms, partitions=partitions,
+                               platform_timeout_s=args.platform_timeout,
+                               platform_load_timeout_s=args.platform_load_timeout)
         if partitions is not None:
             return _save_part(args, capture, options, book)
         report = audit_records(capture.records, options, book)

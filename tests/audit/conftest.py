@@ -18,7 +18,9 @@ from streams import codec
 @pytest.fixture(scope="session")
 def trail_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Trail, Path]:
     home = Path(tmp_path_factory.mktemp("audit-home"))
-    start = datetime.now(UTC) - timedelta(hours=2)  # the broker refuses future timestamps
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)  # whole ms, as the
+    # broker stamps records (the platform re-derivation reads its time from them); the broker
+    # refuses future timestamps
     return simulate(home, 160, timeout_every=20, cutover_every=60, start=start), home
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from audit.model import ANSWER, CHAIN, COMPLETENESS, LEDGER, REDERIVE, Record
+from audit.model import ANSWER, CHAIN, COMPLETENESS, LEDGER, PLATFORM, REDERIVE, Record
 from bench.trail import Trail
 from cardbus import ceremony
 from schemas.payments import AuthorizationDecided, PaymentCompleted
@@ -56,14 +56,19 @@ def test_decision_republished_under_a_new_event_id_is_caught_at_that_record(
 
 def test_dropped_reversal_is_caught(trail_home: Trailed) -> None:
     """A timeout reversal removed from the bank's topic: the payment's timeout has no reversal
-    (at its outcome) and the bank's recorded answer to it has no request."""
+    (at its outcome), the bank's recorded answer to it has no request, and the platform's
+    re-derivation misses it at the clock tick that timed the payment out."""
     trail, home = trail_home
     rec = pick(trail.records, "provider.bank-a.requests", "ReversalRequested", 0)
     report = run(replace(trail.records, rec), home)
     kinds = {f.kind for f in report.findings}
-    assert kinds == {REDERIVE, COMPLETENESS}
+    assert kinds == {REDERIVE, COMPLETENESS, PLATFORM}
     assert any(f.kind == COMPLETENESS and f.topic == "terminal-results"
                and "no timeout reversal" in f.reason for f in report.findings)
+    [missed] = [f for f in report.findings if f.kind == PLATFORM]
+    tick = next(r for r in trail.records if r.topic == missed.topic
+                and r.partition == missed.partition and r.offset == missed.offset)
+    assert b'"type":"ClockTicked"' in (tick.value or b"") and "not recorded" in missed.reason
 
 
 def _omit_one_approval(trail: Trail, home: Path) -> tuple[Record, SettlementBatchClosed]:

@@ -43,6 +43,11 @@ def test_demo_runs_every_step_and_its_trail_audits_clean(kafka_bootstrap: str,
     assert report["findings"] == [] and report["ok"] is True, report["findings"]
     assert audit.returncode == 0
     assert report["counts"]["per_type"].get("TransitLoadConfirmed", 0) >= 1
+    checks = report["counts"]["checks"]  # the platform's outputs re-derived, every payment's
+    assert not [n for n in report["notes"] if "platform outputs not re-derived" in n]
+    assert checks.get("payments re-derived", 0) + checks.get(
+        "payments re-derived in another order of their topics", 0) >= 2, (checks,
+                                                                          report["notes"])
     purses = [json.loads(f.read_text()) for f in (tmp_path / "cards").glob("*.json")
               if not f.name.endswith(".state.json")]
     numbers = [p["pan"] for p in purses if p["kind"] == "transit"]
