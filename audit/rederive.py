@@ -1,8 +1,9 @@
 """Re-derivation: replay a provider's request partition through its adapter, as the provider
 app does (``agents.providers.app``), and give every output it would have published.
 
-State is threaded exactly like the app: cards and accounts by PAN token, decisions per card as the bank remembers them, by
-request id, the hash chain and the open batch per partition ``p<N>``. Decisions are
+State is threaded exactly like the app: cards and accounts by PAN token, each card's decisions
+as the bank remembers them (by request id), the hash chain and the open batch per partition
+``p<N>``. Decisions are
 deterministic (ids from inputs, time from the input event, Ed25519 deterministic), so the
 encoded outputs must equal the recorded ones byte for byte.
 """
