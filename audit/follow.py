@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from audit import checks
+from audit import platform as platform_rederive
 from audit.keys import KeyBook, NotCheckable, learn_from
-from audit.model import DECODE, SEAL, Fact, Finding, Record
+from audit.model import ANSWER, DECODE, SEAL, Fact, Finding, Record
 from audit.partial import IDENTITY_TOPICS
 from audit.rederive import Output, PartitionReplay, ProviderReplayer, provider_hsm
 from audit.scan import canonical, decode_record, provider_of, scan
@@ -68,6 +69,8 @@ class FollowOptions:
     grace_ms: int = 10_000  # a missing answer is a finding this long after the last event
     dead_letter_wait_ms: int = 2_000  # how long a decode/seal finding waits for its dead letter
     rederive: bool = True
+    platform_timeout_s: float = 3.0  # the platform worker's --timeout and --load-timeout
+    platform_load_timeout_s: float = 60.0
 
 
 @dataclass
@@ -103,6 +106,7 @@ class FollowState:
     dead: set[tuple[str, int, int]] = field(default_factory=set)
     counts: Counter[str] = field(default_factory=Counter)
     last_finding: Finding | None = None
+    platform: platform_rederive.LiveState | None = None  # the platform re-derivation's
 
 
 def finding_id(namespace: str, finding: Finding) -> str:
@@ -128,6 +132,13 @@ class Follower:
         self._replayable: dict[str, bool] = {}
         self._known_keys = -1
         self._times: dict[tuple[str, int, int], int] = {}  # recent records' broker times
+        self._platform: platform_rederive.LivePlatform | None = None
+        if options.rederive and book.platform is not None and self._platform_key():
+            self.s.platform = self.s.platform or platform_rederive.LiveState()
+            self._platform = platform_rederive.LivePlatform(
+                book.platform, platform_rederive.rules_for(options.platform_timeout_s,
+                                                           options.platform_load_timeout_s),
+                self.s.platform)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -180,6 +191,8 @@ class Follower:
         for rec in records:
             if provider_of(rec.topic) is not None:
                 self._rederive(rec, out)
+        if self._platform is not None:
+            self._platform.feed(records)
         return out + self.tick(now_ms)
 
     # -- identities ----------------------------------------------------------------------
@@ -417,8 +430,20 @@ class Follower:
         self._compare(now_ms, out)
         self._settlements(now_ms, out)
         self._groups(now_ms, out)
+        self._platform_due(now_ms, out)
         self._release(now_ms, out)
         return out
+
+    def _platform_due(self, now_ms: int, out: list[Finding]) -> None:
+        """The platform re-derivation of the payments whose grace has passed; a finding at
+        an answer the ``answer`` check found is left out (as in the batch audit)."""
+        if self._platform is None:
+            return
+        for cid, finding in self._platform.due(now_ms, self.options.grace_ms):
+            group = self.s.groups.get(cid)
+            if group is not None and (ANSWER, *finding.where()) in group.reported:
+                continue
+            self._emit(finding, out)
 
     def _settlements(self, now_ms: int, out: list[Finding]) -> None:
         waiting = []
