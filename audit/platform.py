@@ -42,7 +42,7 @@ from collections.abc import Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import structlog
 
@@ -148,6 +148,7 @@ class GlobalState:
     parked_keys: dict[str, ProviderKeysProvisioned] = field(default_factory=dict)
     waiting: dict[str, ProviderRegistered] = field(default_factory=dict)
     enrolled: dict[str, TerminalEnrolled] = field(default_factory=dict)
+    status: dict[str, Literal["active", "suspended"]] = field(default_factory=dict)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without the platform's verifier (its owner sets it again)."""
@@ -183,15 +184,22 @@ class GlobalState:
             self._keys(ev, decide.Route.model_validate(raw))
         elif isinstance(ev, TerminalEnrolled):
             self.enrolled.setdefault(ev.terminal_id, ev)
+            self._terminal(ev.terminal_id)
         elif isinstance(ev, TerminalKeysIssued) and ev.producer == "platform":
-            enrolled = self.enrolled.get(ev.terminal_id)
-            if enrolled is None:
-                return
-            self.terminals = {**self.terminals, ev.terminal_id: decide.TerminalRecord(
-                terminal_id=ev.terminal_id, status=ev.status,
-                identity_key_id=enrolled.identity_key_id,
-                identity_public_key=enrolled.identity_public_key,
-                wrap_public_key=enrolled.wrap_public_key).model_dump(mode="json")}
+            self.status[ev.terminal_id] = ev.status
+            self._terminal(ev.terminal_id)
+
+    def _terminal(self, terminal_id: str) -> None:
+        """The terminal's record once its enrollment and a key set are known (a live audit
+        may read either topic first)."""
+        enrolled, status = self.enrolled.get(terminal_id), self.status.get(terminal_id)
+        if enrolled is None or status is None:
+            return
+        self.terminals = {**self.terminals, terminal_id: decide.TerminalRecord(
+            terminal_id=terminal_id, status=status,
+            identity_key_id=enrolled.identity_key_id,
+            identity_public_key=enrolled.identity_public_key,
+            wrap_public_key=enrolled.wrap_public_key).model_dump(mode="json")}
 
     def _register(self, ev: ProviderRegistered) -> None:
         raw = self.routes.get(ev.provider_id)
@@ -667,15 +675,21 @@ class LivePlatform:
         if not found:
             self.s.counts["payments re-derived"] += 1
             return []
-        assert payment.state is not None
+        assert payment.state is not None and self.s.routes is not None
         ticks = self.s.ticks.get(payment.inputs[0].partition, [])
-        other = _other_orders(self.replayer, cid, payment.inputs, ticks, payment.state,
-                              payment.recorded, requests, now_ms, grace_ms)
-        if other is not None and not other[0]:
-            self.s.counts["payments re-derived in another order of their topics"] += 1
-            return []
-        if other is not None and (len(other[0]), -other[1]) < (len(found), -matched):
-            return other[0]
+        # the state of the payment's time; then the state now (the identity topics may be
+        # read after the payment's: a terminal's key set, a registration)
+        now_state = (self.s.routes.routes, self.s.routes.terminals)
+        for state in (payment.state, now_state):
+            other = _other_orders(self.replayer, cid, payment.inputs, ticks, state,
+                                  payment.recorded, requests, now_ms, grace_ms)
+            if other is not None and not other[0]:
+                self.s.counts["payments re-derived in another order of their topics"] += 1
+                return []
+            if other is not None and (len(other[0]), -other[1]) < (len(found), -matched):
+                found, matched = other
+            if state == now_state:
+                break
         return found
 
 
