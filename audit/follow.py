@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from audit import checks
+from audit import platform as platform_rederive
 from audit.keys import KeyBook, NotCheckable, learn_from
-from audit.model import DECODE, SEAL, Fact, Finding, Record
+from audit.model import ANSWER, DECODE, SEAL, Fact, Finding, Record
 from audit.partial import IDENTITY_TOPICS
 from audit.rederive import Output, PartitionReplay, ProviderReplayer, provider_hsm
 from audit.scan import canonical, decode_record, provider_of, scan
@@ -73,6 +74,8 @@ class FollowOptions:
     # kept: a follower runs for months, so what it keeps per event is bounded (an id re-used
     # further apart than this is left to the batch audit, which sees its whole range)
     window: int = 200_000
+    platform_timeout_s: float = 3.0  # the platform worker's --timeout and --load-timeout
+    platform_load_timeout_s: float = 60.0
 
 
 @dataclass
@@ -108,6 +111,7 @@ class FollowState:
     dead: set[tuple[str, int, int]] = field(default_factory=set)
     counts: Counter[str] = field(default_factory=Counter)
     last_finding: Finding | None = None
+    platform: platform_rederive.LiveState | None = None  # the platform re-derivation's
 
 
 def _keep_newest(facts: dict[Any, Fact], limit: int) -> None:
@@ -141,6 +145,13 @@ class Follower:
         self._replayable: dict[str, bool] = {}
         self._known_keys = -1
         self._times: dict[tuple[str, int, int], int] = {}  # recent records' broker times
+        self._platform: platform_rederive.LivePlatform | None = None
+        if options.rederive and book.platform is not None and self._platform_key():
+            self.s.platform = self.s.platform or platform_rederive.LiveState()
+            self._platform = platform_rederive.LivePlatform(
+                book.platform, platform_rederive.rules_for(options.platform_timeout_s,
+                                                           options.platform_load_timeout_s),
+                self.s.platform)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -195,6 +206,8 @@ class Follower:
                 self._rederive(rec, out)
         _keep_newest(self.s.first, self.options.window)
         _keep_newest(self.s.replay_first, self.options.window)
+        if self._platform is not None:
+            self._platform.feed(records)
         return out + self.tick(now_ms)
 
     # -- identities ----------------------------------------------------------------------
@@ -432,8 +445,20 @@ class Follower:
         self._compare(now_ms, out)
         self._settlements(now_ms, out)
         self._groups(now_ms, out)
+        self._platform_due(now_ms, out)
         self._release(now_ms, out)
         return out
+
+    def _platform_due(self, now_ms: int, out: list[Finding]) -> None:
+        """The platform re-derivation of the payments whose grace has passed; a finding at
+        an answer the ``answer`` check found is left out (as in the batch audit)."""
+        if self._platform is None:
+            return
+        for cid, finding in self._platform.due(now_ms, self.options.grace_ms):
+            group = self.s.groups.get(cid)
+            if group is not None and (ANSWER, *finding.where()) in group.reported:
+                continue
+            self._emit(finding, out)
 
     def _settlements(self, now_ms: int, out: list[Finding]) -> None:
         waiting = []

@@ -25,6 +25,10 @@ compared without them (and without its seal, which covers them and is verified b
 the provider's re-derivation), and they are checked by decrypting both sides in the audit HSM
 (same PAN, same PIN, bound to the payment id).
 
+``LivePlatform`` does the same for ``cardbus audit --follow``: records fed as they arrive,
+each payment compared once its grace has passed since its last record (and the platform waits
+on it no more: a deadline, a parked decision).
+
 Not re-derived: the terminals' key sets (fresh wrapping keys; a terminal's status is taken from
 the platform's recorded ``TerminalKeysIssued``), card management, dead letters.
 """
@@ -38,7 +42,7 @@ from collections.abc import Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import structlog
 
@@ -144,6 +148,11 @@ class GlobalState:
     parked_keys: dict[str, ProviderKeysProvisioned] = field(default_factory=dict)
     waiting: dict[str, ProviderRegistered] = field(default_factory=dict)
     enrolled: dict[str, TerminalEnrolled] = field(default_factory=dict)
+    status: dict[str, Literal["active", "suspended"]] = field(default_factory=dict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the platform's verifier (its owner sets it again)."""
+        return {**self.__dict__, "platform_verifier": None}
 
     def apply(self, rec: Record) -> None:
         try:
@@ -175,15 +184,22 @@ class GlobalState:
             self._keys(ev, decide.Route.model_validate(raw))
         elif isinstance(ev, TerminalEnrolled):
             self.enrolled.setdefault(ev.terminal_id, ev)
+            self._terminal(ev.terminal_id)
         elif isinstance(ev, TerminalKeysIssued) and ev.producer == "platform":
-            enrolled = self.enrolled.get(ev.terminal_id)
-            if enrolled is None:
-                return
-            self.terminals = {**self.terminals, ev.terminal_id: decide.TerminalRecord(
-                terminal_id=ev.terminal_id, status=ev.status,
-                identity_key_id=enrolled.identity_key_id,
-                identity_public_key=enrolled.identity_public_key,
-                wrap_public_key=enrolled.wrap_public_key).model_dump(mode="json")}
+            self.status[ev.terminal_id] = ev.status
+            self._terminal(ev.terminal_id)
+
+    def _terminal(self, terminal_id: str) -> None:
+        """The terminal's record once its enrollment and a key set are known (a live audit
+        may read either topic first)."""
+        enrolled, status = self.enrolled.get(terminal_id), self.status.get(terminal_id)
+        if enrolled is None or status is None:
+            return
+        self.terminals = {**self.terminals, terminal_id: decide.TerminalRecord(
+            terminal_id=terminal_id, status=status,
+            identity_key_id=enrolled.identity_key_id,
+            identity_public_key=enrolled.identity_public_key,
+            wrap_public_key=enrolled.wrap_public_key).model_dump(mode="json")}
 
     def _register(self, ev: ProviderRegistered) -> None:
         raw = self.routes.get(ev.provider_id)
@@ -515,3 +531,175 @@ def rules_for(timeout_s: float, load_timeout_s: float) -> PlatformRules:
 
 __all__ = ["GlobalState", "PlatformCheck", "PlatformReplayer", "check_partition", "compare",
            "index_recorded"]
+
+
+# ---------------------------------------------------------------------------------------------
+# live (``cardbus audit --follow``)
+
+
+@dataclass
+class LivePayment:
+    """One payment's records while the follower waits for its grace to pass."""
+
+    inputs: list[Record] = field(default_factory=list)
+    derived: list[Derived] = field(default_factory=list)
+    recorded: list[Recorded] = field(default_factory=list)
+    state: tuple[dict[str, Any], dict[str, Any]] | None = None  # routes, terminals
+    last_ms: int = 0
+
+
+@dataclass
+class LiveState:
+    """The live platform re-derivation's whole state (in the follower's checkpoint)."""
+
+    routes: GlobalState | None = None
+    pending: dict[int, dict[str, Any]] = field(default_factory=dict)  # partition -> table
+    ticks: dict[int, list[tuple[Record, datetime]]] = field(default_factory=dict)
+    payments: dict[str, LivePayment] = field(default_factory=dict)
+    done: dict[str, int] = field(default_factory=dict)  # payments checked -> when (a while)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+class LivePlatform:
+    """``check_partition`` fed as records arrive: each payment compared once its grace has
+    passed since its last record (its inputs and its recorded outputs)."""
+
+    def __init__(self, hsm: PlatformHsm, rules: PlatformRules, state: LiveState) -> None:
+        self.hsm, self.rules, self.s = hsm, rules, state
+        if state.routes is None:  # admissions on the trail: routes wait for them (below)
+            state.routes = GlobalState(hsm.verifier, admitted=False)
+        state.routes.platform_verifier = hsm.verifier
+        self.replayer = PlatformReplayer(hsm, rules, -1, state.routes.admitted)
+        self.replayer.state = state.routes
+        self._platforms: dict[int, tuple[Platform, list[tuple[str, Event]]]] = {}
+
+    def _platform(self, partition: int) -> tuple[Platform, list[tuple[str, Event]]]:
+        got = self._platforms.get(partition)
+        if got is None:
+            routes = self.s.routes
+            assert routes is not None
+            got = self._platforms[partition] = self.replayer.platform(routes.routes,
+                                                                      routes.terminals)
+            got[0].t.pending = self.s.pending.setdefault(partition, {})
+        return got
+
+    def feed(self, records: list[Record]) -> None:
+        routes = self.s.routes
+        assert routes is not None
+        with _quiet():
+            for rec in sorted(records, key=_live_key):
+                if rec.topic in GLOBAL_TOPICS:
+                    if rec.topic == "provider-admissions":
+                        routes.admitted = True
+                    routes.apply(rec)
+                    for platform, _sent in self._platforms.values():
+                        platform.t.routes, platform.t.terminals = routes.routes, routes.terminals
+                elif rec.topic in INPUT_TOPICS:
+                    self._input(rec)
+                elif output_topic(rec.topic):
+                    for cid, outs in index_recorded([rec]).items():
+                        payment = self.s.payments.setdefault(cid, LivePayment())
+                        payment.recorded += outs
+                        payment.last_ms = max(payment.last_ms, rec.timestamp_ms)
+
+    def _input(self, rec: Record) -> None:
+        routes = self.s.routes
+        assert routes is not None
+        ev = _event_of(rec)
+        if ev is not None and ev.type == "ClockTicked":
+            self.s.ticks.setdefault(rec.partition, []).append((rec, ev.occurred_at))
+        elif ev is not None:
+            payment = self.s.payments.setdefault(ev.correlation_id, LivePayment())
+            payment.inputs.append(rec)
+            payment.last_ms = max(payment.last_ms, rec.timestamp_ms)
+            if payment.state is None:
+                payment.state = (routes.routes, routes.terminals)
+        platform, sent = self._platform(rec.partition)
+        for out in self.replayer.run(platform, sent, rec):
+            payment = self.s.payments.setdefault(out.event.correlation_id, LivePayment())
+            payment.derived.append(out)
+            payment.last_ms = max(payment.last_ms, rec.timestamp_ms)  # a tick's outputs
+        sent.clear()
+
+    def _waiting(self, cid: str, payment: LivePayment, now_ms: int, grace_ms: int) -> bool:
+        """Whether the platform still waits on the payment (a deadline, a parked decision,
+        not passed by the grace yet): its check waits too."""
+        partition = next((r.partition for r in payment.inputs), None)
+        slot = self.s.pending.get(partition, {}).get(cid) if partition is not None else None
+        if not slot:
+            return False
+        until = None
+        if slot.get("state"):
+            pending = decide.Pending.model_validate(slot["state"])
+            until = pending.deadline if pending.waiting else None
+        elif slot.get("parked") and not slot.get("parked_done"):
+            until = datetime.fromisoformat(slot["parked_until"])
+        return until is not None and until.timestamp() * 1000 + grace_ms > now_ms
+
+    def due(self, now_ms: int, grace_ms: int) -> list[tuple[str, Finding]]:
+        """The findings (with their payment's id) of the payments whose grace has passed by
+        ``now_ms``."""
+        found: list[tuple[str, Finding]] = []
+        with _quiet():
+            for cid, payment in list(self.s.payments.items()):
+                if (payment.last_ms + grace_ms > now_ms
+                        or self._waiting(cid, payment, now_ms, grace_ms)):
+                    continue
+                del self.s.payments[cid]
+                if not payment.inputs and cid in self.s.done:
+                    self.s.counts["recorded again after their payment was checked"] += 1
+                    continue
+                self.s.done[cid] = now_ms
+                found += [(cid, f) for f in self._check(cid, payment, now_ms, grace_ms)]
+        self.s.done = {c: t for c, t in self.s.done.items() if t + 20 * grace_ms > now_ms}
+        horizon = int((self.rules.load_timeout + self.rules.park_grace + self.rules.timeout
+                       ).total_seconds() * 1000) + grace_ms
+        oldest = min((r.timestamp_ms for p in self.s.payments.values() for r in p.inputs),
+                     default=now_ms)
+        for partition, ticks in self.s.ticks.items():
+            self.s.ticks[partition] = [t for t in ticks
+                                       if t[0].timestamp_ms >= min(oldest, now_ms - horizon)]
+        return found
+
+    def _check(self, cid: str, payment: LivePayment, now_ms: int, grace_ms: int
+               ) -> list[Finding]:
+        if not payment.inputs:
+            return [_at(r.record, (
+                f"recorded {r.type} {r.event_id} answers payment {cid}, of which the platform "
+                f"received nothing (forged, or its inputs were removed)"))
+                for r in payment.recorded]
+        requests = {e.event_id: e for r in payment.inputs
+                    if isinstance(e := _event_of(r), PaymentRequested)}
+        found, matched = _compare(payment.derived, payment.recorded, self.hsm, requests, now_ms,
+                                  grace_ms)
+        if not found:
+            self.s.counts["payments re-derived"] += 1
+            return []
+        assert payment.state is not None and self.s.routes is not None
+        ticks = self.s.ticks.get(payment.inputs[0].partition, [])
+        # the state of the payment's time; then the state now (the identity topics may be
+        # read after the payment's: a terminal's key set, a registration)
+        now_state = (self.s.routes.routes, self.s.routes.terminals)
+        for state in (payment.state, now_state):
+            other = _other_orders(self.replayer, cid, payment.inputs, ticks, state,
+                                  payment.recorded, requests, now_ms, grace_ms)
+            if other is not None and not other[0]:
+                self.s.counts["payments re-derived in another order of their topics"] += 1
+                return []
+            if other is not None and (len(other[0]), -other[1]) < (len(found), -matched):
+                found, matched = other
+            if state == now_state:
+                break
+        return found
+
+
+def _live_key(rec: Record) -> tuple[int, int, str, int, int]:
+    """Arrival in time order: the identity topics first at a tie, then the inputs (as in the
+    batch audit), the outputs last."""
+    if rec.topic in GLOBAL_TOPICS:
+        rank = GLOBAL_TOPICS.index(rec.topic)
+    elif rec.topic in INPUT_TOPICS:
+        rank = len(GLOBAL_TOPICS) + INPUT_TOPICS.index(rec.topic)
+    else:
+        rank = 99
+    return rec.timestamp_ms, rank, rec.topic, rec.partition, rec.offset

@@ -225,7 +225,9 @@ def _follow(args: argparse.Namespace) -> int:
     grace = args.grace if args.grace is not None else s.audit_grace_s
     options = LiveOptions(
         FollowOptions(args.namespace, home=home, grace_ms=int(grace * 1000),
-                      rederive=not args.no_rederive, window=s.audit_follow_window),
+                      rederive=not args.no_rederive, window=s.audit_follow_window,
+                      platform_timeout_s=args.platform_timeout,
+                      platform_load_timeout_s=args.platform_load_timeout),
         resolve_bootstrap(args.bootstrap), party=args.party, home=home,
         exit_when_idle_s=args.exit_when_idle)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from audit.follow import Follower, FollowOptions
 from audit.keys import build_keybook
 from audit.live import load_state, save_state
-from audit.model import COMPLETENESS, LEDGER, PLATFORM, REDERIVE, Finding, Record
+from audit.model import COMPLETENESS, LEDGER, REDERIVE, Finding, Record
 from bench.trail import Trail
 from tests.audit.conftest import pick, replace, run
 from tests.audit.test_tamper_more import _omit_one_approval
@@ -63,12 +63,16 @@ def test_clean_trail_follows_clean(trail_home: Trailed) -> None:
     assert f.s.counts["events"] == len(trail.records)
     assert f.s.counts["re-derived outputs matching byte for byte"] >= trail.payments
     assert f.s.counts["settlement batches"] > 0 and f.s.counts["chained decisions"] > 0
+    assert f.s.platform is not None  # the platform's outputs re-derived, every payment's
+    done = f.s.platform.counts
+    assert done["payments re-derived"] + done[
+        "payments re-derived in another order of their topics"] == trail.payments
 
 
 def test_tampering_gives_the_batch_audits_findings(trail_home: Trailed) -> None:
     """A deleted decision, a flipped answer, a batch without one approval, a replayed
-    request: the follower finds what the batch audit finds, at the same records (but the
-    platform re-derivation's findings: the follower does not re-derive the platform)."""
+    request: the follower finds what the batch audit finds, at the same records (the
+    platform re-derivation's included)."""
     trail, home = trail_home
     cases = []
     gone = pick(trail.records, "provider-results", "AuthorizationDecided", 25)
@@ -78,7 +82,7 @@ def test_tampering_gives_the_batch_audits_findings(trail_home: Trailed) -> None:
     request = pick(trail.records, "payment-requests", "PaymentRequested", 7)
     cases.append(replace(trail.records, request))
     for records in cases:
-        batch_findings = [f for f in run(records, home).findings if f.kind != PLATFORM]
+        batch_findings = run(records, home).findings
         assert batch_findings
         assert kinds_where(follow_all(records, home)) == kinds_where(batch_findings)
 

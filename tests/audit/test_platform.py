@@ -37,6 +37,7 @@ from tests.agents.conftest import NOW
 from tests.agents.test_transit_decide import T, TopUp
 from tests.agents.test_trust_platform import admitted, rogue
 from tests.audit.conftest import pick, replace, run
+from tests.audit.test_follow import follow_all
 
 Trailed = tuple[Trail, Path]
 
@@ -103,6 +104,18 @@ def test_answer_with_a_changed_amount(trail_home: Trailed) -> None:
     report = run(replace(trail.records, rec, changed), home)
     assert [(f.kind, f.where()) for f in report.findings] == [(PLATFORM, _where(rec))]
     assert "amount" in report.findings[0].reason
+
+
+def test_the_follower_finds_a_changed_answer_where_the_batch_audit_does(
+        trail_home: Trailed) -> None:
+    """``--follow`` re-derives the platform too: the same finding, once the grace passed."""
+    trail, home = trail_home
+    rec = pick(trail.records, "terminal-results", "PaymentCompleted", 12)
+    ev = codec.decode(None, rec.value)
+    changed = _sign(home, ev, amount=Money(amount=ev.amount.amount + 100,
+                                           currency=ev.amount.currency))
+    records = replace(trail.records, rec, changed)
+    assert [(f.kind, f.where()) for f in follow_all(records, home)] == [(PLATFORM, _where(rec))]
 
 
 def test_timeout_that_was_not_due(trail_home: Trailed) -> None:
