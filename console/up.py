@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from cardbus.paths import state_dir
 from console.stack import TERMINAL_ID, LocalStack
 from streams import clients
 
@@ -164,5 +165,5 @@ def run_up() -> int:
         console.print("stopping ...")
     finally:
         stack.stop()
-    console.print("stopped; state kept in .cardbus (run `cardbus up` again to find it)")
+    console.print(f"stopped; state kept in {state_dir()} (run `cardbus up` again to find it)")
     return 0
