@@ -157,13 +157,7 @@ class ProviderReplayer:
         adapter = self.adapter
         if not isinstance(adapter, TransitOperator):
             raise CardBusError(f"{ev.type}: {adapter.provider_id} is not a transit operator")
-        purse = self.purses.get(ev.card_token)
-        if isinstance(ev, TransitLoadRequested):
-            answer = adapter.authorize_load(ev, purse, self.operator)
-        elif isinstance(ev, TransitLoadApplied):
-            answer = adapter.confirm_load(ev, purse, self.operator)
-        else:
-            answer = adapter.abort_load(ev, purse, self.operator)
+        answer = adapter.load_step(ev, self.purses.get(ev.card_token), self.operator)
         self.purses[ev.card_token] = answer.purse
         return [("provider-results", answer.event)]
 

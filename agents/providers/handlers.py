@@ -224,12 +224,7 @@ class Provider:
                               field="type")
         purse = _load(self.t.purses, ev.card_token, Purse)
         with bind_correlation(ev.correlation_id, provider=self.pid):
-            if isinstance(ev, TransitLoadRequested):
-                answer = adapter.authorize_load(ev, purse, self.operator)
-            elif isinstance(ev, TransitLoadApplied):
-                answer = adapter.confirm_load(ev, purse, self.operator)
-            else:
-                answer = adapter.abort_load(ev, purse, self.operator)
+            answer = adapter.load_step(ev, purse, self.operator)
             _store(self.t.purses, ev.card_token, answer.purse)
             log.info("transit load", step=ev.type, answer=answer.event.type,
                      confirmed=getattr(answer.event, "confirmed", None))

@@ -298,6 +298,16 @@ class TransitOperator(ProviderAdapter):
     confirm_load = staticmethod(confirm_load)
     abort_load = staticmethod(abort_load)
 
+    def load_step(self, ev: TransitLoadRequested | TransitLoadApplied | TransitLoadAborted,
+                  purse: Purse | None, crypto: OperatorCrypto) -> Answer:
+        """One load step on the purse's record: authorize (MAC2), confirm (TAC) or abort (the
+        operator app's handler and the audit's replay of it both answer through here)."""
+        if isinstance(ev, TransitLoadRequested):
+            return self.authorize_load(ev, purse, crypto)
+        if isinstance(ev, TransitLoadApplied):
+            return self.confirm_load(ev, purse, crypto)
+        return self.abort_load(ev, purse, crypto)
+
 
 adapter = TransitOperator(
     provider_id="transit",
