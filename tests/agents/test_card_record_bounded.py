@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from agents.providers.bank_a import adapter as bank_a
 from agents.providers.base import card_issued_event
 from agents.providers.settle import cutover_events
 from agents.providers.state import (
@@ -31,15 +28,6 @@ from tests.agents.harness import Network, only, rec
 
 T = "T-0001"
 OPENING = 1_000_000
-
-
-@pytest.fixture
-async def net() -> Network:
-    network = Network(NOW)
-    await network.join(bank_a)
-    await network.enroll(T)
-    network.sent.take()
-    return network
 
 
 async def _pay(net: Network, card, atc: int, amount: int) -> tuple[  # type: ignore[no-untyped-def]

@@ -38,15 +38,6 @@ from tests.agents.harness import Network, Rec, only, rec
 T = "T-0001"
 
 
-@pytest.fixture
-async def net() -> Network:
-    network = Network(NOW)
-    await network.join(bank_a)
-    await network.enroll(T)
-    network.sent.take()
-    return network
-
-
 async def test_provider_registration_routes_and_keys_parked_until_registered() -> None:
     network = Network(NOW)
     provider = await network.join(bank_a)
